@@ -1,0 +1,1 @@
+"""Pure logic: request and response types, the error catalogue, recipients. No I/O, no clock."""
