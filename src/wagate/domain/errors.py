@@ -32,11 +32,24 @@ _CATALOGUE: tuple[ErrorKind, ...] = (
     ErrorKind(131009, "Parameter value is not valid", 400, False),
     ErrorKind(131016, "Service unavailable", 500, True),
     ErrorKind(131026, "Message undeliverable", 400, False),
-    ErrorKind(131049, "This message was not delivered to maintain healthy ecosystem engagement.", 400, False),
-    ErrorKind(131050, "Unable to deliver the message. This recipient has chosen to stop receiving marketing messages on WhatsApp from your business", 400, False),
+    ErrorKind(
+        131049,
+        "This message was not delivered to maintain healthy ecosystem engagement.",
+        400,
+        False,
+    ),
+    ErrorKind(
+        131050,
+        "Unable to deliver the message. This recipient has chosen to stop receiving"
+        " marketing messages on WhatsApp from your business",
+        400,
+        False,
+    ),
     ErrorKind(131055, "Method not allowed", 400, False),
     ErrorKind(131056, "(Business Account, Consumer Account) pair rate limit hit", 400, True),
-    ErrorKind(132000, "Number of parameters does not match the expected number of params", 400, False),
+    ErrorKind(
+        132000, "Number of parameters does not match the expected number of params", 400, False
+    ),
     ErrorKind(132001, "Template name does not exist in the translation", 404, False),
     ErrorKind(132005, "Translated text too long", 400, False),
     ErrorKind(132012, "Parameter format does not match format in the created template", 400, False),

@@ -216,7 +216,7 @@ ButtonSubType = Literal["quick_reply", "url", "copy_code", "catalog", "mpm", "fl
 
 
 class ButtonComponent(_Component, tag="button"):
-    """Parameters of the button at `index` (0-9; Meta's examples send a number, its schema a string)."""
+    """Parameters of the button at `index` (0-9, sent as a number or a string)."""
 
     sub_type: ButtonSubType
     index: int | str

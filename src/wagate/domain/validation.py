@@ -125,7 +125,9 @@ def _check_component(component: Component, where: str, *, card: bool) -> None:
     elif isinstance(component, ButtonComponent):
         _check_button(component, where)
     elif isinstance(component, LimitedTimeOfferComponent):
-        _check_types(component.parameters, (LimitedTimeOfferParameter,), "limited_time_offer", where)
+        _check_types(
+            component.parameters, (LimitedTimeOfferParameter,), "limited_time_offer", where
+        )
     for p, parameter in enumerate(getattr(component, "parameters", [])):
         media = _media_of(parameter)
         if media is not None and (media.id is None) == (media.link is None):

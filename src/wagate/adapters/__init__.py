@@ -1,0 +1,1 @@
+"""Adapters: storage, upstream client, sandbox, HTTP, CLI."""

@@ -1,0 +1,253 @@
+"""The `wagate` command line (typer): serve, migrate, projects, keys, numbers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wagate.adapters.store.migrate import migrate
+from wagate.adapters.store.sql import SqlStore
+from wagate.core import admin
+from wagate.ports import SystemClock
+from wagate.settings import Settings
+
+app = typer.Typer(
+    help="wagate: a self-hosted WhatsApp marketing-messages gateway (Kapso-compatible).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+projects_app = typer.Typer(help="Create and list projects.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+numbers_app = typer.Typer(help="Register WhatsApp phone numbers.", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+app.add_typer(keys_app, name="keys")
+app.add_typer(numbers_app, name="numbers")
+
+console = Console()
+errors = Console(stderr=True)
+T = TypeVar("T")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class UpstreamChoice(StrEnum):
+    """Where a number's messages go."""
+
+    sandbox = "sandbox"
+    meta = "meta"
+
+
+def _run(work: Callable[[SqlStore], Awaitable[T]]) -> T:
+    """Migrate, then run `work` against the configured store; AdminError exits 1."""
+    settings = Settings.from_env()
+    migrate(settings.database_url)
+
+    async def main() -> T:
+        store = SqlStore.from_url(
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except admin.AdminError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value) + "\n")
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Bring the database (WAGATE_DATABASE_URL) up to the newest schema."""
+    settings = Settings.from_env()
+    migrate(settings.database_url)
+    console.print(f"migrated {settings.database_url}")
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(help="Worker processes (SQLite: keep 1).")] = 1,
+    demo: Annotated[
+        bool, typer.Option(help="Ensure a demo project and sandbox number; print a key and a curl.")
+    ] = False,
+) -> None:
+    """Migrate the database, then serve the API."""
+    settings = Settings.from_env()
+    migrate(settings.database_url)
+    if demo:
+        found = _run(lambda store: admin.ensure_demo(store, SystemClock()))
+        _print_demo(found, host, port)
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    os.environ.setdefault("WAGATE_DATABASE_URL", settings.database_url)
+    server = Server(
+        "wagate.adapters.http.app:create_app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        log_access=False,
+    )
+    console.print(f"wagate listening on http://{host}:{port} (docs: /docs)")
+    server.serve()
+
+
+def _print_demo(demo: admin.Demo, host: str, port: int) -> None:
+    body = json.dumps(
+        {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "recipient": "US.13491208655302741918",
+            "type": "template",
+            "template": {"name": "promo_template", "language": {"code": "en_US"}},
+        }
+    )
+    url = (
+        f"http://{host}:{port}/meta/whatsapp/v24.0/{demo.number.phone_number_id}/marketing_messages"
+    )
+    console.print(
+        f"demo project: {demo.project.id}   sandbox number: {demo.number.phone_number_id}"
+    )
+    console.print(f"API key (shown once): [bold]{demo.key.secret}[/bold]")
+    console.print("try:")
+    sys.stdout.write(
+        f"curl -sS -X POST '{url}' -H 'Content-Type: application/json' "
+        f"-H 'X-API-Key: {demo.key.secret}' -d '{body}'\n"
+    )
+    sys.stdout.flush()
+
+
+@projects_app.command("create")
+def projects_create(
+    name: Annotated[str, typer.Argument(help="The project's name.")], as_json: JsonFlag = False
+) -> None:
+    """Create a project and its first API key (shown once)."""
+    project, key = _run(lambda store: admin.create_project(store, SystemClock(), name))
+    if as_json:
+        _print_json({"id": project.id, "name": project.name, "api_key": key.secret})
+    else:
+        console.print(f"project {project.id} ({project.name})")
+        console.print(f"API key (shown once): {key.secret}")
+
+
+@projects_app.command("list")
+def projects_list(as_json: JsonFlag = False) -> None:
+    """List projects."""
+    found = _run(lambda store: store.list_projects())
+    if as_json:
+        _print_json([{"id": p.id, "name": p.name, "created_at": p.created_at} for p in found])
+        return
+    table = Table("id", "name")
+    for project in found:
+        table.add_row(project.id, project.name)
+    console.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[str, typer.Option(help="Project id.")],
+    label: Annotated[str, typer.Option(help="A note to tell keys apart.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API key (shown once)."""
+    issued = _run(lambda store: admin.create_key(store, SystemClock(), project, label))
+    if as_json:
+        _print_json(
+            {"id": issued.key.id, "project_id": project, "api_key": issued.secret, "label": label}
+        )
+    else:
+        console.print(f"key {issued.key.id}: {issued.secret} (shown once)")
+
+
+@keys_app.command("list")
+def keys_list(
+    project: Annotated[str, typer.Option(help="Project id.")], as_json: JsonFlag = False
+) -> None:
+    """List a project's keys (prefixes only; keys are never stored)."""
+    found = _run(lambda store: admin.list_keys(store, project))
+    rows = [
+        {
+            "id": k.id,
+            "prefix": k.prefix,
+            "label": k.label,
+            "created_at": k.created_at,
+            "revoked_at": k.revoked_at,
+        }
+        for k in found
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "prefix", "label", "revoked")
+    for key in found:
+        table.add_row(key.id, f"{key.prefix}…", key.label, "yes" if key.revoked_at else "")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (not the key).")]) -> None:
+    """Revoke an API key."""
+    _run(lambda store: admin.revoke_key(store, SystemClock(), key_id))
+    console.print(f"revoked {key_id}")
+
+
+@numbers_app.command("add")
+def numbers_add(
+    project: Annotated[str, typer.Option(help="Project id.")],
+    phone_number_id: Annotated[str, typer.Option(help="Meta's phone number id.")],
+    waba_id: Annotated[str | None, typer.Option(help="WhatsApp Business Account id.")] = None,
+    upstream: Annotated[
+        UpstreamChoice, typer.Option(help="sandbox (built-in emulator) or meta.")
+    ] = UpstreamChoice.sandbox,
+    access_token: Annotated[str, typer.Option(help="Meta access token (meta only).")] = "",
+    mps: Annotated[int, typer.Option(help="Messages per second allowed (20, 80, 1000).")] = 80,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register a phone number with a project."""
+    number = _run(
+        lambda store: admin.add_number(
+            store,
+            SystemClock(),
+            project_id=project,
+            phone_number_id=phone_number_id,
+            waba_id=waba_id,
+            upstream=upstream.value,
+            access_token=access_token,
+            mps=mps,
+        )
+    )
+    result = {
+        "phone_number_id": number.phone_number_id,
+        "waba_id": number.waba_id,
+        "project_id": number.project_id,
+        "upstream": number.upstream,
+        "mps": number.mps,
+    }
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(result)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,254 @@
+"""The gateway's ASGI application: the send fast path in front of the Litestar app."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, cast
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import OpenAPIMediaType, RequestBody, Schema
+
+from wagate.adapters.http.graph import error_body, new_trace_id
+from wagate.adapters.http.reads import (
+    MessagePage,
+    MessageView,
+    message_page,
+    message_query,
+    message_view,
+    not_found,
+)
+from wagate.adapters.http.send import (
+    SendRequest,
+    answer_send,
+    api_key_of,
+    match_send_path,
+    serve_send,
+)
+from wagate.domain.errors import GraphError
+from wagate.domain.requests import (
+    GraphErrorResponse,
+    MarketingMessageRequest,
+    MarketingMessageResponse,
+)
+from wagate.services import Services
+from wagate.settings import Settings
+
+log = logging.getLogger("wagate.http")
+
+GRAPH_BASE = "/meta/whatsapp/{version:str}/{phone_number_id:str}"
+SEND_PATH = "/meta/whatsapp/{version}/{phone_number_id}/marketing_messages"
+_ERRORS = {
+    400: ResponseSpec(GraphErrorResponse, description="Invalid request (Graph error envelope)"),
+    401: ResponseSpec(GraphErrorResponse, description="Missing or invalid API key (code 190)"),
+}
+
+
+class Health(msgspec.Struct):
+    """The health answer."""
+
+    status: str
+
+
+def _services(request: Request[Any, Any, Any]) -> Services:
+    return cast(Services, request.app.state.services)
+
+
+async def _phone_number_for(request: Request[Any, Any, Any], phone_number_id: str) -> None:
+    services = _services(request)
+    api_key = api_key_of(request.headers.get("x-api-key"), request.headers.get("authorization"))
+    project_id = await services.access.project_of(api_key)
+    await services.access.phone_number_of(project_id, phone_number_id)
+
+
+@get("/healthz", tags=["operations"], summary="Liveness")
+async def healthz() -> Health:
+    """200 while the process serves requests."""
+    return Health(status="ok")
+
+
+@post(
+    f"{GRAPH_BASE}/marketing_messages",
+    tags=["messages"],
+    summary="Send a marketing message",
+    operation_id="sendMarketingMessage",
+    responses=_ERRORS,
+    status_code=200,
+)
+async def send_marketing_message(
+    request: Request[Any, Any, Any], version: str, phone_number_id: str
+) -> Response[MarketingMessageResponse]:
+    """Accept a template message for delivery; a 200 means it is stored durably.
+
+    Kapso's and Meta's body: `to` (phone, typed any way with its country code) or
+    `recipient` (a BSUID); `to` wins when both are sent. An `Idempotency-Key`
+    header makes retries safe for 24 h. Served by the bare-ASGI fast path; this
+    declaration documents it and serves it identically when mounted alone.
+    """
+    trace_id = new_trace_id()
+    services = _services(request)
+    body = await request.body()
+    answer = await answer_send(
+        services,
+        SendRequest(
+            version=version,
+            phone_number_id=phone_number_id,
+            api_key=api_key_of(
+                request.headers.get("x-api-key"), request.headers.get("authorization")
+            ),
+            content_type=request.headers.get("content-type"),
+            idempotency_key=request.headers.get("idempotency-key"),
+            body=body,
+        ),
+        trace_id,
+    )
+    return Response(
+        content=cast(Any, answer.body),
+        status_code=answer.status,
+        media_type="application/json",
+        headers={k.decode(): v.decode() for k, v in answer.headers},
+    )
+
+
+@get(f"{GRAPH_BASE}/messages/{{message_id:str}}", tags=["messages"], responses=_ERRORS)
+async def get_message(
+    request: Request[Any, Any, Any], version: str, phone_number_id: str, message_id: str
+) -> MessageView:
+    """One message with its status and timeline."""
+    await _phone_number_for(request, phone_number_id)
+    message = await _services(request).store.get_message(phone_number_id, message_id)
+    if message is None:
+        raise not_found(message_id)
+    return message_view(message)
+
+
+@get(f"{GRAPH_BASE}/messages", tags=["messages"], responses=_ERRORS)
+async def list_messages(
+    request: Request[Any, Any, Any], version: str, phone_number_id: str
+) -> MessagePage:
+    """A page of a number's messages, newest first; filter by `status`, `since`, `until`.
+
+    Query: `limit` (1-100, default 20), `before`/`after` cursors from `paging`.
+    """
+    await _phone_number_for(request, phone_number_id)
+    params = dict(request.query_params)
+    query = message_query(phone_number_id, params)
+    rows = await _services(request).store.list_messages(
+        dataclasses.replace(query, limit=query.limit + 1)
+    )
+    base = str(request.url).split("?", 1)[0]
+    return message_page(rows, query, base, params)
+
+
+def _graph_error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    trace_id = new_trace_id()
+    if isinstance(exc, GraphError):
+        error = exc
+    elif isinstance(exc, HTTPException):
+        details = exc.detail if exc.status_code != 404 else f"Unknown path {request.url.path}"
+        error = GraphError(100, str(details), http_status=exc.status_code)
+    else:
+        log.exception("unhandled error fbtrace_id=%s on %s", trace_id, request.url.path)
+        error = GraphError(131000, "Internal error")
+    if not isinstance(exc, Exception) or error.http_status < 500:
+        log.info("refused fbtrace_id=%s path=%s: %s", trace_id, request.url.path, error)
+    return Response(
+        content=cast(Any, error_body(error, trace_id)),
+        status_code=error.http_status,
+        media_type="application/json",
+        headers={"x-fb-trace-id": trace_id},
+    )
+
+
+def create_litestar(services: Services) -> Litestar:
+    """The Litestar app: everything but the send fast path."""
+    app = Litestar(
+        route_handlers=[healthz, send_marketing_message, get_message, list_messages],
+        exception_handlers={Exception: _graph_error_response},
+        request_max_body_size=services.settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="wagate",
+            version="0.1.0",
+            description=(
+                "Self-hosted, drop-in implementation of Kapso's WhatsApp marketing_messages API."
+            ),
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(), JsonRenderPlugin(), YamlRenderPlugin()],
+        ),
+        on_shutdown=[services.close],
+        debug=False,
+    )
+    app.state.services = services
+    _describe_send_body(app)
+    return app
+
+
+def _describe_send_body(app: Litestar) -> None:
+    """Document the send body, which the handler reads raw, from the msgspec types.
+
+    Two variants, as Kapso documents them: a phone send (`to`) and a BSUID send
+    (`recipient`); both are the one `MarketingMessageRequest` type.
+    """
+    openapi = app.openapi_schema
+    (_, components) = msgspec.json.schema_components(
+        [MarketingMessageRequest], ref_template="#/components/schemas/{name}"
+    )
+    base = dict(components.pop("MarketingMessageRequest"))
+    phone = {**base, "title": "Phone send", "required": [*base["required"], "to"]}
+    bsuid = {**base, "title": "BSUID send", "required": [*base["required"], "recipient"]}
+    components["MarketingMessagePhoneRequest"] = phone
+    components["MarketingMessageBsuidRequest"] = bsuid
+    assert openapi.components.schemas is not None
+    openapi.components.schemas.update(cast(dict[str, Schema], components))
+    item = openapi.paths[SEND_PATH] if openapi.paths else None
+    if item is not None and item.post is not None:
+        item.post.request_body = RequestBody(
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=cast(
+                        Schema,
+                        {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/MarketingMessagePhoneRequest"},
+                                {"$ref": "#/components/schemas/MarketingMessageBsuidRequest"},
+                            ]
+                        },
+                    )
+                )
+            },
+        )
+
+
+class Gateway:
+    """The ASGI entry point: sends go straight to the fast path, the rest to Litestar."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.litestar = create_litestar(services)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Route one ASGI event."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = match_send_path(scope["path"])
+            if route is not None:
+                await serve_send(self.services, scope, receive, send, route)
+                return
+        await self.litestar(scope, receive, send)
+
+
+def create_app() -> Gateway:
+    """The app factory granian calls in each worker: settings from the environment."""
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    return Gateway(Services.build(settings))
+
+
+__all__ = ["Gateway", "create_app", "create_litestar", "error_body"]

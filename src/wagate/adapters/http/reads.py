@@ -1,0 +1,200 @@
+"""Reading stored messages back, Kapso-style: one message, or a page of them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from wagate.domain.errors import GraphError, invalid_parameter
+from wagate.domain.model import STATUSES, MessageQuery, Status, StoredMessage
+from wagate.domain.requests import MarketingMessageRequest, Template
+
+_request_decoder = msgspec.json.Decoder(MarketingMessageRequest)
+
+
+class MessageStatusView(msgspec.Struct, omit_defaults=True):
+    """One step of a message's timeline."""
+
+    status: Status
+    timestamp: str
+
+
+class MessageErrorView(msgspec.Struct, omit_defaults=True):
+    """Why a message failed, in Meta's words."""
+
+    code: int
+    title: str
+    message: str
+    error_data: dict[str, str] | None = None
+
+
+class MessageView(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A stored message as the read endpoints show it."""
+
+    id: str
+    messaging_product: Literal["whatsapp"] = "whatsapp"
+    recipient_type: Literal["individual"] = "individual"
+    to: str | None = None
+    recipient: str | None = None
+    input: str
+    type: Literal["template"] = "template"
+    template: Template
+    timestamp: str
+    status: Status
+    statuses: list[MessageStatusView]
+    errors: list[MessageErrorView] | None = None
+    biz_opaque_callback_data: str | None = None
+    phone_number_id: str
+
+
+class Cursors(msgspec.Struct, omit_defaults=True):
+    """Opaque keyset cursors: `before` is the first item, `after` the last."""
+
+    before: str | None = None
+    after: str | None = None
+
+
+class Paging(msgspec.Struct, omit_defaults=True):
+    """Graph-style paging: cursors and, when there are more, links."""
+
+    cursors: Cursors
+    next: str | None = None
+    previous: str | None = None
+
+
+class MessagePage(msgspec.Struct):
+    """A page of messages."""
+
+    data: list[MessageView]
+    paging: Paging
+
+
+def message_view(message: StoredMessage) -> MessageView:
+    """The read view of a stored message."""
+    request = _request_decoder.decode(message.request)
+    errors = None
+    if message.status == "failed" and message.error_code is not None:
+        title = message.error_title or ""
+        errors = [
+            MessageErrorView(
+                code=message.error_code,
+                title=title,
+                message=title,
+                error_data={"details": message.error_details} if message.error_details else None,
+            )
+        ]
+    phone = message.recipient_kind == "phone"
+    return MessageView(
+        id=message.id,
+        to=message.recipient if phone else None,
+        recipient=None if phone else message.recipient,
+        input=message.recipient_input,
+        template=request.template,
+        timestamp=str(message.created_at // 1000),
+        status=message.status,
+        statuses=[],
+        errors=errors,
+        biz_opaque_callback_data=message.biz_opaque_callback_data,
+        phone_number_id=message.phone_number_id,
+    )
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque cursor for a position in the listing."""
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, name: str) -> int:
+    """The position a cursor stands for, or a code 100 error."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind == "seq" and value.isdigit():
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise invalid_parameter(f"`{name}` is not a cursor this API returned: {cursor!r}")
+
+
+def parse_time(value: str, name: str) -> int:
+    """Unix seconds or ISO 8601 as Unix milliseconds, or a code 100 error."""
+    text = value.strip()
+    try:
+        if text.lstrip("-").isdigit():
+            return int(text) * 1000
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid_parameter(
+            f"`{name}` must be Unix seconds or an ISO 8601 time, got {value!r}"
+        ) from None
+    if moment.tzinfo is None:
+        raise invalid_parameter(f"`{name}` needs a time zone (e.g. 2026-11-23T10:00:00Z)")
+    return int(moment.timestamp() * 1000)
+
+
+def message_query(phone_number_id: str, params: dict[str, str]) -> MessageQuery:
+    """The listing query from the request's query parameters, each checked."""
+    known = {"status", "since", "until", "limit", "before", "after", "fields", "access_token"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise invalid_parameter(f"Unknown query parameter(s): {', '.join(unknown)}")
+    status = params.get("status")
+    if status is not None and status not in STATUSES:
+        raise invalid_parameter(f"`status` must be one of {', '.join(STATUSES)}, got {status!r}")
+    limit_text = params.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise invalid_parameter(f"`limit` must be a whole number from 1 to 100, got {limit_text!r}")
+    if "before" in params and "after" in params:
+        raise invalid_parameter("Send `before` or `after`, not both")
+    return MessageQuery(
+        phone_number_id=phone_number_id,
+        limit=int(limit_text),
+        status=status,
+        since=parse_time(params["since"], "since") if "since" in params else None,
+        until=parse_time(params["until"], "until") if "until" in params else None,
+        after_seq=decode_cursor(params["after"], "after") if "after" in params else None,
+        before_seq=decode_cursor(params["before"], "before") if "before" in params else None,
+    )
+
+
+def message_page(
+    rows: list[StoredMessage], query: MessageQuery, base_url: str, params: dict[str, Any]
+) -> MessagePage:
+    """A page from `limit + 1` fetched rows: the extra row says whether there is more."""
+    has_more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    backwards = query.before_seq is not None
+    if backwards:
+        rows.reverse()
+    paging = Paging(cursors=Cursors())
+    if rows:
+        first, last = encode_cursor(rows[0].seq), encode_cursor(rows[-1].seq)
+        paging.cursors = Cursors(before=first, after=last)
+        kept = {k: v for k, v in params.items() if k not in ("before", "after")}
+        older = (not backwards and has_more) or backwards
+        newer = (backwards and has_more) or query.after_seq is not None
+        if older:
+            paging.next = _link(base_url, {**kept, "after": last})
+        if newer:
+            paging.previous = _link(base_url, {**kept, "before": first})
+    return MessagePage(data=[message_view(row) for row in rows], paging=paging)
+
+
+def _link(base_url: str, params: dict[str, Any]) -> str:
+    from urllib.parse import urlencode
+
+    return f"{base_url}?{urlencode(params)}"
+
+
+def not_found(message_id: str) -> GraphError:
+    """The answer for a message id the caller cannot see."""
+    return GraphError(
+        100,
+        f"Object with ID '{message_id}' does not exist, cannot be loaded due to missing "
+        "permissions, or does not support this operation.",
+        subcode=33,
+    )

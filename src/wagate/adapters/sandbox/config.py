@@ -1,0 +1,96 @@
+"""The sandbox's settings, and how they are read from the environment of a standalone server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+ENV_PREFIX = "WAGATE_SANDBOX_"
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """How the emulated Graph API behaves: limits, delays and where status webhooks go."""
+
+    # Meta's per-number throughput in messages/s: 80 by default, 1,000 after an upgrade.
+    mps: float = 80.0
+    webhook_url: str | None = None
+    app_secret: str = ""
+    # Seconds between accept -> sent -> delivered -> read.
+    status_delay: float = 0.5
+    # Seconds a created template stays PENDING before it is APPROVED.
+    approval_delay: float = 5.0
+    # Meta's pair rate limit: bursts up to 45 messages to one user, then about 1 per 6 s.
+    pair_burst: int = 45
+    pair_interval: float = 6.0
+    # Meta batches up to 1,000 updates into one webhook POST.
+    webhook_batch: int = 1000
+    flush_interval: float = 0.05
+    webhook_retries: int = 3
+    webhook_backoff: float = 0.5
+    webhook_timeout: float = 10.0
+    # phone_number_id -> waba_id; a number not listed is a WABA of its own.
+    numbers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
+        """Read `WAGATE_SANDBOX_*` variables; an unset variable keeps the default."""
+        env = os.environ if environ is None else environ
+        default = cls()
+
+        def get(name: str) -> str | None:
+            value = env.get(ENV_PREFIX + name)
+            return value if value not in (None, "") else None
+
+        def number(name: str, fallback: float) -> float:
+            raw = get(name)
+            return fallback if raw is None else float(raw)
+
+        def integer(name: str, fallback: int) -> int:
+            raw = get(name)
+            return fallback if raw is None else int(raw)
+
+        return cls(
+            mps=number("MPS", default.mps),
+            webhook_url=get("WEBHOOK_URL"),
+            app_secret=get("APP_SECRET") or "",
+            status_delay=number("STATUS_DELAY", default.status_delay),
+            approval_delay=number("APPROVAL_DELAY", default.approval_delay),
+            pair_burst=integer("PAIR_BURST", default.pair_burst),
+            pair_interval=number("PAIR_INTERVAL", default.pair_interval),
+            webhook_batch=integer("WEBHOOK_BATCH", default.webhook_batch),
+            flush_interval=number("FLUSH_INTERVAL", default.flush_interval),
+            webhook_retries=integer("WEBHOOK_RETRIES", default.webhook_retries),
+            numbers=parse_numbers(get("NUMBERS") or ""),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The `WAGATE_SANDBOX_*` variables that `from_env` reads back into this config."""
+        env = {
+            "MPS": repr(self.mps),
+            "APP_SECRET": self.app_secret,
+            "STATUS_DELAY": repr(self.status_delay),
+            "APPROVAL_DELAY": repr(self.approval_delay),
+            "PAIR_BURST": str(self.pair_burst),
+            "PAIR_INTERVAL": repr(self.pair_interval),
+            "WEBHOOK_BATCH": str(self.webhook_batch),
+            "FLUSH_INTERVAL": repr(self.flush_interval),
+            "WEBHOOK_RETRIES": str(self.webhook_retries),
+            "WEBHOOK_URL": self.webhook_url or "",
+            "NUMBERS": ",".join(f"{pnid}:{waba}" for pnid, waba in self.numbers.items()),
+        }
+        return {ENV_PREFIX + name: value for name, value in env.items()}
+
+
+def parse_numbers(text: str) -> dict[str, str]:
+    """`"pnid:waba,pnid2:waba2"` as a mapping phone_number_id -> waba_id."""
+    numbers: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        pnid, sep, waba = item.partition(":")
+        if not sep or not pnid.strip() or not waba.strip():
+            raise ValueError(f"expected phone_number_id:waba_id, got {item!r}")
+        numbers[pnid.strip()] = waba.strip()
+    return numbers

@@ -1,0 +1,111 @@
+"""Group commit: rows from concurrent requests share one transaction and one fsync.
+
+Each caller waits for the commit that holds its row, so a caller that returns
+knows its row is durable; while one batch commits, the next one gathers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+# Writes a batch in one transaction; raises if the transaction failed.
+WriteBatch = Callable[[Sequence[Row]], Awaitable[None]]
+# Writes one row in its own transaction, after a batch failed: isolates the bad row.
+WriteOne = Callable[[Row], Awaitable[None]]
+
+
+class GroupCommitter:
+    """Batches rows into shared transactions; `writers` batches may commit at once."""
+
+    def __init__(
+        self,
+        write_batch: WriteBatch,
+        write_one: WriteOne,
+        *,
+        writers: int = 1,
+        max_batch: int = 1000,
+    ) -> None:
+        self._write_batch = write_batch
+        self._write_one = write_one
+        self._writers = writers
+        self._max_batch = max_batch
+        self._pending: list[tuple[Row, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self.batches = 0
+        self.rows = 0
+
+    def start(self) -> None:
+        """Start the writer tasks on the running loop."""
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run()) for _ in range(self._writers)]
+
+    async def submit(self, row: Row) -> None:
+        """Return once `row` is committed; raise what its transaction raised."""
+        if self._closing:
+            raise RuntimeError("the store is closing")
+        self.start()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, future))
+        self._wakeup.set()
+        await future
+
+    async def close(self) -> None:
+        """Commit what is pending, then stop the writers."""
+        self._closing = True
+        while self._pending:
+            self._wakeup.set()
+            await asyncio.sleep(0.005)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Row, asyncio.Future[None]]]) -> None:
+        try:
+            await self._write_batch([row for row, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _, future = batch[0]
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            # One bad row (say, a duplicate idempotency key) must not fail its
+            # neighbours: retry each on its own so each caller gets its own answer.
+            log.debug("batch of %d failed; committing rows one by one", len(batch))
+            for row, future in batch:
+                await self._commit_one(row, future)
+            return
+        self.batches += 1
+        self.rows += len(batch)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    async def _commit_one(self, row: Row, future: asyncio.Future[None]) -> None:
+        try:
+            await self._write_one(row)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        self.rows += 1
+        if not future.done():
+            future.set_result(None)

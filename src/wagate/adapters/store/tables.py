@@ -1,0 +1,117 @@
+"""The schema, in SQLAlchemy Core; Alembic migrations create it (see `migrations/`).
+
+Times are Unix milliseconds in BIGINT columns: portable between SQLite and
+PostgreSQL, cheap to compare, and exact for cursors.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
+SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("label", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+phone_numbers = Table(
+    "phone_numbers",
+    metadata,
+    Column("phone_number_id", String(64), primary_key=True),
+    Column("waba_id", String(64), nullable=False),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False, index=True),
+    Column("upstream", String(16), nullable=False),
+    Column("access_token", Text, nullable=False, server_default=""),
+    Column("mps", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# The messages table is also the delivery queue: `state` = 'queued' rows with
+# `due_at` <= now are what a dispatcher claims (leased through `lease_owner` and
+# `lease_expires_at`, so a dead worker's claims come back).
+messages = Table(
+    "messages",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False),
+    Column(
+        "phone_number_id",
+        String(64),
+        ForeignKey("phone_numbers.phone_number_id"),
+        nullable=False,
+    ),
+    Column("recipient_input", Text, nullable=False),
+    Column("recipient", String(160), nullable=False),
+    Column("recipient_kind", String(8), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("template_name", String(512), nullable=False),
+    Column("template_language", String(16), nullable=False),
+    Column("biz_opaque_callback_data", Text, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("due_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", BigInteger, nullable=True),
+    Column("upstream_wamid", String(160), nullable=True),
+    Column("upstream_status", String(40), nullable=True),
+    Column("error_code", Integer, nullable=True),
+    Column("error_title", Text, nullable=True),
+    Column("error_details", Text, nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("request_hash", String(64), nullable=True),
+    # Partial: only queued rows are in the queue index, so it stays small.
+    Index(
+        "ix_messages_queue",
+        "phone_number_id",
+        "due_at",
+        "seq",
+        sqlite_where=Column("state") == "queued",
+        postgresql_where=Column("state") == "queued",
+    ),
+    Index("ix_messages_listing", "phone_number_id", "seq"),
+    Index("ix_messages_status", "phone_number_id", "status", "seq"),
+    Index("ix_messages_upstream_wamid", "upstream_wamid"),
+    # NULL keys never collide (SQL NULLs are distinct), so only keyed sends are unique.
+    Index("uq_messages_idempotency", "project_id", "idempotency_key", unique=True),
+)

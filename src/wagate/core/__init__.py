@@ -1,0 +1,1 @@
+"""Use cases, written against the ports: accept, read, administer (later: dispatch, ingest)."""

@@ -1,0 +1,186 @@
+"""Accepting a marketing message: validate, normalise, commit durably, answer like Meta."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+
+import msgspec
+
+from wagate.domain.errors import GraphError
+from wagate.domain.model import NewMessage, PhoneNumber, StoredMessage
+from wagate.domain.recipients import Recipient, resolve_recipient
+from wagate.domain.requests import (
+    Contact,
+    MarketingMessageRequest,
+    MarketingMessageResponse,
+    MessageRef,
+)
+from wagate.domain.validation import decode_request
+from wagate.ports import Clock, IdempotencyConflict, Store
+
+_encoder = msgspec.json.Encoder()
+# Printable ASCII without spaces, like the IETF Idempotency-Key draft's examples.
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def new_message_id() -> str:
+    """A message id shaped like Meta's: `wamid.` and URL-safe base64 (safe in a path)."""
+    return "wamid." + base64.urlsafe_b64encode(os.urandom(24)).decode()
+
+
+def response_body(recipient: Recipient, message_id: str) -> bytes:
+    """The 200 body: the contact as Meta echoes it and the message id."""
+    if recipient.kind == "phone":
+        contact = Contact(input=recipient.input, wa_id=recipient.address)
+    else:
+        contact = Contact(input=recipient.input, user_id=recipient.address)
+    return _encoder.encode(
+        MarketingMessageResponse(contacts=[contact], messages=[MessageRef(id=message_id)])
+    )
+
+
+def _stored_recipient(message: StoredMessage) -> Recipient:
+    return Recipient(message.recipient_input, message.recipient, message.recipient_kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the endpoint answers: the 200 body, and whether it replays an earlier send."""
+
+    body: bytes
+    message_id: str
+    replayed: bool = False
+
+
+class Acceptor:
+    """The send use case: every 200 it returns stands for a committed message."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        ttl_seconds: int = 30 * 24 * 3600,
+        idempotency_window_seconds: int = 24 * 3600,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._ttl_ms = ttl_seconds * 1000
+        self._window_ms = idempotency_window_seconds * 1000
+        self._in_flight: dict[tuple[str, str], asyncio.Future[Accepted]] = {}
+
+    async def accept(
+        self,
+        number: PhoneNumber,
+        body: bytes,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        """Validate and durably store one send request for `number`."""
+        request = decode_request(body)
+        recipient = resolve_recipient(request.to, request.recipient)
+        canonical = _encoder.encode(request)
+        if idempotency_key is None:
+            return await self._commit(number, request, canonical, recipient)
+        if not _IDEMPOTENCY_KEY.match(idempotency_key):
+            raise GraphError(
+                100, "Idempotency-Key must be 1-255 printable ASCII characters without spaces"
+            )
+        request_hash = hashlib.sha256(
+            number.phone_number_id.encode() + b"\0" + canonical
+        ).hexdigest()
+        slot = (number.project_id, idempotency_key)
+        earlier = self._in_flight.get(slot)
+        if earlier is not None:
+            # The same key is being committed right now: answer as that request does.
+            await asyncio.wait([earlier])
+            return await self._replay_or_refuse(number, idempotency_key, request_hash)
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._in_flight[slot] = future
+        try:
+            accepted = await self._accept_keyed(
+                number, request, canonical, recipient, idempotency_key, request_hash
+            )
+            future.set_result(accepted)
+            return accepted
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so an unawaited future logs nothing
+            raise
+        finally:
+            del self._in_flight[slot]
+
+    async def _accept_keyed(
+        self,
+        number: PhoneNumber,
+        request: MarketingMessageRequest,
+        canonical: bytes,
+        recipient: Recipient,
+        key: str,
+        request_hash: str,
+    ) -> Accepted:
+        existing = await self._store.find_by_idempotency_key(number.project_id, key)
+        if existing is not None:
+            if existing.created_at >= self._now_ms() - self._window_ms:
+                return self._replay(existing, request_hash)
+            await self._store.release_idempotency_key(existing.id)
+        try:
+            return await self._commit(number, request, canonical, recipient, key, request_hash)
+        except IdempotencyConflict:
+            # Another process committed the same key between our read and our write.
+            return await self._replay_or_refuse(number, key, request_hash)
+
+    async def _replay_or_refuse(self, number: PhoneNumber, key: str, request_hash: str) -> Accepted:
+        existing = await self._store.find_by_idempotency_key(number.project_id, key)
+        if existing is None:
+            raise GraphError(2, "The earlier request with this Idempotency-Key did not complete")
+        return self._replay(existing, request_hash)
+
+    def _replay(self, existing: StoredMessage, request_hash: str) -> Accepted:
+        if existing.request_hash != request_hash:
+            raise GraphError(
+                100,
+                "Idempotency-Key was already used with a different request body; "
+                "use a new key for a new message",
+                http_status=422,
+            )
+        body = response_body(_stored_recipient(existing), existing.id)
+        return Accepted(body, existing.id, replayed=True)
+
+    async def _commit(
+        self,
+        number: PhoneNumber,
+        request: MarketingMessageRequest,
+        canonical: bytes,
+        recipient: Recipient,
+        key: str | None = None,
+        request_hash: str | None = None,
+    ) -> Accepted:
+        now_ms = self._now_ms()
+        message_id = new_message_id()
+        await self._store.add_message(
+            NewMessage(
+                id=message_id,
+                project_id=number.project_id,
+                phone_number_id=number.phone_number_id,
+                recipient_input=recipient.input,
+                recipient=recipient.address,
+                recipient_kind=recipient.kind,
+                request=canonical.decode(),
+                template_name=request.template.name,
+                template_language=request.template.language.code,
+                biz_opaque_callback_data=request.biz_opaque_callback_data,
+                created_at=now_ms,
+                expires_at=now_ms + self._ttl_ms,
+                idempotency_key=key,
+                request_hash=request_hash,
+            )
+        )
+        return Accepted(response_body(recipient, message_id), message_id)
+
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)

@@ -1,0 +1,108 @@
+"""The small protocols the core is written against; adapters implement them."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from wagate.domain.model import (
+    ApiKey,
+    MessageQuery,
+    NewMessage,
+    PhoneNumber,
+    Project,
+    StoredMessage,
+    Upstream,
+)
+
+
+class Clock(Protocol):
+    """Where time comes from, so pacing, retries and TTLs are testable without sleeping."""
+
+    def now(self) -> float:
+        """Seconds since the Unix epoch."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        """Seconds since the Unix epoch."""
+        return time.time()
+
+
+class IdempotencyConflict(Exception):
+    """Another request committed the same idempotency key first."""
+
+
+class Store(Protocol):
+    """Durable storage of projects, keys, numbers and messages."""
+
+    async def add_message(self, message: NewMessage) -> None:
+        """Commit one message durably; return only once it is on disk.
+
+        Raises IdempotencyConflict if the project already has its idempotency key.
+        """
+        ...
+
+    async def find_project_by_key_hash(self, key_hash: str) -> str | None:
+        """The project of a live (not revoked) API key, by the key's hash."""
+        ...
+
+    async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
+        """A phone number by its id."""
+        ...
+
+    async def find_by_idempotency_key(self, project_id: str, key: str) -> StoredMessage | None:
+        """The message a project sent with this idempotency key, if any."""
+        ...
+
+    async def release_idempotency_key(self, message_id: str) -> None:
+        """Forget a message's idempotency key (its window has passed)."""
+        ...
+
+    async def get_message(self, phone_number_id: str, message_id: str) -> StoredMessage | None:
+        """One message of a phone number."""
+        ...
+
+    async def list_messages(self, query: MessageQuery) -> list[StoredMessage]:
+        """Up to `query.limit` messages, newest first (oldest first when paging `before`)."""
+        ...
+
+    async def create_project(self, project: Project) -> None:
+        """Add a project."""
+        ...
+
+    async def list_projects(self) -> list[Project]:
+        """Every project, oldest first."""
+        ...
+
+    async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Add an API key by its hash."""
+        ...
+
+    async def list_api_keys(self, project_id: str) -> list[ApiKey]:
+        """A project's keys, revoked ones included."""
+        ...
+
+    async def revoke_api_key(self, key_id: str, at: int) -> bool:
+        """Revoke a key; False if there is no such live key."""
+        ...
+
+    async def add_phone_number(self, number: PhoneNumber, *, created_at: int) -> None:
+        """Add a phone number; raises ValueError if its id is taken."""
+        ...
+
+    async def close(self) -> None:
+        """Flush pending commits and release connections."""
+        ...
+
+
+__all__ = [
+    "Clock",
+    "IdempotencyConflict",
+    "Store",
+    "SystemClock",
+    "Upstream",
+]
