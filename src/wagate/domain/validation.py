@@ -64,8 +64,8 @@ def decode_request(body: bytes) -> MarketingMessageRequest:
         request = _decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise _from_validation_error(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise invalid_parameter(f"Request body is not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise invalid_parameter(f"Request body is not valid JSON in UTF-8: {exc}") from None
     check_components(request.template.components or [])
     return request
 

@@ -1,0 +1,376 @@
+"""The sandbox as an ASGI app: a bare fast path for sends, Litestar for every other route.
+
+Paths may carry a Graph version (`/v23.0/...`) or none, as the Graph API allows.
+With a `prefix` (e.g. `/sandbox`) the routes live under it; a path that arrives
+without the prefix is served too, because a mounting framework (Litestar's
+`asgi(..., is_mount=True)`) strips the mount path before calling the app.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, cast
+from urllib.parse import urlencode
+
+import msgspec
+from litestar import Litestar, Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+
+from wagate.adapters.http.graph import error_body, new_trace_id
+from wagate.adapters.sandbox.config import SandboxConfig
+from wagate.adapters.sandbox.state import Clock, SandboxState
+from wagate.adapters.sandbox.templates import (
+    TemplateRecord,
+    decode_cursor,
+    encode_cursor,
+    parse_create,
+)
+from wagate.adapters.sandbox.webhooks import WebhookSender
+from wagate.domain.errors import GraphError, invalid_parameter
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+GRAPH_VERSION = re.compile(r"^v\d{1,3}(\.\d{1,2})?$")
+MAX_BODY = 1 << 20
+# Scope key holding the path as the client sent it, for paging links.
+ORIGINAL_PATH = "wagate.sandbox.original_path"
+DEFAULT_PAGE_SIZE = 25
+_encode = msgspec.json.Encoder().encode
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class SandboxApp:
+    """The emulated Graph API; call `startup`/`aclose` yourself when mounted without lifespan."""
+
+    def __init__(self, config: SandboxConfig, *, prefix: str = "", clock: Clock = time.time):
+        """A sandbox with fresh state; webhooks start with the lifespan or on the first send."""
+        self.config = config
+        self.prefix = prefix.rstrip("/")
+        self.state = SandboxState(config, clock)
+        self.sender = WebhookSender(self.state, config.webhook_url) if config.webhook_url else None
+        self._routes = cast(ASGIApp, _build_litestar(self))
+
+    async def startup(self) -> None:
+        """Start the webhook sender."""
+        if self.sender is not None:
+            self.sender.start()
+
+    async def aclose(self) -> None:
+        """Stop the webhook sender and close its HTTP session."""
+        if self.sender is not None:
+            await self.sender.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] != "http":
+            await self._routes(scope, receive, send)
+            return
+        original = scope["path"]
+        path = self._route_path(original)
+        if scope["method"] == "POST" and path.endswith("/marketing_messages"):
+            segments = path.split("/")
+            if len(segments) == 3:
+                await self._send_message(segments[1], scope, receive, send)
+                return
+        scope = {**scope, "path": path, "raw_path": path.encode(), "root_path": ""}
+        scope[ORIGINAL_PATH] = original
+        await self._routes(scope, receive, send)
+
+    def _route_path(self, path: str) -> str:
+        prefix = self.prefix
+        if prefix and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
+            path = path[len(prefix) :]
+        path = path.rstrip("/")
+        first, _, rest = path[1:].partition("/")
+        if GRAPH_VERSION.match(first):
+            path = "/" + rest
+        return path or "/"
+
+    async def _send_message(
+        self, phone_number_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if self.sender is not None and not self.sender.started:
+            self.sender.start()
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        try:
+            body = await _read_body(receive)
+            response = self.state.send(phone_number_id, body, authorized=_has_bearer(headers))
+        except GraphError as error:
+            trace_id = new_trace_id()
+            await _respond(
+                send,
+                error.http_status,
+                error_body(error, trace_id),
+                [*_JSON_HEADERS, (b"x-fb-trace-id", trace_id.encode())],
+            )
+            return
+        await _respond(send, 200, _encode(response), _JSON_HEADERS)
+
+
+def create_sandbox_app(
+    config: SandboxConfig, *, prefix: str = "", clock: Clock = time.time
+) -> SandboxApp:
+    """The sandbox ASGI app; `prefix` (e.g. `/sandbox`) when it shares a server with the gateway."""
+    return SandboxApp(config, prefix=prefix, clock=clock)
+
+
+def sandbox_app_from_env() -> SandboxApp:
+    """Granian's factory for the standalone sandbox: config from `WAGATE_SANDBOX_*`."""
+    return SandboxApp(SandboxConfig.from_env())
+
+
+# ---- the bare send path -------------------------------------------------------------
+
+
+def _has_bearer(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            return scheme.lower() == b"bearer" and bool(token.strip())
+    return False
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise GraphError(100, f"Request body is larger than {MAX_BODY} bytes", http_status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---- the Litestar routes ------------------------------------------------------------
+
+AnyRequest = Request[Any, Any, Any]
+
+
+def _sandbox(request: AnyRequest) -> SandboxApp:
+    return cast(SandboxApp, request.app.state["sandbox"])
+
+
+def _require_token(request: AnyRequest) -> None:
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise GraphError(190, "An access token is required: Authorization: Bearer <token>")
+
+
+def _graph_error(request: AnyRequest, error: GraphError) -> Response[bytes]:
+    trace_id = new_trace_id()
+    return Response(
+        error_body(error, trace_id),
+        status_code=error.http_status,
+        media_type="application/json",
+        headers={"x-fb-trace-id": trace_id},
+    )
+
+
+def _http_error(request: AnyRequest, error: HTTPException) -> Response[bytes]:
+    original = request.scope.get(ORIGINAL_PATH, request.url.path)
+    details = f"Unknown path components: {original}" if error.status_code == 404 else error.detail
+    return _graph_error(request, GraphError(100, details, http_status=error.status_code))
+
+
+def _internal_error(request: AnyRequest, error: Exception) -> Response[bytes]:
+    return _graph_error(request, GraphError(131000, f"Sandbox internal error: {error!r}"))
+
+
+def _filter_values(request: AnyRequest, name: str) -> set[str] | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    return {value.strip() for value in raw.split(",") if value.strip()}
+
+
+def _int_param(request: AnyRequest, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid_parameter(f"Parameter {name} must be an integer, got {raw!r}") from None
+    return max(low, min(high, value))
+
+
+def _page_link(request: AnyRequest, cursor_name: str, cursor: str) -> str:
+    query = {k: v for k, v in request.query_params.items() if k not in ("after", "before")}
+    query[cursor_name] = cursor
+    original = request.scope.get(ORIGINAL_PATH, request.url.path)
+    return f"{request.url.scheme}://{request.url.netloc}{original}?{urlencode(query)}"
+
+
+def _select(request: AnyRequest, templates: list[TemplateRecord]) -> list[TemplateRecord]:
+    name = request.query_params.get("name")
+    statuses = _filter_values(request, "status")
+    categories = _filter_values(request, "category")
+    languages = _filter_values(request, "language")
+    # Meta's `name` filter matches part of a name, not only the whole of it.
+    return [
+        t
+        for t in templates
+        if (not name or name in t.name)
+        and (statuses is None or t.status in statuses)
+        and (categories is None or t.category in categories)
+        and (languages is None or t.language in languages)
+    ]
+
+
+@get("/{waba_id:str}/message_templates", sync_to_thread=False)
+def list_templates(request: AnyRequest, waba_id: str) -> dict[str, Any]:
+    """Meta's template list: filters `name`, `status`, `category`, `language`; cursor paging."""
+    _require_token(request)
+    sandbox = _sandbox(request)
+    templates = _select(request, sandbox.state.templates.list(waba_id, sandbox.state.clock()))
+    limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, 1, 1000)
+    after, before = request.query_params.get("after"), request.query_params.get("before")
+    if after:
+        after_id = decode_cursor(after)
+        rest = [t for t in templates if int(t.id) > after_id]
+        page, more_after, more_before = rest[:limit], len(rest) > limit, len(rest) < len(templates)
+    elif before:
+        before_id = decode_cursor(before)
+        earlier = [t for t in templates if int(t.id) < before_id]
+        page = earlier[-limit:]
+        more_after, more_before = len(earlier) < len(templates), len(earlier) > limit
+    else:
+        page, more_after, more_before = templates[:limit], len(templates) > limit, False
+    fields = _filter_values(request, "fields")
+    data = [t.to_json(frozenset(fields) if fields else None) for t in page]
+    if not page:
+        # Like Graph, an empty page has no cursors.
+        return {"data": data}
+    paging: dict[str, Any] = {
+        "cursors": {"before": encode_cursor(page[0].id), "after": encode_cursor(page[-1].id)}
+    }
+    if more_after:
+        paging["next"] = _page_link(request, "after", paging["cursors"]["after"])
+    if more_before:
+        paging["previous"] = _page_link(request, "before", paging["cursors"]["before"])
+    return {"data": data, "paging": paging}
+
+
+@post("/{waba_id:str}/message_templates", status_code=200)
+async def create_template(request: AnyRequest, waba_id: str) -> dict[str, Any]:
+    """Create a template: PENDING now, APPROVED after the approval delay."""
+    _require_token(request)
+    sandbox = _sandbox(request)
+    create = parse_create(await request.body())
+    template = sandbox.state.templates.create(waba_id, create, sandbox.state.clock())
+    return {"id": template.id, "status": template.status, "category": template.category}
+
+
+@delete("/{waba_id:str}/message_templates", status_code=200, sync_to_thread=False)
+def delete_template(request: AnyRequest, waba_id: str) -> dict[str, Any]:
+    """Delete a template by `name` (every language), or one of them by `hsm_id`."""
+    _require_token(request)
+    name = request.query_params.get("name")
+    if not name:
+        raise GraphError(131008, "Parameter name is required")
+    _sandbox(request).state.templates.delete(waba_id, name, request.query_params.get("hsm_id"))
+    return {"success": True}
+
+
+@get("/{phone_number_id:str}", sync_to_thread=False)
+def phone_number(request: AnyRequest, phone_number_id: str) -> dict[str, Any]:
+    """A phone number's fields, e.g. `?fields=throughput`."""
+    _require_token(request)
+    state = _sandbox(request).state
+    number = state.number(phone_number_id)
+    known: dict[str, Any] = {
+        "verified_name": "Wagate Sandbox",
+        "display_phone_number": "+" + number.display_phone_number,
+        "quality_rating": "GREEN",
+        "code_verification_status": "VERIFIED",
+        "platform_type": "CLOUD_API",
+        "throughput": {"level": state.throughput_level()},
+    }
+    fields = _filter_values(request, "fields")
+    chosen = {k: v for k, v in known.items() if fields is None or k in fields}
+    return {**chosen, "id": phone_number_id}
+
+
+@get("/_stats", sync_to_thread=False)
+def stats(request: AnyRequest) -> dict[str, Any]:
+    """Counters of requests, accepts, errors by code and duplicate sends, total and per number."""
+    return _sandbox(request).state.stats()
+
+
+@post("/_reset", status_code=200, sync_to_thread=False)
+def reset(request: AnyRequest) -> dict[str, Any]:
+    """Forget counters and state."""
+    _sandbox(request).state.reset()
+    return {"success": True}
+
+
+class NumberRegistration(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of `POST /_numbers`."""
+
+    phone_number_id: str
+    waba_id: str
+    display_phone_number: str | None = None
+
+
+@post("/_numbers", status_code=200)
+async def register_number(request: AnyRequest) -> dict[str, Any]:
+    """Attach a phone number to a WABA (until the next reset)."""
+    try:
+        body = msgspec.json.decode(await request.body(), type=NumberRegistration)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise invalid_parameter(str(exc)) from None
+    state = _sandbox(request).state
+    state.register_number(body.phone_number_id, body.waba_id, body.display_phone_number)
+    return {"success": True}
+
+
+def _build_litestar(sandbox: SandboxApp) -> Litestar:
+    return Litestar(
+        route_handlers=[
+            list_templates,
+            create_template,
+            delete_template,
+            phone_number,
+            stats,
+            reset,
+            register_number,
+        ],
+        exception_handlers={
+            GraphError: _graph_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        on_startup=[sandbox.startup],
+        on_shutdown=[sandbox.aclose],
+        state=State({"sandbox": sandbox}),
+        openapi_config=None,
+        logging_config=None,
+    )

@@ -1,0 +1,241 @@
+"""The sandbox's in-memory state and its send use case: Meta's checks, limits and counters.
+
+Pure apart from the injected clock (Unix seconds), so limits and approval
+delays are tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from wagate.adapters.sandbox.config import SandboxConfig
+from wagate.adapters.sandbox.limits import KeyedLimiter
+from wagate.adapters.sandbox.outcomes import (
+    TRANSIENT_FAILURES,
+    AcceptedMessage,
+    UpdateSchedule,
+    outcome_of,
+)
+from wagate.adapters.sandbox.templates import TemplateStore, check_parameters, check_sendable
+from wagate.domain.errors import GraphError
+from wagate.domain.recipients import resolve_recipient
+from wagate.domain.requests import Contact, MarketingMessageResponse, MessageRef
+from wagate.domain.validation import decode_request
+
+Clock = Callable[[], float]
+_encode = msgspec.json.encode
+
+
+@dataclass(slots=True)
+class Counters:
+    """Send counters of the whole sandbox or of one phone number."""
+
+    requests: int = 0
+    accepted: int = 0
+    duplicate_sends: int = 0
+    errors: dict[int, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The counters as `_stats` shows them (error codes as string keys)."""
+        return {
+            "requests": self.requests,
+            "accepted": self.accepted,
+            "errors": {str(code): n for code, n in sorted(self.errors.items())},
+            "duplicate_sends": self.duplicate_sends,
+        }
+
+
+@dataclass(slots=True)
+class WebhookCounters:
+    """What the webhook sender did: POSTs delivered, updates in them, POSTs given up on."""
+
+    posts: int = 0
+    updates: int = 0
+    retries: int = 0
+    failed_posts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A business phone number: its WABA and the number shown in webhooks' metadata."""
+
+    waba_id: str
+    display_phone_number: str
+
+
+def display_number_for(phone_number_id: str) -> str:
+    """A stable made-up display number (a +1 555 number) for a phone_number_id."""
+    digits = "".join(ch for ch in phone_number_id if ch.isdigit())
+    return "1555" + digits[-7:].rjust(7, "0")
+
+
+class SandboxState:
+    """Templates, limits, counters and pending status updates of one sandbox."""
+
+    def __init__(self, config: SandboxConfig, clock: Clock = time.time) -> None:
+        """Empty state; WABAs are seeded with templates on first use."""
+        self.config = config
+        self.clock = clock
+        self.templates = TemplateStore(config.approval_delay)
+        self.schedule = UpdateSchedule(config.status_delay)
+        self.webhooks_enabled = bool(config.webhook_url)
+        self.totals = Counters()
+        self.per_number: dict[str, Counters] = {}
+        self.webhook_counters = WebhookCounters()
+        self._numbers: dict[str, Number] = {}
+        self._throughput = KeyedLimiter(config.mps, config.mps)
+        self._pairs = KeyedLimiter(config.pair_burst, 1.0 / config.pair_interval)
+        # hash of (number, recipient, template payload) of every accepted send
+        self._sent: set[int] = set()
+        self._transient_attempts: dict[int, int] = {}
+        # A per-process salt keeps wamids unique across sandbox restarts.
+        self._wamid_salt = secrets.token_hex(5).upper()
+        self._wamid_seq = 0
+
+    # ---- numbers -------------------------------------------------------------------
+
+    def number(self, phone_number_id: str) -> Number:
+        """The number's WABA and display number; unregistered numbers are a WABA of their own."""
+        number = self._numbers.get(phone_number_id)
+        if number is None:
+            waba_id = self.config.numbers.get(phone_number_id, phone_number_id)
+            number = Number(waba_id, display_number_for(phone_number_id))
+            self._numbers[phone_number_id] = number
+        return number
+
+    def register_number(
+        self, phone_number_id: str, waba_id: str, display_phone_number: str | None = None
+    ) -> Number:
+        """Attach a phone number to a WABA (until the next reset)."""
+        number = Number(waba_id, display_phone_number or display_number_for(phone_number_id))
+        self._numbers[phone_number_id] = number
+        return number
+
+    def throughput_level(self) -> str:
+        """Meta's throughput level for the configured rate."""
+        return "HIGH" if self.config.mps >= 1000 else "STANDARD"
+
+    # ---- the send use case ----------------------------------------------------------
+
+    def send(
+        self, phone_number_id: str, body: bytes, *, authorized: bool
+    ) -> MarketingMessageResponse:
+        """Check and accept one marketing message, counting it; raise the GraphError Meta would."""
+        counters = self.per_number.get(phone_number_id)
+        if counters is None:
+            counters = self.per_number[phone_number_id] = Counters()
+        self.totals.requests += 1
+        counters.requests += 1
+        try:
+            response, duplicate = self._accept(phone_number_id, body, authorized)
+        except GraphError as error:
+            for each in (self.totals, counters):
+                each.errors[error.code] = each.errors.get(error.code, 0) + 1
+            raise
+        self.totals.accepted += 1
+        counters.accepted += 1
+        if duplicate:
+            self.totals.duplicate_sends += 1
+            counters.duplicate_sends += 1
+        return response
+
+    def _accept(
+        self, phone_number_id: str, body: bytes, authorized: bool
+    ) -> tuple[MarketingMessageResponse, bool]:
+        if not authorized:
+            raise GraphError(190, "An access token is required: Authorization: Bearer <token>")
+        request = decode_request(body)
+        recipient = resolve_recipient(request.to, request.recipient)
+        number = self.number(phone_number_id)
+        now = self.clock()
+        name, language = request.template.name, request.template.language.code
+        template = check_sendable(
+            self.templates.find(number.waba_id, name, language, now), name, language
+        )
+        check_parameters(template, request.template.components or [])
+        # Only well-formed sends take throughput, so pacing at exactly mps never trips it.
+        if not self._throughput.take(phone_number_id, now):
+            raise GraphError(
+                130429,
+                f"Throughput of {self.config.mps:g} messages/s exceeded for phone number"
+                f" {phone_number_id}",
+            )
+        address = recipient.address
+        payload_key = hash((phone_number_id, address, _encode(request.template)))
+        transient = TRANSIENT_FAILURES.get(address[-4:])
+        if transient is not None:
+            code, times = transient
+            attempts = self._transient_attempts.get(payload_key, 0) + 1
+            self._transient_attempts[payload_key] = attempts
+            if attempts <= times:
+                raise GraphError(code, f"Sandbox: transient failure {attempts} of {times}")
+        if not self._pairs.take((phone_number_id, address), now):
+            raise GraphError(
+                131056,
+                f"Too many messages from {phone_number_id} to {address} in a short time",
+            )
+        duplicate = payload_key in self._sent
+        self._sent.add(payload_key)
+        wamid = self._new_wamid(address)
+        if self.webhooks_enabled:
+            message = AcceptedMessage(
+                wamid=wamid,
+                phone_number_id=phone_number_id,
+                waba_id=number.waba_id,
+                display_phone_number=number.display_phone_number,
+                address=address,
+                kind=recipient.kind,
+                biz_opaque_callback_data=request.biz_opaque_callback_data,
+                accepted_at=now,
+            )
+            self.schedule.add(message, outcome_of(address))
+        contact = (
+            Contact(input=recipient.input, wa_id=address)
+            if recipient.kind == "phone"
+            else Contact(input=recipient.input, user_id=address)
+        )
+        response = MarketingMessageResponse(contacts=[contact], messages=[MessageRef(id=wamid)])
+        return response, duplicate
+
+    def _new_wamid(self, address: str) -> str:
+        # Shaped like Meta's: base64 of bytes that hold the recipient and a unique id.
+        self._wamid_seq += 1
+        raw = f"{address}\x15\x02\x00\x11\x18\x12{self._wamid_salt}{self._wamid_seq:010X}"
+        return "wamid." + base64.b64encode(raw.encode()).decode()
+
+    # ---- stats and reset ------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The `_stats` document."""
+        return {
+            **self.totals.to_json(),
+            "numbers": {pnid: c.to_json() for pnid, c in self.per_number.items()},
+            "webhooks": {
+                "enabled": self.webhooks_enabled,
+                "posts": self.webhook_counters.posts,
+                "updates": self.webhook_counters.updates,
+                "retries": self.webhook_counters.retries,
+                "failed_posts": self.webhook_counters.failed_posts,
+                "pending_updates": len(self.schedule),
+            },
+        }
+
+    def reset(self) -> None:
+        """Forget counters, templates, limits, registrations and pending updates."""
+        self.templates.clear()
+        self.schedule.clear()
+        self.totals = Counters()
+        self.per_number.clear()
+        self.webhook_counters = WebhookCounters()
+        self._numbers.clear()
+        self._throughput.clear()
+        self._pairs.clear()
+        self._sent.clear()
+        self._transient_attempts.clear()

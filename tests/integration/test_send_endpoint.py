@@ -1,0 +1,719 @@
+"""The send endpoint over real HTTP, against a real gateway on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import GatewayProcess, Tenant, make_tenant
+
+SEED_BODY: dict[str, Any] = {
+    "messaging_product": "whatsapp",
+    "recipient_type": "individual",
+    "recipient": "US.13491208655302741918",
+    "type": "template",
+    "template": {"name": "promo_template", "language": {"code": "en_US"}},
+}
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    """The seed body with fields changed (None removes a field)."""
+    result = json.loads(json.dumps(SEED_BODY))
+    for key, value in changes.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+def template(*components: dict[str, Any], name: str = "seasonal_promo") -> dict[str, Any]:
+    """A template object with components."""
+    return {"name": name, "language": {"code": "en_US"}, "components": list(components)}
+
+
+def url(gateway: GatewayProcess, tenant: Tenant, version: str = "v24.0") -> str:
+    """The send URL of a tenant's number."""
+    return f"{gateway.base_url}/meta/whatsapp/{version}/{tenant.phone_number_id}/marketing_messages"
+
+
+def send(
+    gateway: GatewayProcess,
+    tenant: Tenant,
+    payload: Any = None,
+    *,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST a body with the tenant's key."""
+    all_headers = {"X-API-Key": tenant.api_key, "Content-Type": "application/json"}
+    all_headers.update(headers or {})
+    data = content if content is not None else json.dumps(payload).encode()
+    return httpx.post(url(gateway, tenant), content=data, headers=all_headers, timeout=10)
+
+
+def graph_error(response: httpx.Response, code: int, status: int) -> dict[str, Any]:
+    """Assert Meta's envelope with this code and HTTP status; return `error`."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"].startswith(f"(#{code}) ")
+    assert error["type"]
+    assert error["error_data"]["messaging_product"] == "whatsapp"
+    assert error["error_data"]["details"]
+    assert error["fbtrace_id"] == response.headers["x-fb-trace-id"]
+    return dict(error)
+
+
+# ---- success shapes ----------------------------------------------------------------
+
+
+def test_the_seed_example_is_accepted_with_kapsos_response(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    response = send(gateway, tenant, SEED_BODY)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["messaging_product"] == "whatsapp"
+    assert answer["contacts"] == [
+        {"input": "US.13491208655302741918", "user_id": "US.13491208655302741918"}
+    ]
+    [message] = answer["messages"]
+    assert message["id"].startswith("wamid.")
+    assert message["message_status"] == "accepted"
+
+
+@pytest.mark.parametrize(
+    ("typed", "wa_id"),
+    [
+        ("+44 7700 900123", "447700900123"),
+        ("447700900123", "447700900123"),
+        ("+1 (555) 123-4567", "15551234567"),
+        ("1-555-123-4567", "15551234567"),
+        ("15551234567", "15551234567"),
+        ("0044 7700 900123", "447700900123"),
+    ],
+)
+def test_phone_numbers_are_accepted_as_people_type_them(
+    gateway: GatewayProcess, tenant: Tenant, typed: str, wa_id: str
+) -> None:
+    response = send(gateway, tenant, body(recipient=None, to=typed))
+    assert response.status_code == 200, response.text
+    assert response.json()["contacts"] == [{"input": typed, "wa_id": wa_id}]
+
+
+def test_to_wins_over_recipient(gateway: GatewayProcess, tenant: Tenant) -> None:
+    response = send(gateway, tenant, body(to="+44 7700 900123"))
+    assert response.status_code == 200
+    assert response.json()["contacts"] == [{"input": "+44 7700 900123", "wa_id": "447700900123"}]
+
+
+def test_parent_bsuid_is_accepted(gateway: GatewayProcess, tenant: Tenant) -> None:
+    response = send(gateway, tenant, body(recipient="US.ENT.11815799212886844830"))
+    assert response.status_code == 200
+    assert response.json()["contacts"][0]["user_id"] == "US.ENT.11815799212886844830"
+
+
+def test_optional_meta_and_cloud_api_fields_are_accepted(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    response = send(
+        gateway,
+        tenant,
+        body(
+            biz_opaque_callback_data="x" * 512,
+            product_policy="STRICT",
+            message_activity_sharing=True,
+            context={"message_id": "wamid.ABC"},
+            recipient_identity_key_hash="abc123",
+        ),
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_recipient_type_may_be_left_out(gateway: GatewayProcess, tenant: Tenant) -> None:
+    assert send(gateway, tenant, body(recipient_type=None)).status_code == 200
+
+
+EVERY_COMPONENT = template(
+    {"type": "header", "parameters": [{"type": "text", "text": "Winter"}]},
+    {
+        "type": "body",
+        "parameters": [
+            {"type": "text", "text": "Ana"},
+            {
+                "type": "currency",
+                "currency": {"fallback_value": "$10", "code": "USD", "amount_1000": 10000},
+            },
+            {"type": "date_time", "date_time": {"fallback_value": "December 1"}},
+        ],
+    },
+    {
+        "type": "button",
+        "sub_type": "url",
+        "index": 0,
+        "parameters": [{"type": "text", "text": "w"}],
+    },
+    {
+        "type": "button",
+        "sub_type": "copy_code",
+        "index": "1",
+        "parameters": [{"type": "coupon_code", "coupon_code": "SAVE10"}],
+    },
+    {
+        "type": "button",
+        "sub_type": "quick_reply",
+        "index": 2,
+        "parameters": [{"type": "payload", "payload": "STOP"}],
+    },
+    {
+        "type": "button",
+        "sub_type": "catalog",
+        "index": 3,
+        "parameters": [{"type": "action", "action": {"thumbnail_product_retailer_id": "sku1"}}],
+    },
+    {
+        "type": "button",
+        "sub_type": "mpm",
+        "index": 4,
+        "parameters": [
+            {
+                "type": "action",
+                "action": {
+                    "thumbnail_product_retailer_id": "sku1",
+                    "sections": [{"title": "Top", "product_items": [{"product_retailer_id": "a"}]}],
+                },
+            }
+        ],
+    },
+    {
+        "type": "button",
+        "sub_type": "flow",
+        "index": 5,
+        "parameters": [
+            {"type": "action", "action": {"flow_token": "t", "flow_action_data": {"k": 1}}}
+        ],
+    },
+    {
+        "type": "limited_time_offer",
+        "parameters": [
+            {"type": "limited_time_offer", "limited_time_offer": {"expiration_time_ms": 1}}
+        ],
+    },
+)
+
+MEDIA_HEADERS = [
+    {"type": "image", "image": {"link": "https://example.com/a.jpg"}},
+    {"type": "video", "video": {"id": "1234"}},
+    {"type": "document", "document": {"link": "https://example.com/a.pdf", "filename": "a.pdf"}},
+    {
+        "type": "location",
+        "location": {"latitude": 51.5, "longitude": "-0.1", "name": "Shop", "address": "1 Road"},
+    },
+    {"type": "product", "product": {"product_retailer_id": "sku", "catalog_id": "c1"}},
+]
+
+
+def test_every_component_and_parameter_type_is_accepted(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    response = send(gateway, tenant, body(template=EVERY_COMPONENT))
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("header", MEDIA_HEADERS, ids=lambda h: h["type"])
+def test_every_header_parameter_type_is_accepted(
+    gateway: GatewayProcess, tenant: Tenant, header: dict[str, Any]
+) -> None:
+    payload = body(template=template({"type": "header", "parameters": [header]}))
+    assert send(gateway, tenant, payload).status_code == 200
+
+
+def test_carousel_and_named_parameters_are_accepted(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    carousel = template(
+        {"type": "body", "parameters": [{"type": "text", "text": "Ana", "parameter_name": "n"}]},
+        {
+            "type": "carousel",
+            "cards": [
+                {
+                    "card_index": 0,
+                    "components": [
+                        {"type": "header", "parameters": [MEDIA_HEADERS[0]]},
+                        {
+                            "type": "button",
+                            "sub_type": "quick_reply",
+                            "index": 0,
+                            "parameters": [{"type": "payload", "payload": "p"}],
+                        },
+                    ],
+                }
+            ],
+        },
+    )
+    response = send(gateway, tenant, body(template=carousel))
+    assert response.status_code == 200, response.text
+
+
+# ---- field rules -------------------------------------------------------------------
+
+BAD_BODIES: list[tuple[str, dict[str, Any], int]] = [
+    ("no recipient at all", body(recipient=None), 131008),
+    ("messaging_product missing", body(messaging_product=None), 131008),
+    ("messaging_product wrong", body(messaging_product="sms"), 131009),
+    ("type missing", body(type=None), 131008),
+    ("type not template", body(type="text"), 100),
+    ("template missing", body(template=None), 131008),
+    ("recipient_type wrong", body(recipient_type="group"), 131009),
+    ("unknown top-level field", body(colour="blue"), 100),
+    ("bsuid lower-case country", body(recipient="us.1349120865"), 131009),
+    ("bsuid without dot", body(recipient="US13491208655302741918"), 131009),
+    ("bsuid too long", body(recipient="US." + "1" * 129), 131009),
+    ("to not a phone", body(recipient=None, to="call me"), 131009),
+    ("to too short", body(recipient=None, to="+44 12"), 131009),
+    ("to empty", body(recipient=None, to=""), 131009),
+    ("to not a string", body(recipient=None, to=447700900123), 131009),
+    ("callback data over 512", body(biz_opaque_callback_data="x" * 513), 131009),
+    ("product_policy unknown", body(product_policy="LOOSE"), 131009),
+    ("activity sharing not bool", body(message_activity_sharing="yes"), 131009),
+    ("context without id", body(context={}), 131008),
+    (
+        "template name upper case",
+        body(template={"name": "Promo", "language": {"code": "en"}}),
+        131009,
+    ),
+    ("template name missing", body(template={"language": {"code": "en_US"}}), 131008),
+    ("language missing", body(template={"name": "promo_template"}), 131008),
+    ("language code odd", body(template={"name": "p", "language": {"code": "english"}}), 131009),
+    (
+        "language policy other",
+        body(template={"name": "p", "language": {"code": "en", "policy": "fallback"}}),
+        131009,
+    ),
+    ("unknown component type", body(template=template({"type": "footer"})), 131009),
+    (
+        "unknown template field",
+        body(template={"name": "p", "language": {"code": "en"}, "extra": 1}),
+        100,
+    ),
+    (
+        "header text over 60",
+        body(
+            template=template(
+                {"type": "header", "parameters": [{"type": "text", "text": "x" * 61}]}
+            )
+        ),
+        131009,
+    ),
+    (
+        "body takes no image",
+        body(template=template({"type": "body", "parameters": [MEDIA_HEADERS[0]]})),
+        131009,
+    ),
+    (
+        "header takes no currency",
+        body(
+            template=template(
+                {
+                    "type": "header",
+                    "parameters": [
+                        {
+                            "type": "currency",
+                            "currency": {"fallback_value": "1", "code": "USD", "amount_1000": 1},
+                        }
+                    ],
+                }
+            )
+        ),
+        131009,
+    ),
+    (
+        "media with id and link",
+        body(
+            template=template(
+                {
+                    "type": "header",
+                    "parameters": [{"type": "image", "image": {"id": "1", "link": "l"}}],
+                }
+            )
+        ),
+        131009,
+    ),
+    (
+        "media with neither",
+        body(template=template({"type": "header", "parameters": [{"type": "image", "image": {}}]})),
+        131009,
+    ),
+    (
+        "currency code not ISO",
+        body(
+            template=template(
+                {
+                    "type": "body",
+                    "parameters": [
+                        {
+                            "type": "currency",
+                            "currency": {"fallback_value": "1", "code": "usd", "amount_1000": 1},
+                        }
+                    ],
+                }
+            )
+        ),
+        131009,
+    ),
+    (
+        "button index 10",
+        body(template=template({"type": "button", "sub_type": "quick_reply", "index": 10})),
+        131009,
+    ),
+    (
+        "button index not a number",
+        body(template=template({"type": "button", "sub_type": "quick_reply", "index": "first"})),
+        131009,
+    ),
+    (
+        "button without sub_type",
+        body(template=template({"type": "button", "index": 0})),
+        131008,
+    ),
+    (
+        "url button takes text, not payload",
+        body(
+            template=template(
+                {
+                    "type": "button",
+                    "sub_type": "url",
+                    "index": 0,
+                    "parameters": [{"type": "payload", "payload": "p"}],
+                }
+            )
+        ),
+        131009,
+    ),
+    (
+        "coupon code too long",
+        body(
+            template=template(
+                {
+                    "type": "button",
+                    "sub_type": "copy_code",
+                    "index": 0,
+                    "parameters": [{"type": "coupon_code", "coupon_code": "A" * 16}],
+                }
+            )
+        ),
+        131009,
+    ),
+    (
+        "coupon code not alphanumeric",
+        body(
+            template=template(
+                {
+                    "type": "button",
+                    "sub_type": "copy_code",
+                    "index": 0,
+                    "parameters": [{"type": "coupon_code", "coupon_code": "SAVE-10"}],
+                }
+            )
+        ),
+        131009,
+    ),
+    (
+        "named and positional mixed",
+        body(
+            template=template(
+                {
+                    "type": "body",
+                    "parameters": [
+                        {"type": "text", "text": "a", "parameter_name": "first_name"},
+                        {"type": "text", "text": "b"},
+                    ],
+                }
+            )
+        ),
+        131009,
+    ),
+    (
+        "two bodies",
+        body(template=template({"type": "body"}, {"type": "body"})),
+        100,
+    ),
+    (
+        "carousel card header takes no text",
+        body(
+            template=template(
+                {
+                    "type": "carousel",
+                    "cards": [
+                        {
+                            "card_index": 0,
+                            "components": [
+                                {"type": "header", "parameters": [{"type": "text", "text": "x"}]}
+                            ],
+                        }
+                    ],
+                }
+            )
+        ),
+        131009,
+    ),
+    ("carousel without cards", body(template=template({"type": "carousel", "cards": []})), 131009),
+    (
+        "limited time offer without expiry",
+        body(
+            template=template(
+                {
+                    "type": "limited_time_offer",
+                    "parameters": [{"type": "limited_time_offer", "limited_time_offer": {}}],
+                }
+            )
+        ),
+        131008,
+    ),
+    (
+        "parameter of unknown type",
+        body(template=template({"type": "body", "parameters": [{"type": "emoji"}]})),
+        131009,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"), [(b, c) for _, b, c in BAD_BODIES], ids=[n for n, _, _ in BAD_BODIES]
+)
+def test_each_field_rule_is_refused_with_metas_code(
+    gateway: GatewayProcess, tenant: Tenant, payload: dict[str, Any], code: int
+) -> None:
+    graph_error(send(gateway, tenant, payload), code, 400)
+
+
+def test_missing_recipient_says_what_to_send(gateway: GatewayProcess, tenant: Tenant) -> None:
+    error = graph_error(send(gateway, tenant, body(recipient=None)), 131008, 400)
+    assert "`to`" in error["error_data"]["details"]
+
+
+def test_a_refused_message_is_not_stored(gateway: GatewayProcess, tenant: Tenant) -> None:
+    send(gateway, tenant, body(type="text"))
+    listing = httpx.get(
+        f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages",
+        headers={"X-API-Key": tenant.api_key},
+    )
+    assert listing.json()["data"] == []
+
+
+# ---- transport errors --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content", [b"{", b"", b"not json", b'{"a":1,}', '{"é":1'.encode("latin-1")]
+)
+def test_malformed_json_is_code_100(
+    gateway: GatewayProcess, tenant: Tenant, content: bytes
+) -> None:
+    graph_error(send(gateway, tenant, content=content), 100, 400)
+
+
+@pytest.mark.parametrize("content", [b"[]", b"1", b'"text"', b"null"])
+def test_a_body_that_is_not_an_object_is_code_100(
+    gateway: GatewayProcess, tenant: Tenant, content: bytes
+) -> None:
+    graph_error(send(gateway, tenant, content=content), 100, 400)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"]
+)
+def test_wrong_content_type_is_refused(
+    gateway: GatewayProcess, tenant: Tenant, content_type: str
+) -> None:
+    response = send(gateway, tenant, SEED_BODY, headers={"Content-Type": content_type})
+    graph_error(response, 100, 415)
+
+
+def test_json_with_charset_is_fine(gateway: GatewayProcess, tenant: Tenant) -> None:
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    assert send(gateway, tenant, SEED_BODY, headers=headers).status_code == 200
+
+
+def test_an_oversized_body_is_refused(gateway: GatewayProcess, tenant: Tenant) -> None:
+    huge = body(biz_opaque_callback_data="x" * 200_000)
+    graph_error(send(gateway, tenant, huge), 100, 413)
+
+
+def test_an_unknown_graph_version_is_refused(gateway: GatewayProcess, tenant: Tenant) -> None:
+    response = httpx.post(
+        url(gateway, tenant, version="latest"),
+        json=SEED_BODY,
+        headers={"X-API-Key": tenant.api_key},
+    )
+    graph_error(response, 100, 400)
+
+
+def test_get_on_the_send_path_is_a_graph_error(gateway: GatewayProcess, tenant: Tenant) -> None:
+    response = httpx.get(url(gateway, tenant), headers={"X-API-Key": tenant.api_key})
+    graph_error(response, 100, 405)
+
+
+# ---- auth and ownership ------------------------------------------------------------
+
+
+def test_missing_key_is_401_code_190(gateway: GatewayProcess, tenant: Tenant) -> None:
+    response = httpx.post(url(gateway, tenant), json=SEED_BODY)
+    graph_error(response, 190, 401)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-API-Key": "wg_not_a_key"},
+        {"Authorization": "Bearer wg_not_a_key"},
+        {"Authorization": "Basic x"},
+    ],
+)
+def test_invalid_key_is_401_code_190(
+    gateway: GatewayProcess, tenant: Tenant, headers: dict[str, str]
+) -> None:
+    response = httpx.post(url(gateway, tenant), json=SEED_BODY, headers=headers)
+    graph_error(response, 190, 401)
+
+
+def test_bearer_key_works(gateway: GatewayProcess, tenant: Tenant) -> None:
+    response = httpx.post(
+        url(gateway, tenant), json=SEED_BODY, headers={"Authorization": f"Bearer {tenant.api_key}"}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_another_projects_number_looks_like_a_missing_one(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    other = make_tenant(gateway.database_url)
+    foreign = httpx.post(
+        f"{gateway.base_url}/meta/whatsapp/v24.0/{other.phone_number_id}/marketing_messages",
+        json=SEED_BODY,
+        headers={"X-API-Key": tenant.api_key},
+    )
+    missing = httpx.post(
+        f"{gateway.base_url}/meta/whatsapp/v24.0/999999999999999/marketing_messages",
+        json=SEED_BODY,
+        headers={"X-API-Key": tenant.api_key},
+    )
+    foreign_error = graph_error(foreign, 100, 400)
+    missing_error = graph_error(missing, 100, 400)
+    assert foreign_error["error_subcode"] == missing_error["error_subcode"] == 33
+    assert foreign_error["message"] == missing_error["message"]
+    assert other.phone_number_id in foreign_error["error_data"]["details"]
+
+
+def test_fbtrace_id_of_an_error_is_in_the_logs(gateway: GatewayProcess, tenant: Tenant) -> None:
+    error = graph_error(send(gateway, tenant, body(type="text")), 100, 400)
+    assert error["fbtrace_id"] in gateway.log_text()
+
+
+def test_fbtrace_ids_differ_per_request(gateway: GatewayProcess, tenant: Tenant) -> None:
+    ids = {send(gateway, tenant, body(type="text")).json()["error"]["fbtrace_id"] for _ in range(3)}
+    assert len(ids) == 3
+
+
+# ---- idempotency -------------------------------------------------------------------
+
+
+def _listing(gateway: GatewayProcess, tenant: Tenant) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages?limit=100",
+        headers={"X-API-Key": tenant.api_key},
+    )
+    return list(response.json()["data"])
+
+
+def test_same_idempotency_key_and_body_replays_the_first_answer(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    first = send(gateway, tenant, SEED_BODY, headers={"Idempotency-Key": "order-1"})
+    again = send(gateway, tenant, SEED_BODY, headers={"Idempotency-Key": "order-1"})
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(_listing(gateway, tenant)) == 1
+
+
+def test_idempotency_key_ignores_json_formatting(gateway: GatewayProcess, tenant: Tenant) -> None:
+    compact = json.dumps(SEED_BODY).encode()
+    spaced = json.dumps(dict(reversed(list(SEED_BODY.items()))), indent=2).encode()
+    first = send(gateway, tenant, content=compact, headers={"Idempotency-Key": "k"})
+    again = send(gateway, tenant, content=spaced, headers={"Idempotency-Key": "k"})
+    assert first.json() == again.json()
+
+
+def test_same_idempotency_key_with_another_body_is_refused(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    send(gateway, tenant, SEED_BODY, headers={"Idempotency-Key": "order-2"})
+    other = send(
+        gateway, tenant, body(to="+44 7700 900123"), headers={"Idempotency-Key": "order-2"}
+    )
+    error = graph_error(other, 100, 422)
+    assert "Idempotency-Key" in error["error_data"]["details"]
+    assert len(_listing(gateway, tenant)) == 1
+
+
+def test_concurrent_requests_with_one_key_store_one_message(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    import asyncio
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await asyncio.gather(
+                *[
+                    client.post(
+                        url(gateway, tenant),
+                        json=SEED_BODY,
+                        headers={"X-API-Key": tenant.api_key, "Idempotency-Key": "burst"},
+                    )
+                    for _ in range(20)
+                ]
+            )
+
+    responses = asyncio.run(burst())
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["messages"][0]["id"] for r in responses}) == 1
+    assert len(_listing(gateway, tenant)) == 1
+
+
+def test_different_idempotency_keys_make_different_messages(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    a = send(gateway, tenant, SEED_BODY, headers={"Idempotency-Key": "a"})
+    b = send(gateway, tenant, SEED_BODY, headers={"Idempotency-Key": "b"})
+    assert a.json()["messages"][0]["id"] != b.json()["messages"][0]["id"]
+
+
+def test_keys_are_per_project(gateway: GatewayProcess, tenant: Tenant) -> None:
+    other = make_tenant(gateway.database_url)
+    a = send(gateway, tenant, SEED_BODY, headers={"Idempotency-Key": "shared"})
+    b = send(gateway, other, SEED_BODY, headers={"Idempotency-Key": "shared"})
+    assert a.status_code == b.status_code == 200
+    assert a.json()["messages"][0]["id"] != b.json()["messages"][0]["id"]
+
+
+def test_an_unusable_idempotency_key_is_refused(gateway: GatewayProcess, tenant: Tenant) -> None:
+    graph_error(send(gateway, tenant, SEED_BODY, headers={"Idempotency-Key": "x" * 256}), 100, 400)
+
+
+# ---- health and docs ---------------------------------------------------------------
+
+
+def test_healthz(gateway: GatewayProcess) -> None:
+    response = httpx.get(f"{gateway.base_url}/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_unknown_paths_answer_in_the_graph_envelope(gateway: GatewayProcess) -> None:
+    response = httpx.get(f"{gateway.base_url}/nope")
+    graph_error(response, 100, 404)

@@ -1,0 +1,215 @@
+"""Test support: loopback ports, PostgreSQL databases, and real gateway processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from wagate.adapters.store.migrate import migrate
+from wagate.adapters.store.sql import SqlStore
+from wagate.core import admin
+from wagate.ports import SystemClock
+
+PG_HOST = "127.0.0.1"
+PG_ADMIN_URL = f"postgresql+asyncpg://postgres@{PG_HOST}:5432/test"
+WAGATE = str(Path(sys.executable).with_name("wagate"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def postgres_available() -> bool:
+    """Whether the PostgreSQL server answers on 127.0.0.1:5432."""
+    try:
+        with socket.create_connection((PG_HOST, 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> None:
+    """Skip without PostgreSQL; under CI a missing PostgreSQL is a failure."""
+    if postgres_available():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (required in CI)")
+    pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+
+
+async def _admin_sql(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(host=PG_HOST, port=5432, user="postgres", database="test")
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def create_pg_database() -> str:
+    """A new, migrated PostgreSQL database; returns its URL."""
+    name = f"wagate_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+asyncpg://postgres@{PG_HOST}:5432/{name}"
+    migrate(url)
+    return url
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop a database made by create_pg_database."""
+    name = url.rsplit("/", 1)[1]
+    asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def database_url_for(backend: str, tmp_dir: Path) -> str:
+    """A fresh, migrated database of the given backend."""
+    if backend == "postgres":
+        require_postgres()
+        return create_pg_database()
+    url = f"sqlite+aiosqlite:///{tmp_dir / 'wagate.db'}"
+    migrate(url)
+    return url
+
+
+def dispose_database(url: str) -> None:
+    """Drop a PostgreSQL test database (SQLite files go with their tmp dir)."""
+    if url.startswith("postgresql"):
+        drop_pg_database(url)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A project with a key and a sandbox phone number, made for one test."""
+
+    project_id: str
+    api_key: str
+    phone_number_id: str
+
+
+def make_tenant(database_url: str, *, mps: int = 80) -> Tenant:
+    """Create a project, key and phone number directly in the store."""
+
+    async def work() -> Tenant:
+        store = SqlStore.from_url(database_url)
+        try:
+            clock = SystemClock()
+            project, key = await admin.create_project(store, clock, "test")
+            number = await admin.add_number(
+                store,
+                clock,
+                project_id=project.id,
+                phone_number_id=str(uuid.uuid4().int % 10**15),
+                mps=mps,
+            )
+            return Tenant(project.id, key.secret, number.phone_number_id)
+        finally:
+            await store.close()
+
+    return asyncio.run(work())
+
+
+class GatewayProcess:
+    """A real `wagate serve` process on loopback, in its own process group."""
+
+    def __init__(self, database_url: str, log_path: Path, **env: str) -> None:
+        self.database_url = database_url
+        self.log_path = log_path
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "WAGATE_DATABASE_URL": database_url,
+            "WAGATE_AUTH_CACHE_SECONDS": "0",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GatewayProcess:
+        """Start and wait until /healthz answers."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [WAGATE, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"wagate serve exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"wagate serve did not start: {self.log_path.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no shutdown hooks, no flushing."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM), then make sure the group is gone."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def log_text(self) -> str:
+        """What the server has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running_gateway(database_url: str, log_path: Path, **env: str) -> Iterator[GatewayProcess]:
+    """A gateway for the length of a `with` block."""
+    gateway = GatewayProcess(database_url, log_path, **env).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def run_cli(*args: str, database_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real `wagate` CLI."""
+    result = subprocess.run(
+        [WAGATE, *args],
+        env={**os.environ, "WAGATE_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"wagate {' '.join(args)} failed: {result.stderr}{result.stdout}")
+    return result
