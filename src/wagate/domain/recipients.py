@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import phonenumbers
@@ -25,6 +26,8 @@ class Recipient:
     kind: RecipientKind
 
 
+# Parsing costs ~15 us; the same recipients recur across campaigns and retries.
+@lru_cache(maxsize=65_536)
 def normalise_phone(raw: str) -> str:
     """The E.164 digits (Meta's `wa_id`) of a typed phone number, or a 131009 error.
 

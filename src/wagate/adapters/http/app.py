@@ -23,12 +23,14 @@ from wagate.adapters.http.reads import (
     not_found,
 )
 from wagate.adapters.http.send import (
+    GRAPH_VERSION,
     SendRequest,
     answer_send,
     api_key_of,
     match_send_path,
     serve_send,
 )
+from wagate.core.access import phone_number_not_found
 from wagate.domain.errors import GraphError
 from wagate.domain.requests import (
     GraphErrorResponse,
@@ -58,10 +60,16 @@ def _services(request: Request[Any, Any, Any]) -> Services:
     return cast(Services, request.app.state.services)
 
 
-async def _phone_number_for(request: Request[Any, Any, Any], phone_number_id: str) -> None:
+async def _phone_number_for(
+    request: Request[Any, Any, Any], version: str, phone_number_id: str
+) -> None:
     services = _services(request)
     api_key = api_key_of(request.headers.get("x-api-key"), request.headers.get("authorization"))
     project_id = await services.access.project_of(api_key)
+    if not GRAPH_VERSION.match(version):
+        raise GraphError(100, f"Unknown Graph API version {version!r}; use e.g. v24.0")
+    if "\x00" in phone_number_id:  # no stored id has one, and PostgreSQL text cannot hold one
+        raise phone_number_not_found(phone_number_id)
     await services.access.phone_number_of(project_id, phone_number_id)
 
 
@@ -119,7 +127,9 @@ async def get_message(
     request: Request[Any, Any, Any], version: str, phone_number_id: str, message_id: str
 ) -> MessageView:
     """One message with its status and timeline."""
-    await _phone_number_for(request, phone_number_id)
+    await _phone_number_for(request, version, phone_number_id)
+    if "\x00" in message_id:
+        raise not_found(message_id)
     message = await _services(request).store.get_message(phone_number_id, message_id)
     if message is None:
         raise not_found(message_id)
@@ -134,7 +144,7 @@ async def list_messages(
 
     Query: `limit` (1-100, default 20), `before`/`after` cursors from `paging`.
     """
-    await _phone_number_for(request, phone_number_id)
+    await _phone_number_for(request, version, phone_number_id)
     params = dict(request.query_params)
     query = message_query(phone_number_id, params)
     rows = await _services(request).store.list_messages(

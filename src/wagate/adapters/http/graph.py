@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 
 import msgspec
@@ -13,9 +14,25 @@ from wagate.domain.requests import GraphErrorBody, GraphErrorData, GraphErrorRes
 _encoder = msgspec.json.Encoder()
 
 
+# A random per-process prefix and a counter: unique across processes, and cheaper
+# than a random id per request (every response carries one).
+_PREFIX = base64.urlsafe_b64encode(os.urandom(6)).decode()
+_counter = itertools.count(1)
+
+
+def _new_prefix() -> None:
+    global _PREFIX, _counter
+    _PREFIX = base64.urlsafe_b64encode(os.urandom(6)).decode()
+    _counter = itertools.count(1)
+
+
+# Forked workers must not share the parent's prefix and counter.
+os.register_at_fork(after_in_child=_new_prefix)
+
+
 def new_trace_id() -> str:
     """A per-request id, shaped like Meta's fbtrace_id; it is also written to the logs."""
-    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+    return f"{_PREFIX}{next(_counter):08x}"
 
 
 def error_body(error: GraphError, trace_id: str) -> bytes:

@@ -14,6 +14,8 @@ from wagate.domain.model import STATUSES, MessageQuery, Status, StoredMessage
 from wagate.domain.requests import MarketingMessageRequest, Template
 
 _request_decoder = msgspec.json.Decoder(MarketingMessageRequest)
+# Times and cursors are stored as signed 64-bit integers; larger values are refused.
+_INT64 = range(-(2**63), 2**63)
 
 
 class MessageStatusView(msgspec.Struct, omit_defaults=True):
@@ -36,12 +38,13 @@ class MessageView(msgspec.Struct, omit_defaults=True, kw_only=True):
     """A stored message as the read endpoints show it."""
 
     id: str
-    messaging_product: Literal["whatsapp"] = "whatsapp"
-    recipient_type: Literal["individual"] = "individual"
+    # No defaults: omit_defaults would otherwise leave these constant fields out.
+    messaging_product: Literal["whatsapp"]
+    recipient_type: Literal["individual"]
     to: str | None = None
     recipient: str | None = None
     input: str
-    type: Literal["template"] = "template"
+    type: Literal["template"]
     template: Template
     timestamp: str
     status: Status
@@ -90,6 +93,9 @@ def message_view(message: StoredMessage) -> MessageView:
     phone = message.recipient_kind == "phone"
     return MessageView(
         id=message.id,
+        messaging_product="whatsapp",
+        recipient_type="individual",
+        type="template",
         to=message.recipient if phone else None,
         recipient=None if phone else message.recipient,
         input=message.recipient_input,
@@ -113,7 +119,7 @@ def decode_cursor(cursor: str, name: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind == "seq" and value.isdigit():
+        if kind == "seq" and value.isascii() and value.isdigit() and int(value) in _INT64:
             return int(value)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
@@ -124,8 +130,11 @@ def parse_time(value: str, name: str) -> int:
     """Unix seconds or ISO 8601 as Unix milliseconds, or a code 100 error."""
     text = value.strip()
     try:
-        if text.lstrip("-").isdigit():
-            return int(text) * 1000
+        if text.lstrip("-").isascii() and text.lstrip("-").isdigit():
+            millis = int(text) * 1000
+            if millis not in _INT64:
+                raise ValueError(text)
+            return millis
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise invalid_parameter(
@@ -134,6 +143,12 @@ def parse_time(value: str, name: str) -> int:
     if moment.tzinfo is None:
         raise invalid_parameter(f"`{name}` needs a time zone (e.g. 2026-11-23T10:00:00Z)")
     return int(moment.timestamp() * 1000)
+
+
+def _until(value: str) -> int:
+    """`until` is inclusive: a whole-second time covers that entire second."""
+    millis = parse_time(value, "until")
+    return min(millis + 999, _INT64[-1]) if millis % 1000 == 0 else millis
 
 
 def message_query(phone_number_id: str, params: dict[str, str]) -> MessageQuery:
@@ -146,7 +161,8 @@ def message_query(phone_number_id: str, params: dict[str, str]) -> MessageQuery:
     if status is not None and status not in STATUSES:
         raise invalid_parameter(f"`status` must be one of {', '.join(STATUSES)}, got {status!r}")
     limit_text = params.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+    digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 10
+    if not digits or not 1 <= int(limit_text) <= 100:
         raise invalid_parameter(f"`limit` must be a whole number from 1 to 100, got {limit_text!r}")
     if "before" in params and "after" in params:
         raise invalid_parameter("Send `before` or `after`, not both")
@@ -155,7 +171,7 @@ def message_query(phone_number_id: str, params: dict[str, str]) -> MessageQuery:
         limit=int(limit_text),
         status=status,
         since=parse_time(params["since"], "since") if "since" in params else None,
-        until=parse_time(params["until"], "until") if "until" in params else None,
+        until=_until(params["until"]) if "until" in params else None,
         after_seq=decode_cursor(params["after"], "after") if "after" in params else None,
         before_seq=decode_cursor(params["before"], "before") if "before" in params else None,
     )

@@ -18,6 +18,7 @@ import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 
 from wagate.adapters.http.graph import error_body, new_trace_id
 from wagate.adapters.sandbox.config import SandboxConfig
@@ -246,7 +247,7 @@ def _select(request: AnyRequest, templates: list[TemplateRecord]) -> list[Templa
 
 
 @get("/{waba_id:str}/message_templates", sync_to_thread=False)
-def list_templates(request: AnyRequest, waba_id: str) -> dict[str, Any]:
+def list_templates(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any]:
     """Meta's template list: filters `name`, `status`, `category`, `language`; cursor paging."""
     _require_token(request)
     sandbox = _sandbox(request)
@@ -280,7 +281,7 @@ def list_templates(request: AnyRequest, waba_id: str) -> dict[str, Any]:
 
 
 @post("/{waba_id:str}/message_templates", status_code=200)
-async def create_template(request: AnyRequest, waba_id: str) -> dict[str, Any]:
+async def create_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any]:
     """Create a template: PENDING now, APPROVED after the approval delay."""
     _require_token(request)
     sandbox = _sandbox(request)
@@ -290,7 +291,7 @@ async def create_template(request: AnyRequest, waba_id: str) -> dict[str, Any]:
 
 
 @delete("/{waba_id:str}/message_templates", status_code=200, sync_to_thread=False)
-def delete_template(request: AnyRequest, waba_id: str) -> dict[str, Any]:
+def delete_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any]:
     """Delete a template by `name` (every language), or one of them by `hsm_id`."""
     _require_token(request)
     name = request.query_params.get("name")
@@ -301,7 +302,7 @@ def delete_template(request: AnyRequest, waba_id: str) -> dict[str, Any]:
 
 
 @get("/{phone_number_id:str}", sync_to_thread=False)
-def phone_number(request: AnyRequest, phone_number_id: str) -> dict[str, Any]:
+def phone_number(request: AnyRequest, phone_number_id: FromPath[str]) -> dict[str, Any]:
     """A phone number's fields, e.g. `?fields=throughput`."""
     _require_token(request)
     state = _sandbox(request).state

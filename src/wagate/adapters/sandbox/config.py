@@ -62,6 +62,8 @@ class SandboxConfig:
             webhook_batch=integer("WEBHOOK_BATCH", default.webhook_batch),
             flush_interval=number("FLUSH_INTERVAL", default.flush_interval),
             webhook_retries=integer("WEBHOOK_RETRIES", default.webhook_retries),
+            webhook_backoff=number("WEBHOOK_BACKOFF", default.webhook_backoff),
+            webhook_timeout=number("WEBHOOK_TIMEOUT", default.webhook_timeout),
             numbers=parse_numbers(get("NUMBERS") or ""),
         )
 
@@ -77,6 +79,8 @@ class SandboxConfig:
             "WEBHOOK_BATCH": str(self.webhook_batch),
             "FLUSH_INTERVAL": repr(self.flush_interval),
             "WEBHOOK_RETRIES": str(self.webhook_retries),
+            "WEBHOOK_BACKOFF": repr(self.webhook_backoff),
+            "WEBHOOK_TIMEOUT": repr(self.webhook_timeout),
             "WEBHOOK_URL": self.webhook_url or "",
             "NUMBERS": ",".join(f"{pnid}:{waba}" for pnid, waba in self.numbers.items()),
         }

@@ -39,6 +39,8 @@ class GroupCommitter:
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        # Batches taken off `_pending` whose commit has not finished yet.
+        self._in_flight = 0
         self.batches = 0
         self.rows = 0
 
@@ -60,7 +62,9 @@ class GroupCommitter:
     async def close(self) -> None:
         """Commit what is pending, then stop the writers."""
         self._closing = True
-        while self._pending:
+        # A batch being committed is no longer pending: wait for it too, or
+        # cancelling the writers would drop its rows and strand its callers.
+        while self._pending or self._in_flight:
             self._wakeup.set()
             await asyncio.sleep(0.005)
         for task in self._tasks:
@@ -76,7 +80,11 @@ class GroupCommitter:
                 continue
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
-            await self._commit(batch)
+            self._in_flight += 1
+            try:
+                await self._commit(batch)
+            finally:
+                self._in_flight -= 1
 
     async def _commit(self, batch: list[tuple[Row, asyncio.Future[None]]]) -> None:
         try:

@@ -24,6 +24,7 @@ from wagate.domain.model import (
 from wagate.ports import IdempotencyConflict
 
 _STORED_COLUMNS = [messages.c[f.name] for f in fields(StoredMessage)]
+_NEW_MESSAGE_FIELDS = tuple(f.name for f in fields(NewMessage))
 _INSERT_MESSAGE = insert(messages)
 
 
@@ -55,7 +56,8 @@ class SqlStore:
 
     async def add_message(self, message: NewMessage) -> None:
         """Commit one message durably, in a batch with its concurrent neighbours."""
-        row = asdict(message)
+        # Not dataclasses.asdict: it deep-copies every value, and this is the hot path.
+        row = {name: getattr(message, name) for name in _NEW_MESSAGE_FIELDS}
         row["status"] = "pending"
         row["state"] = "queued"
         row["updated_at"] = message.created_at

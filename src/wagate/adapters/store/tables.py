@@ -111,7 +111,20 @@ messages = Table(
     ),
     Index("ix_messages_listing", "phone_number_id", "seq"),
     Index("ix_messages_status", "phone_number_id", "status", "seq"),
-    Index("ix_messages_upstream_wamid", "upstream_wamid"),
-    # NULL keys never collide (SQL NULLs are distinct), so only keyed sends are unique.
-    Index("uq_messages_idempotency", "project_id", "idempotency_key", unique=True),
+    # Partial indexes: most rows have no wamid yet and no idempotency key, and
+    # leaving them out keeps the accept path's insert cheaper.
+    Index(
+        "ix_messages_upstream_wamid",
+        "upstream_wamid",
+        sqlite_where=Column("upstream_wamid").isnot(None),
+        postgresql_where=Column("upstream_wamid").isnot(None),
+    ),
+    Index(
+        "uq_messages_idempotency",
+        "project_id",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=Column("idempotency_key").isnot(None),
+        postgresql_where=Column("idempotency_key").isnot(None),
+    ),
 )

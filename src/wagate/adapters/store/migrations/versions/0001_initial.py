@@ -107,9 +107,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_messages_listing", "messages", ["phone_number_id", "seq"])
     op.create_index("ix_messages_status", "messages", ["phone_number_id", "status", "seq"])
-    op.create_index("ix_messages_upstream_wamid", "messages", ["upstream_wamid"])
+    has_wamid = sa.text("upstream_wamid IS NOT NULL")
     op.create_index(
-        "uq_messages_idempotency", "messages", ["project_id", "idempotency_key"], unique=True
+        "ix_messages_upstream_wamid",
+        "messages",
+        ["upstream_wamid"],
+        sqlite_where=has_wamid,
+        postgresql_where=has_wamid,
+    )
+    has_key = sa.text("idempotency_key IS NOT NULL")
+    op.create_index(
+        "uq_messages_idempotency",
+        "messages",
+        ["project_id", "idempotency_key"],
+        unique=True,
+        sqlite_where=has_key,
+        postgresql_where=has_key,
     )
 
 

@@ -1,0 +1,735 @@
+"""The sandbox behaves like Meta's Graph API: real server process, real webhooks, loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import msgspec
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from wagate.adapters.sandbox import SandboxConfig, SandboxState, create_sandbox_app
+from wagate.adapters.sandbox.templates import parse_create
+from wagate.domain.errors import GraphError
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+HOST = "127.0.0.1"
+APP_SECRET = "sandbox-test-secret"
+STATUS_DELAY = 0.05
+APPROVAL_DELAY = 0.3
+AUTH = {"Authorization": "Bearer test-token"}
+_numbers = itertools.count(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _phone_number_id() -> str:
+    """A phone number of its own for each test, so limits and counters do not mix."""
+    return f"10{os.getpid() % 1000:03d}{next(_numbers):06d}"
+
+
+def _message(to: str | None = "+1 555 010 0001", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "type": "template",
+        "template": {"name": "promo_template", "language": {"code": "en_US"}},
+        **extra,
+    }
+    if to is not None:
+        body["to"] = to
+    return body
+
+
+def _template(name: str, components: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    template: dict[str, Any] = {"name": name, "language": {"code": "en_US"}}
+    if components is not None:
+        template["components"] = components
+    return template
+
+
+# ---- the webhook receiver -----------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """One webhook POST as received."""
+
+    raw: bytes
+    signature: str
+    body: dict[str, Any]
+
+
+class Receiver:
+    """Collects the sandbox's webhook POSTs."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self._arrived = asyncio.Condition()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        signature = request.headers.get("X-Hub-Signature-256", "")
+        async with self._arrived:
+            self.deliveries.append(Delivery(raw, signature, msgspec.json.decode(raw)))
+            self._arrived.notify_all()
+        return web.Response(text="ok")
+
+    def changes(self, field: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(delivery index, change value) of every change of this field."""
+        for index, delivery in enumerate(self.deliveries):
+            for entry in delivery.body["entry"]:
+                for change in entry["changes"]:
+                    if change["field"] == field:
+                        yield index, change["value"]
+
+    def statuses(self, wamid: str) -> list[dict[str, Any]]:
+        """Every status reported for a message, in arrival order."""
+        return [
+            status
+            for _, value in self.changes("messages")
+            for status in value.get("statuses", [])
+            if status["id"] == wamid
+        ]
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Wait (up to 5 s) until `condition` holds."""
+        async with asyncio.timeout(5), self._arrived:
+            await self._arrived.wait_for(condition)
+
+
+# ---- fixtures -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hook_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def sandbox_url(hook_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A standalone sandbox process (default 80 msg/s) posting webhooks to `hook_port`."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("sandbox") / "sandbox.log"
+    env = {
+        **os.environ,
+        "WAGATE_SANDBOX_STATUS_DELAY": str(STATUS_DELAY),
+        "WAGATE_SANDBOX_APPROVAL_DELAY": str(APPROVAL_DELAY),
+        "WAGATE_SANDBOX_WEBHOOK_BACKOFF": "0.1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "wagate.adapters.sandbox",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--webhook-url",
+        f"http://{HOST}:{hook_port}/webhook",
+        "--app-secret",
+        APP_SECRET,
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://{HOST}:{port}"
+    try:
+        _wait_until_serving(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"sandbox exited: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stats", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise AssertionError(f"sandbox did not start: {log.read_text()}")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def receiver(hook_port: int) -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/webhook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, hook_port).start()
+    try:
+        yield receiver
+    finally:
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@dataclass
+class Sandbox:
+    """A client of the running sandbox, with the receiver of its webhooks."""
+
+    url: str
+    http: aiohttp.ClientSession
+    hooks: Receiver
+
+    async def send(
+        self, phone_number_id: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        async with self.http.post(
+            f"{self.url}/v24.0/{phone_number_id}/marketing_messages",
+            json=body,
+            headers=AUTH if headers is None else headers,
+        ) as response:
+            return response.status, await response.json()
+
+    async def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, auth: bool = True
+    ) -> tuple[int, dict[str, Any]]:
+        url = path if path.startswith("http") else f"{self.url}{path}"
+        async with self.http.request(
+            method, url, json=body, headers=AUTH if auth else {}
+        ) as response:
+            return response.status, await response.json()
+
+    async def stats(self) -> dict[str, Any]:
+        return (await self.call("GET", "/_stats", auth=False))[1]
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def sandbox(sandbox_url: str, http: aiohttp.ClientSession, receiver: Receiver) -> Sandbox:
+    return Sandbox(sandbox_url, http, receiver)
+
+
+def _error_code(body: dict[str, Any]) -> int:
+    code: int = body["error"]["code"]
+    return code
+
+
+# ---- sends and status webhooks -------------------------------------------------------
+
+
+async def test_a_send_is_accepted_and_reported_sent_delivered_read_in_signed_webhooks(
+    sandbox: Sandbox,
+) -> None:
+    pnid = _phone_number_id()
+    status, body = await sandbox.send(
+        pnid, _message("+1 (555) 010-0001", biz_opaque_callback_data="campaign-7")
+    )
+
+    assert status == 200
+    assert body["messaging_product"] == "whatsapp"
+    assert body["contacts"] == [{"input": "+1 (555) 010-0001", "wa_id": "15550100001"}]
+    wamid = body["messages"][0]["id"]
+    assert wamid.startswith("wamid.")
+    assert body["messages"][0]["message_status"] == "accepted"
+
+    await sandbox.hooks.wait_for(lambda: len(sandbox.hooks.statuses(wamid)) == 3)
+    statuses = sandbox.hooks.statuses(wamid)
+    assert [s["status"] for s in statuses] == ["sent", "delivered", "read"]
+    for s in statuses:
+        assert s["recipient_id"] == "15550100001"
+        assert s["biz_opaque_callback_data"] == "campaign-7"
+        assert s["pricing"]["category"] == "marketing_lite"
+        assert s["pricing"]["pricing_model"] == "PMP"
+        assert s["timestamp"].isdigit()
+    for delivery in sandbox.hooks.deliveries:
+        expected = hmac.new(APP_SECRET.encode(), delivery.raw, hashlib.sha256).hexdigest()
+        assert delivery.signature == f"sha256={expected}"
+    index, value = next(
+        (i, v)
+        for i, v in sandbox.hooks.changes("messages")
+        if any(s["id"] == wamid for s in v.get("statuses", []))
+    )
+    assert value["metadata"]["phone_number_id"] == pnid
+    assert sandbox.hooks.deliveries[index].body["object"] == "whatsapp_business_account"
+    assert sandbox.hooks.deliveries[index].body["entry"][0]["id"] == pnid
+
+
+async def test_a_bsuid_send_answers_user_id_and_reports_recipient_user_id(
+    sandbox: Sandbox,
+) -> None:
+    bsuid = "US.13491208655302741918"
+    status, body = await sandbox.send(_phone_number_id(), _message(None, recipient=bsuid))
+
+    assert status == 200
+    assert body["contacts"] == [{"input": bsuid, "user_id": bsuid}]
+    wamid = body["messages"][0]["id"]
+    await sandbox.hooks.wait_for(lambda: len(sandbox.hooks.statuses(wamid)) == 3)
+    for s in sandbox.hooks.statuses(wamid):
+        assert s["recipient_user_id"] == bsuid
+        assert s["recipient_id"] == ""
+
+
+@pytest.mark.parametrize(
+    ("to", "code"),
+    [("+1 555 010 9026", 131026), ("+1 555 010 9049", 131049), ("+1 555 010 9050", 131050)],
+)
+async def test_undeliverable_recipients_get_only_a_failed_status(
+    sandbox: Sandbox, to: str, code: int
+) -> None:
+    status, body = await sandbox.send(
+        _phone_number_id(), _message(to, biz_opaque_callback_data="x")
+    )
+    assert status == 200
+    wamid = body["messages"][0]["id"]
+
+    await sandbox.hooks.wait_for(lambda: bool(sandbox.hooks.statuses(wamid)))
+    await asyncio.sleep(4 * STATUS_DELAY)
+    [failed] = sandbox.hooks.statuses(wamid)
+    assert failed["status"] == "failed"
+    assert failed["biz_opaque_callback_data"] == "x"
+    [error] = failed["errors"]
+    assert error["code"] == code
+    assert error["title"]
+    assert error["error_data"]["details"]
+    assert "pricing" not in failed
+
+
+async def test_a_recipient_who_stopped_marketing_sends_a_user_preferences_stop(
+    sandbox: Sandbox,
+) -> None:
+    status, _ = await sandbox.send(_phone_number_id(), _message("+44 7700 909050"))
+    assert status == 200
+
+    def stops() -> list[dict[str, Any]]:
+        return [
+            preference
+            for _, value in sandbox.hooks.changes("user_preferences")
+            for preference in value["user_preferences"]
+            if preference.get("wa_id") == "447700909050"
+        ]
+
+    await sandbox.hooks.wait_for(lambda: bool(stops()))
+    [stop] = stops()
+    assert stop["category"] == "marketing_messages"
+    assert stop["value"] == "stop"
+
+
+async def test_a_flaky_recipient_fails_twice_with_131000_then_is_accepted(
+    sandbox: Sandbox,
+) -> None:
+    pnid = _phone_number_id()
+    message = _message("+1 555 010 9500")
+
+    answers = [await sandbox.send(pnid, message) for _ in range(3)]
+
+    assert [status for status, _ in answers] == [500, 500, 200]
+    assert [_error_code(body) for _, body in answers[:2]] == [131000, 131000]
+    assert answers[2][1]["messages"][0]["id"].startswith("wamid.")
+
+
+async def test_a_clicking_recipient_is_read_then_clicks(sandbox: Sandbox) -> None:
+    status, body = await sandbox.send(_phone_number_id(), _message("+1 555 010 9001"))
+    assert status == 200
+    wamid = body["messages"][0]["id"]
+
+    def clicks() -> list[dict[str, Any]]:
+        return [
+            action
+            for _, value in sandbox.hooks.changes("messages")
+            for action in value.get("user_actions", [])
+            if action["marketing_messages_link_click_data"]["tracking_token"] == wamid
+        ]
+
+    await sandbox.hooks.wait_for(lambda: bool(clicks()))
+    assert [s["status"] for s in sandbox.hooks.statuses(wamid)] == ["sent", "delivered", "read"]
+    [click] = clicks()
+    assert click["action_type"] == "marketing_messages_link_click"
+    assert click["marketing_messages_link_click_data"]["click_component"] == "cta"
+
+
+# ---- Meta's checks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "code", "http_status"),
+    [
+        ("no_such_template", 132001, 404),
+        ("paused_promo", 132015, 400),
+        ("draft_promo", 132001, 404),
+        ("order_update", 134100, 400),
+    ],
+)
+async def test_templates_that_cannot_be_sent_are_refused(
+    sandbox: Sandbox, template: str, code: int, http_status: int
+) -> None:
+    status, body = await sandbox.send(_phone_number_id(), _message(template=_template(template)))
+
+    assert status == http_status
+    assert _error_code(body) == code
+    assert body["error"]["message"].startswith(f"(#{code}) ")
+    assert body["error"]["type"] == "OAuthException"
+    assert body["error"]["error_data"]["messaging_product"] == "whatsapp"
+    assert body["error"]["fbtrace_id"]
+
+
+SEASONAL: list[dict[str, Any]] = [
+    {"type": "header", "parameters": [{"type": "text", "text": "Summer"}]},
+    {
+        "type": "body",
+        "parameters": [
+            {"type": "text", "text": "Ana"},
+            {"type": "text", "text": "25%"},
+            {"type": "text", "text": "Sunday"},
+        ],
+    },
+    {
+        "type": "button",
+        "sub_type": "url",
+        "index": 0,
+        "parameters": [{"type": "text", "text": "s"}],
+    },
+    {
+        "type": "button",
+        "sub_type": "copy_code",
+        "index": "1",
+        "parameters": [{"type": "coupon_code", "coupon_code": "SAVE10"}],
+    },
+]
+NAMED: list[dict[str, Any]] = [
+    {
+        "type": "body",
+        "parameters": [
+            {"type": "text", "parameter_name": "first_name", "text": "Ana"},
+            {"type": "text", "parameter_name": "discount", "text": "15%"},
+        ],
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("template", "status_code", "code"),
+    [
+        (_template("seasonal_promo", SEASONAL), 200, None),
+        (_template("seasonal_promo", SEASONAL[1:]), 400, 132000),
+        (_template("seasonal_promo", SEASONAL[:3]), 400, 131008),
+        (_template("named_offer", NAMED), 200, None),
+        (
+            _template(
+                "named_offer", [{"type": "body", "parameters": [{"type": "text", "text": "A"}]}]
+            ),
+            400,
+            132012,
+        ),
+        (_template("promo_template", NAMED), 400, 132012),
+    ],
+)
+async def test_parameters_must_match_the_template(
+    sandbox: Sandbox, template: dict[str, Any], status_code: int, code: int | None
+) -> None:
+    status, body = await sandbox.send(_phone_number_id(), _message(template=template))
+
+    assert status == status_code, body
+    if code is not None:
+        assert _error_code(body) == code
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (_message(None), 131008),
+        ({**_message(), "type": "text"}, 100),
+        ({**_message(), "surprise": 1}, 100),
+    ],
+)
+async def test_malformed_requests_get_meta_codes(
+    sandbox: Sandbox, message: dict[str, Any], code: int
+) -> None:
+    status, body = await sandbox.send(_phone_number_id(), message)
+
+    assert status == 400
+    assert _error_code(body) == code
+
+
+async def test_a_send_without_a_bearer_token_is_refused_with_190(sandbox: Sandbox) -> None:
+    status, body = await sandbox.send(_phone_number_id(), _message(), headers={})
+    assert (status, _error_code(body)) == (401, 190)
+
+    status, body = await sandbox.call("GET", "/v24.0/1/message_templates", auth=False)
+    assert (status, _error_code(body)) == (401, 190)
+
+
+async def test_bursting_far_above_the_throughput_is_refused_with_130429(
+    sandbox: Sandbox,
+) -> None:
+    pnid = _phone_number_id()
+    started = time.monotonic()
+    answers = await asyncio.gather(
+        *(sandbox.send(pnid, _message(f"+1 555 02{i:05d}")) for i in range(400))
+    )
+    elapsed = time.monotonic() - started
+
+    accepted = [body for status, body in answers if status == 200]
+    refused = [body for status, body in answers if status != 200]
+    assert refused
+    assert {(_error_code(body)) for body in refused} == {130429}
+    # A one-second bucket: 80 at once, then 80/s.
+    assert 80 <= len(accepted) <= 80 + 80 * elapsed + 1
+
+
+async def test_the_46th_rapid_send_to_one_user_hits_the_pair_rate_limit(
+    sandbox: Sandbox,
+) -> None:
+    pnid = _phone_number_id()
+    answers = [await sandbox.send(pnid, _message("+1 555 030 0000")) for _ in range(46)]
+
+    assert [status for status, _ in answers[:45]] == [200] * 45
+    assert answers[45][0] == 400
+    assert _error_code(answers[45][1]) == 131056
+
+
+async def test_the_throughput_level_follows_the_configured_rate(sandbox: Sandbox) -> None:
+    status, body = await sandbox.call("GET", "/v24.0/123456?fields=throughput")
+
+    assert status == 200
+    assert body == {"throughput": {"level": "STANDARD"}, "id": "123456"}
+
+
+# ---- templates ----------------------------------------------------------------------
+
+SEEDED = [
+    "promo_template",
+    "seasonal_promo",
+    "named_offer",
+    "order_update",
+    "paused_promo",
+    "draft_promo",
+]
+
+
+async def test_template_list_pages_with_cursors_and_filters(sandbox: Sandbox) -> None:
+    waba = _phone_number_id()
+    templates = f"/v24.0/{waba}/message_templates"
+    names: list[str] = []
+    url: str | None = f"{templates}?limit=4"
+    while url is not None:
+        status, page = await sandbox.call("GET", url)
+        assert status == 200
+        names += [t["name"] for t in page["data"]]
+        url = page["paging"].get("next")
+    assert names == SEEDED
+
+    _, first = await sandbox.call("GET", f"{templates}?limit=2")
+    _, second = await sandbox.call(
+        "GET", f"{templates}?limit=2&after={first['paging']['cursors']['after']}"
+    )
+    assert [t["name"] for t in second["data"]] == SEEDED[2:4]
+    _, back = await sandbox.call(
+        "GET", f"{templates}?limit=2&before={second['paging']['cursors']['before']}"
+    )
+    assert [t["name"] for t in back["data"]] == SEEDED[:2]
+
+    _, paused = await sandbox.call("GET", f"{templates}?status=PAUSED")
+    assert [t["name"] for t in paused["data"]] == ["paused_promo"]
+    _, utility = await sandbox.call("GET", f"{templates}?category=UTILITY")
+    assert [t["name"] for t in utility["data"]] == ["order_update"]
+    _, named = await sandbox.call("GET", f"{templates}?name=named_offer")
+    [offer] = named["data"]
+    assert offer["parameter_format"] == "NAMED"
+    assert {"id", "name", "language", "status", "category", "components"} <= offer.keys()
+
+
+async def test_a_created_template_is_pending_then_approved_then_deleted(
+    sandbox: Sandbox,
+) -> None:
+    pnid = _phone_number_id()
+    templates = f"/v24.0/{pnid}/message_templates"
+    new = {
+        "name": "flash_sale",
+        "language": "en_US",
+        "category": "MARKETING",
+        "components": [{"type": "BODY", "text": "Flash sale today only."}],
+    }
+
+    status, created = await sandbox.call("POST", templates, new)
+    assert status == 200
+    assert created["status"] == "PENDING"
+    assert created["category"] == "MARKETING"
+    send = _message(template=_template("flash_sale"))
+    assert _error_code((await sandbox.send(pnid, send))[1]) == 132001
+    assert _error_code((await sandbox.call("POST", templates, new))[1]) == 100
+
+    await asyncio.sleep(APPROVAL_DELAY + 0.1)
+    _, listed = await sandbox.call("GET", f"{templates}?name=flash_sale")
+    assert [(t["id"], t["status"]) for t in listed["data"]] == [(created["id"], "APPROVED")]
+    assert (await sandbox.send(pnid, send))[0] == 200
+
+    status, deleted = await sandbox.call("DELETE", f"{templates}?name=flash_sale")
+    assert (status, deleted) == (200, {"success": True})
+    _, listed = await sandbox.call("GET", f"{templates}?name=flash_sale")
+    assert listed["data"] == []
+    status, body = await sandbox.call("DELETE", f"{templates}?name=flash_sale")
+    assert (status, _error_code(body)) == (400, 100)
+
+
+# ---- stats and reset ----------------------------------------------------------------
+
+
+async def test_stats_count_requests_accepts_errors_and_duplicate_sends(
+    sandbox: Sandbox,
+) -> None:
+    pnid = _phone_number_id()
+    message = _message("+1 555 040 0000")
+    await sandbox.send(pnid, message)
+    await sandbox.send(pnid, message)
+    await sandbox.send(pnid, _message("+1 555 040 0001"))
+    await sandbox.send(pnid, _message(template=_template("no_such_template")))
+
+    stats = await sandbox.stats()
+
+    assert stats["numbers"][pnid] == {
+        "requests": 4,
+        "accepted": 3,
+        "errors": {"132001": 1},
+        "duplicate_sends": 1,
+    }
+    assert stats["requests"] >= 4
+    assert stats["accepted"] >= 3
+    assert stats["duplicate_sends"] >= 1
+
+
+async def test_reset_clears_counters(sandbox: Sandbox) -> None:
+    await sandbox.send(_phone_number_id(), _message())
+
+    status, body = await sandbox.call("POST", "/_reset", auth=False)
+
+    assert (status, body) == (200, {"success": True})
+    stats = await sandbox.stats()
+    assert (stats["requests"], stats["accepted"], stats["numbers"]) == (0, 0, {})
+
+
+# ---- the state with a fake clock (no sleeping) ---------------------------------------
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _body(to: str, template: str = "promo_template") -> bytes:
+    return msgspec.json.encode(_message(to, template=_template(template)))
+
+
+async def test_a_sender_pacing_at_exactly_the_rate_never_trips_the_throughput_limit() -> None:
+    clock = FakeClock()
+    state = SandboxState(SandboxConfig(mps=80), clock)
+
+    for i in range(80 * 30):
+        state.send("1", _body(f"+1 555 05{i:05d}"), authorized=True)
+        clock.now += 1 / 80
+
+    assert state.totals.errors == {}
+
+
+async def test_one_second_of_burst_then_130429() -> None:
+    clock = FakeClock()
+    state = SandboxState(SandboxConfig(mps=80), clock)
+    for i in range(80):
+        state.send("1", _body(f"+1 555 06{i:05d}"), authorized=True)
+
+    with pytest.raises(GraphError) as refused:
+        state.send("1", _body("+1 555 0700000"), authorized=True)
+
+    assert refused.value.code == 130429
+    clock.now += 1 / 80
+    state.send("1", _body("+1 555 0700001"), authorized=True)
+
+
+async def test_the_pair_limit_refills_one_message_per_interval() -> None:
+    clock = FakeClock()
+    state = SandboxState(SandboxConfig(mps=1000), clock)
+    for _ in range(45):
+        state.send("1", _body("+1 555 0800000"), authorized=True)
+    with pytest.raises(GraphError) as refused:
+        state.send("1", _body("+1 555 0800000"), authorized=True)
+    assert refused.value.code == 131056
+
+    clock.now += 6.0
+    state.send("1", _body("+1 555 0800000"), authorized=True)
+
+
+async def test_a_created_template_is_approved_after_the_delay_and_disabled_is_132016() -> None:
+    clock = FakeClock()
+    state = SandboxState(SandboxConfig(approval_delay=5.0), clock)
+    create = msgspec.json.encode(
+        {
+            "name": "later",
+            "language": "en_US",
+            "category": "MARKETING",
+            "components": [{"type": "BODY", "text": "Hi"}],
+        }
+    )
+    template = state.templates.create("1", parse_create(create), clock.now)
+    clock.now += 4.9
+    with pytest.raises(GraphError) as pending:
+        state.send("1", _body("+1 555 0900000", "later"), authorized=True)
+    assert pending.value.code == 132001
+    clock.now += 0.1
+    state.send("1", _body("+1 555 0900000", "later"), authorized=True)
+
+    template.status = "DISABLED"
+    with pytest.raises(GraphError) as disabled:
+        state.send("1", _body("+1 555 0900001", "later"), authorized=True)
+    assert disabled.value.code == 132016
+
+
+# ---- mounted under a prefix, in process ---------------------------------------------
+
+
+async def test_under_a_prefix_every_route_lives_below_it() -> None:
+    app = create_sandbox_app(SandboxConfig(), prefix="/sandbox")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as client:
+        sent = await client.post(
+            "/sandbox/v24.0/77/marketing_messages", json=_message(), headers=AUTH
+        )
+        page = await client.get("/sandbox/v24.0/77/message_templates?limit=1", headers=AUTH)
+        stats = await client.get("/sandbox/_stats")
+
+    assert sent.status_code == 200
+    assert page.json()["paging"]["next"].startswith(
+        "http://sandbox.test/sandbox/v24.0/77/message_templates?"
+    )
+    assert stats.json()["numbers"]["77"]["accepted"] == 1

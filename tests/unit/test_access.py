@@ -1,0 +1,98 @@
+"""API keys and phone numbers: cached briefly, revocation felt within the cache time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from wagate.core.access import Access, hash_key
+from wagate.domain.errors import GraphError
+from wagate.domain.model import PhoneNumber
+
+
+@dataclass
+class FakeClock:
+    t: float = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+
+@dataclass
+class KeyStore:
+    """Just the two lookups Access makes, counting database trips."""
+
+    keys: dict[str, str] = field(default_factory=dict)
+    numbers: dict[str, PhoneNumber] = field(default_factory=dict)
+    lookups: int = 0
+
+    async def find_project_by_key_hash(self, key_hash: str) -> str | None:
+        self.lookups += 1
+        return self.keys.get(key_hash)
+
+    async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
+        self.lookups += 1
+        return self.numbers.get(phone_number_id)
+
+
+NUMBER = PhoneNumber("111", "waba", "prj_a", "sandbox", "", 80)
+
+
+def make() -> tuple[Access, KeyStore, FakeClock]:
+    store = KeyStore(keys={hash_key("wg_good"): "prj_a"}, numbers={"111": NUMBER})
+    clock = FakeClock()
+    return Access(store, clock, cache_seconds=2.0), store, clock  # type: ignore[arg-type]
+
+
+async def test_a_known_key_names_its_project() -> None:
+    access, _, _ = make()
+    assert await access.project_of("wg_good") == "prj_a"
+
+
+@pytest.mark.parametrize("key", [None, "", "wg_bad"])
+async def test_missing_or_unknown_keys_are_190(key: str | None) -> None:
+    access, _, _ = make()
+    with pytest.raises(GraphError) as caught:
+        await access.project_of(key)
+    assert (caught.value.code, caught.value.http_status) == (190, 401)
+
+
+async def test_lookups_are_cached_until_the_cache_time_passes() -> None:
+    access, store, clock = make()
+    for _ in range(5):
+        await access.project_of("wg_good")
+    assert store.lookups == 1
+    clock.t += 2.5
+    await access.project_of("wg_good")
+    assert store.lookups == 2
+
+
+async def test_a_revoked_key_stops_working_after_the_cache_time() -> None:
+    access, store, clock = make()
+    await access.project_of("wg_good")
+    store.keys.clear()
+    assert await access.project_of("wg_good") == "prj_a"
+    clock.t += 2.5
+    with pytest.raises(GraphError):
+        await access.project_of("wg_good")
+
+
+async def test_forget_drops_cached_answers_at_once() -> None:
+    access, store, _ = make()
+    await access.project_of("wg_good")
+    store.keys.clear()
+    access.forget()
+    with pytest.raises(GraphError):
+        await access.project_of("wg_good")
+
+
+async def test_another_projects_number_is_the_same_error_as_a_missing_one() -> None:
+    access, _, _ = make()
+    with pytest.raises(GraphError) as foreign:
+        await access.phone_number_of("prj_b", "111")
+    with pytest.raises(GraphError) as missing:
+        await access.phone_number_of("prj_b", "222")
+    assert foreign.value.code == missing.value.code == 100
+    assert foreign.value.subcode == missing.value.subcode == 33
+    assert await access.phone_number_of("prj_a", "111") == NUMBER
