@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
+from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
 from wagate.domain.model import (
     ApiKey,
     MessageQuery,
@@ -12,7 +14,6 @@ from wagate.domain.model import (
     PhoneNumber,
     Project,
     StoredMessage,
-    Upstream,
 )
 
 
@@ -23,13 +24,21 @@ class Clock(Protocol):
         """Seconds since the Unix epoch."""
         ...
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait; a fake clock just moves on."""
+        ...
+
 
 class SystemClock:
-    """The real clock."""
+    """The real clock. Pacing across machines assumes their clocks agree (NTP)."""
 
     def now(self) -> float:
         """Seconds since the Unix epoch."""
         return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait on the event loop."""
+        await asyncio.sleep(max(0.0, seconds))
 
 
 class IdempotencyConflict(Exception):
@@ -99,9 +108,69 @@ class Store(Protocol):
         ...
 
 
+class Upstream(Protocol):
+    """Meta's Graph API, or the sandbox."""
+
+    async def send(
+        self, base_url: str, version: str, phone_number_id: str, token: str, payload: bytes
+    ) -> UpstreamResult:
+        """POST one marketing message."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class Queue(Protocol):
+    """The delivery queue."""
+
+    async def numbers(self) -> list[PhoneNumber]:
+        """Every phone number."""
+        ...
+
+    async def claim(
+        self,
+        phone_number_id: str,
+        owner: str,
+        now: float,
+        *,
+        lease_s: float,
+        horizon_s: float,
+        limit: int,
+    ) -> list[Claimed]:
+        """Claim due messages and book their send slots."""
+        ...
+
+    async def record(self, outcome: Outcome) -> None:
+        """Commit a send's outcome."""
+        ...
+
+    async def throttle(self, phone_number_id: str, now: float) -> None:
+        """Slow a number down after a 130429."""
+        ...
+
+    async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
+        """Hold a recipient's queued messages after a 131056."""
+        ...
+
+    async def reap_leases(self, now: float) -> int:
+        """Requeue messages whose lease ended."""
+        ...
+
+    async def expire(self, now: float) -> int:
+        """Fail queued messages past their TTL."""
+        ...
+
+    async def close(self) -> None:
+        """Commit pending outcomes."""
+        ...
+
+
 __all__ = [
     "Clock",
     "IdempotencyConflict",
+    "Queue",
     "Store",
     "SystemClock",
     "Upstream",

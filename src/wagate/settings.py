@@ -30,7 +30,15 @@ class Settings:
     meta_graph_version: str = "v23.0"
     meta_verify_token: str = ""
     meta_app_secret: str = ""
+    # Where this gateway is reached (the embedded sandbox posts its webhooks here);
+    # `wagate serve` sets it from --host/--port when it is not given.
     public_url: str = field(default="")
+    # The Graph API of `sandbox` numbers; default: the embedded one, `{public_url}/sandbox`.
+    sandbox_url: str = ""
+    # Whether `wagate serve` runs a delivery worker in its process (`--no-worker`: 0).
+    worker: bool = True
+    upstream_timeout_seconds: float = 30.0
+    lease_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -42,6 +50,11 @@ class Settings:
             if raw is None or raw == "":
                 continue
             kind = type(getattr(cls(), f.name))
+            if kind is bool:
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise SystemExit(f"WAGATE_{f.name.upper()}={raw!r} is not a boolean (1 or 0)")
+                values[f.name] = raw.lower() in ("1", "true", "yes")
+                continue
             try:
                 values[f.name] = kind(raw)
             except ValueError:
@@ -49,3 +62,9 @@ class Settings:
                     f"WAGATE_{f.name.upper()}={raw!r} is not a valid {kind.__name__}"
                 ) from None
         return cls(**values)  # type: ignore[arg-type]
+
+    def upstream_base(self, upstream: str) -> str:
+        """The Graph API base URL for a number's upstream kind."""
+        if upstream == "meta":
+            return self.meta_base_url
+        return self.sandbox_url or f"{self.public_url or 'http://127.0.0.1:8080'}/sandbox"

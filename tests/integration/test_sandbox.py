@@ -27,6 +27,7 @@ from aiohttp import web
 
 from wagate.adapters.sandbox import SandboxConfig, SandboxState, create_sandbox_app
 from wagate.adapters.sandbox.templates import parse_create
+from wagate.adapters.sandbox.webhooks import WebhookSender
 from wagate.domain.errors import GraphError
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -733,3 +734,39 @@ async def test_under_a_prefix_every_route_lives_below_it() -> None:
         "http://sandbox.test/sandbox/v24.0/77/message_templates?"
     )
     assert stats.json()["numbers"]["77"]["accepted"] == 1
+
+
+async def test_a_failed_webhook_post_is_retried_with_the_same_signed_body() -> None:
+    bodies: list[bytes] = []
+    retried = asyncio.Event()
+
+    async def flaky(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        if len(bodies) > 1 and bodies[-1] == bodies[0]:
+            retried.set()
+        return web.Response(status=500 if len(bodies) == 1 else 200)
+
+    app = web.Application()
+    app.router.add_post("/webhook", flaky)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, HOST, port).start()
+    url = f"http://{HOST}:{port}/webhook"
+    config = SandboxConfig(
+        webhook_url=url, status_delay=0.01, flush_interval=0.01, webhook_backoff=0.05
+    )
+    state = SandboxState(config)
+    sender = WebhookSender(state, url)
+    sender.start()
+    try:
+        state.send("1", _body("+1 555 0900002"), authorized=True)
+        async with asyncio.timeout(5):
+            await retried.wait()
+    finally:
+        await sender.aclose()
+        await runner.cleanup()
+
+    assert state.webhook_counters.retries == 1
+    assert state.webhook_counters.failed_posts == 0
+    assert b'"status":"sent"' in bodies[0]

@@ -53,8 +53,8 @@ def test_a_transient_code_is_retried(code: int) -> None:
     assert decision.delay > 0
 
 
-def test_a_network_error_is_transient_and_not_a_catalogue_code() -> None:
-    assert NETWORK_ERROR not in CATALOGUE
+def test_a_network_error_is_a_transient_catalogue_code() -> None:
+    assert CATALOGUE[NETWORK_ERROR].transient
     assert decide(1, NETWORK_ERROR, None, random.Random(0), NO_JITTER) == RetryDecision(
         1.0, "message"
     )

@@ -87,9 +87,14 @@ def serve_command(
     demo: Annotated[
         bool, typer.Option(help="Ensure a demo project and sandbox number; print a key and a curl.")
     ] = False,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run a delivery worker in the process.")
+    ] = True,
 ) -> None:
-    """Migrate the database, then serve the API."""
+    """Migrate the database, then serve the API (and, unless --no-worker, deliver)."""
     settings = Settings.from_env()
+    os.environ.setdefault("WAGATE_PUBLIC_URL", f"http://{_loopback(host)}:{port}")
+    os.environ["WAGATE_WORKER"] = "1" if worker else "0"
     migrate(settings.database_url)
     if demo:
         found = _run(lambda store: admin.ensure_demo(store, SystemClock()))
@@ -109,6 +114,63 @@ def serve_command(
     )
     console.print(f"wagate listening on http://{host}:{port} (docs: /docs)")
     server.serve()
+
+
+def _loopback(host: str) -> str:
+    """How this machine reaches a server listening on `host`."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run a delivery worker alone: claim, pace, send to Meta (or the sandbox), record."""
+    import signal
+
+    from wagate.services import Services
+
+    settings = Settings.from_env()
+    migrate(settings.database_url)
+
+    async def main() -> None:
+        services = Services.build(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        dispatcher = services.dispatcher_for()
+        console.print(f"worker {dispatcher.owner} on {settings.database_url}")
+        try:
+            await dispatcher.run(stop)
+        finally:
+            await services.close()
+
+    asyncio.run(main())
+
+
+@app.command("sandbox")
+def sandbox_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,
+    mps: Annotated[
+        float | None, typer.Option(help="Per-number throughput Meta allows (default 80).")
+    ] = None,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(help="Where to POST status webhooks (the gateway's /webhooks/meta)."),
+    ] = None,
+    app_secret: Annotated[
+        str | None, typer.Option(help="Secret that signs the webhooks (X-Hub-Signature-256).")
+    ] = None,
+) -> None:
+    """Run the Meta emulator standalone; point WAGATE_META_BASE_URL at it."""
+    from wagate.adapters.sandbox import run_sandbox
+
+    console.print(f"sandbox on http://{_loopback(host)}:{port} (stats: /_stats)")
+    run_sandbox(host, port, mps, webhook_url, app_secret)
 
 
 def _print_demo(demo: admin.Demo, host: str, port: int) -> None:

@@ -9,8 +9,10 @@ Upstream = Literal["sandbox", "meta"]
 # Kapso's words for where a message is, in the order a message moves through them.
 Status = Literal["pending", "sent", "delivered", "read", "failed"]
 STATUSES: tuple[Status, ...] = ("pending", "sent", "delivered", "read", "failed")
-# Where a message is in our own delivery queue (the next step, not the customer's view).
-DeliveryState = Literal["queued", "forwarded", "done"]
+# Where a message is in our own delivery queue (the next step, not the customer's view):
+# queued (waiting for its turn), sending (claimed by a worker under a lease),
+# forwarded (Meta accepted it; statuses come by webhook), done (failed or expired).
+DeliveryState = Literal["queued", "sending", "forwarded", "done"]
 
 
 @dataclass(frozen=True, slots=True)

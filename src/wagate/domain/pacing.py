@@ -158,3 +158,34 @@ class Pacer:
         self._rate = rate
         # A throttled pacer keeps its lower rate and climbs to the new one through recover().
         self._effective = rate if at_full_rate else min(self._effective, rate)
+
+
+# ---- the shared budget of several workers: state in the phone number's row ---------
+
+RECOVERY_PER_S: Final = 0.05
+
+
+def shared_factor(factor: float, throttled_at: float, now: float) -> float:
+    """The throttle factor now: it climbs back by RECOVERY_PER_S of the rate per second."""
+    return min(1.0, factor + RECOVERY_PER_S * max(0.0, now - throttled_at))
+
+
+def throttled_factor(mps: float, factor: float, throttled_at: float, now: float) -> float:
+    """The factor after a 130429: half the current one, never below 1 msg/s.
+
+    Several 130429s within a second count as one, as in `Pacer.throttle`: the
+    sends already in flight when Meta pushed back are one signal, not many.
+    """
+    current = shared_factor(factor, throttled_at, now)
+    if 0.0 <= now - throttled_at < Pacer.THROTTLE_HOLD_S:
+        return current
+    return max(min(1.0, 1.0 / mps), current * 0.5)
+
+
+def book_slots(tat: float, now: float, interval: float, count: int) -> tuple[list[float], float]:
+    """`count` evenly spaced send times from the stored TAT, and the TAT after them."""
+    slots: list[float] = []
+    for _ in range(count):
+        allowed_at, tat = gcra_next(tat, now, interval, 0.0)
+        slots.append(allowed_at)
+    return slots, tat

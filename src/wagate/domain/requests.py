@@ -212,7 +212,21 @@ class BodyComponent(_Component, tag="body"):
     parameters: list[Parameter] = []
 
 
-ButtonSubType = Literal["quick_reply", "url", "copy_code", "catalog", "mpm", "flow"]
+# Meta takes sub_type in either case; pywa sends it in upper case.
+ButtonSubType = Literal[
+    "quick_reply",
+    "url",
+    "copy_code",
+    "catalog",
+    "mpm",
+    "flow",
+    "QUICK_REPLY",
+    "URL",
+    "COPY_CODE",
+    "CATALOG",
+    "MPM",
+    "FLOW",
+]
 
 
 class ButtonComponent(_Component, tag="button"):
@@ -229,7 +243,30 @@ class LimitedTimeOfferComponent(_Component, tag="limited_time_offer"):
     parameters: list[Parameter]
 
 
-CardComponent = HeaderComponent | BodyComponent | ButtonComponent
+# Meta also takes a component's `type` in upper case (its creation-time spelling);
+# pywa's typed parameters send it so. These variants keep what the client sent.
+
+
+class HeaderComponentUpper(HeaderComponent, tag="HEADER"):
+    """`HEADER`, as pywa sends it."""
+
+
+class BodyComponentUpper(BodyComponent, tag="BODY"):
+    """`BODY`, as pywa sends it."""
+
+
+class ButtonComponentUpper(ButtonComponent, tag="BUTTON"):
+    """`BUTTON`."""
+
+
+CardComponent = (
+    HeaderComponent
+    | BodyComponent
+    | ButtonComponent
+    | HeaderComponentUpper
+    | BodyComponentUpper
+    | ButtonComponentUpper
+)
 
 
 class Card(_Strict):
@@ -245,12 +282,25 @@ class CarouselComponent(_Component, tag="carousel"):
     cards: Annotated[list[Card], Meta(min_length=1, max_length=10)]
 
 
+class LimitedTimeOfferComponentUpper(LimitedTimeOfferComponent, tag="LIMITED_TIME_OFFER"):
+    """`LIMITED_TIME_OFFER`."""
+
+
+class CarouselComponentUpper(CarouselComponent, tag="CAROUSEL"):
+    """`CAROUSEL`."""
+
+
 Component = (
     HeaderComponent
     | BodyComponent
     | ButtonComponent
     | LimitedTimeOfferComponent
     | CarouselComponent
+    | HeaderComponentUpper
+    | BodyComponentUpper
+    | ButtonComponentUpper
+    | LimitedTimeOfferComponentUpper
+    | CarouselComponentUpper
 )
 
 # ---- the template and the request --------------------------------------------------

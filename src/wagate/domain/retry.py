@@ -16,7 +16,7 @@ from wagate.domain import errors
 
 # Gateway code for a network error or timeout talking to Meta: no Graph code exists for it,
 # and a negative number cannot collide with Meta's codes or the gateway's own (1_000_000+).
-NETWORK_ERROR: Final = -1
+NETWORK_ERROR: Final = errors.NETWORK_ERROR
 
 PAIR_RATE_LIMIT: Final = 131056
 THROUGHPUT_RATE_LIMIT: Final = 130429
@@ -78,11 +78,6 @@ class RetryDecision:
     scope: RetryScope
 
 
-def _is_transient(code: int, http_status: int | None) -> bool:
-    # The catalogue has no entry for transport failures, which never get a Graph code.
-    return code == NETWORK_ERROR or errors.is_transient(code, http_status)
-
-
 def _capped_power(base: float, factor: float, exponent: int, cap: float) -> float:
     """`base * factor**exponent`, but `cap` once it would exceed it (no float overflow)."""
     try:
@@ -113,7 +108,7 @@ def decide(
     """
     if attempt < 1:
         raise ValueError(f"attempt is 1-based, got {attempt}")
-    if not _is_transient(code, http_status) or attempt >= policy.max_attempts:
+    if not errors.is_transient(code, http_status) or attempt >= policy.max_attempts:
         return None
     if code == PAIR_RATE_LIMIT:
         # Meta asks for 4^n seconds on the pair limit; no jitter, since drawing below

@@ -103,10 +103,10 @@ def _check_unique(components: list[Component] | list[CardComponent], where: str)
     for component in components:
         if isinstance(component, ButtonComponent):
             continue
-        kind = type(component).__struct_config__.tag
+        kind = str(type(component).__struct_config__.tag).lower()
         if kind in seen:
             raise invalid_parameter(f"Component `{kind}` appears more than once - at `{where}`")
-        seen.add(str(kind))
+        seen.add(kind)
 
 
 def _check_component(component: Component, where: str, *, card: bool) -> None:
@@ -173,8 +173,8 @@ def _check_button(component: ButtonComponent, where: str) -> None:
         raise invalid_value(f"Button index must be 0-9, got {index} - at `{where}.index`")
     _check_types(
         component.parameters,
-        _BUTTON_TYPES[component.sub_type],
-        f"{component.sub_type} button",
+        _BUTTON_TYPES[component.sub_type.lower()],
+        f"{component.sub_type.lower()} button",
         where,
     )
 

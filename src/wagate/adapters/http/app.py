@@ -8,10 +8,11 @@ from typing import Any, cast
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
+from litestar.enums import ParamType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, YamlRenderPlugin
-from litestar.openapi.spec import OpenAPIMediaType, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Parameter, RequestBody, Schema
 
 from wagate.adapters.http.graph import error_body, new_trace_id
 from wagate.adapters.http.reads import (
@@ -37,13 +38,14 @@ from wagate.domain.requests import (
     MarketingMessageRequest,
     MarketingMessageResponse,
 )
-from wagate.services import Services
+from wagate.services import SANDBOX_PREFIX, Services
 from wagate.settings import Settings
 
 log = logging.getLogger("wagate.http")
 
 GRAPH_BASE = "/meta/whatsapp/{version:str}/{phone_number_id:str}"
 SEND_PATH = "/meta/whatsapp/{version}/{phone_number_id}/marketing_messages"
+LIST_PATH = "/meta/whatsapp/{version}/{phone_number_id}/messages"
 _ERRORS = {
     400: ResponseSpec(GraphErrorResponse, description="Invalid request (Graph error envelope)"),
     401: ResponseSpec(GraphErrorResponse, description="Missing or invalid API key (code 190)"),
@@ -151,7 +153,39 @@ async def list_messages(
         dataclasses.replace(query, limit=query.limit + 1)
     )
     base = str(request.url).split("?", 1)[0]
-    return message_page(rows, query, base, params)
+    wamids = [row.upstream_wamid for row in rows if row.upstream_wamid]
+    timelines = await _services(request).statuses.timeline(wamids)
+    return message_page(rows, query, base, params, timelines)
+
+
+@get("/webhooks/meta", tags=["webhooks"], media_type="text/plain")
+async def verify_meta_webhook(request: Request[Any, Any, Any]) -> str:
+    """Meta's subscription check: echo `hub.challenge` when `hub.verify_token` matches."""
+    params = request.query_params
+    return _services(request).ingestor.verify(
+        params.get("hub.mode"),
+        params.get("hub.verify_token"),
+        params.get("hub.challenge"),
+        _services(request).settings.meta_verify_token,
+    )
+
+
+class WebhookAnswer(msgspec.Struct):
+    """What a webhook POST stored."""
+
+    stored: int
+    duplicates: int
+    moved: int
+
+
+@post("/webhooks/meta", tags=["webhooks"], status_code=200)
+async def receive_meta_webhook(request: Request[Any, Any, Any]) -> WebhookAnswer:
+    """Statuses, opt-outs and clicks from Meta, signed with the app secret (X-Hub-Signature-256)."""
+    body = await request.body()
+    result = await _services(request).ingestor.receive(
+        body, request.headers.get("x-hub-signature-256")
+    )
+    return WebhookAnswer(result.stored, result.duplicates, result.moved)
 
 
 def _graph_error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -177,7 +211,14 @@ def _graph_error_response(request: Request[Any, Any, Any], exc: Exception) -> Re
 def create_litestar(services: Services) -> Litestar:
     """The Litestar app: everything but the send fast path."""
     app = Litestar(
-        route_handlers=[healthz, send_marketing_message, get_message, list_messages],
+        route_handlers=[
+            healthz,
+            send_marketing_message,
+            get_message,
+            list_messages,
+            verify_meta_webhook,
+            receive_meta_webhook,
+        ],
         exception_handlers={Exception: _graph_error_response},
         request_max_body_size=services.settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -189,12 +230,63 @@ def create_litestar(services: Services) -> Litestar:
             path="/docs",
             render_plugins=[ScalarRenderPlugin(), JsonRenderPlugin(), YamlRenderPlugin()],
         ),
+        on_startup=[services.start_gateway],
         on_shutdown=[services.close],
         debug=False,
     )
     app.state.services = services
     _describe_send_body(app)
+    _describe_list_query(app)
     return app
+
+
+def _describe_list_query(app: Litestar) -> None:
+    """Document the listing's query parameters, which the handler checks itself."""
+    text = Schema(type=OpenAPIType.STRING)
+    item = app.openapi_schema.paths[LIST_PATH] if app.openapi_schema.paths else None
+    if item is None or item.get is None:
+        return
+    item.get.parameters = [
+        *(item.get.parameters or []),
+        Parameter(
+            name="status",
+            param_in=ParamType.QUERY,
+            schema=Schema(
+                type=OpenAPIType.STRING, enum=["pending", "sent", "delivered", "read", "failed"]
+            ),
+            description="Only messages in this status.",
+        ),
+        Parameter(
+            name="since",
+            param_in=ParamType.QUERY,
+            schema=text,
+            description="Created at or after: Unix seconds or ISO 8601 with a zone.",
+        ),
+        Parameter(
+            name="until",
+            param_in=ParamType.QUERY,
+            schema=text,
+            description="Created at or before: Unix seconds or ISO 8601 with a zone.",
+        ),
+        Parameter(
+            name="limit",
+            param_in=ParamType.QUERY,
+            schema=Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=100, default=20),
+            description="Page size, 1-100 (default 20).",
+        ),
+        Parameter(
+            name="before",
+            param_in=ParamType.QUERY,
+            schema=text,
+            description="Cursor from `paging.cursors.before`: the newer page.",
+        ),
+        Parameter(
+            name="after",
+            param_in=ParamType.QUERY,
+            schema=text,
+            description="Cursor from `paging.cursors.after`: the older page.",
+        ),
+    ]
 
 
 def _describe_send_body(app: Litestar) -> None:
@@ -243,10 +335,16 @@ class Gateway:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Route one ASGI event."""
-        if scope["type"] == "http" and scope["method"] == "POST":
-            route = match_send_path(scope["path"])
-            if route is not None:
-                await serve_send(self.services, scope, receive, send, route)
+        if scope["type"] == "http":
+            path = scope["path"]
+            if scope["method"] == "POST":
+                route = match_send_path(path)
+                if route is not None:
+                    await serve_send(self.services, scope, receive, send, route)
+                    return
+            sandbox = self.services.sandbox
+            if sandbox is not None and path.startswith(SANDBOX_PREFIX + "/"):
+                await sandbox(scope, receive, send)
                 return
         await self.litestar(scope, receive, send)
 

@@ -76,8 +76,11 @@ class MessagePage(msgspec.Struct):
     paging: Paging
 
 
-def message_view(message: StoredMessage) -> MessageView:
-    """The read view of a stored message."""
+Timelines = dict[str, list[tuple[str, int]]]
+
+
+def message_view(message: StoredMessage, timelines: Timelines | None = None) -> MessageView:
+    """The read view of a stored message, with its statuses from `timelines` (by wamid)."""
     request = _request_decoder.decode(message.request)
     errors = None
     if message.status == "failed" and message.error_code is not None:
@@ -102,7 +105,10 @@ def message_view(message: StoredMessage) -> MessageView:
         template=request.template,
         timestamp=str(message.created_at // 1000),
         status=message.status,
-        statuses=[],
+        statuses=[
+            MessageStatusView(status=status, timestamp=str(at // 1000))  # type: ignore[arg-type]
+            for status, at in (timelines or {}).get(message.upstream_wamid or "", [])
+        ],
         errors=errors,
         biz_opaque_callback_data=message.biz_opaque_callback_data,
         phone_number_id=message.phone_number_id,
@@ -178,7 +184,11 @@ def message_query(phone_number_id: str, params: dict[str, str]) -> MessageQuery:
 
 
 def message_page(
-    rows: list[StoredMessage], query: MessageQuery, base_url: str, params: dict[str, Any]
+    rows: list[StoredMessage],
+    query: MessageQuery,
+    base_url: str,
+    params: dict[str, Any],
+    timelines: Timelines | None = None,
 ) -> MessagePage:
     """A page from `limit + 1` fetched rows: the extra row says whether there is more."""
     has_more = len(rows) > query.limit
@@ -197,7 +207,7 @@ def message_page(
             paging.next = _link(base_url, {**kept, "after": last})
         if newer:
             paging.previous = _link(base_url, {**kept, "before": first})
-    return MessagePage(data=[message_view(row) for row in rows], paging=paging)
+    return MessagePage(data=[message_view(row, timelines) for row in rows], paging=paging)
 
 
 def _link(base_url: str, params: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ without the prefix is served too, because a mounting framework (Litestar's
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -37,6 +38,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("wagate.sandbox")
 
 GRAPH_VERSION = re.compile(r"^v\d{1,3}(\.\d{1,2})?$")
 MAX_BODY = 1 << 20
@@ -77,7 +80,7 @@ class SandboxApp:
         path = self._route_path(original)
         if scope["method"] == "POST" and path.endswith("/marketing_messages"):
             segments = path.split("/")
-            if len(segments) == 3:
+            if len(segments) == 3 and segments[1]:
                 await self._send_message(segments[1], scope, receive, send)
                 return
         scope = {**scope, "path": path, "raw_path": path.encode(), "root_path": ""}
@@ -103,7 +106,12 @@ class SandboxApp:
         try:
             body = await _read_body(receive)
             response = self.state.send(phone_number_id, body, authorized=_has_bearer(headers))
-        except GraphError as error:
+        except Exception as exc:
+            if isinstance(exc, GraphError):
+                error = exc
+            else:
+                log.exception("sandbox send failed")
+                error = GraphError(131000, f"Sandbox internal error: {exc!r}")
             trace_id = new_trace_id()
             await _respond(
                 send,

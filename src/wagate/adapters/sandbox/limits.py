@@ -47,7 +47,7 @@ class KeyedLimiter:
 
     def __init__(self, capacity: float, rate: float) -> None:
         """Buckets of `capacity` tokens refilled at `rate` tokens/s."""
-        self.capacity = max(1.0, capacity) * 2
+        self.capacity = max(1.0, capacity)
         self.rate = rate
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
 

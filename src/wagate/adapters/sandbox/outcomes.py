@@ -29,7 +29,7 @@ Outcome = tuple[tuple[Step, ...], ...]
 DELIVERED_AND_READ: Final[Outcome] = ((Step("sent"),), (Step("delivered"),), (Step("read"),))
 # Meta reports an undeliverable message with `failed` alone, without a `sent` first.
 OUTCOMES: Final[dict[str, Outcome]] = {
-    "9026": ((Step("sent"),), (Step("failed", 131026),)),
+    "9026": ((Step("failed", 131026),),),
     "9049": ((Step("failed", 131049),),),
     "9050": ((Step("failed", 131050), Step("user_preferences")),),
     "9001": (*DELIVERED_AND_READ, (Step("click"),)),

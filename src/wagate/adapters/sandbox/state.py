@@ -181,7 +181,7 @@ class SandboxState:
                 131056,
                 f"Too many messages from {phone_number_id} to {address} in a short time",
             )
-        duplicate = False
+        duplicate = payload_key in self._sent
         self._sent.add(payload_key)
         wamid = self._new_wamid(address)
         if self.webhooks_enabled:

@@ -361,7 +361,7 @@ def _check_buttons(shape: TemplateShape, buttons: list[ButtonComponent]) -> None
         sub_type = shape.buttons.get(index)
         if sub_type is None:
             raise invalid_value(f"buttons: the template has no button at index {index}")
-        if sub_type != button.sub_type:
+        if sub_type != button.sub_type.lower():
             raise invalid_value(
                 f"buttons: button at index {index} is of type {sub_type}, not {button.sub_type}"
             )

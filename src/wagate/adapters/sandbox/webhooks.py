@@ -40,7 +40,7 @@ _FAILURE_DETAILS: Final = {
 
 def signature(body: bytes, app_secret: str) -> str:
     """The `X-Hub-Signature-256` header value: `sha256=` and the hex HMAC of the raw body."""
-    digest = hmac.new(b"x" + app_secret.encode(), body, hashlib.sha256).hexdigest()
+    digest = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -60,6 +61,13 @@ phone_numbers = Table(
     Column("access_token", Text, nullable=False, server_default=""),
     Column("mps", Integer, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The shared pacing budget (GCRA): the theoretical arrival time of the next
+    # send in Unix microseconds. Every worker reserves its send slots by moving
+    # it forward under the row's lock, so together they never exceed `mps`.
+    Column("pacing_tat", BigInteger, nullable=False, server_default="0"),
+    # After a 130429 the rate drops to mps * throttle_factor and climbs back.
+    Column("throttle_factor", Float, nullable=False, server_default="1"),
+    Column("throttled_at", BigInteger, nullable=False, server_default="0"),
 )
 
 # The messages table is also the delivery queue: `state` = 'queued' rows with
@@ -109,6 +117,12 @@ messages = Table(
         sqlite_where=Column("state") == "queued",
         postgresql_where=Column("state") == "queued",
     ),
+    Index(
+        "ix_messages_leases",
+        "lease_expires_at",
+        sqlite_where=Column("state") == "sending",
+        postgresql_where=Column("state") == "sending",
+    ),
     Index("ix_messages_listing", "phone_number_id", "seq"),
     Index("ix_messages_status", "phone_number_id", "status", "seq"),
     # Partial indexes: most rows have no wamid yet and no idempotency key, and
@@ -127,4 +141,53 @@ messages = Table(
         sqlite_where=Column("idempotency_key").isnot(None),
         postgresql_where=Column("idempotency_key").isnot(None),
     ),
+)
+
+# Every status Meta reported, keyed by Meta's wamid: the message's timeline. A
+# status may arrive before the dispatcher has recorded the wamid (Meta is fast);
+# it is kept here and applied when the wamid is recorded.
+message_statuses = Table(
+    "message_statuses",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("upstream_wamid", String(160), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("pricing", Text, nullable=True),
+    Column("errors", Text, nullable=True),
+    Column("received_at", BigInteger, nullable=False),
+    # Meta retries for days: the same status of the same message is stored once.
+    Index("uq_message_statuses_wamid_status", "upstream_wamid", "status", unique=True),
+)
+
+# Opt-outs and opt-ins from `user_preferences` webhooks, newest per recipient.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("waba_id", String(64), primary_key=True),
+    Column("recipient", String(160), primary_key=True),
+    Column("value", String(16), nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Other events about a message (link clicks), as Meta sent them.
+message_events = Table(
+    "message_events",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("upstream_wamid", String(160), nullable=True),
+    Column("kind", String(64), nullable=False),
+    Column("recipient", String(160), nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+)
+
+# Small facts of the installation (e.g. the generated webhook secret of the sandbox).
+installation = Table(
+    "installation",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )

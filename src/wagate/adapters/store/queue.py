@@ -1,0 +1,353 @@
+"""The delivery queue on the messages table: claim with a shared pacing budget, record results.
+
+Several workers (processes, machines) share one queue: a claim locks the phone
+number's row first (`UPDATE ... RETURNING`, which also takes SQLite's write
+lock), books evenly spaced send slots from the number's stored GCRA TAT, and
+marks the claimed messages `sending` under a lease. PostgreSQL's
+`FOR UPDATE SKIP LOCKED` keeps two workers off the same message. Because every
+slot comes from the one TAT, the workers together never exceed the number's rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from wagate.adapters.store.group_commit import GroupCommitter, Row
+from wagate.adapters.store.tables import message_statuses, messages, phone_numbers
+from wagate.domain.delivery import Claimed, Outcome
+from wagate.domain.errors import MESSAGE_EXPIRED, kind_of
+from wagate.domain.model import PhoneNumber, Status
+from wagate.domain.pacing import book_slots, shared_factor, throttled_factor
+from wagate.domain.statuses import settle
+
+_QUEUED = messages.c.state == "queued"
+_FORWARDED = (
+    update(messages)
+    .where(messages.c.seq == bindparam("b_seq"), messages.c.lease_owner == bindparam("b_owner"))
+    .values(
+        state="forwarded",
+        upstream_wamid=bindparam("b_wamid"),
+        upstream_status=bindparam("b_upstream_status"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("b_at"),
+    )
+)
+_FAILED = (
+    update(messages)
+    .where(messages.c.seq == bindparam("b_seq"), messages.c.lease_owner == bindparam("b_owner"))
+    .values(
+        state="done",
+        status="failed",
+        error_code=bindparam("b_code"),
+        error_title=bindparam("b_title"),
+        error_details=bindparam("b_details"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("b_at"),
+    )
+)
+_RETRY = (
+    update(messages)
+    .where(messages.c.seq == bindparam("b_seq"), messages.c.lease_owner == bindparam("b_owner"))
+    .values(
+        state="queued",
+        due_at=bindparam("b_due"),
+        error_code=bindparam("b_code"),
+        error_title=bindparam("b_title"),
+        error_details=bindparam("b_details"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("b_at"),
+    )
+)
+
+
+class SqlQueue:
+    """Claims and results of the delivery queue."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        writers = 1 if engine.dialect.name == "sqlite" else 2
+        self.results = GroupCommitter(self._write_outcomes, self._write_outcome, writers=writers)
+
+    async def close(self) -> None:
+        """Commit the outcomes still pending."""
+        await self.results.close()
+
+    async def numbers(self) -> list[PhoneNumber]:
+        """Every phone number (the dispatcher's round)."""
+        query = select(
+            phone_numbers.c.phone_number_id,
+            phone_numbers.c.waba_id,
+            phone_numbers.c.project_id,
+            phone_numbers.c.upstream,
+            phone_numbers.c.access_token,
+            phone_numbers.c.mps,
+        )
+        async with self.engine.connect() as connection:
+            return [PhoneNumber(**row._mapping) for row in await connection.execute(query)]
+
+    async def claim(
+        self,
+        phone_number_id: str,
+        owner: str,
+        now: float,
+        *,
+        lease_s: float,
+        horizon_s: float,
+        limit: int,
+    ) -> list[Claimed]:
+        """Claim due messages of one number and book their send slots (times in seconds)."""
+        now_ms = int(now * 1000)
+        async with self.engine.connect() as connection:
+            # A cheap read first: an idle number costs no write and no lock.
+            due = await connection.execute(
+                select(messages.c.seq)
+                .where(
+                    messages.c.phone_number_id == phone_number_id,
+                    _QUEUED,
+                    messages.c.due_at <= now_ms,
+                )
+                .limit(1)
+            )
+            if due.first() is None:
+                return []
+        async with self.engine.begin() as connection:
+            return await self._claim(
+                connection, phone_number_id, owner, now, lease_s, horizon_s, limit
+            )
+
+    async def _claim(
+        self,
+        connection: AsyncConnection,
+        phone_number_id: str,
+        owner: str,
+        now: float,
+        lease_s: float,
+        horizon_s: float,
+        limit: int,
+    ) -> list[Claimed]:
+        locked = (
+            await connection.execute(
+                update(phone_numbers)
+                .where(phone_numbers.c.phone_number_id == phone_number_id)
+                .values(pacing_tat=phone_numbers.c.pacing_tat)
+                .returning(
+                    phone_numbers.c.pacing_tat,
+                    phone_numbers.c.mps,
+                    phone_numbers.c.throttle_factor,
+                    phone_numbers.c.throttled_at,
+                )
+            )
+        ).first()
+        if locked is None:
+            return []
+        factor = shared_factor(locked.throttle_factor, locked.throttled_at / 1e6, now)
+        interval = 1.0 / (locked.mps * factor)
+        tat = max(locked.pacing_tat / 1e6, now)
+        room = math.floor((now + horizon_s - tat) / interval) + 1
+        count = min(limit, room)
+        if count <= 0:
+            return []
+        rows = (
+            await connection.execute(
+                select(
+                    messages.c.seq,
+                    messages.c.id,
+                    messages.c.recipient,
+                    messages.c.request,
+                    messages.c.attempts,
+                    messages.c.created_at,
+                    messages.c.expires_at,
+                )
+                .where(
+                    messages.c.phone_number_id == phone_number_id,
+                    _QUEUED,
+                    messages.c.due_at <= int(now * 1000),
+                )
+                .order_by(messages.c.due_at, messages.c.seq)
+                .limit(count)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        if not rows:
+            return []
+        slots, new_tat = book_slots(tat, now, interval, len(rows))
+        await connection.execute(
+            update(messages)
+            .where(messages.c.seq == bindparam("b_seq"))
+            .values(
+                state="sending",
+                lease_owner=owner,
+                lease_expires_at=bindparam("b_lease"),
+                attempts=messages.c.attempts + 1,
+            ),
+            [
+                {"b_seq": row.seq, "b_lease": int((slot + lease_s) * 1000)}
+                for row, slot in zip(rows, slots, strict=True)
+            ],
+        )
+        await connection.execute(
+            update(phone_numbers)
+            .where(phone_numbers.c.phone_number_id == phone_number_id)
+            .values(pacing_tat=int(new_tat * 1e6))
+        )
+        return [
+            Claimed(
+                seq=row.seq,
+                id=row.id,
+                phone_number_id=phone_number_id,
+                recipient=row.recipient,
+                request=row.request,
+                attempts=row.attempts + 1,
+                created_at=row.created_at,
+                expires_at=row.expires_at,
+                slot=slot,
+            )
+            for row, slot in zip(rows, slots, strict=True)
+        ]
+
+    async def throttle(self, phone_number_id: str, now: float) -> None:
+        """Meta said 130429: halve the number's shared rate; it recovers by itself."""
+        async with self.engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    update(phone_numbers)
+                    .where(phone_numbers.c.phone_number_id == phone_number_id)
+                    .values(pacing_tat=phone_numbers.c.pacing_tat)
+                    .returning(
+                        phone_numbers.c.mps,
+                        phone_numbers.c.throttle_factor,
+                        phone_numbers.c.throttled_at,
+                    )
+                )
+            ).first()
+            if row is None:
+                return
+            factor = throttled_factor(row.mps, row.throttle_factor, row.throttled_at / 1e6, now)
+            await connection.execute(
+                update(phone_numbers)
+                .where(phone_numbers.c.phone_number_id == phone_number_id)
+                .values(throttle_factor=factor, throttled_at=int(now * 1e6))
+            )
+
+    async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
+        """131056: hold every queued message to this recipient, not the whole number."""
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(messages)
+                .where(
+                    messages.c.phone_number_id == phone_number_id,
+                    messages.c.recipient == recipient,
+                    _QUEUED,
+                    messages.c.due_at < until_ms,
+                )
+                .values(due_at=until_ms)
+            )
+
+    async def reap_leases(self, now: float) -> int:
+        """Put back the messages of workers whose lease ended (they died or hung)."""
+        now_ms = int(now * 1000)
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(messages)
+                .where(messages.c.state == "sending", messages.c.lease_expires_at < now_ms)
+                .values(state="queued", lease_owner=None, lease_expires_at=None, due_at=now_ms)
+            )
+        return int(result.rowcount or 0)
+
+    async def expire(self, now: float) -> int:
+        """Fail the queued messages whose TTL passed before they could be handed to Meta."""
+        now_ms = int(now * 1000)
+        kind = kind_of(MESSAGE_EXPIRED)
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(messages)
+                .where(_QUEUED, messages.c.expires_at < now_ms)
+                .values(
+                    state="done",
+                    status="failed",
+                    error_code=MESSAGE_EXPIRED,
+                    error_title=kind.title,
+                    error_details="The message's time to live passed before Meta accepted it",
+                    updated_at=now_ms,
+                )
+            )
+        return int(result.rowcount or 0)
+
+    async def record(self, outcome: Outcome) -> None:
+        """Commit a send's outcome (group-committed with other workers' outcomes)."""
+        await self.results.submit(_outcome_row(outcome))
+
+    async def _write_outcomes(self, rows: Sequence[Row]) -> None:
+        async with self.engine.begin() as connection:
+            await _apply_outcomes(connection, rows)
+
+    async def _write_outcome(self, row: Row) -> None:
+        await self._write_outcomes([row])
+
+    async def counts(self) -> dict[str, int]:
+        """Messages per delivery state (for tests, benchmarks and metrics)."""
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(
+                select(messages.c.state, func.count()).group_by(messages.c.state)
+            )
+            return {row[0]: int(row[1]) for row in rows}
+
+
+def _outcome_row(outcome: Outcome) -> Row:
+    return {
+        "kind": outcome.kind,
+        "b_seq": outcome.seq,
+        "b_owner": outcome.owner,
+        "b_at": outcome.at_ms,
+        "b_wamid": outcome.wamid,
+        "b_upstream_status": outcome.upstream_status,
+        "b_code": outcome.error_code,
+        "b_title": outcome.error_title,
+        "b_details": outcome.error_details,
+        "b_due": outcome.due_at_ms,
+    }
+
+
+async def _apply_outcomes(connection: AsyncConnection, rows: Sequence[Row]) -> None:
+    by_kind: dict[str, list[Row]] = {"forwarded": [], "failed": [], "retry": []}
+    for row in rows:
+        by_kind[row["kind"]].append(row)
+    statements: dict[str, Any] = {"forwarded": _FORWARDED, "failed": _FAILED, "retry": _RETRY}
+    for kind, batch in by_kind.items():
+        if batch:
+            await connection.execute(statements[kind], batch)
+    forwarded = [row["b_wamid"] for row in by_kind["forwarded"] if row["b_wamid"]]
+    if forwarded:
+        await apply_early_statuses(connection, forwarded, by_kind["forwarded"][0]["b_at"])
+
+
+async def apply_early_statuses(connection: AsyncConnection, wamids: list[str], at_ms: int) -> None:
+    """Statuses that arrived before their wamid was recorded: apply them now."""
+    early = (
+        await connection.execute(
+            select(message_statuses.c.upstream_wamid, message_statuses.c.status).where(
+                message_statuses.c.upstream_wamid.in_(wamids)
+            )
+        )
+    ).all()
+    if not early:
+        return
+    seen: dict[str, list[Status]] = {}
+    for wamid, status in early:
+        seen.setdefault(wamid, []).append(status)
+    for wamid, statuses in seen.items():
+        status = settle("pending", statuses)
+        if status != "pending":
+            await connection.execute(
+                update(messages)
+                .where(and_(messages.c.upstream_wamid == wamid, messages.c.status == "pending"))
+                .values(status=status, updated_at=at_ms)
+            )

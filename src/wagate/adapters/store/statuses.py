@@ -1,0 +1,262 @@
+"""Storing what Meta's webhooks say: statuses (de-duplicated, forward only), opt-outs, clicks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from wagate.adapters.store.tables import message_events, message_statuses, messages, suppressions
+from wagate.domain.model import Status
+from wagate.domain.statuses import settle
+
+# SQLite allows 32,766 bound parameters; IN lists and multi-row statements stay well below.
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """One status to store."""
+
+    wamid: str
+    status: Status
+    timestamp_ms: int
+    pricing: str | None
+    errors: str | None
+    error_code: int | None
+    error_title: str | None
+    error_details: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceRow:
+    """A stop or resume of one recipient."""
+
+    waba_id: str
+    recipient: str
+    value: str
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """Another event about a message (a click)."""
+
+    wamid: str | None
+    kind: str
+    recipient: str | None
+    payload: str
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one webhook POST changed."""
+
+    stored: int
+    duplicates: int
+    moved: int
+
+
+def _insert_ignoring_duplicates(connection: AsyncConnection, table: Any) -> Any:
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+class SqlStatusStore:
+    """Writes a webhook's statuses, preferences and events in one transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def ingest(
+        self,
+        statuses: Sequence[StatusRow],
+        preferences: Sequence[PreferenceRow],
+        events: Sequence[EventRow],
+        received_ms: int,
+    ) -> IngestResult:
+        """Store everything; move each matched message's status forward only."""
+        async with self.engine.begin() as connection:
+            new = await self._store_statuses(connection, statuses, received_ms)
+            moved = await self._move_messages(connection, new, received_ms)
+            if preferences:
+                await self._store_preferences(connection, preferences, received_ms)
+            if events:
+                await connection.execute(
+                    message_events.insert(),
+                    [
+                        {
+                            "upstream_wamid": e.wamid,
+                            "kind": e.kind,
+                            "recipient": e.recipient,
+                            "payload": e.payload,
+                            "timestamp": e.timestamp_ms,
+                            "received_at": received_ms,
+                        }
+                        for e in events
+                    ],
+                )
+        return IngestResult(len(new), len(statuses) - len(new), moved)
+
+    async def _store_statuses(
+        self, connection: AsyncConnection, statuses: Sequence[StatusRow], received_ms: int
+    ) -> list[StatusRow]:
+        """Insert the statuses not seen before; return those (the duplicates are dropped)."""
+        if not statuses:
+            return []
+        unique = {(s.wamid, s.status): s for s in statuses}
+        wamids = list({s.wamid for s in statuses})
+        seen: set[tuple[str, str]] = set()
+        for start in range(0, len(wamids), _CHUNK):
+            chunk = wamids[start : start + _CHUNK]
+            rows = await connection.execute(
+                select(message_statuses.c.upstream_wamid, message_statuses.c.status).where(
+                    message_statuses.c.upstream_wamid.in_(chunk)
+                )
+            )
+            seen.update((row[0], row[1]) for row in rows)
+        new = [s for key, s in unique.items() if key not in seen]
+        if new:
+            # ON CONFLICT DO NOTHING still guards against a concurrent POST of the same update.
+            await connection.execute(
+                _insert_ignoring_duplicates(connection, message_statuses),
+                [
+                    {
+                        "upstream_wamid": s.wamid,
+                        "status": s.status,
+                        "timestamp": s.timestamp_ms,
+                        "pricing": s.pricing,
+                        "errors": s.errors,
+                        "received_at": received_ms,
+                    }
+                    for s in new
+                ],
+            )
+        return new
+
+    async def _move_messages(
+        self, connection: AsyncConnection, new: Sequence[StatusRow], at_ms: int
+    ) -> int:
+        if not new:
+            return 0
+        incoming: dict[str, list[StatusRow]] = {}
+        for row in new:
+            incoming.setdefault(row.wamid, []).append(row)
+        wamids = list(incoming)
+        current: dict[str, tuple[int, Status]] = {}
+        for start in range(0, len(wamids), _CHUNK):
+            chunk = wamids[start : start + _CHUNK]
+            rows = await connection.execute(
+                select(messages.c.seq, messages.c.upstream_wamid, messages.c.status).where(
+                    messages.c.upstream_wamid.in_(chunk)
+                )
+            )
+            for seq, wamid, status in rows:
+                current[wamid] = (seq, status)
+        changes: list[dict[str, Any]] = []
+        for wamid, (seq, before) in current.items():
+            updates = incoming[wamid]
+            after = settle(before, [u.status for u in updates])
+            if after == before:
+                continue
+            failure = next((u for u in updates if u.status == "failed"), None)
+            changes.append(
+                {
+                    "b_seq": seq,
+                    "b_status": after,
+                    "b_at": at_ms,
+                    "b_code": failure.error_code if failure else None,
+                    "b_title": failure.error_title if failure else None,
+                    "b_details": failure.error_details if failure else None,
+                }
+            )
+        if changes:
+            await connection.execute(
+                update(messages)
+                .where(messages.c.seq == bindparam("b_seq"))
+                .values(
+                    status=bindparam("b_status"),
+                    updated_at=bindparam("b_at"),
+                    error_code=bindparam("b_code"),
+                    error_title=bindparam("b_title"),
+                    error_details=bindparam("b_details"),
+                ),
+                changes,
+            )
+        return len(changes)
+
+    async def _store_preferences(
+        self, connection: AsyncConnection, preferences: Sequence[PreferenceRow], at_ms: int
+    ) -> None:
+        for preference in preferences:
+            values = {
+                "waba_id": preference.waba_id,
+                "recipient": preference.recipient,
+                "value": preference.value,
+                "timestamp": preference.timestamp_ms,
+                "updated_at": at_ms,
+            }
+            insert = (
+                postgresql.insert(suppressions)
+                if connection.dialect.name == "postgresql"
+                else sqlite.insert(suppressions)
+            )
+            # The newest preference wins, whatever order Meta delivers them in.
+            await connection.execute(
+                insert.values(**values).on_conflict_do_update(
+                    index_elements=["waba_id", "recipient"],
+                    set_={
+                        "value": values["value"],
+                        "timestamp": values["timestamp"],
+                        "updated_at": at_ms,
+                    },
+                    where=suppressions.c.timestamp <= values["timestamp"],
+                )
+            )
+
+    async def preference(self, waba_id: str, recipient: str) -> str | None:
+        """The latest stop/resume of a recipient, if any."""
+        async with self.engine.connect() as connection:
+            return (
+                await connection.execute(
+                    select(suppressions.c.value).where(
+                        suppressions.c.waba_id == waba_id, suppressions.c.recipient == recipient
+                    )
+                )
+            ).scalar()
+
+    async def timeline(self, wamids: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+        """Each wamid's statuses, oldest first: (status, timestamp ms)."""
+        result: dict[str, list[tuple[str, int]]] = {}
+        if not wamids:
+            return result
+        async with self.engine.connect() as connection:
+            for start in range(0, len(wamids), _CHUNK):
+                rows = await connection.execute(
+                    select(
+                        message_statuses.c.upstream_wamid,
+                        message_statuses.c.status,
+                        message_statuses.c.timestamp,
+                    )
+                    .where(message_statuses.c.upstream_wamid.in_(wamids[start : start + _CHUNK]))
+                    .order_by(message_statuses.c.timestamp, message_statuses.c.seq)
+                )
+                for wamid, status, timestamp in rows:
+                    result.setdefault(wamid, []).append((status, timestamp))
+        return result
+
+    async def events(self, wamid: str) -> list[tuple[str, str]]:
+        """A message's other events: (kind, payload JSON)."""
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(
+                select(message_events.c.kind, message_events.c.payload)
+                .where(message_events.c.upstream_wamid == wamid)
+                .order_by(message_events.c.seq)
+            )
+            return [(row[0], row[1]) for row in rows]

@@ -1,0 +1,1 @@
+"""Talking to Meta's Graph API (or the sandbox, which answers like it)."""

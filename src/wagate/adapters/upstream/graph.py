@@ -1,0 +1,110 @@
+"""The Graph API client (aiohttp): POST a marketing message, read Meta's answer or error."""
+
+from __future__ import annotations
+
+import aiohttp
+import msgspec
+
+from wagate.domain.delivery import UpstreamResult
+from wagate.domain.errors import kind_of
+from wagate.domain.retry import NETWORK_ERROR
+
+_THROUGHPUT = 130429
+
+
+class _ErrorData(msgspec.Struct):
+    details: str | None = None
+
+
+class _Error(msgspec.Struct):
+    code: int
+    message: str = ""
+    error_data: _ErrorData | None = None
+    error_subcode: int | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _Error
+
+
+class _MessageRef(msgspec.Struct):
+    id: str
+    message_status: str = "accepted"
+
+
+class _SendAnswer(msgspec.Struct):
+    messages: list[_MessageRef]
+
+
+_answer = msgspec.json.Decoder(_SendAnswer)
+_envelope = msgspec.json.Decoder(_ErrorEnvelope)
+
+
+def read_answer(status: int, body: bytes) -> UpstreamResult:
+    """Meta's HTTP answer as a result; an error without an envelope still gets a code."""
+    if status == 200:
+        try:
+            message = _answer.decode(body).messages[0]
+            return UpstreamResult(wamid=message.id, message_status=message.message_status)
+        except (msgspec.DecodeError, IndexError):
+            return UpstreamResult(
+                error_code=131000,
+                error_title=kind_of(131000).title,
+                error_details=f"Upstream answered 200 without a message id: {body[:200]!r}",
+                http_status=status,
+            )
+    try:
+        error = _envelope.decode(body).error
+        details = (error.error_data.details if error.error_data else None) or error.message
+        return UpstreamResult(
+            error_code=error.code,
+            error_title=kind_of(error.code, status).title,
+            error_details=details,
+            http_status=status,
+        )
+    except msgspec.DecodeError:
+        code = _THROUGHPUT if status == 429 else (131000 if status >= 500 else 100)
+        return UpstreamResult(
+            error_code=code,
+            error_title=kind_of(code, status).title,
+            error_details=f"Upstream answered HTTP {status}: {body[:200]!r}",
+            http_status=status,
+        )
+
+
+class GraphClient:
+    """POSTs to `{base}/{version}/{phone_number_id}/marketing_messages` with the number's token."""
+
+    def __init__(self, *, timeout_s: float = 30.0, connections: int = 256) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=self._connections),
+            )
+        return self._session
+
+    async def send(
+        self, base_url: str, version: str, phone_number_id: str, token: str, payload: bytes
+    ) -> UpstreamResult:
+        """Send one message; network errors and timeouts come back as NETWORK_ERROR."""
+        url = f"{base_url.rstrip('/')}/{version}/{phone_number_id}/marketing_messages"
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        try:
+            async with self._client().post(url, data=payload, headers=headers) as response:
+                return read_answer(response.status, await response.read())
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return UpstreamResult(
+                error_code=NETWORK_ERROR,
+                error_title="Network error",
+                error_details=f"{type(exc).__name__}: {exc}",
+            )
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()

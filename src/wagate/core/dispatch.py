@@ -1,0 +1,232 @@
+"""The dispatcher: claims due messages, sends each at its paced slot, records what Meta said.
+
+When can a message be sent twice? Only if a worker dies (or loses its database)
+after Meta accepted the message and before the outcome commits: the lease then
+ends and another worker sends it again. That window is one upstream round trip
+plus one group commit (milliseconds); outcomes are committed as soon as they
+arrive, not held for a batch. Between live workers a message is never sent twice:
+a claim moves it to `sending` under the claimer's name and every outcome is
+written only `WHERE lease_owner = <that worker>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
+from wagate.domain.errors import MESSAGE_EXPIRED, kind_of
+from wagate.domain.model import PhoneNumber
+from wagate.domain.requests import MarketingMessageRequest
+from wagate.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy, decide
+from wagate.ports import Clock, Queue, Upstream
+
+log = logging.getLogger("wagate.dispatch")
+
+_decoder = msgspec.json.Decoder(MarketingMessageRequest)
+_encoder = msgspec.json.Encoder()
+
+
+def upstream_payload(stored_request: str) -> bytes:
+    """The body for Meta: the request as accepted, with the fields Meta's v23 schema requires."""
+    request = _decoder.decode(stored_request)
+    template = request.template
+    language = msgspec.structs.replace(template.language, policy="deterministic")
+    return _encoder.encode(
+        msgspec.structs.replace(
+            request,
+            recipient_type="individual",
+            template=msgspec.structs.replace(template, language=language),
+        )
+    )
+
+
+def worker_name() -> str:
+    """A name unique to this worker process: host, pid and a random tag."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{random.getrandbits(24):06x}"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    """How a worker claims and sends."""
+
+    graph_version: str = "v23.0"
+    lease_s: float = 60.0
+    # How far ahead a worker books send slots; small keeps pacing shared fairly.
+    horizon_s: float = 0.5
+    poll_s: float = 0.02
+    max_claim: int = 500
+    housekeeping_s: float = 2.0
+    retry: RetryPolicy = DEFAULT_RETRY_POLICY
+
+
+class Dispatcher:
+    """One worker: its loop claims, its tasks send, the queue records outcomes."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        upstream: Upstream,
+        clock: Clock,
+        base_url_for: Callable[[PhoneNumber], str],
+        settings: DispatchSettings | None = None,
+        *,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.queue = queue
+        self.upstream = upstream
+        self.clock = clock
+        self.base_url_for = base_url_for
+        self.settings = settings or DispatchSettings()
+        self.owner = owner or worker_name()
+        self.rng = rng or random.Random()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._numbers: list[PhoneNumber] = []
+        self._numbers_at = -1e18
+        self._housekeeping_at = -1e18
+        # The last slot this worker booked per number: no need to ask for more
+        # while it is still far ahead (another worker may have booked beyond it).
+        self._booked_until: dict[str, float] = {}
+        self.sent = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set, then let in-flight sends finish."""
+        log.info("worker %s started", self.owner)
+        while not stop.is_set():
+            try:
+                claimed = await self.run_once()
+            except Exception:
+                log.exception("worker %s: claim round failed; retrying", self.owner)
+                claimed = 0
+            if claimed == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.poll_s)
+        await self.drain()
+        log.info("worker %s stopped", self.owner)
+
+    async def drain(self) -> None:
+        """Wait for the sends already started."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """One round: housekeeping when due, then a claim per number. Returns messages claimed."""
+        now = self.clock.now()
+        if now - self._housekeeping_at >= self.settings.housekeeping_s:
+            self._housekeeping_at = now
+            await self.queue.reap_leases(now)
+            expired = await self.queue.expire(now)
+            if expired:
+                log.info("expired %d messages past their TTL", expired)
+        if now - self._numbers_at >= 5.0:
+            self._numbers = await self.queue.numbers()
+            self._numbers_at = now
+        total = 0
+        for number in self._numbers:
+            now = self.clock.now()
+            if (
+                self._booked_until.get(number.phone_number_id, 0.0)
+                > now + self.settings.horizon_s / 2
+            ):
+                continue
+            claimed = await self.queue.claim(
+                number.phone_number_id,
+                self.owner,
+                now,
+                lease_s=self.settings.lease_s,
+                horizon_s=self.settings.horizon_s,
+                limit=self.settings.max_claim,
+            )
+            if claimed:
+                self._booked_until[number.phone_number_id] = claimed[-1].slot
+            for message in claimed:
+                task = asyncio.create_task(self._send_at_slot(number, message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            total += len(claimed)
+        return total
+
+    async def _send_at_slot(self, number: PhoneNumber, message: Claimed) -> None:
+        try:
+            await self.clock.sleep(message.slot - self.clock.now())
+            outcome = await self.send(number, message)
+            await self.queue.record(outcome)
+        except Exception:
+            # The lease will end and another round will pick the message up again.
+            log.exception("send of %s failed; it is retried after its lease", message.id)
+
+    async def send(self, number: PhoneNumber, message: Claimed) -> Outcome:
+        """Send one claimed message and decide what becomes of it."""
+        now = self.clock.now()
+        now_ms = int(now * 1000)
+        if now_ms > message.expires_at:
+            kind = kind_of(MESSAGE_EXPIRED)
+            return Outcome(
+                message.seq,
+                self.owner,
+                "failed",
+                now_ms,
+                error_code=MESSAGE_EXPIRED,
+                error_title=kind.title,
+                error_details="The message's time to live passed before Meta accepted it",
+            )
+        result = await self.upstream.send(
+            self.base_url_for(number),
+            self.settings.graph_version,
+            number.phone_number_id,
+            number.access_token or "sandbox",
+            upstream_payload(message.request),
+        )
+        done_ms = int(self.clock.now() * 1000)
+        if result.ok:
+            self.sent += 1
+            return Outcome(
+                message.seq,
+                self.owner,
+                "forwarded",
+                done_ms,
+                wamid=result.wamid,
+                upstream_status=result.message_status,
+            )
+        return await self._failed(number, message, result, done_ms)
+
+    async def _failed(
+        self, number: PhoneNumber, message: Claimed, result: UpstreamResult, at_ms: int
+    ) -> Outcome:
+        code = result.error_code if result.error_code is not None else 131000
+        decision = decide(message.attempts, code, result.http_status, self.rng, self.settings.retry)
+        if decision is None:
+            log.info("message %s failed with %s: %s", message.id, code, result.error_details)
+            return Outcome(
+                message.seq,
+                self.owner,
+                "failed",
+                at_ms,
+                error_code=code,
+                error_title=result.error_title,
+                error_details=result.error_details,
+            )
+        due_ms = at_ms + int(decision.delay * 1000)
+        if decision.scope == "number":
+            await self.queue.throttle(number.phone_number_id, at_ms / 1000)
+        elif decision.scope == "recipient":
+            await self.queue.hold_recipient(number.phone_number_id, message.recipient, due_ms)
+        return Outcome(
+            message.seq,
+            self.owner,
+            "retry",
+            at_ms,
+            error_code=code,
+            error_title=result.error_title,
+            error_details=result.error_details,
+            due_at_ms=due_ms,
+        )

@@ -1,0 +1,53 @@
+"""What moves through delivery: claimed messages, Meta's answers, and send outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A message a worker now owns until its lease ends, and when it may be sent."""
+
+    seq: int
+    id: str
+    phone_number_id: str
+    recipient: str
+    request: str
+    attempts: int
+    created_at: int
+    expires_at: int
+    slot: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one send; `kind` is forwarded, failed or retry."""
+
+    seq: int
+    owner: str
+    kind: str
+    at_ms: int
+    wamid: str | None = None
+    upstream_status: str | None = None
+    error_code: int | None = None
+    error_title: str | None = None
+    error_details: str | None = None
+    due_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResult:
+    """Meta's answer to one send: a wamid, or an error code with its detail."""
+
+    wamid: str | None = None
+    message_status: str | None = None
+    error_code: int | None = None
+    error_title: str | None = None
+    error_details: str | None = None
+    http_status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether Meta accepted the message."""
+        return self.wamid is not None

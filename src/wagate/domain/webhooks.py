@@ -1,0 +1,145 @@
+"""What Meta's webhooks carry (API-FACTS section 3): decoded leniently, as Meta adds fields."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import msgspec
+
+
+class WebhookErrorData(msgspec.Struct):
+    """Meta's error detail."""
+
+    details: str | None = None
+
+
+class WebhookError(msgspec.Struct):
+    """Why a message failed."""
+
+    code: int
+    title: str | None = None
+    message: str | None = None
+    error_data: WebhookErrorData | None = None
+    href: str | None = None
+
+
+class Pricing(msgspec.Struct):
+    """What the message cost: `marketing_lite` through the MM API."""
+
+    billable: bool | None = None
+    pricing_model: str | None = None
+    type: str | None = None
+    category: str | None = None
+
+
+class StatusUpdate(msgspec.Struct):
+    """One status of one message; `id` is Meta's wamid."""
+
+    id: str
+    status: str
+    timestamp: str | int
+    recipient_id: str | None = None
+    recipient_user_id: str | None = None
+    biz_opaque_callback_data: str | None = None
+    pricing: Pricing | None = None
+    errors: list[WebhookError] | None = None
+
+
+class UserPreference(msgspec.Struct):
+    """A user's stop or resume of marketing messages."""
+
+    value: str
+    wa_id: str | None = None
+    user_id: str | None = None
+    category: str | None = None
+    timestamp: str | int | None = None
+    detail: str | None = None
+
+
+class UserAction(msgspec.Struct):
+    """Something a user did with a message, such as a link click."""
+
+    action_type: str
+    timestamp: str | int | None = None
+    marketing_messages_link_click_data: dict[str, Any] | None = None
+
+
+class Metadata(msgspec.Struct):
+    """Which business number the change is about."""
+
+    phone_number_id: str | None = None
+    display_phone_number: str | None = None
+
+
+class Contact(msgspec.Struct):
+    """Who the change is about."""
+
+    wa_id: str | None = None
+    user_id: str | None = None
+
+
+class ChangeValue(msgspec.Struct):
+    """The body of one change."""
+
+    messaging_product: str | None = None
+    metadata: Metadata | None = None
+    statuses: list[StatusUpdate] = []
+    user_preferences: list[UserPreference] = []
+    user_actions: list[UserAction] = []
+    contacts: list[Contact] = []
+
+
+class Change(msgspec.Struct):
+    """One change: `field` says which kind."""
+
+    field: str
+    value: ChangeValue
+
+
+class Entry(msgspec.Struct):
+    """The changes of one WhatsApp Business Account (`id`)."""
+
+    id: str
+    changes: list[Change] = []
+
+
+class WebhookPayload(msgspec.Struct):
+    """A whole webhook POST."""
+
+    object: str
+    entry: list[Entry] = []
+
+
+_decoder = msgspec.json.Decoder(WebhookPayload)
+
+
+def decode_payload(body: bytes) -> WebhookPayload:
+    """Decode a webhook body; raises ValueError with msgspec's reason when it does not fit."""
+    try:
+        return _decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def signature_of(body: bytes, secret: str) -> str:
+    """The `X-Hub-Signature-256` value for a body: `sha256=<hex HMAC-SHA256>`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_matches(body: bytes, header: str | None, secret: str) -> bool:
+    """Whether `X-Hub-Signature-256` is the body's HMAC under the app secret (constant time)."""
+    if not header or not secret:
+        return False
+    return hmac.compare_digest(signature_of(body, secret), header.strip())
+
+
+def timestamp_ms(value: str | int | None, default_ms: int) -> int:
+    """A webhook timestamp (Unix seconds, string or number) in milliseconds."""
+    if value is None:
+        return default_ms
+    try:
+        return int(float(value) * 1000)
+    except ValueError:
+        return default_ms
