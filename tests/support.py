@@ -138,6 +138,8 @@ class GatewayProcess:
             **os.environ,
             "WAGATE_DATABASE_URL": database_url,
             "WAGATE_AUTH_CACHE_SECONDS": "0",
+            # The embedded sandbox reports sent/delivered/read quickly in tests.
+            "WAGATE_SANDBOX_STATUS_DELAY": "0.05",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
