@@ -162,6 +162,10 @@ class Queue(Protocol):
         """Fail queued messages past their TTL."""
         ...
 
+    async def reconcile(self, now: float) -> int:
+        """Apply statuses that arrived before their wamid was recorded."""
+        ...
+
     async def close(self) -> None:
         """Commit pending outcomes."""
         ...

@@ -28,7 +28,7 @@ from wagate.adapters.store.sql import SqlStore
 
 pytestmark = pytest.mark.slow
 
-COMMANDS = [
+KNOWN_COMMANDS = [
     [],
     ["migrate"],
     ["serve"],
@@ -42,6 +42,22 @@ COMMANDS = [
     ["numbers"],
     ["numbers", "add"],
 ]
+
+
+def every_command() -> list[list[str]]:
+    """Every command and subcommand the CLI registers, the bare `wagate` first."""
+    from wagate.adapters.cli import app
+
+    found: list[list[str]] = [[]]
+    found += [[str(command.name)] for command in app.registered_commands]
+    for group in app.registered_groups:
+        found.append([str(group.name)])
+        assert group.typer_instance is not None
+        found += [
+            [str(group.name), str(command.name)]
+            for command in group.typer_instance.registered_commands
+        ]
+    return found
 
 
 def run_all(commands: list[list[str]], database_url: str) -> list[subprocess.CompletedProcess[str]]:
@@ -102,12 +118,14 @@ def projects_in(database_url: str) -> list[str]:
 
 def test_help_works_on_every_command_and_subcommand(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"
-    results = run_all([[*command, "--help"] for command in COMMANDS], url)
-    for command, result in zip(COMMANDS, results, strict=True):
+    commands = every_command()
+    assert all(known in commands for known in KNOWN_COMMANDS), commands
+    results = run_all([[*command, "--help"] for command in commands], url)
+    for command, result in zip(commands, results, strict=True):
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage:" in result.stdout, command
         assert "Traceback" not in result.stdout + result.stderr
-    by_command = dict(zip((" ".join(c) for c in COMMANDS), results, strict=True))
+    by_command = dict(zip((" ".join(c) for c in commands), results, strict=True))
     for option in ("--phone-number-id", "--waba-id", "--upstream", "--access-token", "--mps"):
         assert option in by_command["numbers add"].stdout
     assert not (tmp_path / "unused.db").exists(), "help must not touch the database"

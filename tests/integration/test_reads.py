@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -17,9 +18,31 @@ from tests.integration.test_send_endpoint import (
     graph_error,
     send,
 )
-from tests.support import GatewayProcess, Tenant, make_tenant
+from tests.support import (
+    GatewayProcess,
+    Tenant,
+    database_url_for,
+    dispose_database,
+    make_tenant,
+)
 
 MANY = 25
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """A real gateway without a delivery worker, so messages stay as accepted (`pending`).
+
+    Overrides the session gateway for this module; `tenant` uses this one.
+    """
+    tmp = tmp_path_factory.mktemp(f"reads-{request.param}")
+    url = database_url_for(request.param, tmp)
+    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_WORKER="0").start()
+    yield process
+    process.stop()
+    dispose_database(url)
 
 
 def messages_url(gateway: GatewayProcess, tenant: Tenant, suffix: str = "") -> str:
@@ -187,7 +210,7 @@ def test_reads_refuse_an_unknown_graph_version(gateway: GatewayProcess, tenant: 
 @pytest.mark.parametrize(
     "path", ["/{pnid}/messages/wamid%00x", "/1%002/messages", "/1%002/messages/wamid.x"]
 )
-def test_ids_no_number_or_message_can_have_are_not_found(
+def test_ids_with_a_nul_character_are_not_found_rather_than_a_server_error(
     gateway: GatewayProcess, tenant: Tenant, path: str
 ) -> None:
     response = httpx.get(

@@ -88,13 +88,20 @@ def serve_command(
         bool, typer.Option(help="Ensure a demo project and sandbox number; print a key and a curl.")
     ] = False,
     worker: Annotated[
-        bool, typer.Option("--worker/--no-worker", help="Run a delivery worker in the process.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run a delivery worker in the process (default: WAGATE_WORKER, else yes).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Migrate the database, then serve the API (and, unless --no-worker, deliver)."""
     settings = Settings.from_env()
     os.environ.setdefault("WAGATE_PUBLIC_URL", f"http://{_loopback(host)}:{port}")
-    os.environ["WAGATE_WORKER"] = "1" if worker else "0"
+    # Only an explicit flag overrides WAGATE_WORKER (README: WAGATE_WORKER=0 turns it off).
+    if worker is not None:
+        os.environ["WAGATE_WORKER"] = "1" if worker else "0"
     migrate(settings.database_url)
     if demo:
         found = _run(lambda store: admin.ensure_demo(store, SystemClock()))

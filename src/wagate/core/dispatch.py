@@ -127,7 +127,8 @@ class Dispatcher:
             expired = await self.queue.expire(now)
             if expired:
                 log.info("expired %d messages past their TTL", expired)
-        if now - self._numbers_at >= 5.0:
+            await self.queue.reconcile(now)
+        if now - self._numbers_at >= 1.0:
             self._numbers = await self.queue.numbers()
             self._numbers_at = now
         total = 0

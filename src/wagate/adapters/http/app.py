@@ -132,10 +132,12 @@ async def get_message(
     await _phone_number_for(request, version, phone_number_id)
     if "\x00" in message_id:
         raise not_found(message_id)
-    message = await _services(request).store.get_message(phone_number_id, message_id)
+    services = _services(request)
+    message = await services.store.get_message(phone_number_id, message_id)
     if message is None:
         raise not_found(message_id)
-    return message_view(message)
+    wamids = [message.upstream_wamid] if message.upstream_wamid else []
+    return message_view(message, await services.statuses.timeline(wamids))
 
 
 @get(f"{GRAPH_BASE}/messages", tags=["messages"], responses=_ERRORS)

@@ -14,16 +14,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wagate.adapters.store.group_commit import GroupCommitter, Row
-from wagate.adapters.store.tables import message_statuses, messages, phone_numbers
+from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
+from wagate.adapters.store.tables import messages, phone_numbers
 from wagate.domain.delivery import Claimed, Outcome
 from wagate.domain.errors import MESSAGE_EXPIRED, kind_of
-from wagate.domain.model import PhoneNumber, Status
+from wagate.domain.model import PhoneNumber
 from wagate.domain.pacing import book_slots, shared_factor, throttled_factor
-from wagate.domain.statuses import settle
 
 _QUEUED = messages.c.state == "queued"
 _FORWARDED = (
@@ -281,6 +281,10 @@ class SqlQueue:
             )
         return int(result.rowcount or 0)
 
+    async def reconcile(self, now: float) -> int:
+        """Apply statuses that arrived before their wamid was recorded."""
+        return await reconcile(self.engine, int(now * 1000), give_up_after_ms=3_600_000)
+
     async def record(self, outcome: Outcome) -> None:
         """Commit a send's outcome (group-committed with other workers' outcomes)."""
         await self.results.submit(_outcome_row(outcome))
@@ -326,28 +330,5 @@ async def _apply_outcomes(connection: AsyncConnection, rows: Sequence[Row]) -> N
             await connection.execute(statements[kind], batch)
     forwarded = [row["b_wamid"] for row in by_kind["forwarded"] if row["b_wamid"]]
     if forwarded:
-        await apply_early_statuses(connection, forwarded, by_kind["forwarded"][0]["b_at"])
-
-
-async def apply_early_statuses(connection: AsyncConnection, wamids: list[str], at_ms: int) -> None:
-    """Statuses that arrived before their wamid was recorded: apply them now."""
-    early = (
-        await connection.execute(
-            select(message_statuses.c.upstream_wamid, message_statuses.c.status).where(
-                message_statuses.c.upstream_wamid.in_(wamids)
-            )
-        )
-    ).all()
-    if not early:
-        return
-    seen: dict[str, list[Status]] = {}
-    for wamid, status in early:
-        seen.setdefault(wamid, []).append(status)
-    for wamid, statuses in seen.items():
-        status = settle("pending", statuses)
-        if status != "pending":
-            await connection.execute(
-                update(messages)
-                .where(and_(messages.c.upstream_wamid == wamid, messages.c.status == "pending"))
-                .values(status=status, updated_at=at_ms)
-            )
+        # Meta may report a status before this commit records its wamid.
+        await apply_stored_statuses(connection, forwarded, by_kind["forwarded"][0]["b_at"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -83,8 +84,26 @@ class SqlStatusStore:
     ) -> IngestResult:
         """Store everything; move each matched message's status forward only."""
         async with self.engine.begin() as connection:
-            new = await self._store_statuses(connection, statuses, received_ms)
-            moved = await self._move_messages(connection, new, received_ms)
+            new = await _unseen(connection, statuses)
+            current = await _messages_by_wamid(connection, [s.wamid for s in new])
+            if new:
+                # ON CONFLICT DO NOTHING also guards against a concurrent POST of the same update.
+                await connection.execute(
+                    _insert_ignoring_duplicates(connection, message_statuses),
+                    [
+                        {
+                            "upstream_wamid": s.wamid,
+                            "status": s.status,
+                            "timestamp": s.timestamp_ms,
+                            "pricing": s.pricing,
+                            "errors": s.errors,
+                            "received_at": received_ms,
+                            "matched": s.wamid in current,
+                        }
+                        for s in new
+                    ],
+                )
+            moved = await move_messages(connection, new, current, received_ms)
             if preferences:
                 await self._store_preferences(connection, preferences, received_ms)
             if events:
@@ -103,93 +122,6 @@ class SqlStatusStore:
                     ],
                 )
         return IngestResult(len(new), len(statuses) - len(new), moved)
-
-    async def _store_statuses(
-        self, connection: AsyncConnection, statuses: Sequence[StatusRow], received_ms: int
-    ) -> list[StatusRow]:
-        """Insert the statuses not seen before; return those (the duplicates are dropped)."""
-        if not statuses:
-            return []
-        unique = {(s.wamid, s.status): s for s in statuses}
-        wamids = list({s.wamid for s in statuses})
-        seen: set[tuple[str, str]] = set()
-        for start in range(0, len(wamids), _CHUNK):
-            chunk = wamids[start : start + _CHUNK]
-            rows = await connection.execute(
-                select(message_statuses.c.upstream_wamid, message_statuses.c.status).where(
-                    message_statuses.c.upstream_wamid.in_(chunk)
-                )
-            )
-            seen.update((row[0], row[1]) for row in rows)
-        new = [s for key, s in unique.items() if key not in seen]
-        if new:
-            # ON CONFLICT DO NOTHING still guards against a concurrent POST of the same update.
-            await connection.execute(
-                _insert_ignoring_duplicates(connection, message_statuses),
-                [
-                    {
-                        "upstream_wamid": s.wamid,
-                        "status": s.status,
-                        "timestamp": s.timestamp_ms,
-                        "pricing": s.pricing,
-                        "errors": s.errors,
-                        "received_at": received_ms,
-                    }
-                    for s in new
-                ],
-            )
-        return new
-
-    async def _move_messages(
-        self, connection: AsyncConnection, new: Sequence[StatusRow], at_ms: int
-    ) -> int:
-        if not new:
-            return 0
-        incoming: dict[str, list[StatusRow]] = {}
-        for row in new:
-            incoming.setdefault(row.wamid, []).append(row)
-        wamids = list(incoming)
-        current: dict[str, tuple[int, Status]] = {}
-        for start in range(0, len(wamids), _CHUNK):
-            chunk = wamids[start : start + _CHUNK]
-            rows = await connection.execute(
-                select(messages.c.seq, messages.c.upstream_wamid, messages.c.status).where(
-                    messages.c.upstream_wamid.in_(chunk)
-                )
-            )
-            for seq, wamid, status in rows:
-                current[wamid] = (seq, status)
-        changes: list[dict[str, Any]] = []
-        for wamid, (seq, before) in current.items():
-            updates = incoming[wamid]
-            after = settle(before, [u.status for u in updates])
-            if after == before:
-                continue
-            failure = next((u for u in updates if u.status == "failed"), None)
-            changes.append(
-                {
-                    "b_seq": seq,
-                    "b_status": after,
-                    "b_at": at_ms,
-                    "b_code": failure.error_code if failure else None,
-                    "b_title": failure.error_title if failure else None,
-                    "b_details": failure.error_details if failure else None,
-                }
-            )
-        if changes:
-            await connection.execute(
-                update(messages)
-                .where(messages.c.seq == bindparam("b_seq"))
-                .values(
-                    status=bindparam("b_status"),
-                    updated_at=bindparam("b_at"),
-                    error_code=bindparam("b_code"),
-                    error_title=bindparam("b_title"),
-                    error_details=bindparam("b_details"),
-                ),
-                changes,
-            )
-        return len(changes)
 
     async def _store_preferences(
         self, connection: AsyncConnection, preferences: Sequence[PreferenceRow], at_ms: int
@@ -260,3 +192,177 @@ class SqlStatusStore:
                 .order_by(message_events.c.seq)
             )
             return [(row[0], row[1]) for row in rows]
+
+
+async def _unseen(connection: AsyncConnection, statuses: Sequence[StatusRow]) -> list[StatusRow]:
+    """The statuses not stored before (Meta delivers the same update more than once)."""
+    if not statuses:
+        return []
+    unique = {(s.wamid, s.status): s for s in statuses}
+    wamids = list({s.wamid for s in statuses})
+    seen: set[tuple[str, str]] = set()
+    for start in range(0, len(wamids), _CHUNK):
+        rows = await connection.execute(
+            select(message_statuses.c.upstream_wamid, message_statuses.c.status).where(
+                message_statuses.c.upstream_wamid.in_(wamids[start : start + _CHUNK])
+            )
+        )
+        seen.update((row[0], row[1]) for row in rows)
+    return [s for key, s in unique.items() if key not in seen]
+
+
+async def _messages_by_wamid(
+    connection: AsyncConnection, wamids: Sequence[str]
+) -> dict[str, tuple[int, Status]]:
+    """(seq, status) of the messages Meta knows by these wamids."""
+    unique = list(set(wamids))
+    current: dict[str, tuple[int, Status]] = {}
+    for start in range(0, len(unique), _CHUNK):
+        rows = await connection.execute(
+            select(messages.c.seq, messages.c.upstream_wamid, messages.c.status).where(
+                messages.c.upstream_wamid.in_(unique[start : start + _CHUNK])
+            )
+        )
+        for seq, wamid, status in rows:
+            current[wamid] = (seq, status)
+    return current
+
+
+async def move_messages(
+    connection: AsyncConnection,
+    updates: Sequence[StatusRow],
+    current: dict[str, tuple[int, Status]],
+    at_ms: int,
+) -> int:
+    """Move each message forward by its new statuses (in Meta's time order); count moved."""
+    incoming: dict[str, list[StatusRow]] = {}
+    for row in updates:
+        incoming.setdefault(row.wamid, []).append(row)
+    changes: list[dict[str, Any]] = []
+    for wamid, rows in incoming.items():
+        if wamid not in current:
+            continue
+        seq, before = current[wamid]
+        rows.sort(key=lambda r: r.timestamp_ms)
+        after = settle(before, [r.status for r in rows])
+        if after == before:
+            continue
+        # Meta's error belongs on the message only if it ends failed (not read + failed).
+        failure = (
+            next((r for r in rows if r.status == "failed"), None) if after == "failed" else None
+        )
+        changes.append(
+            {
+                "b_seq": seq,
+                "b_status": after,
+                "b_at": at_ms,
+                "b_code": failure.error_code if failure else None,
+                "b_title": failure.error_title if failure else None,
+                "b_details": failure.error_details if failure else None,
+            }
+        )
+    if changes:
+        await connection.execute(
+            update(messages)
+            .where(messages.c.seq == bindparam("b_seq"))
+            .values(
+                status=bindparam("b_status"),
+                updated_at=bindparam("b_at"),
+                error_code=bindparam("b_code"),
+                error_title=bindparam("b_title"),
+                error_details=bindparam("b_details"),
+            ),
+            changes,
+        )
+    return len(changes)
+
+
+def stored_status(wamid: str, status: Status, timestamp_ms: int, errors: str | None) -> StatusRow:
+    """A status read back from the timeline, with Meta's error taken from its JSON."""
+    try:
+        first = json.loads(errors)[0] if errors else {}
+    except (ValueError, IndexError, KeyError, TypeError):
+        first = {}
+    if not isinstance(first, dict):
+        first = {}
+    data = first.get("error_data")
+    return StatusRow(
+        wamid=wamid,
+        status=status,
+        timestamp_ms=timestamp_ms,
+        pricing=None,
+        errors=errors,
+        error_code=first.get("code"),
+        error_title=first.get("title") or first.get("message"),
+        error_details=data.get("details") if isinstance(data, dict) else None,
+    )
+
+
+async def apply_stored_statuses(
+    connection: AsyncConnection, wamids: Sequence[str], at_ms: int
+) -> int:
+    """Apply the timeline's statuses of these wamids to their messages; mark them matched.
+
+    Used when the worker records a wamid (statuses may have come first) and by the
+    reconciliation of statuses that found no message when they arrived.
+    """
+    if not wamids:
+        return 0
+    current = await _messages_by_wamid(connection, wamids)
+    if not current:
+        return 0
+    found = list(current)
+    rows: list[StatusRow] = []
+    for start in range(0, len(found), _CHUNK):
+        result = await connection.execute(
+            select(
+                message_statuses.c.upstream_wamid,
+                message_statuses.c.status,
+                message_statuses.c.timestamp,
+                message_statuses.c.errors,
+            ).where(message_statuses.c.upstream_wamid.in_(found[start : start + _CHUNK]))
+        )
+        rows.extend(stored_status(*row) for row in result)
+    if not rows:
+        return 0
+    matched = list({row.wamid for row in rows})
+    for start in range(0, len(matched), _CHUNK):
+        await connection.execute(
+            update(message_statuses)
+            .where(
+                message_statuses.c.upstream_wamid.in_(matched[start : start + _CHUNK]),
+                message_statuses.c.matched == false(),
+            )
+            .values(matched=True)
+        )
+    return await move_messages(connection, rows, current, at_ms)
+
+
+async def reconcile(engine: AsyncEngine, now_ms: int, give_up_after_ms: int) -> int:
+    """Apply statuses that came before their wamid was recorded; count messages moved.
+
+    A webhook and the worker's record of the same wamid can commit at the same
+    time, each unseen by the other; this pass (run by the worker's housekeeping)
+    closes that gap. Statuses of wamids no message ever had (another system's,
+    or Meta's for a message we do not know) stop being retried after a while.
+    """
+    async with engine.begin() as connection:
+        pending = (
+            await connection.execute(
+                select(message_statuses.c.upstream_wamid, message_statuses.c.received_at)
+                .where(message_statuses.c.matched == false())
+                .order_by(message_statuses.c.seq)
+                .limit(_CHUNK)
+            )
+        ).all()
+        if not pending:
+            return 0
+        moved = await apply_stored_statuses(connection, [row[0] for row in pending], now_ms)
+        stale = [row[0] for row in pending if row[1] < now_ms - give_up_after_ms]
+        if stale:
+            await connection.execute(
+                update(message_statuses)
+                .where(message_statuses.c.upstream_wamid.in_(stale))
+                .values(matched=True)
+            )
+        return moved

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -17,6 +18,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
+    true,
 )
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
@@ -156,8 +159,17 @@ message_statuses = Table(
     Column("pricing", Text, nullable=True),
     Column("errors", Text, nullable=True),
     Column("received_at", BigInteger, nullable=False),
+    # False while no message had this wamid when the status came (the worker had not
+    # yet recorded Meta's answer); the worker's housekeeping applies it later.
+    Column("matched", Boolean, nullable=False, server_default=true()),
     # Meta retries for days: the same status of the same message is stored once.
     Index("uq_message_statuses_wamid_status", "upstream_wamid", "status", unique=True),
+    Index(
+        "ix_message_statuses_unmatched",
+        "seq",
+        sqlite_where=Column("matched") == false(),
+        postgresql_where=Column("matched") == false(),
+    ),
 )
 
 # Opt-outs and opt-ins from `user_preferences` webhooks, newest per recipient.

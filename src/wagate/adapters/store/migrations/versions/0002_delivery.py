@@ -46,7 +46,16 @@ def upgrade() -> None:
         sa.Column("pricing", sa.Text(), nullable=True),
         sa.Column("errors", sa.Text(), nullable=True),
         sa.Column("received_at", sa.BigInteger(), nullable=False),
+        sa.Column("matched", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name="pk_message_statuses"),
+    )
+    unmatched = sa.text("matched = false")
+    op.create_index(
+        "ix_message_statuses_unmatched",
+        "message_statuses",
+        ["seq"],
+        sqlite_where=unmatched,
+        postgresql_where=unmatched,
     )
     op.create_index(
         "uq_message_statuses_wamid_status",

@@ -1,0 +1,421 @@
+"""Scale-out: three `wagate worker` processes share one number's pace against a standalone sandbox.
+
+A real `wagate sandbox` stands in for Meta (100 msg/s, status webhooks signed
+with the app secret), a real `wagate serve` on PostgreSQL accepts 1,000
+messages with its worker off, and then three worker processes deliver them.
+Together they must keep to the number's rate (no 130429, about 10 s for
+1,000 at 100 msg/s) and send every message exactly once; with one worker
+SIGKILLed mid-run, every message must still end in a final state, and only
+the sends the dead worker had not recorded may be repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import httpx
+import pytest
+
+from tests.support import (
+    WAGATE,
+    GatewayProcess,
+    create_pg_database,
+    drop_pg_database,
+    free_port,
+    require_postgres,
+)
+from wagate.adapters.store.sql import SqlStore
+from wagate.core import admin
+from wagate.ports import SystemClock
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+COUNT = 1000
+MPS = 100
+WORKERS = 3
+APP_SECRET = "scale-out-app-secret"
+ACCESS_TOKEN = "t"
+IN_FLIGHT = 64
+# Seconds between a sandbox accept and its sent, delivered and read webhooks.
+STATUS_DELAY = "0.1"
+POLL_S = 0.05
+
+
+def recipient(i: int) -> str:
+    """A distinct phone number per message, ending in 2.
+
+    The sandbox picks a recipient's fate by its last four digits (9026 fails,
+    9500 is refused twice, ...); none of those end in 2, so every message here
+    is accepted and delivered and read. Distinct recipients also keep the
+    sandbox's pair-rate limit and its duplicate detection per message.
+    """
+    return f"+1 415 {i:06d}2"
+
+
+def body(i: int) -> bytes:
+    """The send request of message `i`."""
+    return (
+        '{"messaging_product":"whatsapp","recipient_type":"individual",'
+        f'"to":"{recipient(i)}","type":"template",'
+        '"template":{"name":"promo_template","language":{"code":"en_US"}}}'
+    ).encode()
+
+
+class ProcessGroup:
+    """A `wagate` subcommand running in its own process group, logging to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [WAGATE, *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        """The process id (the worker's lease owner name contains it)."""
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: no shutdown, no flushing of pending outcomes."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL whatever is left of the group."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def log_text(self) -> str:
+        """What the process has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Rig:
+    """A sandbox, a gateway without a worker, a meta number with COUNT queued messages."""
+
+    database_url: str
+    tmp_path: Path
+    sandbox_url: str
+    gateway: GatewayProcess
+    phone_number_id: str = ""
+    api_key: str = ""
+    processes: list[ProcessGroup] = field(default_factory=list)
+
+    def worker_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a `wagate worker` talking to the standalone sandbox."""
+        return {
+            **os.environ,
+            "WAGATE_DATABASE_URL": self.database_url,
+            "WAGATE_META_BASE_URL": self.sandbox_url,
+            "WAGATE_META_APP_SECRET": APP_SECRET,
+            "WAGATE_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+
+    def start_workers(self, count: int, **env: str) -> list[ProcessGroup]:
+        """Start `count` worker processes."""
+        started = [
+            ProcessGroup(["worker"], self.worker_env(**env), self.tmp_path / f"worker-{n}.log")
+            for n in range(count)
+        ]
+        self.processes.extend(started)
+        return started
+
+    def stats(self) -> dict[str, Any]:
+        """The sandbox's `_stats` document."""
+        response = httpx.get(f"{self.sandbox_url}/_stats", timeout=5)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def sql(self, query: str, *args: object) -> list[asyncpg.Record]:
+        """Rows of one query on the test database."""
+        dsn = self.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+        async def fetch() -> list[asyncpg.Record]:
+            connection = await asyncpg.connect(dsn)
+            try:
+                return list(await connection.fetch(query, *args))
+            finally:
+                await connection.close()
+
+        return asyncio.run(fetch())
+
+    def logs(self) -> str:
+        """The tail of every process's log, for failure messages."""
+        parts = [f"--- gateway\n{self.gateway.log_text()[-1500:]}"]
+        parts += [f"--- {p.log_path.name}\n{p.log_text()[-1500:]}" for p in self.processes]
+        return "\n".join(parts)
+
+
+def wait_until_up(url: str, process: ProcessGroup) -> None:
+    """Wait until `url` answers 200."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.process.poll() is not None:
+            raise RuntimeError(f"{process.log_path.name} exited: {process.log_text()[-2000:]}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up: {process.log_text()[-2000:]}")
+
+
+def add_meta_number(database_url: str) -> tuple[str, str]:
+    """A project and a number whose upstream is `meta` at MPS msg/s: (phone_number_id, key)."""
+
+    async def work() -> tuple[str, str]:
+        store = SqlStore.from_url(database_url)
+        try:
+            clock = SystemClock()
+            project, key = await admin.create_project(store, clock, "scale-out")
+            number = await admin.add_number(
+                store,
+                clock,
+                project_id=project.id,
+                phone_number_id=str(uuid.uuid4().int % 10**15),
+                upstream="meta",
+                access_token=ACCESS_TOKEN,
+                mps=MPS,
+            )
+            return number.phone_number_id, key.secret
+        finally:
+            await store.close()
+
+    return asyncio.run(work())
+
+
+def enqueue(rig: Rig, count: int) -> list[str]:
+    """Send `count` messages over HTTP, IN_FLIGHT at a time; the ids of the 200s."""
+    url = f"{rig.gateway.base_url}/meta/whatsapp/v24.0/{rig.phone_number_id}/marketing_messages"
+    headers = {"X-API-Key": rig.api_key, "Content-Type": "application/json"}
+
+    async def run() -> list[str]:
+        ids: list[str] = []
+        pending = iter(range(count))
+        connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def sender() -> None:
+                for i in pending:
+                    async with session.post(url, data=body(i), headers=headers) as response:
+                        answer = await response.json()
+                        assert response.status == 200, answer
+                        ids.append(answer["messages"][0]["id"])
+
+            await asyncio.gather(*[sender() for _ in range(IN_FLIGHT)])
+        return ids
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """Sandbox and gateway up, COUNT messages queued; every process stopped at the end."""
+    require_postgres()
+    database_url = create_pg_database()
+    sandbox_port = free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    # The gateway's port is chosen here, before the sandbox needs its webhook URL.
+    gateway = GatewayProcess(
+        database_url,
+        tmp_path / "gateway.log",
+        WAGATE_WORKER="0",
+        WAGATE_META_APP_SECRET=APP_SECRET,
+        WAGATE_META_BASE_URL=sandbox_url,
+        WAGATE_LOG_LEVEL="WARNING",
+    )
+    rig = Rig(database_url, tmp_path, sandbox_url, gateway)
+    try:
+        sandbox = ProcessGroup(
+            [
+                "sandbox",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(sandbox_port),
+                "--mps",
+                str(MPS),
+                "--webhook-url",
+                f"{gateway.base_url}/webhooks/meta",
+                "--app-secret",
+                APP_SECRET,
+            ],
+            {**os.environ, "WAGATE_SANDBOX_STATUS_DELAY": STATUS_DELAY},
+            tmp_path / "sandbox.log",
+        )
+        rig.processes.append(sandbox)
+        gateway.start()
+        wait_until_up(f"{sandbox_url}/_stats", sandbox)
+        rig.phone_number_id, rig.api_key = add_meta_number(database_url)
+        started = time.monotonic()
+        ids = enqueue(rig, COUNT)
+        print(f"enqueued {len(ids)} messages in {time.monotonic() - started:.2f} s")
+        assert len(set(ids)) == COUNT
+        yield rig
+    finally:
+        for process in reversed(rig.processes):
+            process.stop()
+        gateway.stop()
+        drop_pg_database(database_url)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One poll of the sandbox's counters."""
+
+    at: float
+    accepted: int
+    duplicate_sends: int
+    errors: dict[str, int]
+
+
+def watch(
+    rig: Rig,
+    done: Callable[[Sample], bool],
+    *,
+    timeout: float = 30.0,
+    on_sample: Callable[[Sample], None] | None = None,
+) -> list[Sample]:
+    """Poll `_stats` every POLL_S seconds until `done` (or fail after `timeout`)."""
+    samples: list[Sample] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = rig.stats()
+        sample = Sample(
+            time.monotonic(), stats["accepted"], stats["duplicate_sends"], stats["errors"]
+        )
+        samples.append(sample)
+        if on_sample is not None:
+            on_sample(sample)
+        if done(sample):
+            return samples
+        if time.monotonic() > deadline:
+            pytest.fail(f"delivery did not finish in {timeout:.0f} s: {stats}\n{rig.logs()}")
+        time.sleep(POLL_S)
+
+
+def delivery_seconds(samples: list[Sample], total: int) -> float:
+    """From the first sandbox accept to the last, as seen by the polls (+- POLL_S)."""
+    first = next(s.at for s in samples if s.accepted > 0)
+    last = next(s.at for s in samples if s.accepted >= total)
+    return last - first
+
+
+def states(rig: Rig) -> dict[tuple[str, str], int]:
+    """Messages per (delivery state, status)."""
+    rows = rig.sql("SELECT state, status, count(*) AS n FROM messages GROUP BY state, status")
+    return {(row["state"], row["status"]): int(row["n"]) for row in rows}
+
+
+def wait_for(rig: Rig, settled: Callable[[dict[tuple[str, str], int]], bool]) -> dict[Any, int]:
+    """Poll the messages' states until `settled` (or give up after 15 s); the last reading."""
+    deadline = time.monotonic() + 15
+    while True:
+        found = states(rig)
+        if settled(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_three_workers_share_the_numbers_pace_and_send_each_message_once(rig: Rig) -> None:
+    rig.start_workers(WORKERS)
+
+    samples = watch(rig, lambda s: s.accepted >= COUNT)
+    time.sleep(0.5)  # anything sent twice would show up now
+    final = rig.stats()
+    seconds = delivery_seconds(samples, COUNT)
+    print(f"{COUNT} messages at {MPS} msg/s by {WORKERS} workers in {seconds:.2f} s: {final}")
+
+    assert final["accepted"] == COUNT, rig.logs()
+    assert final["duplicate_sends"] == 0
+    assert "130429" not in final["errors"], final["errors"]
+    assert final["errors"] == {}
+    # 1,000 sends evenly spaced at 100/s span 9.99 s.
+    assert 9.0 <= seconds <= 14.0, f"delivery took {seconds:.2f} s"
+
+    read = wait_for(rig, lambda found: found.get(("forwarded", "read"), 0) == COUNT)
+    assert read == {("forwarded", "read"): COUNT}, read
+    forwarded = rig.sql(
+        "SELECT count(DISTINCT upstream_wamid) AS n FROM messages"
+        " WHERE state = 'forwarded' AND upstream_wamid LIKE 'wamid.%'"
+    )
+    assert forwarded[0]["n"] == COUNT
+    statuses = rig.sql("SELECT count(*) AS n FROM message_statuses")
+    assert statuses[0]["n"] == 3 * COUNT
+
+
+def test_a_sigkilled_worker_loses_nothing_and_repeats_at_most_its_unrecorded_sends(
+    rig: Rig,
+) -> None:
+    victim, *_ = rig.start_workers(WORKERS, WAGATE_LEASE_SECONDS="3")
+    in_flight: list[int] = []
+
+    def kill_mid_run(sample: Sample) -> None:
+        if not in_flight and sample.accepted >= COUNT * 3 // 10:
+            victim.kill()
+            # What it had claimed and not recorded: sent or not, these are all
+            # it may have left behind, and all that may be sent twice.
+            rows = rig.sql(
+                "SELECT count(*) AS n FROM messages"
+                " WHERE state = 'sending' AND lease_owner LIKE $1",
+                f"%:{victim.pid}:%",
+            )
+            in_flight.append(int(rows[0]["n"]))
+
+    samples = watch(
+        rig,
+        lambda s: s.accepted - s.duplicate_sends >= COUNT,
+        on_sample=kill_mid_run,
+    )
+    time.sleep(0.5)
+    final = rig.stats()
+    duplicates = final["duplicate_sends"]
+    seconds = delivery_seconds(samples, COUNT)
+    print(
+        f"killed worker had {in_flight[0]} messages claimed and unrecorded;"
+        f" duplicate_sends={duplicates}; delivery {seconds:.2f} s; {final}"
+    )
+
+    assert in_flight, "the worker was not killed mid-run"
+    assert final["accepted"] - duplicates == COUNT
+    assert duplicates <= in_flight[0]
+    assert "130429" not in final["errors"], final["errors"]
+
+    final_states = {"forwarded", "done"}
+    found = wait_for(
+        rig,
+        lambda found: (
+            all(state in final_states for state, _ in found)
+            and found.get(("forwarded", "read"), 0) == COUNT
+        ),
+    )
+    assert sum(found.values()) == COUNT, found
+    assert all(state in final_states for state, _ in found), found
+    assert found == {("forwarded", "read"): COUNT}, found

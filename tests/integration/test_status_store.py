@@ -1,0 +1,112 @@
+"""Statuses in the store: a status that beats its wamid's record is still applied."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from tests.integration.test_store import new_message, new_number
+from wagate.adapters.store.queue import SqlQueue
+from wagate.adapters.store.sql import SqlStore
+from wagate.adapters.store.statuses import SqlStatusStore, StatusRow
+from wagate.adapters.store.tables import message_statuses, messages
+
+
+def status(wamid: str, kind: str, at_ms: int, code: int | None = None) -> StatusRow:
+    """A status as ingest builds it."""
+    errors = None if code is None else f'[{{"code": {code}, "title": "Message undeliverable"}}]'
+    return StatusRow(wamid, kind, at_ms, None, errors, code, None, None)  # type: ignore[arg-type]
+
+
+async def _forward(store: SqlStore, message_id: str, wamid: str) -> None:
+    """Record Meta's wamid the way a worker whose check raced the webhook would."""
+    async with store.engine.begin() as connection:
+        await connection.execute(
+            update(messages)
+            .where(messages.c.id == message_id)
+            .values(state="forwarded", upstream_wamid=wamid)
+        )
+
+
+async def _status_of(store: SqlStore, message_id: str) -> tuple[str, int | None]:
+    async with store.engine.connect() as connection:
+        row = (
+            await connection.execute(
+                select(messages.c.status, messages.c.error_code).where(messages.c.id == message_id)
+            )
+        ).one()
+    return row[0], row[1]
+
+
+async def test_a_status_for_an_unknown_wamid_waits_unmatched(store: SqlStore) -> None:
+    statuses = SqlStatusStore(store.engine)
+    await statuses.ingest([status("wamid.NONE", "sent", 1000)], [], [], 1000)
+    async with store.engine.connect() as connection:
+        matched = (await connection.execute(select(message_statuses.c.matched))).scalar()
+    assert matched is False
+
+
+async def test_reconcile_applies_statuses_that_came_before_the_wamid(store: SqlStore) -> None:
+    number = await new_number(store)
+    message = new_message(number)
+    await store.add_message(message)
+    statuses = SqlStatusStore(store.engine)
+    await statuses.ingest(
+        [status("wamid.RACE", "sent", 1000), status("wamid.RACE", "read", 2000)], [], [], 2000
+    )
+    await _forward(store, message.id, "wamid.RACE")
+    assert await _status_of(store, message.id) == ("pending", None)
+    queue = SqlQueue(store.engine)
+    assert await queue.reconcile(3.0) == 1
+    assert await _status_of(store, message.id) == ("read", None)
+    assert await queue.reconcile(4.0) == 0  # matched now: nothing left to apply
+    await queue.close()
+
+
+async def test_a_failure_applied_late_keeps_metas_code(store: SqlStore) -> None:
+    number = await new_number(store)
+    message = new_message(number)
+    await store.add_message(message)
+    statuses = SqlStatusStore(store.engine)
+    await statuses.ingest([status("wamid.FAIL", "failed", 1000, code=131026)], [], [], 1000)
+    await _forward(store, message.id, "wamid.FAIL")
+    queue = SqlQueue(store.engine)
+    await queue.reconcile(2.0)
+    assert await _status_of(store, message.id) == ("failed", 131026)
+    await queue.close()
+
+
+async def test_statuses_of_wamids_nobody_has_stop_being_retried(store: SqlStore) -> None:
+    statuses = SqlStatusStore(store.engine)
+    await statuses.ingest([status("wamid.GHOST", "sent", 1000)], [], [], 1000)
+    queue = SqlQueue(store.engine)
+    await queue.reconcile(2.0)
+    async with store.engine.connect() as connection:
+        still = (await connection.execute(select(message_statuses.c.matched))).scalar()
+    assert still is False
+    await queue.reconcile(1000 + 3601.0)
+    async with store.engine.connect() as connection:
+        given_up = (await connection.execute(select(message_statuses.c.matched))).scalar()
+    assert given_up is True
+    await queue.close()
+
+
+async def test_arrival_order_within_one_post_does_not_matter(store: SqlStore) -> None:
+    number = await new_number(store)
+    first, second = new_message(number), new_message(number)
+    for message, wamid in ((first, "wamid.A"), (second, "wamid.B")):
+        await store.add_message(message)
+        await _forward(store, message.id, wamid)
+    statuses = SqlStatusStore(store.engine)
+    await statuses.ingest(
+        [status("wamid.A", "read", 3000), status("wamid.A", "failed", 1000, code=131026)],
+        [],
+        [],
+        3000,
+    )
+    await statuses.ingest(
+        [status("wamid.B", "failed", 1000, code=131026), status("wamid.B", "read", 3000)],
+        [],
+        [],
+        3000,
+    )
+    assert (await _status_of(store, first.id))[0] == (await _status_of(store, second.id))[0]

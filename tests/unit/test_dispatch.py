@@ -1,0 +1,391 @@
+"""The dispatcher on an in-memory queue, a scripted upstream and a fake clock: nothing sleeps."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from wagate.core.dispatch import Dispatcher, DispatchSettings, upstream_payload
+from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
+from wagate.domain.errors import MESSAGE_EXPIRED
+from wagate.domain.model import PhoneNumber
+from wagate.domain.retry import RetryPolicy
+from wagate.ports import Clock, Queue, Upstream
+
+START = 1_800_000_000.0
+NUMBER = PhoneNumber(
+    phone_number_id="106540352242922",
+    waba_id="102290129340398",
+    project_id="prj_test",
+    upstream="sandbox",
+    access_token="token-1",
+    mps=80,
+)
+# No jitter, so every retry delay is exact: 2 s, 4 s, 8 s ... capped at 60 s.
+POLICY = RetryPolicy(base_delay_s=2.0, factor=2.0, max_delay_s=60.0, max_attempts=5, jitter=0.0)
+STORED_REQUEST: dict[str, Any] = {
+    "messaging_product": "whatsapp",
+    "to": "447700900123",
+    "type": "template",
+    "template": {"name": "promo_template", "language": {"code": "en_US"}},
+}
+
+
+class FakeClock:
+    """A clock that only moves when something sleeps on it."""
+
+    def __init__(self, now: float = START) -> None:
+        self.at = now
+
+    def now(self) -> float:
+        """The fake time."""
+        return self.at
+
+    async def sleep(self, seconds: float) -> None:
+        """Move time on instead of waiting."""
+        self.at += max(0.0, seconds)
+
+
+@dataclass
+class FakeQueue:
+    """An in-memory queue: hands out scripted claims and records every call."""
+
+    to_claim: list[Claimed] = field(default_factory=list)
+    recorded: list[Outcome] = field(default_factory=list)
+    throttled: list[tuple[str, float]] = field(default_factory=list)
+    held: list[tuple[str, str, int]] = field(default_factory=list)
+    reaped_at: list[float] = field(default_factory=list)
+    expired_at: list[float] = field(default_factory=list)
+    reconciled_at: list[float] = field(default_factory=list)
+
+    async def numbers(self) -> list[PhoneNumber]:
+        return [NUMBER]
+
+    async def claim(
+        self,
+        phone_number_id: str,
+        owner: str,
+        now: float,
+        *,
+        lease_s: float,
+        horizon_s: float,
+        limit: int,
+    ) -> list[Claimed]:
+        claimed = [m for m in self.to_claim if m.phone_number_id == phone_number_id][:limit]
+        self.to_claim = [m for m in self.to_claim if m not in claimed]
+        return claimed
+
+    async def record(self, outcome: Outcome) -> None:
+        self.recorded.append(outcome)
+
+    async def throttle(self, phone_number_id: str, now: float) -> None:
+        self.throttled.append((phone_number_id, now))
+
+    async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
+        self.held.append((phone_number_id, recipient, until_ms))
+
+    async def reap_leases(self, now: float) -> int:
+        self.reaped_at.append(now)
+        return 0
+
+    async def expire(self, now: float) -> int:
+        self.expired_at.append(now)
+        return 0
+
+    async def reconcile(self, now: float) -> int:
+        self.reconciled_at.append(now)
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class UpstreamCall:
+    """One POST the dispatcher made, and when (fake time)."""
+
+    base_url: str
+    version: str
+    phone_number_id: str
+    token: str
+    payload: dict[str, Any]
+    at: float
+
+
+class FakeUpstream:
+    """Meta, scripted: answers each send with the next result (the last one repeats)."""
+
+    def __init__(self, clock: FakeClock, *results: UpstreamResult) -> None:
+        self.clock = clock
+        self.results = list(results) or [ok()]
+        self.calls: list[UpstreamCall] = []
+
+    async def send(
+        self, base_url: str, version: str, phone_number_id: str, token: str, payload: bytes
+    ) -> UpstreamResult:
+        self.calls.append(
+            UpstreamCall(
+                base_url, version, phone_number_id, token, json.loads(payload), self.clock.now()
+            )
+        )
+        return self.results.pop(0) if len(self.results) > 1 else self.results[0]
+
+    async def close(self) -> None:
+        return None
+
+
+def ok(wamid: str = "wamid.UPSTREAM1") -> UpstreamResult:
+    """Meta accepted the message."""
+    return UpstreamResult(wamid=wamid, message_status="accepted", http_status=200)
+
+
+def error(code: int, http_status: int = 400) -> UpstreamResult:
+    """Meta refused the message with a Graph error."""
+    return UpstreamResult(
+        error_code=code,
+        error_title=f"title of {code}",
+        error_details=f"details of {code}",
+        http_status=http_status,
+    )
+
+
+def claimed(
+    seq: int = 1,
+    *,
+    recipient: str = "447700900123",
+    attempts: int = 1,
+    slot: float = START,
+    expires_at: float = START + 3600,
+    request: dict[str, Any] | None = None,
+) -> Claimed:
+    """A message as a claim hands it to the dispatcher."""
+    return Claimed(
+        seq=seq,
+        id=f"wamid.gateway{seq}",
+        phone_number_id=NUMBER.phone_number_id,
+        recipient=recipient,
+        request=json.dumps(request or {**STORED_REQUEST, "to": recipient}),
+        attempts=attempts,
+        created_at=int(START * 1000),
+        expires_at=int(expires_at * 1000),
+        slot=slot,
+    )
+
+
+def dispatcher(queue: Queue, upstream: Upstream, clock: Clock) -> Dispatcher:
+    """A dispatcher with exact (unjittered) retries and a fixed owner name."""
+    return Dispatcher(
+        queue,
+        upstream,
+        clock,
+        lambda number: f"http://127.0.0.1:9/{number.upstream}",
+        DispatchSettings(graph_version="v23.0", retry=POLICY),
+        owner="worker-1",
+        rng=random.Random(7),
+    )
+
+
+@dataclass
+class Rig:
+    """A dispatcher with its fakes."""
+
+    clock: FakeClock
+    queue: FakeQueue
+    upstream: FakeUpstream
+    dispatcher: Dispatcher
+
+
+def rig(*results: UpstreamResult) -> Rig:
+    """A dispatcher whose upstream answers with `results`."""
+    clock = FakeClock()
+    queue = FakeQueue()
+    upstream = FakeUpstream(clock, *results)
+    return Rig(clock, queue, upstream, dispatcher(queue, upstream, clock))
+
+
+# ---- what one send becomes ---------------------------------------------------------
+
+
+async def test_an_accepted_send_is_forwarded_with_metas_wamid() -> None:
+    r = rig(ok("wamid.FROM_META"))
+    outcome = await r.dispatcher.send(NUMBER, claimed(seq=3))
+    assert outcome.kind == "forwarded"
+    assert outcome.seq == 3
+    assert outcome.owner == "worker-1"
+    assert outcome.wamid == "wamid.FROM_META"
+    assert outcome.upstream_status == "accepted"
+    [call] = r.upstream.calls
+    assert call.base_url == "http://127.0.0.1:9/sandbox"
+    assert call.version == "v23.0"
+    assert call.phone_number_id == NUMBER.phone_number_id
+    assert call.token == "token-1"
+
+
+@pytest.mark.parametrize(
+    ("attempt", "delay_s"), [(1, 2.0), (2, 4.0), (3, 8.0)], ids=["first", "second", "third"]
+)
+async def test_a_transient_error_becomes_a_retry_due_after_the_policys_backoff(
+    attempt: int, delay_s: float
+) -> None:
+    r = rig(error(131000, 500))
+    outcome = await r.dispatcher.send(NUMBER, claimed(attempts=attempt))
+    assert outcome.kind == "retry"
+    assert outcome.error_code == 131000
+    assert outcome.error_details == "details of 131000"
+    assert outcome.at_ms == int(START * 1000)
+    assert outcome.due_at_ms == outcome.at_ms + int(delay_s * 1000)
+    # An ordinary transient error slows down nothing but this message.
+    assert r.queue.throttled == []
+    assert r.queue.held == []
+
+
+async def test_a_transient_error_on_the_last_allowed_attempt_fails_the_message() -> None:
+    r = rig(error(131000, 500))
+    outcome = await r.dispatcher.send(NUMBER, claimed(attempts=POLICY.max_attempts))
+    assert outcome.kind == "failed"
+    assert outcome.error_code == 131000
+    assert outcome.due_at_ms is None
+
+
+async def test_an_answer_without_a_code_is_retried_as_something_went_wrong() -> None:
+    r = rig(UpstreamResult(http_status=502, error_details="bad gateway"))
+    outcome = await r.dispatcher.send(NUMBER, claimed())
+    assert outcome.kind == "retry"
+    assert outcome.error_code == 131000
+
+
+@pytest.mark.parametrize("code", [132001, 131026, 131049, 131050, 100])
+async def test_a_permanent_error_fails_the_message_with_metas_code(code: int) -> None:
+    r = rig(error(code))
+    outcome = await r.dispatcher.send(NUMBER, claimed())
+    assert outcome.kind == "failed"
+    assert outcome.error_code == code
+    assert outcome.error_title == f"title of {code}"
+    assert outcome.error_details == f"details of {code}"
+    assert outcome.due_at_ms is None
+    assert r.queue.throttled == []
+    assert r.queue.held == []
+
+
+async def test_a_throughput_limit_throttles_the_whole_number() -> None:
+    r = rig(error(130429))
+    outcome = await r.dispatcher.send(NUMBER, claimed())
+    assert outcome.kind == "retry"
+    assert outcome.error_code == 130429
+    assert outcome.due_at_ms == int(START * 1000) + 2000
+    assert r.queue.throttled == [(NUMBER.phone_number_id, START)]
+    assert r.queue.held == []
+
+
+@pytest.mark.parametrize(("attempt", "hold_s"), [(1, 4), (2, 16)])
+async def test_a_pair_rate_limit_holds_only_that_recipient_for_four_to_the_n_seconds(
+    attempt: int, hold_s: int
+) -> None:
+    r = rig(error(131056))
+    outcome = await r.dispatcher.send(NUMBER, claimed(recipient="447700900999", attempts=attempt))
+    until_ms = int(START * 1000) + hold_s * 1000
+    assert outcome.kind == "retry"
+    assert outcome.due_at_ms == until_ms
+    assert r.queue.held == [(NUMBER.phone_number_id, "447700900999", until_ms)]
+    assert r.queue.throttled == []
+
+
+async def test_an_expired_message_fails_without_calling_meta() -> None:
+    r = rig(ok())
+    outcome = await r.dispatcher.send(NUMBER, claimed(expires_at=START - 1))
+    assert r.upstream.calls == []
+    assert outcome.kind == "failed"
+    assert outcome.error_code == MESSAGE_EXPIRED
+    assert outcome.error_title
+    assert "time to live" in (outcome.error_details or "")
+
+
+async def test_a_message_at_its_expiry_instant_is_still_sent() -> None:
+    r = rig(ok())
+    outcome = await r.dispatcher.send(NUMBER, claimed(expires_at=START))
+    assert outcome.kind == "forwarded"
+    assert len(r.upstream.calls) == 1
+
+
+# ---- rounds: claim, wait for the slot, send, record ----------------------------------
+
+
+async def test_a_round_sends_each_claimed_message_at_its_slot_and_records_it() -> None:
+    r = rig(ok("wamid.A"), ok("wamid.B"))
+    r.queue.to_claim = [claimed(1, slot=START + 0.25), claimed(2, slot=START + 0.5)]
+    assert await r.dispatcher.run_once() == 2
+    await r.dispatcher.drain()
+    assert [round(call.at - START, 6) for call in r.upstream.calls] == [0.25, 0.5]
+    assert sorted((o.seq, o.kind, o.wamid) for o in r.queue.recorded) == [
+        (1, "forwarded", "wamid.A"),
+        (2, "forwarded", "wamid.B"),
+    ]
+    assert r.dispatcher.sent == 2
+
+
+async def test_a_round_reaps_leases_and_expires_old_messages_first() -> None:
+    r = rig()
+    assert await r.dispatcher.run_once() == 0
+    assert r.queue.reaped_at == [START]
+    assert r.queue.expired_at == [START]
+    assert r.queue.reconciled_at == [START]
+
+
+async def test_a_send_that_raises_is_left_to_its_lease_instead_of_stopping_the_worker() -> None:
+    class Broken(FakeUpstream):
+        async def send(
+            self, base_url: str, version: str, phone_number_id: str, token: str, payload: bytes
+        ) -> UpstreamResult:
+            raise RuntimeError("connection pool exploded")
+
+    clock = FakeClock()
+    queue = FakeQueue(to_claim=[claimed(1), claimed(2)])
+    worker = dispatcher(queue, Broken(clock), clock)
+    assert await worker.run_once() == 2
+    await worker.drain()
+    assert queue.recorded == []
+
+
+# ---- what Meta is sent ----------------------------------------------------------------
+
+
+def test_upstream_payload_fills_in_recipient_type_and_language_policy() -> None:
+    sent = json.loads(upstream_payload(json.dumps(STORED_REQUEST)))
+    assert sent["recipient_type"] == "individual"
+    assert sent["template"]["language"] == {"code": "en_US", "policy": "deterministic"}
+
+
+def test_upstream_payload_keeps_everything_else_the_client_sent() -> None:
+    request = {
+        **STORED_REQUEST,
+        "recipient_type": "individual",
+        "recipient": "US.13491208655302741918",
+        "biz_opaque_callback_data": "order-7",
+        "product_policy": "STRICT",
+        "message_activity_sharing": True,
+        "context": {"message_id": "wamid.PREVIOUS"},
+        "template": {
+            "name": "seasonal_promo",
+            "language": {"code": "pt_BR", "policy": "deterministic"},
+            "components": [
+                {"type": "body", "parameters": [{"type": "text", "text": "Ana"}]},
+                {
+                    "type": "button",
+                    "sub_type": "url",
+                    "index": 0,
+                    "parameters": [{"type": "text", "text": "summer"}],
+                },
+            ],
+        },
+    }
+    assert json.loads(upstream_payload(json.dumps(request))) == request
+
+
+def test_upstream_payload_adds_no_empty_fields() -> None:
+    sent = json.loads(upstream_payload(json.dumps(STORED_REQUEST)))
+    assert set(sent) == {*STORED_REQUEST, "recipient_type"}
+    assert None not in sent.values()
