@@ -54,11 +54,11 @@ class _TtlCache(Generic[T]):
         self._entries.clear()
 
 
-def phone_number_not_found(phone_number_id: str) -> GraphError:
+def phone_number_not_found(phone_number_id: str, method: str = "post") -> GraphError:
     """Meta's answer for an object the caller cannot see: it does not say which case it is."""
     return GraphError(
         100,
-        f"Unsupported post request. Object with ID '{phone_number_id}' does not exist, cannot "
+        f"Unsupported {method} request. Object with ID '{phone_number_id}' does not exist, cannot "
         "be loaded due to missing permissions, or does not support this operation.",
         subcode=33,
     )
@@ -90,8 +90,12 @@ class Access:
             raise GraphError(190, "The API key is invalid or has been revoked")
         return project_id
 
-    async def phone_number_of(self, project_id: str, phone_number_id: str) -> PhoneNumber:
+    async def phone_number_of(
+        self, project_id: str, phone_number_id: str, method: str = "post"
+    ) -> PhoneNumber:
         """A phone number the project owns; another project's number looks like a missing one."""
+        if "\x00" in phone_number_id:  # no stored id has one; PostgreSQL text cannot hold one
+            raise phone_number_not_found(phone_number_id, method)
         now = self._clock.now()
         entry = self._numbers.get(phone_number_id, now)
         if entry is None:
@@ -100,7 +104,7 @@ class Access:
         else:
             number = entry.value
         if number is None or number.project_id != project_id:
-            raise phone_number_not_found(phone_number_id)
+            raise phone_number_not_found(phone_number_id, method)
         return number
 
     def forget(self) -> None:

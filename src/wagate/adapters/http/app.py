@@ -31,7 +31,6 @@ from wagate.adapters.http.send import (
     match_send_path,
     serve_send,
 )
-from wagate.core.access import phone_number_not_found
 from wagate.domain.errors import GraphError
 from wagate.domain.requests import (
     GraphErrorResponse,
@@ -49,6 +48,18 @@ LIST_PATH = "/meta/whatsapp/{version}/{phone_number_id}/messages"
 _ERRORS = {
     400: ResponseSpec(GraphErrorResponse, description="Invalid request (Graph error envelope)"),
     401: ResponseSpec(GraphErrorResponse, description="Missing or invalid API key (code 190)"),
+}
+_SEND_ERRORS = {
+    **_ERRORS,
+    413: ResponseSpec(GraphErrorResponse, description="Body over the size limit (code 100)"),
+    415: ResponseSpec(GraphErrorResponse, description="Content-Type is not JSON (code 100)"),
+    422: ResponseSpec(
+        GraphErrorResponse, description="Idempotency-Key reused with another body (code 100)"
+    ),
+    500: ResponseSpec(
+        GraphErrorResponse,
+        description="Not stored (e.g. the database failed; code 131000): safe to retry",
+    ),
 }
 
 
@@ -70,9 +81,7 @@ async def _phone_number_for(
     project_id = await services.access.project_of(api_key)
     if not GRAPH_VERSION.match(version):
         raise GraphError(100, f"Unknown Graph API version {version!r}; use e.g. v24.0")
-    if "\x00" in phone_number_id:  # no stored id has one, and PostgreSQL text cannot hold one
-        raise phone_number_not_found(phone_number_id)
-    await services.access.phone_number_of(project_id, phone_number_id)
+    await services.access.phone_number_of(project_id, phone_number_id, method="get")
 
 
 @get("/healthz", tags=["operations"], summary="Liveness")
@@ -86,7 +95,7 @@ async def healthz() -> Health:
     tags=["messages"],
     summary="Send a marketing message",
     operation_id="sendMarketingMessage",
-    responses=_ERRORS,
+    responses=_SEND_ERRORS,
     status_code=200,
 )
 async def send_marketing_message(
@@ -326,6 +335,18 @@ def _describe_send_body(app: Litestar) -> None:
                 )
             },
         )
+        item.post.parameters = [
+            *(item.post.parameters or []),
+            Parameter(
+                name="Idempotency-Key",
+                param_in=ParamType.HEADER,
+                schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+                description=(
+                    "Makes retries safe: the same key and body within 24 h return the first "
+                    "answer and store nothing; the same key with another body is refused (422)."
+                ),
+            ),
+        ]
 
 
 class Gateway:
