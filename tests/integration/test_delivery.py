@@ -249,37 +249,6 @@ def test_a_clicked_message_is_read_and_its_click_is_stored(
 # ---- crafted webhooks: a gateway without a worker, with a known secret ----------------
 
 
-class NoWorkerGateway(GatewayProcess):
-    """A `wagate serve --no-worker`: messages stay queued until a test moves them.
-
-    (`serve` sets WAGATE_WORKER from its own flag, so the flag is what turns it off.)
-    """
-
-    def start(self) -> GatewayProcess:
-        """Start and wait until /healthz answers."""
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [WAGATE, "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"wagate serve exited: {self.log_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"wagate serve did not start: {self.log_text()[-2000:]}")
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def hooks(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -287,12 +256,13 @@ def hooks(
     """A gateway without a worker: app secret `s3cret`, verify token `tok`, a 1 s message TTL."""
     tmp = tmp_path_factory.mktemp(f"hooks-{request.param}")
     url = database_url_for(request.param, tmp)
-    process = NoWorkerGateway(
+    process = GatewayProcess(
         url,
         tmp / "gateway.log",
         WAGATE_META_APP_SECRET=APP_SECRET,
         WAGATE_META_VERIFY_TOKEN=VERIFY_TOKEN,
         WAGATE_MESSAGE_TTL_SECONDS=str(TTL_S),
+        WAGATE_WORKER="0",
     )
     try:
         yield process.start()

@@ -19,53 +19,36 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
-from wagate.adapters.store.tables import messages, phone_numbers
+from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, phone_numbers
 from wagate.domain.delivery import Claimed, Outcome
 from wagate.domain.errors import MESSAGE_EXPIRED, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.pacing import book_slots, shared_factor, throttled_factor
 
 _QUEUED = messages.c.state == "queued"
-_FORWARDED = (
-    update(messages)
-    .where(messages.c.seq == bindparam("b_seq"), messages.c.lease_owner == bindparam("b_owner"))
-    .values(
-        state="forwarded",
-        upstream_wamid=bindparam("b_wamid"),
-        upstream_status=bindparam("b_upstream_status"),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=bindparam("b_at"),
+
+
+def _by_lease_holder(**values: Any) -> Any:
+    """An outcome update: only the worker holding the lease may write it, and it ends the lease."""
+    return (
+        update(messages)
+        .where(messages.c.seq == bindparam("b_seq"), messages.c.lease_owner == bindparam("b_owner"))
+        .values(lease_owner=None, lease_expires_at=None, updated_at=bindparam("b_at"), **values)
     )
+
+
+_ERROR: dict[str, Any] = {
+    "error_code": bindparam("b_code"),
+    "error_title": bindparam("b_title"),
+    "error_details": bindparam("b_details"),
+}
+_FORWARDED = _by_lease_holder(
+    state="forwarded",
+    upstream_wamid=bindparam("b_wamid"),
+    upstream_status=bindparam("b_upstream_status"),
 )
-_FAILED = (
-    update(messages)
-    .where(messages.c.seq == bindparam("b_seq"), messages.c.lease_owner == bindparam("b_owner"))
-    .values(
-        state="done",
-        status="failed",
-        error_code=bindparam("b_code"),
-        error_title=bindparam("b_title"),
-        error_details=bindparam("b_details"),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=bindparam("b_at"),
-    )
-)
-_RETRY = (
-    update(messages)
-    .where(messages.c.seq == bindparam("b_seq"), messages.c.lease_owner == bindparam("b_owner"))
-    .values(
-        state="queued",
-        due_at=bindparam("b_due"),
-        error_code=bindparam("b_code"),
-        error_title=bindparam("b_title"),
-        error_details=bindparam("b_details"),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=bindparam("b_at"),
-    )
-)
+_FAILED = _by_lease_holder(state="done", status="failed", **_ERROR)
+_RETRY = _by_lease_holder(state="queued", due_at=bindparam("b_due"), **_ERROR)
 
 
 class SqlQueue:
@@ -82,14 +65,7 @@ class SqlQueue:
 
     async def numbers(self) -> list[PhoneNumber]:
         """Every phone number (the dispatcher's round)."""
-        query = select(
-            phone_numbers.c.phone_number_id,
-            phone_numbers.c.waba_id,
-            phone_numbers.c.project_id,
-            phone_numbers.c.upstream,
-            phone_numbers.c.access_token,
-            phone_numbers.c.mps,
-        )
+        query = select(*PHONE_NUMBER_COLUMNS)
         async with self.engine.connect() as connection:
             return [PhoneNumber(**row._mapping) for row in await connection.execute(query)]
 

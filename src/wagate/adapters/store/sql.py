@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wagate.adapters.store.engine import create_engine, is_sqlite
 from wagate.adapters.store.group_commit import GroupCommitter, Row
-from wagate.adapters.store.tables import api_keys, messages, phone_numbers, projects
+from wagate.adapters.store.tables import (
+    PHONE_NUMBER_COLUMNS,
+    api_keys,
+    messages,
+    phone_numbers,
+    projects,
+)
 from wagate.domain.model import (
     ApiKey,
     MessageQuery,
@@ -139,14 +145,9 @@ class SqlStore:
 
     async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
         """A phone number by its id."""
-        query = select(
-            phone_numbers.c.phone_number_id,
-            phone_numbers.c.waba_id,
-            phone_numbers.c.project_id,
-            phone_numbers.c.upstream,
-            phone_numbers.c.access_token,
-            phone_numbers.c.mps,
-        ).where(phone_numbers.c.phone_number_id == phone_number_id)
+        query = select(*PHONE_NUMBER_COLUMNS).where(
+            phone_numbers.c.phone_number_id == phone_number_id
+        )
         async with self.engine.connect() as connection:
             row = (await connection.execute(query)).first()
         return None if row is None else PhoneNumber(**row._mapping)

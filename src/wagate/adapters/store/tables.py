@@ -73,6 +73,12 @@ phone_numbers = Table(
     Column("throttled_at", BigInteger, nullable=False, server_default="0"),
 )
 
+# What a `PhoneNumber` reads.
+PHONE_NUMBER_COLUMNS = [
+    phone_numbers.c[name]
+    for name in ("phone_number_id", "waba_id", "project_id", "upstream", "access_token", "mps")
+]
+
 # The messages table is also the delivery queue: `state` = 'queued' rows with
 # `due_at` <= now are what a dispatcher claims (leased through `lease_owner` and
 # `lease_expires_at`, so a dead worker's claims come back).
