@@ -345,14 +345,21 @@ def wait_for(rig: Rig, settled: Callable[[dict[tuple[str, str], int]], bool]) ->
 
 
 def test_three_workers_share_the_numbers_pace_and_send_each_message_once(rig: Rig) -> None:
-    rig.start_workers(WORKERS)
+    pids = {worker.pid for worker in rig.start_workers(WORKERS)}
+    claimers: set[int] = set()
 
-    samples = watch(rig, lambda s: s.accepted >= COUNT)
+    def note_claimers(sample: Sample) -> None:
+        rows = rig.sql("SELECT DISTINCT lease_owner FROM messages WHERE state = 'sending'")
+        claimers.update(int(row["lease_owner"].split(":")[-2]) for row in rows)
+
+    samples = watch(rig, lambda s: s.accepted >= COUNT, on_sample=note_claimers)
     time.sleep(0.5)  # anything sent twice would show up now
     final = rig.stats()
     seconds = delivery_seconds(samples, COUNT)
     print(f"{COUNT} messages at {MPS} msg/s by {WORKERS} workers in {seconds:.2f} s: {final}")
 
+    # Every worker took a share, and nothing else (the gateway's worker is off) did.
+    assert claimers == pids, f"claimed by {claimers}, workers {pids}"
     assert final["accepted"] == COUNT, rig.logs()
     assert final["duplicate_sends"] == 0
     assert "130429" not in final["errors"], final["errors"]
@@ -374,20 +381,30 @@ def test_three_workers_share_the_numbers_pace_and_send_each_message_once(rig: Ri
 def test_a_sigkilled_worker_loses_nothing_and_repeats_at_most_its_unrecorded_sends(
     rig: Rig,
 ) -> None:
-    victim, *_ = rig.start_workers(WORKERS, WAGATE_LEASE_SECONDS="3")
+    workers = {
+        worker.pid: worker for worker in rig.start_workers(WORKERS, WAGATE_LEASE_SECONDS="3")
+    }
     in_flight: list[int] = []
 
     def kill_mid_run(sample: Sample) -> None:
-        if not in_flight and sample.accepted >= COUNT * 3 // 10:
-            victim.kill()
-            # What it had claimed and not recorded: sent or not, these are all
-            # it may have left behind, and all that may be sent twice.
-            rows = rig.sql(
-                "SELECT count(*) AS n FROM messages"
-                " WHERE state = 'sending' AND lease_owner LIKE $1",
-                f"%:{victim.pid}:%",
+        if in_flight or sample.accepted < COUNT * 3 // 10:
+            return
+        # The worker with the most work in hand: claimed, and sent or not, unrecorded.
+        holding = {
+            int(row["lease_owner"].split(":")[-2]): int(row["n"])
+            for row in rig.sql(
+                "SELECT lease_owner, count(*) AS n FROM messages"
+                " WHERE state = 'sending' GROUP BY lease_owner"
             )
-            in_flight.append(int(rows[0]["n"]))
+        }
+        victim = max(workers, key=lambda pid: holding.get(pid, 0))
+        workers[victim].kill()
+        # Counted again once it is dead: all it left behind, all that may be sent twice.
+        rows = rig.sql(
+            "SELECT count(*) AS n FROM messages WHERE state = 'sending' AND lease_owner LIKE $1",
+            f"%:{victim}:%",
+        )
+        in_flight.append(int(rows[0]["n"]))
 
     samples = watch(
         rig,
@@ -398,12 +415,13 @@ def test_a_sigkilled_worker_loses_nothing_and_repeats_at_most_its_unrecorded_sen
     final = rig.stats()
     duplicates = final["duplicate_sends"]
     seconds = delivery_seconds(samples, COUNT)
+    assert in_flight, "no worker was killed mid-run"
     print(
         f"killed worker had {in_flight[0]} messages claimed and unrecorded;"
         f" duplicate_sends={duplicates}; delivery {seconds:.2f} s; {final}"
     )
 
-    assert in_flight, "the worker was not killed mid-run"
+    assert in_flight[0] > 0, "the killed worker had no work in hand"
     assert final["accepted"] - duplicates == COUNT
     assert duplicates <= in_flight[0]
     assert "130429" not in final["errors"], final["errors"]

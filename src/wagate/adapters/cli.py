@@ -8,17 +8,18 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from wagate.adapters.store.migrate import migrate
-from wagate.adapters.store.sql import SqlStore
 from wagate.core import admin
 from wagate.ports import SystemClock
 from wagate.settings import Settings
+
+if TYPE_CHECKING:
+    from wagate.adapters.store.sql import SqlStore
 
 app = typer.Typer(
     help="wagate: a self-hosted WhatsApp marketing-messages gateway (Kapso-compatible).",
@@ -46,8 +47,17 @@ class UpstreamChoice(StrEnum):
     meta = "meta"
 
 
+def migrate(url: str) -> None:
+    """Migrate (imported here so that `--help` starts fast)."""
+    from wagate.adapters.store.migrate import migrate as upgrade
+
+    upgrade(url)
+
+
 def _run(work: Callable[[SqlStore], Awaitable[T]]) -> T:
     """Migrate, then run `work` against the configured store; AdminError exits 1."""
+    from wagate.adapters.store.sql import SqlStore
+
     settings = Settings.from_env()
     migrate(settings.database_url)
 
