@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from wagate.adapters.sandbox import SandboxApp, SandboxConfig, create_sandbox_app
+from wagate.adapters.store.engine import begin_write
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
@@ -26,6 +28,17 @@ from wagate.settings import Settings
 
 log = logging.getLogger("wagate")
 SANDBOX_PREFIX = "/sandbox"
+
+
+def freeze_startup_objects() -> None:
+    """Move everything allocated at startup out of the garbage collector's sight.
+
+    The modules, the app and the caches are never garbage; without this, every
+    full collection walks them (~150k objects) and pauses sending for 100-200 ms,
+    which shows as bursts in the paced send rate.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(slots=True)
@@ -100,6 +113,7 @@ class Services:
         if worker:
             self.dispatcher = self.dispatcher_for()
             self._worker = asyncio.create_task(self.dispatcher.run(self._stop))
+        freeze_startup_objects()
 
     async def start_gateway(self) -> None:
         """Start what a `wagate serve` process runs beside the API."""
@@ -119,7 +133,7 @@ class Services:
                 return str(found)
             value = secrets.token_hex(32)
             try:
-                async with self.store.engine.begin() as connection:
+                async with begin_write(self.store.engine) as connection:
                     await connection.execute(
                         insert(installation).values(key="webhook_secret", value=value)
                     )

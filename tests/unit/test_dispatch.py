@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from dataclasses import dataclass, field
@@ -173,6 +174,7 @@ def claimed(
         created_at=int(START * 1000),
         expires_at=int(expires_at * 1000),
         slot=slot,
+        interval=1 / NUMBER.mps,
     )
 
 
@@ -389,3 +391,16 @@ def test_upstream_payload_adds_no_empty_fields() -> None:
     sent = json.loads(upstream_payload(json.dumps(STORED_REQUEST)))
     assert set(sent) == {*STORED_REQUEST, "recipient_type"}
     assert None not in sent.values()
+
+
+async def test_late_slots_are_spaced_again_not_sent_in_a_burst() -> None:
+    clock = FakeClock()
+    queue = FakeQueue(to_claim=[claimed(seq, slot=START) for seq in range(1, 6)])
+    upstream = FakeUpstream(clock)
+    worker = dispatcher(queue, upstream, clock)
+    await worker.run_once()
+    await worker.drain()
+    times = sorted(call.at for call in upstream.calls)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) == 5
+    assert min(gaps) >= 1 / NUMBER.mps - 1e-9

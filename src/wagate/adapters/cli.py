@@ -147,7 +147,7 @@ def worker_command() -> None:
     """Run a delivery worker alone: claim, pace, send to Meta (or the sandbox), record."""
     import signal
 
-    from wagate.services import Services
+    from wagate.services import Services, freeze_startup_objects
 
     settings = Settings.from_env()
     migrate(settings.database_url)
@@ -159,6 +159,7 @@ def worker_command() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         dispatcher = services.dispatcher_for()
+        freeze_startup_objects()
         console.print(f"worker {dispatcher.owner} on {settings.database_url}")
         try:
             await dispatcher.run(stop)

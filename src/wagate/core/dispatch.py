@@ -96,6 +96,7 @@ class Dispatcher:
         # The last slot this worker booked per number: no need to ask for more
         # while it is still far ahead (another worker may have booked beyond it).
         self._booked_until: dict[str, float] = {}
+        self._next_local: dict[str, float] = {}
         self.sent = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -150,15 +151,26 @@ class Dispatcher:
             if claimed:
                 self._booked_until[number.phone_number_id] = claimed[-1].slot
             for message in claimed:
-                task = asyncio.create_task(self._send_at_slot(number, message))
+                at = self._local_slot(number.phone_number_id, message)
+                task = asyncio.create_task(self._send_at(number, message, at))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             total += len(claimed)
         return total
 
-    async def _send_at_slot(self, number: PhoneNumber, message: Claimed) -> None:
+    def _local_slot(self, phone_number_id: str, message: Claimed) -> float:
+        """The booked slot, or later if this worker is behind: never a burst of late sends.
+
+        A claim that took long (or a pause of the process) leaves slots in the past;
+        sending all of them at once would exceed the rate, so they are spaced again.
+        """
+        at = max(message.slot, self._next_local.get(phone_number_id, 0.0))
+        self._next_local[phone_number_id] = at + message.interval
+        return at
+
+    async def _send_at(self, number: PhoneNumber, message: Claimed, at: float) -> None:
         try:
-            await self.clock.sleep(message.slot - self.clock.now())
+            await self.clock.sleep(at - self.clock.now())
             outcome = await self.send(number, message)
             await self.queue.record(outcome)
         except Exception:

@@ -18,6 +18,8 @@ class Claimed:
     created_at: int
     expires_at: int
     slot: float
+    # Seconds between two sends of this number at its current rate.
+    interval: float
 
 
 @dataclass(frozen=True, slots=True)

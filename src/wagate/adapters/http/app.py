@@ -189,7 +189,16 @@ class WebhookAnswer(msgspec.Struct):
     moved: int
 
 
-@post("/webhooks/meta", tags=["webhooks"], status_code=200)
+# Meta batches up to 1,000 updates in one POST (~350 KB): far over the send limit.
+WEBHOOK_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+@post(
+    "/webhooks/meta",
+    tags=["webhooks"],
+    status_code=200,
+    request_max_body_size=WEBHOOK_MAX_BODY_BYTES,
+)
 async def receive_meta_webhook(request: Request[Any, Any, Any]) -> WebhookAnswer:
     """Statuses, opt-outs and clicks from Meta, signed with the app secret (X-Hub-Signature-256)."""
     body = await request.body()

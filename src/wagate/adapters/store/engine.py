@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -43,3 +47,27 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
         cursor.close()
 
     return engine
+
+
+_write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction; on SQLite, writers of this process take turns in FIFO order.
+
+    SQLite has one writer at a time, and a writer that finds the lock taken sleeps
+    with growing back-off: under steady load (the worker's outcome commits) a
+    webhook's write could wait a second. Queueing the process's own writers on an
+    asyncio lock hands the database over in arrival order instead; other processes
+    still meet `busy_timeout`.
+    """
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as connection:
+            yield connection
+        return
+    lock = _write_locks.get(engine)
+    if lock is None:
+        lock = _write_locks[engine] = asyncio.Lock()
+    async with lock, engine.begin() as connection:
+        yield connection

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from wagate.adapters.store.engine import begin_write
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
 from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, phone_numbers
@@ -94,7 +95,7 @@ class SqlQueue:
             )
             if due.first() is None:
                 return []
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             return await self._claim(
                 connection, phone_number_id, owner, now, lease_s, horizon_s, limit
             )
@@ -185,13 +186,14 @@ class SqlQueue:
                 created_at=row.created_at,
                 expires_at=row.expires_at,
                 slot=slot,
+                interval=interval,
             )
             for row, slot in zip(rows, slots, strict=True)
         ]
 
     async def throttle(self, phone_number_id: str, now: float) -> None:
         """Meta said 130429: halve the number's shared rate; it recovers by itself."""
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             row = (
                 await connection.execute(
                     update(phone_numbers)
@@ -215,7 +217,7 @@ class SqlQueue:
 
     async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
         """131056: hold every queued message to this recipient, not the whole number."""
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             await connection.execute(
                 update(messages)
                 .where(
@@ -230,7 +232,7 @@ class SqlQueue:
     async def reap_leases(self, now: float) -> int:
         """Put back the messages of workers whose lease ended (they died or hung)."""
         now_ms = int(now * 1000)
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             result = await connection.execute(
                 update(messages)
                 .where(messages.c.state == "sending", messages.c.lease_expires_at < now_ms)
@@ -242,7 +244,7 @@ class SqlQueue:
         """Fail the queued messages whose TTL passed before they could be handed to Meta."""
         now_ms = int(now * 1000)
         kind = kind_of(MESSAGE_EXPIRED)
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             result = await connection.execute(
                 update(messages)
                 .where(_QUEUED, messages.c.expires_at < now_ms)
@@ -266,7 +268,7 @@ class SqlQueue:
         await self.results.submit(_outcome_row(outcome))
 
     async def _write_outcomes(self, rows: Sequence[Row]) -> None:
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             await _apply_outcomes(connection, rows)
 
     async def _write_outcome(self, row: Row) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import Select, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from wagate.adapters.store.engine import create_engine, is_sqlite
+from wagate.adapters.store.engine import begin_write, create_engine, is_sqlite
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 from wagate.adapters.store.tables import (
     PHONE_NUMBER_COLUMNS,
@@ -80,11 +80,11 @@ class SqlStore:
             raise
 
     async def _write_batch(self, rows: Sequence[Row]) -> None:
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             await connection.execute(_INSERT_MESSAGE, list(rows))
 
     async def _write_one(self, row: Row) -> None:
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             await connection.execute(_INSERT_MESSAGE, row)
 
     async def find_by_idempotency_key(self, project_id: str, key: str) -> StoredMessage | None:
@@ -96,7 +96,7 @@ class SqlStore:
 
     async def release_idempotency_key(self, message_id: str) -> None:
         """Forget a message's idempotency key (its window has passed)."""
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             await connection.execute(
                 update(messages).where(messages.c.id == message_id).values(idempotency_key=None)
             )
@@ -154,7 +154,7 @@ class SqlStore:
 
     async def create_project(self, project: Project) -> None:
         """Add a project."""
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             await connection.execute(insert(projects).values(**asdict(project)))
 
     async def list_projects(self) -> list[Project]:
@@ -167,7 +167,7 @@ class SqlStore:
 
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
         """Add an API key by its hash."""
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             await connection.execute(insert(api_keys).values(**asdict(key), key_hash=key_hash))
 
     async def list_api_keys(self, project_id: str) -> list[ApiKey]:
@@ -194,14 +194,14 @@ class SqlStore:
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=at)
         )
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             result = await connection.execute(statement)
         return bool(result.rowcount)
 
     async def add_phone_number(self, number: PhoneNumber, *, created_at: int) -> None:
         """Add a phone number; raises ValueError if its id is taken."""
         try:
-            async with self.engine.begin() as connection:
+            async with begin_write(self.engine) as connection:
                 await connection.execute(
                     insert(phone_numbers).values(**asdict(number), created_at=created_at)
                 )

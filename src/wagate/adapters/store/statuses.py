@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from wagate.adapters.store.engine import begin_write
 from wagate.adapters.store.tables import message_events, message_statuses, messages, suppressions
 from wagate.domain.model import Status
 from wagate.domain.statuses import settle
@@ -83,7 +84,7 @@ class SqlStatusStore:
         received_ms: int,
     ) -> IngestResult:
         """Store everything; move each matched message's status forward only."""
-        async with self.engine.begin() as connection:
+        async with begin_write(self.engine) as connection:
             new = await _unseen(connection, statuses)
             current = await _messages_by_wamid(connection, [s.wamid for s in new])
             if new:
@@ -346,7 +347,7 @@ async def reconcile(engine: AsyncEngine, now_ms: int, give_up_after_ms: int) -> 
     closes that gap. Statuses of wamids no message ever had (another system's,
     or Meta's for a message we do not know) stop being retried after a while.
     """
-    async with engine.begin() as connection:
+    async with begin_write(engine) as connection:
         pending = (
             await connection.execute(
                 select(message_statuses.c.upstream_wamid, message_statuses.c.received_at)
