@@ -3,8 +3,8 @@
 When can a message be sent twice? Only if a worker dies (or loses its database)
 after Meta accepted the message and before the outcome commits: the lease then
 ends and another worker sends it again. That window is one upstream round trip
-plus one group commit (milliseconds); outcomes are committed as soon as they
-arrive, not held for a batch. Between live workers a message is never sent twice:
+plus one group commit (a few milliseconds, and at most 20 ms of waiting for
+other outcomes to share the commit). Between live workers a message is never sent twice:
 a claim moves it to `sending` under the claimer's name and every outcome is
 written only `WHERE lease_owner = <that worker>`.
 """

@@ -30,11 +30,17 @@ class GroupCommitter:
         *,
         writers: int = 1,
         max_batch: int = 1000,
+        linger_s: float = 0.0,
     ) -> None:
         self._write_batch = write_batch
         self._write_one = write_one
         self._writers = writers
         self._max_batch = max_batch
+        # How long a writer waits for more rows before committing a batch that is
+        # not full: 0 for the accept path (a caller waits on it), a little for
+        # background writes, so that they cost fewer fsyncs and hold SQLite's
+        # single write lock less often.
+        self._linger_s = linger_s
         self._pending: list[tuple[Row, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,6 +84,8 @@ class GroupCommitter:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if self._linger_s > 0 and len(self._pending) < self._max_batch and not self._closing:
+                await asyncio.sleep(self._linger_s)
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             self._in_flight += 1
