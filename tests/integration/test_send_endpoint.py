@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -611,6 +612,10 @@ def test_another_projects_number_looks_like_a_missing_one(
 
 def test_fbtrace_id_of_an_error_is_in_the_logs(gateway: GatewayProcess, tenant: Tenant) -> None:
     error = graph_error(send(gateway, tenant, body(type="text")), 100, 400)
+    # The log is written by the server process; give its handler a moment to flush.
+    deadline = time.monotonic() + 5
+    while error["fbtrace_id"] not in gateway.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert error["fbtrace_id"] in gateway.log_text()
 
 
