@@ -14,20 +14,19 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+from tests.support import ProcessGroup, free_port, make_tenant  # noqa: E402
+
 # Every request goes to another recipient (as in a broadcast), so no server can
 # lean on a cache of parsed phone numbers.
 BODY_HEAD = (
@@ -45,37 +44,6 @@ class Run:
     p99_ms: float
     requests: int
     errors: int
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited early ({url})")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"server did not start: {url}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
 
 
 def _ms(value: str) -> float:
@@ -122,13 +90,6 @@ def wrk(url: str, headers: dict[str, str], args: argparse.Namespace, lua_dir: Pa
     return Run(rate, p50, p99, requests, errors)
 
 
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
-        )
-
-
 def bench_ceiling(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int]:
     db = tmp / f"ceiling-{n}.db"
     port = free_port()
@@ -139,19 +100,19 @@ def bench_ceiling(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int
     }
     cmd = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--workers", "1", "--no-ws", "ceiling_app:create_app"]
-    process = start(cmd, env, tmp / "ceiling.log")
+    process = ProcessGroup(cmd, env, tmp / "ceiling.log")
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/", process)
+        # The ceiling answers only sends (a GET gets a 500): any answer means it is up.
+        process.wait_until_up(f"http://127.0.0.1:{port}/", any_answer=True)
         run = wrk(f"http://127.0.0.1:{port}/send", {"Content-Type": "application/json"}, args, tmp)
     finally:
-        stop(process)
+        process.stop()
     rows = sqlite3.connect(db).execute("select count(*) from accepted").fetchone()[0]
     return run, int(rows)
 
 
 def bench_wagate(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int]:
     sys.path.insert(0, str(ROOT))
-    from tests.support import make_tenant
 
     from wagate.adapters.store.migrate import migrate
 
@@ -169,9 +130,9 @@ def bench_wagate(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int]
         "WAGATE_WORKER": "1" if args.worker else "0",
     }
     cmd = [str(BIN / "wagate"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = start(cmd, env, tmp / "wagate.log")
+    process = ProcessGroup(cmd, env, tmp / "wagate.log")
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+        process.wait_until_up(f"http://127.0.0.1:{port}/healthz")
         target = (
             f"http://127.0.0.1:{port}/meta/whatsapp/v24.0/{tenant.phone_number_id}"
             "/marketing_messages"
@@ -179,7 +140,7 @@ def bench_wagate(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int]
         headers = {"Content-Type": "application/json", "X-API-Key": tenant.api_key}
         run = wrk(target, headers, args, tmp)
     finally:
-        stop(process)
+        process.stop()
     rows = sqlite3.connect(db).execute("select count(*) from messages").fetchone()[0]
     return run, int(rows)
 

@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +46,7 @@ from wagate.adapters.sandbox.webhooks import WebhookSender, build_posts
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
 APP_SECRET = "pacing-bench-secret"
 POLL_S = 0.1
 IN_FLIGHT = 64
@@ -159,41 +158,6 @@ class Result:
     lag_max_ms: float
     lag_p99_ms: float
     tail_lag_ms: float
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """A process in its own group, logging to `log`."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
-        )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the group; SIGKILL if it lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
-def wait_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until `url` answers."""
-    import httpx
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{log.name}: exited early\n{log.read_text()[-2000:]}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up\n{log.read_text()[-2000:]}")
 
 
 def add_meta_number(database_url: str, limit: int) -> tuple[str, str]:
@@ -315,9 +279,7 @@ def achieved_rate(samples: list[Sample], count: int) -> tuple[float, float, floa
 def run_case(limit: int, count: int, tmp: Path, label: str, env: dict[str, str]) -> Result:
     """One limit: fresh database, sandbox and gateway; deliver `count` and measure."""
     import httpx
-
-    sys.path.insert(0, str(ROOT))
-    from tests.support import GatewayProcess, free_port
+    from tests.support import GatewayProcess, ProcessGroup, free_port
 
     from wagate.adapters.store.migrate import migrate
 
@@ -351,10 +313,10 @@ def run_case(limit: int, count: int, tmp: Path, label: str, env: dict[str, str])
     sandbox_cmd += ["--host", "127.0.0.1", "--port", str(sandbox_port), "--workers", "1"]
     sandbox_cmd += ["--log-level", "warning", "pacing:timed_sandbox"]
     sandbox_log = tmp / f"{label}-sandbox.log"
-    sandbox = start(sandbox_cmd, sandbox_env, sandbox_log)
+    sandbox = ProcessGroup(sandbox_cmd, sandbox_env, sandbox_log)
     poller = Poller(sandbox_url, db_path)
     try:
-        wait_up(f"{sandbox_url}/_stats", sandbox, sandbox_log)
+        sandbox.wait_until_up(f"{sandbox_url}/_stats")
         gateway.start()
         seconds = enqueue(gateway.base_url, phone_number_id, api_key, count)
         load = os.getloadavg()[0]
@@ -383,7 +345,7 @@ def run_case(limit: int, count: int, tmp: Path, label: str, env: dict[str, str])
     finally:
         poller.halt.set()
         gateway.stop()
-        stop(sandbox)
+        sandbox.stop()
     with sqlite3.connect(db_path) as database:
         forwarded = database.execute(
             "SELECT count(*) FROM messages WHERE state = 'forwarded' AND upstream_wamid IS NOT NULL"

@@ -126,6 +126,59 @@ def make_tenant(database_url: str, *, mps: int = 80) -> Tenant:
     return asyncio.run(work())
 
 
+class ProcessGroup:
+    """A command in its own process group, logging to a file; stopped as a whole."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    @property
+    def pid(self) -> int:
+        """The process id (a worker's lease owner name contains it)."""
+        return self.process.pid
+
+    def wait_until_up(self, url: str, timeout: float = 30.0, *, any_answer: bool = False) -> None:
+        """Wait until `url` answers 200 (or anything); raise with the log's tail if it dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.log_path.name}: exited\n{self.log_text()[-2000:]}")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200 or any_answer:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{url} did not come up\n{self.log_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: no shutdown hooks, no flushing."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL whatever is left of the group."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def log_text(self) -> str:
+        """What the process has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+
 class GatewayProcess:
     """A real `wagate serve` process on loopback, in its own process group."""
 
@@ -142,51 +195,24 @@ class GatewayProcess:
             "WAGATE_SANDBOX_STATUS_DELAY": "0.05",
             **env,
         }
-        self.process: subprocess.Popen[bytes] | None = None
+        self.group: ProcessGroup | None = None
 
     def start(self) -> GatewayProcess:
         """Start and wait until /healthz answers."""
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [WAGATE, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"wagate serve exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"wagate serve did not start: {self.log_path.read_text()[-2000:]}")
+        args = [WAGATE, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.group = ProcessGroup(args, self.env, self.log_path)
+        self.group.wait_until_up(f"{self.base_url}/healthz")
+        return self
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown hooks, no flushing."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        if self.group is not None:
+            self.group.kill()
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM), then make sure the group is gone."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.group is not None:
+            self.group.stop()
 
     def log_text(self) -> str:
         """What the server has logged so far."""

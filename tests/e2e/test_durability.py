@@ -161,8 +161,8 @@ def test_every_acknowledged_message_survives_a_sigkill_mid_burst(
     # died, so it too must be durable: every 200 counts, whenever it is read.
     acknowledged, unanswered = asyncio.run(burst(server, tenant, 1000, kill_at_threshold))
 
-    assert server.process is not None
-    assert server.process.poll() is not None, "the gateway was never killed"
+    assert server.group is not None
+    assert server.group.process.poll() is not None, "the gateway was never killed"
     assert len(acknowledged) >= kill_after
     assert unanswered > 0, "the kill did not interrupt the burst"
     assert len(acknowledged) + unanswered == 1000

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ import pytest
 from tests.support import (
     WAGATE,
     GatewayProcess,
+    ProcessGroup,
     create_pg_database,
     drop_pg_database,
     free_port,
@@ -73,48 +71,6 @@ def body(i: int) -> bytes:
     ).encode()
 
 
-class ProcessGroup:
-    """A `wagate` subcommand running in its own process group, logging to a file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [WAGATE, *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        """The process id (the worker's lease owner name contains it)."""
-        return self.process.pid
-
-    def kill(self) -> None:
-        """SIGKILL the whole group: no shutdown, no flushing of pending outcomes."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL whatever is left of the group."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-    def log_text(self) -> str:
-        """What the process has logged so far."""
-        return self.log_path.read_text(errors="replace")
-
-
 @dataclass
 class Rig:
     """A sandbox, a gateway without a worker, a meta number with COUNT queued messages."""
@@ -141,7 +97,9 @@ class Rig:
     def start_workers(self, count: int, **env: str) -> list[ProcessGroup]:
         """Start `count` worker processes."""
         started = [
-            ProcessGroup(["worker"], self.worker_env(**env), self.tmp_path / f"worker-{n}.log")
+            ProcessGroup(
+                [WAGATE, "worker"], self.worker_env(**env), self.tmp_path / f"worker-{n}.log"
+            )
             for n in range(count)
         ]
         self.processes.extend(started)
@@ -172,19 +130,6 @@ class Rig:
         parts = [f"--- gateway\n{self.gateway.log_text()[-1500:]}"]
         parts += [f"--- {p.log_path.name}\n{p.log_text()[-1500:]}" for p in self.processes]
         return "\n".join(parts)
-
-
-def wait_until_up(url: str, process: ProcessGroup) -> None:
-    """Wait until `url` answers 200."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.process.poll() is not None:
-            raise RuntimeError(f"{process.log_path.name} exited: {process.log_text()[-2000:]}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up: {process.log_text()[-2000:]}")
 
 
 def add_meta_number(database_url: str) -> tuple[str, str]:
@@ -255,6 +200,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     try:
         sandbox = ProcessGroup(
             [
+                WAGATE,
                 "sandbox",
                 "--host",
                 "127.0.0.1",
@@ -272,7 +218,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         )
         rig.processes.append(sandbox)
         gateway.start()
-        wait_until_up(f"{sandbox_url}/_stats", sandbox)
+        sandbox.wait_until_up(f"{sandbox_url}/_stats")
         rig.phone_number_id, rig.api_key = add_meta_number(database_url)
         started = time.monotonic()
         ids = enqueue(rig, COUNT)
