@@ -117,6 +117,12 @@ class Upstream(Protocol):
         """POST one marketing message."""
         ...
 
+    async def throughput(
+        self, base_url: str, version: str, phone_number_id: str, token: str
+    ) -> int | None:
+        """The number's throughput tier in msg/s from Meta, or None when unknown."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -138,6 +144,7 @@ class Queue(Protocol):
         lease_s: float,
         horizon_s: float,
         limit: int,
+        tier_mps: int | None = None,
     ) -> list[Claimed]:
         """Claim due messages and book their send slots."""
         ...

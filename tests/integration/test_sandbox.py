@@ -520,7 +520,7 @@ async def test_the_throughput_level_follows_the_configured_rate(sandbox: Sandbox
     status, body = await sandbox.call("GET", "/v24.0/123456?fields=throughput")
 
     assert status == 200
-    assert body == {"throughput": {"level": "STANDARD"}, "id": "123456"}
+    assert body == {"throughput": {"level": "STANDARD", "mps": 80.0}, "id": "123456"}
 
 
 # ---- templates ----------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from sqlalchemy import select, update
 
 from tests.integration.test_store import new_message, new_number
@@ -110,3 +112,16 @@ async def test_arrival_order_within_one_post_does_not_matter(store: SqlStore) ->
         3000,
     )
     assert (await _status_of(store, first.id))[0] == (await _status_of(store, second.id))[0]
+
+
+async def test_a_claim_never_paces_above_metas_tier(store: SqlStore) -> None:
+    number = await new_number(store)  # configured at 80 msg/s
+    for _ in range(10):
+        await store.add_message(new_message(number, created_at=0))
+    queue = SqlQueue(store.engine)
+    claimed = await queue.claim(
+        number.phone_number_id, "w", 100.0, lease_s=60, horizon_s=1.0, limit=10, tier_mps=20
+    )
+    gaps = {round(b.slot - a.slot, 6) for a, b in itertools.pairwise(claimed)}
+    assert gaps == {0.05}  # 20 msg/s, not the configured 80
+    await queue.close()

@@ -62,6 +62,7 @@ class FakeQueue:
     reaped_at: list[float] = field(default_factory=list)
     expired_at: list[float] = field(default_factory=list)
     reconciled_at: list[float] = field(default_factory=list)
+    tiers: list[int | None] = field(default_factory=list)
 
     async def numbers(self) -> list[PhoneNumber]:
         return [NUMBER]
@@ -75,7 +76,9 @@ class FakeQueue:
         lease_s: float,
         horizon_s: float,
         limit: int,
+        tier_mps: int | None = None,
     ) -> list[Claimed]:
+        self.tiers.append(tier_mps)
         claimed = [m for m in self.to_claim if m.phone_number_id == phone_number_id][:limit]
         self.to_claim = [m for m in self.to_claim if m not in claimed]
         return claimed
@@ -124,6 +127,8 @@ class FakeUpstream:
         self.clock = clock
         self.results = list(results) or [ok()]
         self.calls: list[UpstreamCall] = []
+        self.tier: int | None = None
+        self.tier_asks = 0
 
     async def send(
         self, base_url: str, version: str, phone_number_id: str, token: str, payload: bytes
@@ -134,6 +139,12 @@ class FakeUpstream:
             )
         )
         return self.results.pop(0) if len(self.results) > 1 else self.results[0]
+
+    async def throughput(
+        self, base_url: str, version: str, phone_number_id: str, token: str
+    ) -> int | None:
+        self.tier_asks += 1
+        return self.tier
 
     async def close(self) -> None:
         return None
@@ -404,3 +415,16 @@ async def test_late_slots_are_spaced_again_not_sent_in_a_burst() -> None:
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 5
     assert min(gaps) >= 1 / NUMBER.mps - 1e-9
+
+
+async def test_metas_throughput_tier_is_asked_once_and_passed_to_every_claim() -> None:
+    clock = FakeClock()
+    queue = FakeQueue()
+    upstream = FakeUpstream(clock)
+    upstream.tier = 80
+    worker = dispatcher(queue, upstream, clock)
+    await worker.run_once()
+    clock.at += 1.0
+    await worker.run_once()
+    assert queue.tiers == [80, 80]
+    assert upstream.tier_asks == 1

@@ -35,6 +35,9 @@ _decoder = msgspec.json.Decoder(MarketingMessageRequest)
 _encoder = msgspec.json.Encoder()
 
 
+TIER_TTL_S = 600.0
+
+
 def upstream_payload(stored_request: str) -> bytes:
     """The body for Meta: the request as accepted, with the fields Meta's v23 schema requires."""
     request = _decoder.decode(stored_request)
@@ -97,6 +100,8 @@ class Dispatcher:
         # while it is still far ahead (another worker may have booked beyond it).
         self._booked_until: dict[str, float] = {}
         self._next_local: dict[str, float] = {}
+        # Meta's throughput tier per number (msg/s), asked again every TIER_TTL_S.
+        self._tiers: dict[str, tuple[int | None, float]] = {}
         self.sent = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -140,10 +145,12 @@ class Dispatcher:
                 > now + self.settings.horizon_s / 2
             ):
                 continue
+            tier = await self._tier(number, now)
             claimed = await self.queue.claim(
                 number.phone_number_id,
                 self.owner,
                 now,
+                tier_mps=tier,
                 lease_s=self.settings.lease_s,
                 horizon_s=self.settings.horizon_s,
                 limit=self.settings.max_claim,
@@ -157,6 +164,20 @@ class Dispatcher:
                 task.add_done_callback(self._tasks.discard)
             total += len(claimed)
         return total
+
+    async def _tier(self, number: PhoneNumber, now: float) -> int | None:
+        """Meta's throughput tier of a number (cached): the rate never goes above it."""
+        known = self._tiers.get(number.phone_number_id)
+        if known is not None and now - known[1] < TIER_TTL_S:
+            return known[0]
+        tier = await self.upstream.throughput(
+            self.base_url_for(number),
+            self.settings.graph_version,
+            number.phone_number_id,
+            number.access_token or "sandbox",
+        )
+        self._tiers[number.phone_number_id] = (tier, now)
+        return tier
 
     def _local_slot(self, phone_number_id: str, message: Claimed) -> float:
         """The booked slot, or later if this worker is behind: never a burst of late sends.

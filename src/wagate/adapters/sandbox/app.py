@@ -321,7 +321,9 @@ def phone_number(request: AnyRequest, phone_number_id: FromPath[str]) -> dict[st
         "quality_rating": "GREEN",
         "code_verification_status": "VERIFIED",
         "platform_type": "CLOUD_API",
-        "throughput": {"level": state.throughput_level()},
+        # `mps` is the sandbox's own addition: its limit need not be one of Meta's
+        # tiers (a test may limit it to 100/s), and a client that reads it paces to it.
+        "throughput": {"level": state.throughput_level(), "mps": state.config.mps},
     }
     fields = _filter_values(request, "fields")
     chosen = {k: v for k, v in known.items() if fields is None or k in fields}

@@ -24,7 +24,7 @@ from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, phone_n
 from wagate.domain.delivery import Claimed, Outcome
 from wagate.domain.errors import MESSAGE_EXPIRED, kind_of
 from wagate.domain.model import PhoneNumber
-from wagate.domain.pacing import book_slots, shared_factor, throttled_factor
+from wagate.domain.pacing import book_slots, effective_mps, shared_factor, throttled_factor
 
 _QUEUED = messages.c.state == "queued"
 
@@ -84,8 +84,12 @@ class SqlQueue:
         lease_s: float,
         horizon_s: float,
         limit: int,
+        tier_mps: int | None = None,
     ) -> list[Claimed]:
-        """Claim due messages of one number and book their send slots (times in seconds)."""
+        """Claim due messages of one number and book their send slots (times in seconds).
+
+        The rate is the number's configured `mps`, capped by Meta's tier when known.
+        """
         now_ms = int(now * 1000)
         async with self.engine.connect() as connection:
             # A cheap read first: an idle number costs no write and no lock.
@@ -102,7 +106,7 @@ class SqlQueue:
                 return []
         async with begin_write(self.engine) as connection:
             return await self._claim(
-                connection, phone_number_id, owner, now, lease_s, horizon_s, limit
+                connection, phone_number_id, owner, now, lease_s, horizon_s, limit, tier_mps
             )
 
     async def _claim(
@@ -114,6 +118,7 @@ class SqlQueue:
         lease_s: float,
         horizon_s: float,
         limit: int,
+        tier_mps: int | None,
     ) -> list[Claimed]:
         locked = (
             await connection.execute(
@@ -131,7 +136,8 @@ class SqlQueue:
         if locked is None:
             return []
         factor = shared_factor(locked.throttle_factor, locked.throttled_at / 1e6, now)
-        interval = 1.0 / (locked.mps * factor)
+        mps = locked.mps if tier_mps is None else effective_mps(locked.mps, tier_mps)
+        interval = 1.0 / (mps * factor)
         tat = max(locked.pacing_tat / 1e6, now)
         room = math.floor((now + horizon_s - tat) / interval) + 1
         count = min(limit, room)

@@ -36,8 +36,25 @@ class _SendAnswer(msgspec.Struct):
     messages: list[_MessageRef]
 
 
+class _Throughput(msgspec.Struct):
+    level: str
+    # Only the sandbox says its limit outright (its limit need not be a Meta tier).
+    mps: float | None = None
+
+
+class _NumberFields(msgspec.Struct):
+    throughput: _Throughput | None = None
+
+
+# Meta's throughput levels (API-FACTS section 4): 80 msg/s by default, 1,000 after
+# the automatic upgrade. Numbers shared with the Business app (20/s) report no level
+# we know of; for them, and on any failure, the configured --mps is the only cap.
+TIERS = {"STANDARD": 80, "HIGH": 1000}
+
+
 _answer = msgspec.json.Decoder(_SendAnswer)
 _envelope = msgspec.json.Decoder(_ErrorEnvelope)
+_fields = msgspec.json.Decoder(_NumberFields)
 
 
 def read_answer(status: int, body: bytes) -> UpstreamResult:
@@ -103,6 +120,27 @@ class GraphClient:
                 error_title="Network error",
                 error_details=f"{type(exc).__name__}: {exc}",
             )
+
+    async def throughput(
+        self, base_url: str, version: str, phone_number_id: str, token: str
+    ) -> int | None:
+        """`GET /{phone_number_id}?fields=throughput` as msg/s; None when unknown or failed."""
+        url = f"{base_url.rstrip('/')}/{version}/{phone_number_id}"
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            async with self._client().get(
+                url, params={"fields": "throughput"}, headers=headers
+            ) as response:
+                if response.status != 200:
+                    return None
+                found = _fields.decode(await response.read()).throughput
+        except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError):
+            return None
+        if found is None:
+            return None
+        if found.mps is not None:
+            return max(1, int(found.mps))
+        return TIERS.get(found.level)
 
     async def close(self) -> None:
         """Close the HTTP session."""
