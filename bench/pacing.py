@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,33 +159,6 @@ class Result:
     tail_lag_ms: float
 
 
-def add_meta_number(database_url: str, limit: int) -> tuple[str, str]:
-    """A project and a `meta` number at `limit` msg/s: (phone_number_id, API key)."""
-    from wagate.adapters.store.sql import SqlStore
-    from wagate.core import admin
-    from wagate.ports import SystemClock
-
-    async def work() -> tuple[str, str]:
-        store = SqlStore.from_url(database_url)
-        try:
-            clock = SystemClock()
-            project, key = await admin.create_project(store, clock, "pacing")
-            number = await admin.add_number(
-                store,
-                clock,
-                project_id=project.id,
-                phone_number_id=str(uuid.uuid4().int % 10**15),
-                upstream="meta",
-                access_token="bench-token",
-                mps=limit,
-            )
-            return number.phone_number_id, key.secret
-        finally:
-            await store.close()
-
-    return asyncio.run(work())
-
-
 def send_body(i: int) -> bytes:
     """Message `i`: its own recipient, ending in 2 so the sandbox delivers and reads it."""
     return (
@@ -279,14 +251,15 @@ def achieved_rate(samples: list[Sample], count: int) -> tuple[float, float, floa
 def run_case(limit: int, count: int, tmp: Path, label: str, env: dict[str, str]) -> Result:
     """One limit: fresh database, sandbox and gateway; deliver `count` and measure."""
     import httpx
-    from tests.support import GatewayProcess, ProcessGroup, free_port
+    from tests.support import GatewayProcess, ProcessGroup, free_port, make_tenant
 
     from wagate.adapters.store.migrate import migrate
 
     db_path = tmp / f"{label}.db"
     database_url = f"sqlite+aiosqlite:///{db_path}"
     migrate(database_url)
-    phone_number_id, api_key = add_meta_number(database_url, limit)
+    tenant = make_tenant(database_url, mps=limit, upstream="meta", access_token="bench-token")
+    phone_number_id, api_key = tenant.phone_number_id, tenant.api_key
     sandbox_port = free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     gateway = GatewayProcess(

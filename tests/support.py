@@ -21,6 +21,7 @@ import pytest
 from wagate.adapters.store.migrate import migrate
 from wagate.adapters.store.sql import SqlStore
 from wagate.core import admin
+from wagate.domain.model import Upstream
 from wagate.ports import SystemClock
 
 PG_HOST = "127.0.0.1"
@@ -104,7 +105,9 @@ class Tenant:
     phone_number_id: str
 
 
-def make_tenant(database_url: str, *, mps: int = 80) -> Tenant:
+def make_tenant(
+    database_url: str, *, mps: int = 80, upstream: Upstream = "sandbox", access_token: str = ""
+) -> Tenant:
     """Create a project, key and phone number directly in the store."""
 
     async def work() -> Tenant:
@@ -117,6 +120,8 @@ def make_tenant(database_url: str, *, mps: int = 80) -> Tenant:
                 clock,
                 project_id=project.id,
                 phone_number_id=str(uuid.uuid4().int % 10**15),
+                upstream=upstream,
+                access_token=access_token,
                 mps=mps,
             )
             return Tenant(project.id, key.secret, number.phone_number_id)

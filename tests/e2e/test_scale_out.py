@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +31,9 @@ from tests.support import (
     create_pg_database,
     drop_pg_database,
     free_port,
+    make_tenant,
     require_postgres,
 )
-from wagate.adapters.store.sql import SqlStore
-from wagate.core import admin
-from wagate.ports import SystemClock
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -132,30 +129,6 @@ class Rig:
         return "\n".join(parts)
 
 
-def add_meta_number(database_url: str) -> tuple[str, str]:
-    """A project and a number whose upstream is `meta` at MPS msg/s: (phone_number_id, key)."""
-
-    async def work() -> tuple[str, str]:
-        store = SqlStore.from_url(database_url)
-        try:
-            clock = SystemClock()
-            project, key = await admin.create_project(store, clock, "scale-out")
-            number = await admin.add_number(
-                store,
-                clock,
-                project_id=project.id,
-                phone_number_id=str(uuid.uuid4().int % 10**15),
-                upstream="meta",
-                access_token=ACCESS_TOKEN,
-                mps=MPS,
-            )
-            return number.phone_number_id, key.secret
-        finally:
-            await store.close()
-
-    return asyncio.run(work())
-
-
 def enqueue(rig: Rig, count: int) -> list[str]:
     """Send `count` messages over HTTP, IN_FLIGHT at a time; the ids of the 200s."""
     url = f"{rig.gateway.base_url}/meta/whatsapp/v24.0/{rig.phone_number_id}/marketing_messages"
@@ -219,7 +192,8 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         rig.processes.append(sandbox)
         gateway.start()
         sandbox.wait_until_up(f"{sandbox_url}/_stats")
-        rig.phone_number_id, rig.api_key = add_meta_number(database_url)
+        tenant = make_tenant(database_url, mps=MPS, upstream="meta", access_token=ACCESS_TOKEN)
+        rig.phone_number_id, rig.api_key = tenant.phone_number_id, tenant.api_key
         started = time.monotonic()
         ids = enqueue(rig, COUNT)
         print(f"enqueued {len(ids)} messages in {time.monotonic() - started:.2f} s")

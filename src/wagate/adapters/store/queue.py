@@ -120,19 +120,7 @@ class SqlQueue:
         limit: int,
         tier_mps: int | None,
     ) -> list[Claimed]:
-        locked = (
-            await connection.execute(
-                update(phone_numbers)
-                .where(phone_numbers.c.phone_number_id == phone_number_id)
-                .values(pacing_tat=phone_numbers.c.pacing_tat)
-                .returning(
-                    phone_numbers.c.pacing_tat,
-                    phone_numbers.c.mps,
-                    phone_numbers.c.throttle_factor,
-                    phone_numbers.c.throttled_at,
-                )
-            )
-        ).first()
+        locked = await _lock_number(connection, phone_number_id)
         if locked is None:
             return []
         factor = shared_factor(locked.throttle_factor, locked.throttled_at / 1e6, now)
@@ -205,18 +193,7 @@ class SqlQueue:
     async def throttle(self, phone_number_id: str, now: float) -> None:
         """Meta said 130429: halve the number's shared rate; it recovers by itself."""
         async with begin_write(self.engine) as connection:
-            row = (
-                await connection.execute(
-                    update(phone_numbers)
-                    .where(phone_numbers.c.phone_number_id == phone_number_id)
-                    .values(pacing_tat=phone_numbers.c.pacing_tat)
-                    .returning(
-                        phone_numbers.c.mps,
-                        phone_numbers.c.throttle_factor,
-                        phone_numbers.c.throttled_at,
-                    )
-                )
-            ).first()
+            row = await _lock_number(connection, phone_number_id)
             if row is None:
                 return
             factor = throttled_factor(row.mps, row.throttle_factor, row.throttled_at / 1e6, now)
@@ -292,6 +269,27 @@ class SqlQueue:
                 select(messages.c.state, func.count()).group_by(messages.c.state)
             )
             return {row[0]: int(row[1]) for row in rows}
+
+
+async def _lock_number(connection: AsyncConnection, phone_number_id: str) -> Any:
+    """Lock a number's row and read its pacing state.
+
+    A no-op UPDATE, not SELECT ... FOR UPDATE: it also takes SQLite's write lock at
+    once, so two processes on one SQLite file cannot both read the same TAT.
+    """
+    return (
+        await connection.execute(
+            update(phone_numbers)
+            .where(phone_numbers.c.phone_number_id == phone_number_id)
+            .values(pacing_tat=phone_numbers.c.pacing_tat)
+            .returning(
+                phone_numbers.c.pacing_tat,
+                phone_numbers.c.mps,
+                phone_numbers.c.throttle_factor,
+                phone_numbers.c.throttled_at,
+            )
+        )
+    ).first()
 
 
 def _outcome_row(outcome: Outcome) -> Row:
