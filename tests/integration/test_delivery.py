@@ -165,6 +165,7 @@ def test_a_message_reaches_read_with_sent_delivered_read_in_order(
     stamps = [int(step["timestamp"]) for step in message["statuses"]]
     assert stamps == sorted(stamps)
     assert abs(stamps[0] - time.time()) < 60
+    assert {step["pricing"]["category"] for step in message["statuses"]} == {"marketing_lite"}
 
 
 @pytest.mark.parametrize("parent", [False, True], ids=["bsuid", "parent-bsuid"])
@@ -193,6 +194,7 @@ def test_a_recipient_meta_does_not_deliver_to_ends_failed_with_metas_code(
     assert error["title"]
     assert error["error_data"]["details"]
     assert timeline(message) == ["failed"]
+    assert message["statuses"][0]["errors"][0]["code"] == code
 
 
 def test_a_recipients_stop_is_recorded_as_a_suppression(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from wagate.adapters.store.statuses import TimelineEntry
 from wagate.domain.errors import GraphError, invalid_parameter
 from wagate.domain.model import STATUSES, MessageQuery, Status, StoredMessage
 from wagate.domain.requests import MarketingMessageRequest, Template
@@ -19,10 +20,12 @@ _INT64 = range(-(2**63), 2**63)
 
 
 class MessageStatusView(msgspec.Struct, omit_defaults=True):
-    """One step of a message's timeline."""
+    """One step of a message's timeline, with Meta's pricing and errors when it sent them."""
 
     status: Status
     timestamp: str
+    pricing: dict[str, Any] | None = None
+    errors: list[dict[str, Any]] | None = None
 
 
 class MessageErrorView(msgspec.Struct, omit_defaults=True):
@@ -76,7 +79,17 @@ class MessagePage(msgspec.Struct):
     paging: Paging
 
 
-Timelines = dict[str, list[tuple[str, int]]]
+Timelines = dict[str, list[TimelineEntry]]
+_json = msgspec.json.Decoder()
+
+
+def _status_view(entry: TimelineEntry) -> MessageStatusView:
+    return MessageStatusView(
+        status=entry.status,
+        timestamp=str(entry.timestamp_ms // 1000),
+        pricing=_json.decode(entry.pricing) if entry.pricing else None,
+        errors=_json.decode(entry.errors) if entry.errors else None,
+    )
 
 
 def message_view(message: StoredMessage, timelines: Timelines | None = None) -> MessageView:
@@ -106,8 +119,7 @@ def message_view(message: StoredMessage, timelines: Timelines | None = None) -> 
         timestamp=str(message.created_at // 1000),
         status=message.status,
         statuses=[
-            MessageStatusView(status=status, timestamp=str(at // 1000))  # type: ignore[arg-type]
-            for status, at in (timelines or {}).get(message.upstream_wamid or "", [])
+            _status_view(entry) for entry in (timelines or {}).get(message.upstream_wamid or "", [])
         ],
         errors=errors,
         biz_opaque_callback_data=message.biz_opaque_callback_data,

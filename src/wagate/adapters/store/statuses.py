@@ -35,6 +35,16 @@ class StatusRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One status of a message's timeline; pricing and errors as Meta sent them (JSON)."""
+
+    status: Status
+    timestamp_ms: int
+    pricing: str | None
+    errors: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class PreferenceRow:
     """A stop or resume of one recipient."""
 
@@ -164,9 +174,9 @@ class SqlStatusStore:
                 )
             ).scalar()
 
-    async def timeline(self, wamids: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
-        """Each wamid's statuses, oldest first: (status, timestamp ms)."""
-        result: dict[str, list[tuple[str, int]]] = {}
+    async def timeline(self, wamids: Sequence[str]) -> dict[str, list[TimelineEntry]]:
+        """Each wamid's statuses, oldest first, with Meta's pricing and errors."""
+        result: dict[str, list[TimelineEntry]] = {}
         if not wamids:
             return result
         async with self.engine.connect() as connection:
@@ -176,12 +186,15 @@ class SqlStatusStore:
                         message_statuses.c.upstream_wamid,
                         message_statuses.c.status,
                         message_statuses.c.timestamp,
+                        message_statuses.c.pricing,
+                        message_statuses.c.errors,
                     )
                     .where(message_statuses.c.upstream_wamid.in_(wamids[start : start + _CHUNK]))
                     .order_by(message_statuses.c.timestamp, message_statuses.c.seq)
                 )
-                for wamid, status, timestamp in rows:
-                    result.setdefault(wamid, []).append((status, timestamp))
+                for wamid, status, timestamp, pricing, errors in rows:
+                    entry = TimelineEntry(status, timestamp, pricing, errors)
+                    result.setdefault(wamid, []).append(entry)
         return result
 
     async def events(self, wamid: str) -> list[tuple[str, str]]:
