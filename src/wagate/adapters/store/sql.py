@@ -71,8 +71,8 @@ class SqlStore:
         try:
             await self.committer.submit(row)
         except IntegrityError as exc:
-            if message.idempotency_key is not None and "idempotency" in str(exc.orig).lower():
-                raise IdempotencyConflict(message.idempotency_key) from exc
+            # Whichever constraint the driver names, a stored row with this key means
+            # another request won the race; anything else is a real error.
             if message.idempotency_key is not None and await self.find_by_idempotency_key(
                 message.project_id, message.idempotency_key
             ):
