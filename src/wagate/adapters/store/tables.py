@@ -40,6 +40,8 @@ projects = Table(
     Column("id", String(40), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Requests per minute the project may make (HTTP 429, code 4, beyond it); NULL: unlimited.
+    Column("rate_limit", Integer, nullable=True),
 )
 
 api_keys = Table(
@@ -110,13 +112,17 @@ messages = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", BigInteger, nullable=True),
-    Column("upstream_wamid", String(160), nullable=True),
+    # Meta's wamid: its length is Meta's (or the sandbox's) to choose.
+    Column("upstream_wamid", Text, nullable=True),
     Column("upstream_status", String(40), nullable=True),
     Column("error_code", Integer, nullable=True),
     Column("error_title", Text, nullable=True),
     Column("error_details", Text, nullable=True),
     Column("idempotency_key", String(255), nullable=True),
     Column("request_hash", String(64), nullable=True),
+    # How many times a worker's lease on the message ran out before it recorded an
+    # outcome; after a few the message fails instead of being sent yet again.
+    Column("reaps", Integer, nullable=False, server_default="0"),
     # Partial: only queued rows are in the queue index, so it stays small.
     Index(
         "ix_messages_queue",
@@ -159,7 +165,7 @@ message_statuses = Table(
     "message_statuses",
     metadata,
     Column("seq", SEQ, primary_key=True, autoincrement=True),
-    Column("upstream_wamid", String(160), nullable=False),
+    Column("upstream_wamid", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     Column("pricing", Text, nullable=True),
@@ -194,12 +200,15 @@ message_events = Table(
     "message_events",
     metadata,
     Column("seq", SEQ, primary_key=True, autoincrement=True),
-    Column("upstream_wamid", String(160), nullable=True),
+    Column("upstream_wamid", Text, nullable=True),
     Column("kind", String(64), nullable=False),
     Column("recipient", String(160), nullable=True),
     Column("payload", Text, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     Column("received_at", BigInteger, nullable=False),
+    # A hash of what makes the event unique (Meta's click_id): stored once.
+    Column("dedupe_key", String(64), nullable=True),
+    Index("uq_message_events_dedupe_key", "dedupe_key", unique=True),
 )
 
 # Small facts of the installation (e.g. the generated webhook secret of the sandbox).
