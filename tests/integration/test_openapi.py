@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,6 +91,17 @@ def test_the_docs_page_and_yaml_are_served(gateway: GatewayProcess) -> None:
     yaml = httpx.get(f"{gateway.base_url}/docs/openapi.yaml")
     assert yaml.status_code == 200
     assert "marketing_messages" in yaml.text
+
+
+def test_the_docs_page_loads_nothing_from_another_host(gateway: GatewayProcess) -> None:
+    page = httpx.get(f"{gateway.base_url}/docs").text
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page)
+    assert len(assets) >= 4, page  # script, preset, stylesheet, icon
+    for asset in assets:
+        assert asset.startswith("/docs/"), f"{asset} is not served by the gateway"
+        response = httpx.get(f"{gateway.base_url}{asset}")
+        assert response.status_code == 200, asset
+        assert len(response.content) > 500, asset
 
 
 def test_every_reference_resolves(document: dict[str, Any]) -> None:

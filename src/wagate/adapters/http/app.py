@@ -10,10 +10,10 @@ import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.enums import ParamType
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, YamlRenderPlugin
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Parameter, RequestBody, Schema
 
+from wagate.adapters.http.docs import docs_assets, docs_config
 from wagate.adapters.http.graph import error_body, new_trace_id
 from wagate.adapters.http.reads import (
     MessagePage,
@@ -238,17 +238,16 @@ def create_litestar(services: Services) -> Litestar:
             list_messages,
             verify_meta_webhook,
             receive_meta_webhook,
+            docs_assets(),
         ],
         exception_handlers={Exception: _graph_error_response},
         request_max_body_size=services.settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
+        openapi_config=docs_config(
             title="wagate",
             version="0.1.0",
             description=(
                 "Self-hosted, drop-in implementation of Kapso's WhatsApp marketing_messages API."
             ),
-            path="/docs",
-            render_plugins=[ScalarRenderPlugin(), JsonRenderPlugin(), YamlRenderPlugin()],
         ),
         on_startup=[services.start_gateway],
         on_shutdown=[services.close],
