@@ -1,4 +1,4 @@
-"""Hardening: wamids of any length, lease reap counts, per-project rate limits, click de-duplication.
+"""Hardening: long wamids, lease reap counts, per-project rate limits, click de-duplication.
 
 Revision ID: 0003
 Revises: 0002
@@ -42,9 +42,7 @@ def upgrade() -> None:
     with op.batch_alter_table("message_events") as batch:
         # Meta retries webhooks for days: the same click is stored once.
         batch.add_column(sa.Column("dedupe_key", sa.String(64), nullable=True))
-    op.create_index(
-        "uq_message_events_dedupe_key", "message_events", ["dedupe_key"], unique=True
-    )
+    op.create_index("uq_message_events_dedupe_key", "message_events", ["dedupe_key"], unique=True)
 
 
 def downgrade() -> None:
