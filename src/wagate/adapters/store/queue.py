@@ -78,6 +78,8 @@ class SqlQueue:
         self.results = GroupCommitter(
             self._write_outcomes, self._write_outcome, writers=writers, linger_s=0.02
         )
+        # Where the reconciliation of early statuses goes on (a seq; 0: from the oldest).
+        self._reconcile_after = 0
 
     async def close(self) -> None:
         """Commit the outcomes still pending."""
@@ -297,7 +299,13 @@ class SqlQueue:
 
     async def reconcile(self, now: float) -> int:
         """Apply statuses that arrived before their wamid was recorded."""
-        return await reconcile(self.engine, int(now * 1000), give_up_after_ms=3_600_000)
+        moved, self._reconcile_after = await reconcile(
+            self.engine,
+            int(now * 1000),
+            give_up_after_ms=3_600_000,
+            after_seq=self._reconcile_after,
+        )
+        return moved
 
     async def record(self, outcome: Outcome) -> None:
         """Commit a send's outcome (group-committed with other workers' outcomes).
