@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -232,6 +233,15 @@ def running_gateway(database_url: str, log_path: Path, **env: str) -> Iterator[G
         yield gateway
     finally:
         gateway.stop()
+
+
+def sandbox_stats(sandbox_url: str) -> dict[str, Any]:
+    """A sandbox's `_stats` document: `sandbox_url` is a standalone sandbox's base URL,
+    or `<gateway>/sandbox` for the embedded one. (One place to add its credentials.)"""
+    response = httpx.get(f"{sandbox_url}/_stats", timeout=10)
+    response.raise_for_status()
+    stats: dict[str, Any] = response.json()
+    return stats
 
 
 def run_cli(*args: str, database_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -45,13 +45,22 @@ class IdempotencyConflict(Exception):
     """Another request committed the same idempotency key first."""
 
 
+class StoreUnavailable(Exception):
+    """The database could not commit (down, unreachable, timed out): nothing was stored.
+
+    The store has logged the failure once for its whole batch; callers answer
+    without logging again, and a retry of the same request is safe.
+    """
+
+
 class Store(Protocol):
     """Durable storage of projects, keys, numbers and messages."""
 
     async def add_message(self, message: NewMessage) -> None:
         """Commit one message durably; return only once it is on disk.
 
-        Raises IdempotencyConflict if the project already has its idempotency key.
+        Raises IdempotencyConflict if the project already has its idempotency key, and
+        StoreUnavailable if the database could not commit (nothing was stored).
         """
         ...
 
@@ -183,6 +192,7 @@ __all__ = [
     "IdempotencyConflict",
     "Queue",
     "Store",
+    "StoreUnavailable",
     "SystemClock",
     "Upstream",
 ]

@@ -374,9 +374,11 @@ def deliver(
     return httpx.post(f"{gateway.base_url}/webhooks/meta", content=raw, headers=headers, timeout=10)
 
 
-def delivered_ok(gateway: GatewayProcess, *statuses: dict[str, Any]) -> dict[str, Any]:
-    """Deliver statuses in one signed POST; assert 200 and return the answer."""
-    response = deliver(gateway, payload(change(*statuses)))
+def delivered_ok(
+    gateway: GatewayProcess, *statuses: dict[str, Any], **value: Any
+) -> dict[str, Any]:
+    """Deliver statuses (and other value keys) in one signed POST; assert 200, return the answer."""
+    response = deliver(gateway, payload(change(*statuses, **value)))
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -587,6 +589,45 @@ def test_a_failure_that_arrives_before_the_wamid_is_recorded_keeps_metas_error(
     [error] = message["errors"]
     assert error["code"] == 131049
     assert error["error_data"]["details"] == "The recipient cannot receive WhatsApp messages"
+
+
+def test_one_bad_status_in_a_batch_does_not_cost_the_good_ones(
+    hooks: GatewayProcess, hooks_tenant: Tenant, forwarded: tuple[str, str]
+) -> None:
+    message_id, wamid = forwarded
+    answer = delivered_ok(
+        hooks,
+        status(wamid, "sent", 0),
+        status(f"wamid.NUL\u0000{secrets.token_hex(4)}", "sent", 0),
+        status("wamid." + "Z" * 5000, "delivered", 1),
+        {**status(wamid, "delivered", 1), "timestamp": "1e30"},
+        status(wamid, "read", 2),
+    )
+    assert (answer["stored"], answer["rejected"]) == (2, 3)
+    message = read_message(hooks, hooks_tenant, message_id)
+    assert message["status"] == "read"
+    assert timeline(message) == ["sent", "read"]
+
+
+def test_a_click_meta_delivers_twice_is_stored_once(
+    hooks: GatewayProcess, forwarded: tuple[str, str]
+) -> None:
+    _, wamid = forwarded
+    click = {
+        "action_type": "marketing_messages_link_click",
+        "timestamp": str(BASE_TS),
+        "marketing_messages_link_click_data": {
+            "click_id": f"click.{secrets.token_hex(6)}",
+            "tracking_token": wamid,
+            "click_component": "cta",
+        },
+    }
+    for _ in range(2):
+        delivered_ok(hooks, user_actions=[click], contacts=[{"wa_id": "447700901234"}])
+    rows = sql(
+        hooks.database_url, select(message_events).where(message_events.c.upstream_wamid == wamid)
+    )
+    assert len(rows) == 1
 
 
 def test_statuses_of_an_unknown_wamid_are_accepted(hooks: GatewayProcess) -> None:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from sqlalchemy import select, update
 
 from tests.integration.test_store import new_message, new_number
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
-from wagate.adapters.store.statuses import SqlStatusStore, StatusRow
+from wagate.adapters.store.statuses import (
+    _CHUNK,
+    EventRow,
+    PreferenceRow,
+    SqlStatusStore,
+    StatusRow,
+)
 from wagate.adapters.store.tables import message_statuses, messages
 
 
@@ -124,4 +131,92 @@ async def test_a_claim_never_paces_above_metas_tier(store: SqlStore) -> None:
     )
     gaps = {round(b.slot - a.slot, 6) for a, b in itertools.pairwise(claimed)}
     assert gaps == {0.05}  # 20 msg/s, not the configured 80
+    await queue.close()
+
+
+# ---- hostile webhooks: one bad row never costs its good neighbours -------------------
+
+
+async def _stored(store: SqlStore) -> list[tuple[str, str]]:
+    async with store.engine.connect() as connection:
+        rows = await connection.execute(
+            select(message_statuses.c.upstream_wamid, message_statuses.c.status).order_by(
+                message_statuses.c.seq
+            )
+        )
+        return [(row[0], row[1]) for row in rows]
+
+
+async def test_bad_rows_are_refused_and_their_neighbours_stored(store: SqlStore) -> None:
+    number = await new_number(store)
+    message = new_message(number)
+    await store.add_message(message)
+    await _forward(store, message.id, "wamid.GOOD")
+    statuses = SqlStatusStore(store.engine)
+    result = await statuses.ingest(
+        [
+            status("wamid.GOOD", "sent", 1000),
+            status("wamid.NUL\x00BYTE", "sent", 1000),
+            status("wamid." + "X" * 5000, "delivered", 1000),
+            status("wamid.LATER", "sent", 10**20),
+            status("wamid.GOOD", "delivered", 2000),
+        ],
+        [PreferenceRow("1" * 65, "447700900123", "stop", 1000)],
+        [],
+        2000,
+    )
+    assert (result.stored, result.duplicates, result.rejected) == (2, 0, 4)
+    assert await _stored(store) == [("wamid.GOOD", "sent"), ("wamid.GOOD", "delivered")]
+    assert await _status_of(store, message.id) == ("delivered", None)
+
+
+async def test_a_row_the_database_refuses_after_the_checks_is_stored_alone(
+    store: SqlStore,
+) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite does not enforce column lengths")
+    number = await new_number(store)
+    message = new_message(number)
+    await store.add_message(message)
+    await _forward(store, message.id, "wamid.GOOD")
+    statuses = SqlStatusStore(store.engine)
+    # A status kind too long for its column: the checks do not know it, PostgreSQL refuses it.
+    result = await statuses.ingest(
+        [status("wamid.GOOD", "sent", 1000), status("wamid.ODD", "x" * 40, 1000)],
+        [],
+        [EventRow("wamid.GOOD", "click", None, "{}", 1000, dedupe_key="k1")],
+        2000,
+    )
+    assert (result.stored, result.rejected) == (1, 1)
+    assert await _stored(store) == [("wamid.GOOD", "sent")]
+    assert await _status_of(store, message.id) == ("sent", None)
+    assert await statuses.events("wamid.GOOD") == [("click", "{}")]
+
+
+async def test_a_click_meta_delivers_again_is_stored_once(store: SqlStore) -> None:
+    statuses = SqlStatusStore(store.engine)
+    payload = '{"action_type":"marketing_messages_link_click"}'
+    click = EventRow("wamid.C", "link_click", "447700900123", payload, 1000, dedupe_key="a" * 64)
+    other = EventRow("wamid.C", "link_click", "447700900123", payload, 1000, dedupe_key="b" * 64)
+    await statuses.ingest([], [], [click, click], 1000)
+    await statuses.ingest([], [], [click, other], 2000)
+    assert len(await statuses.events("wamid.C")) == 2
+
+
+async def test_reconciliation_moves_past_statuses_that_wait_forever(store: SqlStore) -> None:
+    number = await new_number(store)
+    message = new_message(number)
+    await store.add_message(message)
+    statuses = SqlStatusStore(store.engine)
+    # More never-matching statuses than one pass reads, then one whose wamid comes late.
+    ghosts = [status(f"wamid.GHOST{i}", "sent", 1000) for i in range(_CHUNK + 20)]
+    await statuses.ingest(ghosts, [], [], 1000)
+    await statuses.ingest([status("wamid.LATE", "read", 2000)], [], [], 2000)
+    await _forward(store, message.id, "wamid.LATE")
+    queue = SqlQueue(store.engine)
+    moved = [await queue.reconcile(3.0 + n) for n in range(2)]
+    assert moved == [0, 1]
+    assert await _status_of(store, message.id) == ("read", None)
+    # The cursor wraps around: the oldest are looked at again (and given up on in time).
+    assert await queue.reconcile(5.0) == 0
     await queue.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 import json
 import random
@@ -423,8 +425,137 @@ async def test_metas_throughput_tier_is_asked_once_and_passed_to_every_claim() -
     upstream = FakeUpstream(clock)
     upstream.tier = 80
     worker = dispatcher(queue, upstream, clock)
+    await worker.run_once()  # the tier is not known yet: the lookup starts beside the claim
+    await asyncio.sleep(0)  # the lookup answers
+    for _ in range(2):
+        clock.at += 1.0
+        await worker.run_once()
+    assert queue.tiers == [None, 80, 80]
+    assert upstream.tier_asks == 1
+    await worker.drain()
+
+
+SECOND = dataclasses.replace(NUMBER, phone_number_id="106540352242923")
+
+
+class TwoNumbers(FakeQueue):
+    """A queue with two phone numbers."""
+
+    async def numbers(self) -> list[PhoneNumber]:
+        return [NUMBER, SECOND]
+
+
+class DeadTierUpstream(FakeUpstream):
+    """An upstream whose tier lookup for NUMBER never answers (a 30 s timeout, or worse)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.tier = 40
+        self.hung: list[str] = []
+
+    async def throughput(
+        self, base_url: str, version: str, phone_number_id: str, token: str
+    ) -> int | None:
+        self.tier_asks += 1
+        if phone_number_id == NUMBER.phone_number_id:
+            self.hung.append(phone_number_id)
+            await asyncio.Event().wait()
+        return self.tier
+
+
+async def test_a_tier_lookup_that_never_answers_delays_no_claim() -> None:
+    clock = FakeClock()
+    queue = TwoNumbers(
+        to_claim=[
+            claimed(1),
+            dataclasses.replace(claimed(2), phone_number_id=SECOND.phone_number_id),
+        ]
+    )
+    upstream = DeadTierUpstream(clock)
+    worker = dispatcher(queue, upstream, clock)
+    # Were the lookup awaited inside the round, this would never return.
+    assert await asyncio.wait_for(worker.run_once(), timeout=2) == 2
+    await asyncio.sleep(0)
+    assert upstream.hung == [NUMBER.phone_number_id]
+    clock.at += 1.0
+    await asyncio.wait_for(worker.run_once(), timeout=2)
+    # The second number's tier arrived; the first is still unknown and asked only once.
+    assert queue.tiers == [None, None, None, 40]
+    assert upstream.tier_asks == 2
+    await asyncio.wait_for(worker.drain(), timeout=2)
+    assert len(upstream.calls) == 2
+
+
+async def test_a_failed_tier_lookup_keeps_the_number_claiming_and_is_asked_again_later() -> None:
+    class Failing(FakeUpstream):
+        async def throughput(
+            self, base_url: str, version: str, phone_number_id: str, token: str
+        ) -> int | None:
+            self.tier_asks += 1
+            raise RuntimeError("graph is down")
+
+    clock = FakeClock()
+    queue = FakeQueue()
+    upstream = Failing(clock)
+    worker = dispatcher(queue, upstream, clock)
     await worker.run_once()
+    await asyncio.sleep(0)
     clock.at += 1.0
     await worker.run_once()
-    assert queue.tiers == [80, 80]
     assert upstream.tier_asks == 1
+    clock.at += 61.0
+    await worker.run_once()
+    await asyncio.sleep(0)
+    assert upstream.tier_asks == 2
+    assert queue.tiers == [None, None, None]
+    await worker.drain()
+
+
+# ---- an outcome that cannot be recorded is recorded later, never sent again ----------
+
+
+class FlakyRecords(FakeQueue):
+    """A queue whose database is unavailable for the first `failures` records."""
+
+    def __init__(self, failures: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.failures = failures
+        self.record_attempts = 0
+
+    async def record(self, outcome: Outcome) -> None:
+        self.record_attempts += 1
+        if self.record_attempts <= self.failures:
+            raise ConnectionRefusedError("the database is down")
+        await super().record(outcome)
+
+
+async def test_an_outcome_that_cannot_be_recorded_is_recorded_again_not_sent_again() -> None:
+    clock = FakeClock()
+    queue = FlakyRecords(4, to_claim=[claimed(1)])
+    upstream = FakeUpstream(clock, ok("wamid.ONCE"))
+    worker = dispatcher(queue, upstream, clock)
+    await worker.run_once()
+    await worker.drain()
+    assert len(upstream.calls) == 1
+    assert queue.record_attempts == 5
+    [outcome] = queue.recorded
+    assert (outcome.kind, outcome.wamid) == ("forwarded", "wamid.ONCE")
+    # Backoff between the records: 0.5 + 1 + 2 + 4 s after the send.
+    assert clock.now() - upstream.calls[0].at == pytest.approx(7.5)
+
+
+@pytest.mark.parametrize(
+    "wamid", ["wamid." + "A" * 5000, "wamid.NUL\x00BYTE", ""], ids=["huge", "nul", "empty"]
+)
+async def test_an_absurd_wamid_from_meta_is_recorded_as_forwarded_without_it(wamid: str) -> None:
+    r = rig(ok(wamid))
+    outcome = await r.dispatcher.send(NUMBER, claimed())
+    assert outcome.kind == "forwarded"
+    assert outcome.wamid is None
+    assert outcome.upstream_status == "accepted"
+
+
+async def test_a_long_but_sane_wamid_is_kept() -> None:
+    wamid = "wamid." + "B" * 300
+    r = rig(ok(wamid))
+    assert (await r.dispatcher.send(NUMBER, claimed())).wamid == wamid

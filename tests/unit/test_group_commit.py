@@ -1,4 +1,4 @@
-"""GroupCommitter on fake in-memory writes: batching, isolation of a bad row, closing."""
+"""GroupCommitter on fake in-memory writes: batching, isolation of a bad row, an outage, closing."""
 
 from __future__ import annotations
 
@@ -6,12 +6,23 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 
 
-class BadRow(Exception):
-    """What the fake database raises for a row marked bad."""
+class BadRow(IntegrityError):
+    """What the fake database raises for a row marked bad (a duplicate key, say)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("INSERT INTO messages ...", {}, Exception(message))
+
+
+def unavailable() -> OperationalError:
+    """What the driver raises when the database refuses connections."""
+    return OperationalError(
+        "INSERT INTO messages ...", {}, ConnectionRefusedError("connection refused")
+    )
 
 
 class FakeDatabase:
@@ -24,6 +35,7 @@ class FakeDatabase:
         self.single_writes: list[Row] = []
         self.writing = 0
         self.most_at_once = 0
+        self.down = False
 
     async def write_batch(self, rows: Sequence[Row]) -> None:
         self.writing += 1
@@ -32,6 +44,8 @@ class FakeDatabase:
             await asyncio.sleep(self.delay)
         finally:
             self.writing -= 1
+        if self.down:
+            raise unavailable()
         if any(row.get("bad") for row in rows):
             raise BadRow("the batch holds a bad row")
         self.batch_sizes.append(len(rows))
@@ -40,6 +54,8 @@ class FakeDatabase:
     async def write_one(self, row: Row) -> None:
         await asyncio.sleep(0)
         self.single_writes.append(row)
+        if self.down:
+            raise unavailable()
         if row.get("bad"):
             raise BadRow(f"row {row['i']} is bad")
         self.committed.append(row)
@@ -118,6 +134,50 @@ async def test_a_bad_row_fails_only_its_own_caller() -> None:
     # The failed batch was retried row by row, in submission order.
     assert [row["i"] for row in database.single_writes] == list(range(20))
     assert committer.rows == 19
+    await committer.close()
+
+
+async def test_an_unavailable_database_fails_the_whole_batch_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    database = FakeDatabase(delay=0.01)
+    database.down = True
+    committer = database.committer()
+    results = await asyncio.gather(
+        *[committer.submit({"i": i}) for i in range(50)], return_exceptions=True
+    )
+    assert all(isinstance(result, OperationalError) for result in results)
+    # No doomed transaction per row, and one log line per batch, not one per caller.
+    assert database.single_writes == []
+    assert database.committed == []
+    failures = [r for r in caplog.records if "not stored" in r.getMessage()]
+    assert 1 <= len(failures) <= 2
+    assert all(r.exc_info is None for r in failures)
+    database.down = False
+    await committer.submit({"i": 50})
+    assert database.committed == [{"i": 50}]
+    await committer.close()
+
+
+async def test_an_outage_during_isolation_fails_the_remaining_rows_at_once() -> None:
+    database = FakeDatabase(delay=0.01)
+    committer = database.committer()
+    rows = [{"i": i, "bad": i == 0} for i in range(10)]
+
+    async def write_one(row: Row) -> None:
+        database.single_writes.append(row)
+        if row["i"] >= 3:
+            raise unavailable()
+        if row.get("bad"):
+            raise BadRow("row 0 is bad")
+        database.committed.append(row)
+
+    committer = GroupCommitter(database.write_batch, write_one)
+    results = await asyncio.gather(*[committer.submit(row) for row in rows], return_exceptions=True)
+    assert isinstance(results[0], BadRow)
+    assert results[1:3] == [None, None]
+    assert all(isinstance(result, OperationalError) for result in results[3:])
+    assert [row["i"] for row in database.single_writes] == [0, 1, 2, 3]
     await committer.close()
 
 

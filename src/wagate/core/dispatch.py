@@ -1,12 +1,16 @@
 """The dispatcher: claims due messages, sends each at its paced slot, records what Meta said.
 
-When can a message be sent twice? Only if a worker dies (or loses its database)
-after Meta accepted the message and before the outcome commits: the lease then
-ends and another worker sends it again. That window is one upstream round trip
-plus one group commit (a few milliseconds, and at most 20 ms of waiting for
-other outcomes to share the commit). Between live workers a message is never sent twice:
-a claim moves it to `sending` under the claimer's name and every outcome is
-written only `WHERE lease_owner = <that worker>`.
+When can a message be sent twice? Only if a worker dies after Meta accepted the
+message and before the outcome commits, or cannot reach its database for longer
+than the lease: the lease then ends and another worker sends it again. A worker
+that cannot record an outcome retries the record, never the send, for as long as
+it lives; and a message whose lease ended MAX_REAPS times fails (see the queue)
+instead of being sent again and again. Between live workers a message is never
+sent twice: a claim moves it to `sending` under the claimer's name and every
+outcome is written only `WHERE lease_owner = <that worker>`.
+
+Meta's throughput tier of a number is looked up in the background: a slow or dead
+upstream for one number never delays the claims of the others.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from wagate.domain.errors import MESSAGE_EXPIRED, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.requests import MarketingMessageRequest
 from wagate.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy, decide
+from wagate.domain.sanitise import usable_wamid
 from wagate.ports import Clock, Queue, Upstream
 
 log = logging.getLogger("wagate.dispatch")
@@ -36,6 +41,8 @@ _encoder = msgspec.json.Encoder()
 
 
 TIER_TTL_S = 600.0
+# After a failed tier lookup, ask again this much later (the last known tier stays).
+TIER_RETRY_S = 60.0
 
 
 def upstream_payload(stored_request: str) -> bytes:
@@ -69,6 +76,9 @@ class DispatchSettings:
     max_claim: int = 500
     housekeeping_s: float = 2.0
     retry: RetryPolicy = DEFAULT_RETRY_POLICY
+    # Backoff of an outcome's record that failed (the database was unavailable).
+    record_retry_s: float = 0.5
+    record_retry_max_s: float = 30.0
 
 
 class Dispatcher:
@@ -100,8 +110,10 @@ class Dispatcher:
         # while it is still far ahead (another worker may have booked beyond it).
         self._booked_until: dict[str, float] = {}
         self._next_local: dict[str, float] = {}
-        # Meta's throughput tier per number (msg/s), asked again every TIER_TTL_S.
+        # Meta's throughput tier per number (msg/s) and when to ask again; at most
+        # one lookup in flight per number.
         self._tiers: dict[str, tuple[int | None, float]] = {}
+        self._tier_lookups: dict[str, asyncio.Task[None]] = {}
         self.sent = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -120,7 +132,11 @@ class Dispatcher:
         log.info("worker %s stopped", self.owner)
 
     async def drain(self) -> None:
-        """Wait for the sends already started."""
+        """Wait for the sends already started; stop looking up tiers."""
+        lookups = list(self._tier_lookups.values())
+        for lookup in lookups:
+            lookup.cancel()
+        await asyncio.gather(*lookups, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -145,7 +161,7 @@ class Dispatcher:
                 > now + self.settings.horizon_s / 2
             ):
                 continue
-            tier = await self._tier(number, now)
+            tier = self._tier(number, now)
             claimed = await self.queue.claim(
                 number.phone_number_id,
                 self.owner,
@@ -165,19 +181,37 @@ class Dispatcher:
             total += len(claimed)
         return total
 
-    async def _tier(self, number: PhoneNumber, now: float) -> int | None:
-        """Meta's throughput tier of a number (cached): the rate never goes above it."""
-        known = self._tiers.get(number.phone_number_id)
-        if known is not None and now - known[1] < TIER_TTL_S:
-            return known[0]
-        tier = await self.upstream.throughput(
-            self.base_url_for(number),
-            self.settings.graph_version,
-            number.phone_number_id,
-            number.access_token or "sandbox",
-        )
-        self._tiers[number.phone_number_id] = (tier, now)
-        return tier
+    def _tier(self, number: PhoneNumber, now: float) -> int | None:
+        """Meta's throughput tier of a number as last known (None until known).
+
+        The rate never goes above it. Past its time a lookup starts in the background,
+        so a claim never waits on the upstream.
+        """
+        phone_number_id = number.phone_number_id
+        known = self._tiers.get(phone_number_id)
+        if (known is None or now >= known[1]) and phone_number_id not in self._tier_lookups:
+            lookup = asyncio.create_task(self._look_up_tier(number, known))
+            self._tier_lookups[phone_number_id] = lookup
+        return None if known is None else known[0]
+
+    async def _look_up_tier(
+        self, number: PhoneNumber, known: tuple[int | None, float] | None
+    ) -> None:
+        phone_number_id = number.phone_number_id
+        try:
+            tier = await self.upstream.throughput(
+                self.base_url_for(number),
+                self.settings.graph_version,
+                phone_number_id,
+                number.access_token or "sandbox",
+            )
+            self._tiers[phone_number_id] = (tier, self.clock.now() + TIER_TTL_S)
+        except Exception as exc:
+            log.warning("throughput tier of %s unknown: %s", phone_number_id, exc)
+            last = None if known is None else known[0]
+            self._tiers[phone_number_id] = (last, self.clock.now() + TIER_RETRY_S)
+        finally:
+            del self._tier_lookups[phone_number_id]
 
     def _local_slot(self, phone_number_id: str, message: Claimed) -> float:
         """The booked slot, or later if this worker is behind: never a burst of late sends.
@@ -193,10 +227,28 @@ class Dispatcher:
         try:
             await self.clock.sleep(at - self.clock.now())
             outcome = await self.send(number, message)
-            await self.queue.record(outcome)
         except Exception:
             # The lease will end and another round will pick the message up again.
             log.exception("send of %s failed; it is retried after its lease", message.id)
+            return
+        await self.record(outcome, message.id)
+
+    async def record(self, outcome: Outcome, message_id: str) -> None:
+        """Commit an outcome, retrying the write (never the send) until it lands."""
+        delay = self.settings.record_retry_s
+        while True:
+            try:
+                await self.queue.record(outcome)
+                return
+            except Exception as exc:
+                log.warning(
+                    "outcome of %s not recorded (%s); recording it again in %.1f s",
+                    message_id,
+                    type(exc).__name__,
+                    delay,
+                )
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, self.settings.record_retry_max_s)
 
     async def send(self, number: PhoneNumber, message: Claimed) -> Outcome:
         """Send one claimed message and decide what becomes of it."""
@@ -228,10 +280,25 @@ class Dispatcher:
                 self.owner,
                 "forwarded",
                 done_ms,
-                wamid=result.wamid,
+                wamid=self._storable_wamid(message, result.wamid),
                 upstream_status=result.message_status,
             )
         return await self._failed(number, message, result, done_ms)
+
+    def _storable_wamid(self, message: Claimed, wamid: str | None) -> str | None:
+        """Meta's wamid, or None if it is absurd: the message was sent all the same.
+
+        Not truncated: a cut wamid would match no status of Meta's (they carry the
+        whole one, which ingest refuses too) and could collide with another.
+        """
+        if usable_wamid(wamid):
+            return wamid
+        log.warning(
+            "Meta accepted %s with an unusable wamid (%d characters); recorded without it",
+            message.id,
+            len(wamid or ""),
+        )
+        return None
 
     async def _failed(
         self, number: PhoneNumber, message: Claimed, result: UpstreamResult, at_ms: int

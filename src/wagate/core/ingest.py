@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import msgspec
@@ -58,10 +59,11 @@ class Ingestor:
         statuses, preferences, events = rows_of(payload, now_ms)
         result = await self.store.ingest(statuses, preferences, events, now_ms)
         log.debug(
-            "webhook: %d new statuses, %d duplicates, %d messages moved",
+            "webhook: %d new statuses, %d duplicates, %d messages moved, %d rows refused",
             result.stored,
             result.duplicates,
             result.moved,
+            result.rejected,
         )
         return result
 
@@ -113,16 +115,29 @@ def rows_of(
             for action in value.user_actions:
                 data = action.marketing_messages_link_click_data or {}
                 wamid = data.get("tracking_token") or data.get("message_id")
+                action_json = _encoder.encode(action).decode()
                 events.append(
                     EventRow(
                         wamid=str(wamid) if wamid else None,
                         kind=action.action_type,
                         recipient=(contact.wa_id or contact.user_id) if contact else None,
-                        payload=_encoder.encode(action).decode(),
+                        payload=action_json,
                         timestamp_ms=timestamp_ms(action.timestamp, now_ms),
+                        dedupe_key=dedupe_key(
+                            action.action_type, data.get("click_id"), action_json
+                        ),
                     )
                 )
     return statuses, preferences, events
+
+
+def dedupe_key(kind: str, click_id: object, payload: str) -> str:
+    """What makes an event unique: its kind and Meta's click_id, else the whole action.
+
+    Meta retries a webhook for days; the same click must be stored once.
+    """
+    identity = str(click_id) if click_id else payload
+    return hashlib.sha256(f"{kind}\x00{identity}".encode()).hexdigest()
 
 
 def _json(value: object) -> str | None:

@@ -66,12 +66,22 @@ CATALOGUE: dict[int, ErrorKind] = {kind.code: kind for kind in _CATALOGUE}
 
 # Codes of the gateway's own that Meta does not define; kept apart from Meta's range.
 MESSAGE_EXPIRED = 1_000_001
+# A worker's lease on the message ran out too often before its outcome was recorded:
+# sending it again could repeat a send Meta already accepted, so the gateway stops.
+DELIVERY_ABANDONED = 1_000_002
 # A network error or timeout talking to Meta: transient, and no Graph code exists for it.
 NETWORK_ERROR = -1
 CATALOGUE[NETWORK_ERROR] = ErrorKind(NETWORK_ERROR, "Network error", 503, True, "WagateException")
 
 CATALOGUE[MESSAGE_EXPIRED] = ErrorKind(
     MESSAGE_EXPIRED, "Message expired before it could be sent", 400, False, "WagateException"
+)
+CATALOGUE[DELIVERY_ABANDONED] = ErrorKind(
+    DELIVERY_ABANDONED,
+    "Delivery abandoned: the outcome could not be recorded",
+    500,
+    False,
+    "WagateException",
 )
 
 

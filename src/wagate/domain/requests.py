@@ -339,7 +339,10 @@ class MarketingMessageRequest(_Strict):
     recipient_type: Literal["individual"] | None = None
     to: NonEmpty | None = None
     recipient: Bsuid | None = None
-    biz_opaque_callback_data: Annotated[str, Meta(max_length=512)] | None = None
+    # Echoed back in status webhooks; no NUL, which PostgreSQL text cannot hold.
+    biz_opaque_callback_data: Annotated[str, Meta(max_length=512, pattern=r"^[^\x00]*$")] | None = (
+        None
+    )
     product_policy: Literal["CLOUD_API_FALLBACK", "STRICT"] | None = None
     message_activity_sharing: bool | None = None
     context: Context | None = None

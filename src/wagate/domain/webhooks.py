@@ -141,5 +141,5 @@ def timestamp_ms(value: str | int | None, default_ms: int) -> int:
         return default_ms
     try:
         return int(float(value) * 1000)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, NaN, or infinite
         return default_ms

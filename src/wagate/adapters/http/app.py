@@ -187,6 +187,8 @@ class WebhookAnswer(msgspec.Struct):
     stored: int
     duplicates: int
     moved: int
+    # Rows the gateway could not store (a NUL, an absurd wamid or time); the rest are stored.
+    rejected: int = 0
 
 
 # Meta batches up to 1,000 updates in one POST (~350 KB): far over the send limit.
@@ -205,7 +207,7 @@ async def receive_meta_webhook(request: Request[Any, Any, Any]) -> WebhookAnswer
     result = await _services(request).ingestor.receive(
         body, request.headers.get("x-hub-signature-256")
     )
-    return WebhookAnswer(result.stored, result.duplicates, result.moved)
+    return WebhookAnswer(result.stored, result.duplicates, result.moved, result.rejected)
 
 
 def _graph_error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

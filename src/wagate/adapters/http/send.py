@@ -15,6 +15,7 @@ from typing import Any
 
 from wagate.adapters.http.graph import error_body, new_trace_id
 from wagate.domain.errors import GraphError
+from wagate.ports import StoreUnavailable
 from wagate.services import Services
 
 log = logging.getLogger("wagate.send")
@@ -73,15 +74,21 @@ async def answer_send(services: Services, request: SendRequest, trace_id: str) -
             error.details,
         )
         return SendAnswer(error.http_status, error_body(error, trace_id), trace)
+    except StoreUnavailable:
+        # Logged once per failed batch by the store: a traceback per caller would bury it.
+        return _not_stored(trace_id, trace)
     except Exception:
         log.exception("send failed fbtrace_id=%s; nothing was stored", trace_id)
-        internal = GraphError(
-            131000, "Internal error: the message was not stored; it is safe to retry"
-        )
-        return SendAnswer(internal.http_status, error_body(internal, trace_id), trace)
+        return _not_stored(trace_id, trace)
     if accepted.replayed:
         trace.append((b"idempotent-replayed", b"true"))
     return SendAnswer(200, accepted.body, trace)
+
+
+def _not_stored(trace_id: str, trace: Headers) -> SendAnswer:
+    """131000: nothing was stored, so the client may send the same request again."""
+    internal = GraphError(131000, "Internal error: the message was not stored; it is safe to retry")
+    return SendAnswer(internal.http_status, error_body(internal, trace_id), trace)
 
 
 def _check_content_type(content_type: str | None) -> None:

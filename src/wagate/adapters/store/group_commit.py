@@ -2,6 +2,11 @@
 
 Each caller waits for the commit that holds its row, so a caller that returns
 knows its row is durable; while one batch commits, the next one gathers.
+
+A failed batch stored nothing. If a row caused the failure (a duplicate key), the
+rows are written one by one so each caller gets its own answer; if the database is
+unavailable, every caller of the batch gets the error at once (one log line, not a
+thousand doomed transactions).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from wagate.adapters.store.faults import is_row_fault
+
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
@@ -18,6 +25,8 @@ Row = dict[str, Any]
 WriteBatch = Callable[[Sequence[Row]], Awaitable[None]]
 # Writes one row in its own transaction, after a batch failed: isolates the bad row.
 WriteOne = Callable[[Row], Awaitable[None]]
+# Whether a failure was caused by a row (so isolating rows helps) rather than the database.
+IsRowFault = Callable[[BaseException], bool]
 
 
 class GroupCommitter:
@@ -31,9 +40,11 @@ class GroupCommitter:
         writers: int = 1,
         max_batch: int = 1000,
         linger_s: float = 0.0,
+        is_row_fault: IsRowFault = is_row_fault,
     ) -> None:
         self._write_batch = write_batch
         self._write_one = write_one
+        self._is_row_fault = is_row_fault
         self._writers = writers
         self._max_batch = max_batch
         # How long a writer waits for more rows before committing a batch that is
@@ -98,16 +109,14 @@ class GroupCommitter:
         try:
             await self._write_batch([row for row, _ in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                _, future = batch[0]
-                if not future.done():
-                    future.set_exception(exc)
+            if len(batch) > 1 and self._is_row_fault(exc):
+                # One bad row (say, a duplicate idempotency key) must not fail its
+                # neighbours: retry each on its own so each caller gets its own answer.
+                log.debug("batch of %d failed on a row; committing rows one by one", len(batch))
+                await self._commit_each(batch)
                 return
-            # One bad row (say, a duplicate idempotency key) must not fail its
-            # neighbours: retry each on its own so each caller gets its own answer.
-            log.debug("batch of %d failed; committing rows one by one", len(batch))
-            for row, future in batch:
-                await self._commit_one(row, future)
+            log.warning("batch of %d rows not stored: %s", len(batch), _summary(exc))
+            _fail(batch, exc)
             return
         self.batches += 1
         self.rows += len(batch)
@@ -115,13 +124,33 @@ class GroupCommitter:
             if not future.done():
                 future.set_result(None)
 
-    async def _commit_one(self, row: Row, future: asyncio.Future[None]) -> None:
-        try:
-            await self._write_one(row)
-        except Exception as exc:
+    async def _commit_each(self, batch: list[tuple[Row, asyncio.Future[None]]]) -> None:
+        for index, (row, future) in enumerate(batch):
+            try:
+                await self._write_one(row)
+            except Exception as exc:
+                if not self._is_row_fault(exc):
+                    # The database went away meanwhile: the rest would fail the same way.
+                    log.warning(
+                        "%d rows not stored one by one: %s", len(batch) - index, _summary(exc)
+                    )
+                    _fail(batch[index:], exc)
+                    return
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            self.rows += 1
             if not future.done():
-                future.set_exception(exc)
-            return
-        self.rows += 1
+                future.set_result(None)
+
+
+def _fail(batch: list[tuple[Row, asyncio.Future[None]]], exc: Exception) -> None:
+    for _, future in batch:
         if not future.done():
-            future.set_result(None)
+            future.set_exception(exc)
+
+
+def _summary(exc: Exception) -> str:
+    """The error in one line: its class and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

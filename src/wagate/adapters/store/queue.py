@@ -6,27 +6,41 @@ lock), books evenly spaced send slots from the number's stored GCRA TAT, and
 marks the claimed messages `sending` under a lease. PostgreSQL's
 `FOR UPDATE SKIP LOCKED` keeps two workers off the same message. Because every
 slot comes from the one TAT, the workers together never exceed the number's rate.
+
+A lease that ends before its outcome is recorded puts the message back in the
+queue, but only a few times (MAX_REAPS): each time, the message may already have
+reached Meta, so after the last one it fails with DELIVERY_ABANDONED instead of
+being sent again until its TTL.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wagate.adapters.store.engine import begin_write
+from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
 from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, phone_numbers
 from wagate.domain.delivery import Claimed, Outcome
-from wagate.domain.errors import MESSAGE_EXPIRED, kind_of
+from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.pacing import book_slots, effective_mps, shared_factor, throttled_factor
+from wagate.domain.sanitise import without_nul
+
+log = logging.getLogger("wagate.queue")
 
 _QUEUED = messages.c.state == "queued"
+# The reap that ends a lease for the MAX_REAPS-th time fails the message instead.
+MAX_REAPS: Final = 3
+_UPSTREAM_STATUS_CHARS: int = messages.c.upstream_status.type.length  # type: ignore[attr-defined]
 
 
 def _by_lease_holder(**values: Any) -> Any:
@@ -64,6 +78,8 @@ class SqlQueue:
         self.results = GroupCommitter(
             self._write_outcomes, self._write_outcome, writers=writers, linger_s=0.02
         )
+        # Where the reconciliation of early statuses goes on (a seq; 0: from the oldest).
+        self._reconcile_after = 0
 
     async def close(self) -> None:
         """Commit the outcomes still pending."""
@@ -218,15 +234,49 @@ class SqlQueue:
             )
 
     async def reap_leases(self, now: float) -> int:
-        """Put back the messages of workers whose lease ended (they died or hung)."""
+        """Put back the messages of workers whose lease ended (they died, hung or lost the
+        database); fail those whose lease ended MAX_REAPS times. Returns messages reaped.
+
+        The last lease holder stays named, so its outcome still lands if it comes late
+        (its worker retries the record) and nobody has claimed the message since.
+        """
         now_ms = int(now * 1000)
+        ended = and_(messages.c.state == "sending", messages.c.lease_expires_at < now_ms)
+        kind = kind_of(DELIVERY_ABANDONED)
         async with begin_write(self.engine) as connection:
-            result = await connection.execute(
+            abandoned = await connection.execute(
                 update(messages)
-                .where(messages.c.state == "sending", messages.c.lease_expires_at < now_ms)
-                .values(state="queued", lease_owner=None, lease_expires_at=None, due_at=now_ms)
+                .where(ended, messages.c.reaps >= MAX_REAPS - 1)
+                .values(
+                    state="done",
+                    status="failed",
+                    lease_expires_at=None,
+                    reaps=messages.c.reaps + 1,
+                    error_code=DELIVERY_ABANDONED,
+                    error_title=kind.title,
+                    error_details=(
+                        f"A worker's lease on the message ran out {MAX_REAPS} times before the "
+                        "outcome of its send was recorded. The message may or may not have "
+                        "reached Meta; it is not sent again."
+                    ),
+                    updated_at=now_ms,
+                )
             )
-        return int(result.rowcount or 0)
+            requeued = await connection.execute(
+                update(messages)
+                .where(ended)
+                .values(
+                    state="queued", lease_expires_at=None, due_at=now_ms, reaps=messages.c.reaps + 1
+                )
+            )
+        if abandoned.rowcount:
+            log.warning(
+                "%d messages failed with %d: their lease ended %d times",
+                abandoned.rowcount,
+                DELIVERY_ABANDONED,
+                MAX_REAPS,
+            )
+        return int(requeued.rowcount or 0) + int(abandoned.rowcount or 0)
 
     async def expire(self, now: float) -> int:
         """Fail the queued messages whose TTL passed before they could be handed to Meta."""
@@ -249,11 +299,35 @@ class SqlQueue:
 
     async def reconcile(self, now: float) -> int:
         """Apply statuses that arrived before their wamid was recorded."""
-        return await reconcile(self.engine, int(now * 1000), give_up_after_ms=3_600_000)
+        moved, self._reconcile_after = await reconcile(
+            self.engine,
+            int(now * 1000),
+            give_up_after_ms=3_600_000,
+            after_seq=self._reconcile_after,
+        )
+        return moved
 
     async def record(self, outcome: Outcome) -> None:
-        """Commit a send's outcome (group-committed with other workers' outcomes)."""
-        await self.results.submit(_outcome_row(outcome))
+        """Commit a send's outcome (group-committed with other workers' outcomes).
+
+        Should the outcome itself be unstorable, it is stored without Meta's texts:
+        the state of the message matters more than the words that came with it.
+        Raises when the database is unavailable (the caller retries the record).
+        """
+        try:
+            await self.results.submit(_outcome_row(outcome))
+        except Exception as exc:
+            if not is_row_fault(exc):
+                raise
+            log.warning(
+                "outcome of message %d not storable as it is (%s); stored without Meta's texts",
+                outcome.seq,
+                type(exc).__name__,
+            )
+            bare = dataclasses.replace(
+                outcome, wamid=None, upstream_status=None, error_title=None, error_details=None
+            )
+            await self.results.submit(_outcome_row(bare))
 
     async def _write_outcomes(self, rows: Sequence[Row]) -> None:
         async with begin_write(self.engine) as connection:
@@ -293,16 +367,17 @@ async def _lock_number(connection: AsyncConnection, phone_number_id: str) -> Any
 
 
 def _outcome_row(outcome: Outcome) -> Row:
+    upstream_status = without_nul(outcome.upstream_status)
     return {
         "kind": outcome.kind,
         "b_seq": outcome.seq,
         "b_owner": outcome.owner,
         "b_at": outcome.at_ms,
         "b_wamid": outcome.wamid,
-        "b_upstream_status": outcome.upstream_status,
+        "b_upstream_status": upstream_status[:_UPSTREAM_STATUS_CHARS] if upstream_status else None,
         "b_code": outcome.error_code,
-        "b_title": outcome.error_title,
-        "b_details": outcome.error_details,
+        "b_title": without_nul(outcome.error_title),
+        "b_details": without_nul(outcome.error_details),
         "b_due": outcome.due_at_ms,
     }
 

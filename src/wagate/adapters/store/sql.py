@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wagate.adapters.store.engine import begin_write, create_engine, is_sqlite
+from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 from wagate.adapters.store.tables import (
     PHONE_NUMBER_COLUMNS,
@@ -27,7 +28,7 @@ from wagate.domain.model import (
     Project,
     StoredMessage,
 )
-from wagate.ports import IdempotencyConflict
+from wagate.ports import IdempotencyConflict, StoreUnavailable
 
 _STORED_COLUMNS = [messages.c[f.name] for f in fields(StoredMessage)]
 _NEW_MESSAGE_FIELDS = tuple(f.name for f in fields(NewMessage))
@@ -78,6 +79,11 @@ class SqlStore:
             ):
                 raise IdempotencyConflict(message.idempotency_key) from exc
             raise
+        except Exception as exc:
+            if is_row_fault(exc):
+                raise
+            # The group committer logged it once for the whole batch.
+            raise StoreUnavailable("the message was not stored") from exc
 
     async def _write_batch(self, rows: Sequence[Row]) -> None:
         async with begin_write(self.engine) as connection:

@@ -1,10 +1,17 @@
-"""Storing what Meta's webhooks say: statuses (de-duplicated, forward only), opt-outs, clicks."""
+"""Storing what Meta's webhooks say: statuses (de-duplicated, forward only), opt-outs, clicks.
+
+Webhooks come from outside: a row the columns cannot hold (a NUL, a wamid too long to
+index, a time past year 9999) is refused before the write, and should the write still
+fail on a row, the rows are stored one by one, so one bad row never costs its good
+neighbours. Only an unavailable database fails the POST (and Meta retries it).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import bindparam, false, select, update
@@ -12,9 +19,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wagate.adapters.store.engine import begin_write
+from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.tables import message_events, message_statuses, messages, suppressions
 from wagate.domain.model import Status
+from wagate.domain.sanitise import fits, usable_timestamp, usable_wamid, without_nul
 from wagate.domain.statuses import settle
+
+log = logging.getLogger("wagate.ingest")
 
 # SQLite allows 32,766 bound parameters; IN lists and multi-row statements stay well below.
 _CHUNK = 500
@@ -63,6 +74,8 @@ class EventRow:
     recipient: str | None
     payload: str
     timestamp_ms: int
+    # What makes the event unique (a hash of its kind and Meta's click_id): stored once.
+    dedupe_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,16 @@ class IngestResult:
     stored: int
     duplicates: int
     moved: int
+    # Rows refused: the database cannot hold them (NUL, an absurd wamid or time).
+    rejected: int = 0
+
+    def __add__(self, other: IngestResult) -> IngestResult:
+        return IngestResult(
+            self.stored + other.stored,
+            self.duplicates + other.duplicates,
+            self.moved + other.moved,
+            self.rejected + other.rejected,
+        )
 
 
 def _insert_ignoring_duplicates(connection: AsyncConnection, table: Any) -> Any:
@@ -93,75 +116,47 @@ class SqlStatusStore:
         events: Sequence[EventRow],
         received_ms: int,
     ) -> IngestResult:
-        """Store everything; move each matched message's status forward only."""
-        async with begin_write(self.engine) as connection:
-            new = await _unseen(connection, statuses)
-            current = await _messages_by_wamid(connection, [s.wamid for s in new])
-            if new:
-                # ON CONFLICT DO NOTHING also guards against a concurrent POST of the same update.
-                await connection.execute(
-                    _insert_ignoring_duplicates(connection, message_statuses),
-                    [
-                        {
-                            "upstream_wamid": s.wamid,
-                            "status": s.status,
-                            "timestamp": s.timestamp_ms,
-                            "pricing": s.pricing,
-                            "errors": s.errors,
-                            "received_at": received_ms,
-                            "matched": s.wamid in current,
-                        }
-                        for s in new
-                    ],
-                )
-            moved = await move_messages(connection, new, current, received_ms)
-            if preferences:
-                await self._store_preferences(connection, preferences, received_ms)
-            if events:
-                await connection.execute(
-                    message_events.insert(),
-                    [
-                        {
-                            "upstream_wamid": e.wamid,
-                            "kind": e.kind,
-                            "recipient": e.recipient,
-                            "payload": e.payload,
-                            "timestamp": e.timestamp_ms,
-                            "received_at": received_ms,
-                        }
-                        for e in events
-                    ],
-                )
-        return IngestResult(len(new), len(statuses) - len(new), moved)
+        """Store every good row; move each matched message's status forward only.
 
-    async def _store_preferences(
-        self, connection: AsyncConnection, preferences: Sequence[PreferenceRow], at_ms: int
-    ) -> None:
-        for preference in preferences:
-            values = {
-                "waba_id": preference.waba_id,
-                "recipient": preference.recipient,
-                "value": preference.value,
-                "timestamp": preference.timestamp_ms,
-                "updated_at": at_ms,
-            }
-            insert = (
-                postgresql.insert(suppressions)
-                if connection.dialect.name == "postgresql"
-                else sqlite.insert(suppressions)
-            )
-            # The newest preference wins, whatever order Meta delivers them in.
-            await connection.execute(
-                insert.values(**values).on_conflict_do_update(
-                    index_elements=["waba_id", "recipient"],
-                    set_={
-                        "value": values["value"],
-                        "timestamp": values["timestamp"],
-                        "updated_at": at_ms,
-                    },
-                    where=suppressions.c.timestamp <= values["timestamp"],
-                )
-            )
+        Raises only when the database is unavailable: nothing is lost, Meta retries.
+        """
+        statuses, preferences, events, refused = storable(statuses, preferences, events)
+        if refused:
+            log.info("webhook: %d rows refused: %s", len(refused), "; ".join(refused[:3]))
+        try:
+            async with begin_write(self.engine) as connection:
+                result = await _store(connection, statuses, preferences, events, received_ms)
+        except Exception as exc:
+            if not is_row_fault(exc):
+                raise
+            log.info("webhook: a row failed the batch (%s); storing row by row", _summary(exc))
+            result = await self._store_each(statuses, preferences, events, received_ms)
+        return replace(result, rejected=result.rejected + len(refused))
+
+    async def _store_each(
+        self,
+        statuses: Sequence[StatusRow],
+        preferences: Sequence[PreferenceRow],
+        events: Sequence[EventRow],
+        received_ms: int,
+    ) -> IngestResult:
+        """Each row in its own transaction: the good ones land, the bad ones are counted."""
+        singles: list[tuple[list[StatusRow], list[PreferenceRow], list[EventRow]]] = [
+            *(([s], [], []) for s in statuses),
+            *(([], [p], []) for p in preferences),
+            *(([], [], [e]) for e in events),
+        ]
+        total = IngestResult(0, 0, 0)
+        for rows in singles:
+            try:
+                async with begin_write(self.engine) as connection:
+                    total += await _store(connection, *rows, received_ms)
+            except Exception as exc:
+                if not is_row_fault(exc):
+                    raise
+                log.info("webhook: row refused by the database: %s", _summary(exc))
+                total += IngestResult(0, 0, 0, rejected=1)
+        return total
 
     async def preference(self, waba_id: str, recipient: str) -> str | None:
         """The latest stop/resume of a recipient, if any."""
@@ -206,6 +201,144 @@ class SqlStatusStore:
                 .order_by(message_events.c.seq)
             )
             return [(row[0], row[1]) for row in rows]
+
+
+async def _store(
+    connection: AsyncConnection,
+    statuses: Sequence[StatusRow],
+    preferences: Sequence[PreferenceRow],
+    events: Sequence[EventRow],
+    received_ms: int,
+) -> IngestResult:
+    """Write statuses, preferences and events in the caller's transaction."""
+    new = await _unseen(connection, statuses)
+    current = await _messages_by_wamid(connection, [s.wamid for s in new])
+    if new:
+        # ON CONFLICT DO NOTHING also guards against a concurrent POST of the same update.
+        await connection.execute(
+            _insert_ignoring_duplicates(connection, message_statuses),
+            [
+                {
+                    "upstream_wamid": s.wamid,
+                    "status": s.status,
+                    "timestamp": s.timestamp_ms,
+                    "pricing": s.pricing,
+                    "errors": s.errors,
+                    "received_at": received_ms,
+                    "matched": s.wamid in current,
+                }
+                for s in new
+            ],
+        )
+    moved = await move_messages(connection, new, current, received_ms)
+    if preferences:
+        await _store_preferences(connection, preferences, received_ms)
+    if events:
+        # Meta retries for days: a click already stored (same dedupe key) is skipped.
+        await connection.execute(
+            _insert_ignoring_duplicates(connection, message_events),
+            [
+                {
+                    "upstream_wamid": e.wamid,
+                    "kind": e.kind,
+                    "recipient": e.recipient,
+                    "payload": e.payload,
+                    "timestamp": e.timestamp_ms,
+                    "received_at": received_ms,
+                    "dedupe_key": e.dedupe_key,
+                }
+                for e in events
+            ],
+        )
+    return IngestResult(len(new), len(statuses) - len(new), moved)
+
+
+_KIND_CHARS: int = message_events.c.kind.type.length  # type: ignore[attr-defined]
+_RECIPIENT_CHARS: int = suppressions.c.recipient.type.length  # type: ignore[attr-defined]
+_WABA_CHARS: int = suppressions.c.waba_id.type.length  # type: ignore[attr-defined]
+
+
+def storable(
+    statuses: Sequence[StatusRow],
+    preferences: Sequence[PreferenceRow],
+    events: Sequence[EventRow],
+) -> tuple[list[StatusRow], list[PreferenceRow], list[EventRow], list[str]]:
+    """The rows the columns can hold (free text cleaned of NUL), and why the others cannot."""
+    refused: list[str] = []
+    kept_statuses: list[StatusRow] = []
+    for s in statuses:
+        if not usable_wamid(s.wamid):
+            refused.append(f"status with an unusable wamid ({len(s.wamid)} characters)")
+        elif not usable_timestamp(s.timestamp_ms):
+            refused.append(f"status of {s.wamid[:80]} at an impossible time {s.timestamp_ms}")
+        else:
+            kept_statuses.append(
+                replace(
+                    s,
+                    pricing=without_nul(s.pricing),
+                    errors=without_nul(s.errors),
+                    error_title=without_nul(s.error_title),
+                    error_details=without_nul(s.error_details),
+                )
+            )
+    kept_preferences: list[PreferenceRow] = []
+    for p in preferences:
+        if (
+            fits(p.waba_id, _WABA_CHARS)
+            and fits(p.recipient, _RECIPIENT_CHARS)
+            and (usable_timestamp(p.timestamp_ms))
+        ):
+            kept_preferences.append(p)
+        else:
+            refused.append(f"preference of an unusable recipient or time ({p.recipient[:80]!r})")
+    kept_events: list[EventRow] = []
+    for e in events:
+        if (
+            e.kind
+            and fits(e.kind, _KIND_CHARS)
+            and fits(e.recipient, _RECIPIENT_CHARS)
+            and (e.wamid is None or usable_wamid(e.wamid))
+            and usable_timestamp(e.timestamp_ms)
+        ):
+            kept_events.append(replace(e, payload=without_nul(e.payload) or ""))
+        else:
+            refused.append(f"{e.kind[:64]!r} event with an unusable field")
+    return kept_statuses, kept_preferences, kept_events, refused
+
+
+async def _store_preferences(
+    connection: AsyncConnection, preferences: Sequence[PreferenceRow], at_ms: int
+) -> None:
+    for preference in preferences:
+        values = {
+            "waba_id": preference.waba_id,
+            "recipient": preference.recipient,
+            "value": preference.value,
+            "timestamp": preference.timestamp_ms,
+            "updated_at": at_ms,
+        }
+        insert = (
+            postgresql.insert(suppressions)
+            if connection.dialect.name == "postgresql"
+            else sqlite.insert(suppressions)
+        )
+        # The newest preference wins, whatever order Meta delivers them in.
+        await connection.execute(
+            insert.values(**values).on_conflict_do_update(
+                index_elements=["waba_id", "recipient"],
+                set_={
+                    "value": values["value"],
+                    "timestamp": values["timestamp"],
+                    "updated_at": at_ms,
+                },
+                where=suppressions.c.timestamp <= values["timestamp"],
+            )
+        )
+
+
+def _summary(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
 async def _unseen(connection: AsyncConnection, statuses: Sequence[StatusRow]) -> list[StatusRow]:
@@ -352,31 +485,45 @@ async def apply_stored_statuses(
     return await move_messages(connection, rows, current, at_ms)
 
 
-async def reconcile(engine: AsyncEngine, now_ms: int, give_up_after_ms: int) -> int:
-    """Apply statuses that came before their wamid was recorded; count messages moved.
+async def reconcile(
+    engine: AsyncEngine, now_ms: int, give_up_after_ms: int, after_seq: int = 0
+) -> tuple[int, int]:
+    """Apply statuses that came before their wamid was recorded: (messages moved, cursor).
 
     A webhook and the worker's record of the same wamid can commit at the same
     time, each unseen by the other; this pass (run by the worker's housekeeping)
-    closes that gap. Statuses of wamids no message ever had (another system's,
-    or Meta's for a message we do not know) stop being retried after a while.
+    closes that gap. Each pass looks at the next _CHUNK waiting statuses after
+    `after_seq` and returns where to continue (0: wrap around to the oldest), so
+    statuses that wait long never starve newer ones. Statuses of wamids no message
+    ever had (another system's, or Meta's for a message we do not know) stop being
+    retried after a while.
     """
     async with begin_write(engine) as connection:
         pending = (
             await connection.execute(
-                select(message_statuses.c.upstream_wamid, message_statuses.c.received_at)
-                .where(message_statuses.c.matched == false())
+                select(
+                    message_statuses.c.seq,
+                    message_statuses.c.upstream_wamid,
+                    message_statuses.c.received_at,
+                )
+                .where(message_statuses.c.matched == false(), message_statuses.c.seq > after_seq)
                 .order_by(message_statuses.c.seq)
                 .limit(_CHUNK)
             )
         ).all()
+        cursor = pending[-1].seq if len(pending) == _CHUNK else 0
         if not pending:
-            return 0
-        moved = await apply_stored_statuses(connection, [row[0] for row in pending], now_ms)
-        stale = [row[0] for row in pending if row[1] < now_ms - give_up_after_ms]
+            return 0, cursor
+        moved = await apply_stored_statuses(
+            connection, [row.upstream_wamid for row in pending], now_ms
+        )
+        stale = [
+            row.upstream_wamid for row in pending if row.received_at < now_ms - give_up_after_ms
+        ]
         if stale:
             await connection.execute(
                 update(message_statuses)
                 .where(message_statuses.c.upstream_wamid.in_(stale))
                 .values(matched=True)
             )
-        return moved
+        return moved, cursor
