@@ -24,6 +24,14 @@ from wagate.core import admin
 from wagate.domain.model import Upstream
 from wagate.ports import SystemClock
 
+# Every process a test starts shares these: PostgreSQL installations need a secret
+# key (SQLite ones make their own when WAGATE_SECRET_KEY is empty), and the
+# sandbox's operator routes need an admin token.
+TEST_SECRET_KEY = "wagate-test-secret-key-0123456789abcdef"
+os.environ.setdefault("WAGATE_SECRET_KEY", TEST_SECRET_KEY)
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 PG_HOST = "127.0.0.1"
 PG_ADMIN_URL = f"postgresql+asyncpg://postgres@{PG_HOST}:5432/test"
 WAGATE = str(Path(sys.executable).with_name("wagate"))
@@ -103,6 +111,8 @@ class Tenant:
     project_id: str
     api_key: str
     phone_number_id: str
+    # The number's access token (a sandbox number's generated one, or the one given).
+    access_token: str = ""
 
 
 def make_tenant(
@@ -124,7 +134,7 @@ def make_tenant(
                 access_token=access_token,
                 mps=mps,
             )
-            return Tenant(project.id, key.secret, number.phone_number_id)
+            return Tenant(project.id, key.secret, number.phone_number_id, number.access_token)
         finally:
             await store.close()
 
@@ -196,6 +206,7 @@ class GatewayProcess:
             **os.environ,
             "WAGATE_DATABASE_URL": database_url,
             "WAGATE_AUTH_CACHE_SECONDS": "0",
+            "WAGATE_ADMIN_TOKEN": ADMIN_TOKEN,
             # The embedded sandbox reports sent/delivered/read quickly in tests.
             "WAGATE_SANDBOX_STATUS_DELAY": "0.05",
             **env,

@@ -12,7 +12,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wagate.adapters.store.engine import begin_write
-from wagate.adapters.store.tables import message_events, message_statuses, messages, suppressions
+from wagate.adapters.store.tables import (
+    message_events,
+    message_statuses,
+    messages,
+    phone_numbers,
+    suppressions,
+)
 from wagate.domain.model import Status
 from wagate.domain.statuses import settle
 
@@ -92,9 +98,19 @@ class SqlStatusStore:
         preferences: Sequence[PreferenceRow],
         events: Sequence[EventRow],
         received_ms: int,
+        *,
+        sandbox_only: bool = False,
     ) -> IngestResult:
-        """Store everything; move each matched message's status forward only."""
+        """Store everything; move each matched message's status forward only.
+
+        `sandbox_only` (a body the embedded sandbox signed): drop whatever concerns a
+        message or WABA of a number that does not go to the sandbox.
+        """
         async with begin_write(self.engine) as connection:
+            if sandbox_only:
+                statuses, preferences, events = await _only_sandbox(
+                    connection, statuses, preferences, events
+                )
             new = await _unseen(connection, statuses)
             current = await _messages_by_wamid(connection, [s.wamid for s in new])
             if new:
@@ -206,6 +222,47 @@ class SqlStatusStore:
                 .order_by(message_events.c.seq)
             )
             return [(row[0], row[1]) for row in rows]
+
+
+async def _only_sandbox(
+    connection: AsyncConnection,
+    statuses: Sequence[StatusRow],
+    preferences: Sequence[PreferenceRow],
+    events: Sequence[EventRow],
+) -> tuple[list[StatusRow], list[PreferenceRow], list[EventRow]]:
+    """What a sandbox-signed body may store.
+
+    A status stays unless its wamid belongs to a message of a non-sandbox number
+    (one with no message yet is kept: the worker may not have recorded it yet);
+    an opt-out only for a WABA whose numbers all go to the sandbox; a click only
+    for a message of a sandbox number.
+    """
+    wamids = list({s.wamid for s in statuses} | {e.wamid for e in events if e.wamid})
+    upstream_of: dict[str, set[str]] = {}
+    for start in range(0, len(wamids), _CHUNK):
+        rows = await connection.execute(
+            select(messages.c.upstream_wamid, phone_numbers.c.upstream)
+            .join(phone_numbers, phone_numbers.c.phone_number_id == messages.c.phone_number_id)
+            .where(messages.c.upstream_wamid.in_(wamids[start : start + _CHUNK]))
+        )
+        for wamid, upstream in rows:
+            upstream_of.setdefault(wamid, set()).add(upstream)
+    wabas = list({p.waba_id for p in preferences})
+    waba_upstreams: dict[str, set[str]] = {}
+    if wabas:
+        rows = await connection.execute(
+            select(phone_numbers.c.waba_id, phone_numbers.c.upstream).where(
+                phone_numbers.c.waba_id.in_(wabas[:_CHUNK])
+            )
+        )
+        for waba_id, upstream in rows:
+            waba_upstreams.setdefault(waba_id, set()).add(upstream)
+    sandbox = {"sandbox"}
+    return (
+        [s for s in statuses if upstream_of.get(s.wamid, sandbox) == sandbox],
+        [p for p in preferences if waba_upstreams.get(p.waba_id) == sandbox],
+        [e for e in events if e.wamid is not None and upstream_of.get(e.wamid) == sandbox],
+    )
 
 
 async def _unseen(connection: AsyncConnection, statuses: Sequence[StatusRow]) -> list[StatusRow]:
