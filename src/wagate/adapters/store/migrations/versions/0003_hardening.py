@@ -42,7 +42,9 @@ def upgrade() -> None:
     with op.batch_alter_table("message_events") as batch:
         # Meta retries webhooks for days: the same click is stored once.
         batch.add_column(sa.Column("dedupe_key", sa.String(64), nullable=True))
-    op.create_index("uq_message_events_dedupe_key", "message_events", ["dedupe_key"], unique=True)
+    op.create_index(
+        "uq_message_events_dedupe_key", "message_events", ["dedupe_key"], unique=True
+    )
 
 
 def downgrade() -> None:
