@@ -156,14 +156,21 @@ class ProcessGroup:
         """The process id (a worker's lease owner name contains it)."""
         return self.process.pid
 
-    def wait_until_up(self, url: str, timeout: float = 30.0, *, any_answer: bool = False) -> None:
+    def wait_until_up(
+        self,
+        url: str,
+        timeout: float = 30.0,
+        *,
+        any_answer: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Wait until `url` answers 200 (or anything); raise with the log's tail if it dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.log_path.name}: exited\n{self.log_text()[-2000:]}")
             try:
-                if httpx.get(url, timeout=1).status_code == 200 or any_answer:
+                if httpx.get(url, headers=headers, timeout=1).status_code == 200 or any_answer:
                     return
             except httpx.HTTPError:
                 pass
@@ -245,11 +252,18 @@ def running_gateway(database_url: str, log_path: Path, **env: str) -> Iterator[G
         gateway.stop()
 
 
-def run_cli(*args: str, database_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real `wagate` CLI."""
+def run_cli(
+    *args: str,
+    database_url: str,
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `wagate` CLI (`input` on its stdin, `env` over the test's environment)."""
     result = subprocess.run(
         [WAGATE, *args],
-        env={**os.environ, "WAGATE_DATABASE_URL": database_url},
+        env={**os.environ, "WAGATE_DATABASE_URL": database_url, **(env or {})},
+        input=input,
         capture_output=True,
         text=True,
         timeout=60,

@@ -63,7 +63,7 @@ def shown_url(url: str) -> str:
 
 
 def _fail(message: object) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}")
+    errors.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
     return typer.Exit(1)
 
 
@@ -109,7 +109,7 @@ def migrate_command() -> None:
     """Bring the database (WAGATE_DATABASE_URL) up to the newest schema."""
     settings = Settings.from_env()
     migrate(settings.database_url)
-    console.print(f"migrated {shown_url(settings.database_url)}", markup=False)
+    console.print(f"migrated {shown_url(settings.database_url)}", markup=False, soft_wrap=True)
 
 
 @app.command("secret-key")
@@ -196,7 +196,9 @@ def worker_command() -> None:
         dispatcher = services.dispatcher_for()
         freeze_startup_objects()
         console.print(
-            f"worker {dispatcher.owner} on {shown_url(settings.database_url)}", markup=False
+            f"worker {dispatcher.owner} on {shown_url(settings.database_url)}",
+            markup=False,
+            soft_wrap=True,
         )
         try:
             await dispatcher.run(stop)
