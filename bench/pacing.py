@@ -47,6 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 APP_SECRET = "pacing-bench-secret"
+# The sandbox's operator routes (`_stats`) need this bearer token.
+ADMIN_TOKEN = "pacing-bench-admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 POLL_S = 0.1
 IN_FLIGHT = 64
 # Sandbox status delay: accept -> sent -> delivered -> read, this many seconds apart.
@@ -212,7 +215,7 @@ class Poller(threading.Thread):
             with httpx.Client(timeout=5) as client:
                 while not self.halt.is_set():
                     before = time.time()
-                    stats = client.get(f"{self.sandbox_url}/_stats").json()
+                    stats = client.get(f"{self.sandbox_url}/_stats", headers=ADMIN).json()
                     at = (before + time.time()) / 2
                     stored = database.execute("SELECT count(*) FROM message_statuses").fetchone()
                     self.last_stats = stats
@@ -281,6 +284,8 @@ def run_case(limit: int, count: int, tmp: Path, label: str, env: dict[str, str])
         "WAGATE_SANDBOX_WEBHOOK_URL": f"{gateway.base_url}/webhooks/meta",
         "WAGATE_SANDBOX_APP_SECRET": APP_SECRET,
         "WAGATE_SANDBOX_STATUS_DELAY": str(STATUS_DELAY),
+        "WAGATE_SANDBOX_ADMIN_TOKEN": ADMIN_TOKEN,
+        "WAGATE_SANDBOX_TOKEN": "bench-token",
     }
     sandbox_cmd = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--no-ws"]
     sandbox_cmd += ["--host", "127.0.0.1", "--port", str(sandbox_port), "--workers", "1"]
@@ -289,7 +294,7 @@ def run_case(limit: int, count: int, tmp: Path, label: str, env: dict[str, str])
     sandbox = ProcessGroup(sandbox_cmd, sandbox_env, sandbox_log)
     poller = Poller(sandbox_url, db_path)
     try:
-        sandbox.wait_until_up(f"{sandbox_url}/_stats")
+        sandbox.wait_until_up(f"{sandbox_url}/_stats", headers=ADMIN)
         gateway.start()
         seconds = enqueue(gateway.base_url, phone_number_id, api_key, count)
         load = os.getloadavg()[0]

@@ -25,6 +25,14 @@ from wagate.core import admin
 from wagate.domain.model import Upstream
 from wagate.ports import SystemClock
 
+# Every process a test starts shares these: PostgreSQL installations need a secret
+# key (SQLite ones make their own when WAGATE_SECRET_KEY is empty), and the
+# sandbox's operator routes need an admin token.
+TEST_SECRET_KEY = "wagate-test-secret-key-0123456789abcdef"
+os.environ.setdefault("WAGATE_SECRET_KEY", TEST_SECRET_KEY)
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 PG_HOST = "127.0.0.1"
 PG_ADMIN_URL = f"postgresql+asyncpg://postgres@{PG_HOST}:5432/test"
 WAGATE = str(Path(sys.executable).with_name("wagate"))
@@ -104,6 +112,8 @@ class Tenant:
     project_id: str
     api_key: str
     phone_number_id: str
+    # The number's access token (a sandbox number's generated one, or the one given).
+    access_token: str = ""
 
 
 def make_tenant(
@@ -125,7 +135,7 @@ def make_tenant(
                 access_token=access_token,
                 mps=mps,
             )
-            return Tenant(project.id, key.secret, number.phone_number_id)
+            return Tenant(project.id, key.secret, number.phone_number_id, number.access_token)
         finally:
             await store.close()
 
@@ -147,14 +157,21 @@ class ProcessGroup:
         """The process id (a worker's lease owner name contains it)."""
         return self.process.pid
 
-    def wait_until_up(self, url: str, timeout: float = 30.0, *, any_answer: bool = False) -> None:
+    def wait_until_up(
+        self,
+        url: str,
+        timeout: float = 30.0,
+        *,
+        any_answer: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Wait until `url` answers 200 (or anything); raise with the log's tail if it dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.log_path.name}: exited\n{self.log_text()[-2000:]}")
             try:
-                if httpx.get(url, timeout=1).status_code == 200 or any_answer:
+                if httpx.get(url, headers=headers, timeout=1).status_code == 200 or any_answer:
                     return
             except httpx.HTTPError:
                 pass
@@ -197,6 +214,7 @@ class GatewayProcess:
             **os.environ,
             "WAGATE_DATABASE_URL": database_url,
             "WAGATE_AUTH_CACHE_SECONDS": "0",
+            "WAGATE_ADMIN_TOKEN": ADMIN_TOKEN,
             # The embedded sandbox reports sent/delivered/read quickly in tests.
             "WAGATE_SANDBOX_STATUS_DELAY": "0.05",
             **env,
@@ -237,18 +255,25 @@ def running_gateway(database_url: str, log_path: Path, **env: str) -> Iterator[G
 
 def sandbox_stats(sandbox_url: str) -> dict[str, Any]:
     """A sandbox's `_stats` document: `sandbox_url` is a standalone sandbox's base URL,
-    or `<gateway>/sandbox` for the embedded one. (One place to add its credentials.)"""
-    response = httpx.get(f"{sandbox_url}/_stats", timeout=10)
+    or `<gateway>/sandbox` for the embedded one (both answer ADMIN_TOKEN)."""
+    response = httpx.get(f"{sandbox_url}/_stats", headers=ADMIN, timeout=10)
     response.raise_for_status()
     stats: dict[str, Any] = response.json()
     return stats
 
 
-def run_cli(*args: str, database_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real `wagate` CLI."""
+def run_cli(
+    *args: str,
+    database_url: str,
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `wagate` CLI (`input` on its stdin, `env` over the test's environment)."""
     result = subprocess.run(
         [WAGATE, *args],
-        env={**os.environ, "WAGATE_DATABASE_URL": database_url},
+        env={**os.environ, "WAGATE_DATABASE_URL": database_url, **(env or {})},
+        input=input,
         capture_output=True,
         text=True,
         timeout=60,

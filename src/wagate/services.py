@@ -6,18 +6,13 @@ import asyncio
 import dataclasses
 import gc
 import logging
-import secrets
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
-
 from wagate.adapters.sandbox import SandboxApp, SandboxConfig, create_sandbox_app
-from wagate.adapters.store.engine import begin_write
+from wagate.adapters.sandbox.access import GatewayTokens
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
-from wagate.adapters.store.tables import installation
 from wagate.adapters.upstream.graph import GraphClient
 from wagate.core.accept import Acceptor
 from wagate.core.access import Access
@@ -28,6 +23,9 @@ from wagate.settings import Settings
 
 log = logging.getLogger("wagate")
 SANDBOX_PREFIX = "/sandbox"
+# How long "is there a sandbox number?" and a sandbox number's token are trusted
+# before the database is asked again: a number the CLI adds works within this time.
+SANDBOX_LOOKUP_SECONDS = 2.0
 
 
 def freeze_startup_objects() -> None:
@@ -58,13 +56,18 @@ class Services:
     dispatcher: Dispatcher | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _worker: asyncio.Task[None] | None = None
+    # (monotonic time of the check, whether a sandbox number existed then)
+    _sandbox_wanted: tuple[float, bool] = (float("-inf"), False)
+    _sandbox_check: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Services:
         """Services on a new store for `settings.database_url`."""
         clock = clock or SystemClock()
         store = SqlStore.from_url(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            secret_key=settings.secret_key,
         )
         statuses = SqlStatusStore(store.engine)
         return cls(
@@ -78,7 +81,7 @@ class Services:
                 ttl_seconds=settings.message_ttl_seconds,
                 idempotency_window_seconds=settings.idempotency_window_seconds,
             ),
-            queue=SqlQueue(store.engine),
+            queue=SqlQueue(store.engine, store.secrets),
             statuses=statuses,
             ingestor=Ingestor(statuses, clock, settings.meta_app_secret),
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
@@ -98,18 +101,29 @@ class Services:
         )
 
     async def start(self, *, embedded_sandbox: bool, worker: bool) -> None:
-        """Load the webhook secret; start the embedded sandbox and a worker if asked."""
-        secret = self.settings.meta_app_secret or await self.installation_secret()
-        self.ingestor.app_secret = secret
-        if embedded_sandbox:
+        """Build the embedded sandbox (unless WAGATE_SANDBOX=0) and start a worker if asked.
+
+        The sandbox signs its webhooks with the installation's own secret, never
+        with Meta's app secret: a status it signs can only touch sandbox numbers.
+        """
+        if embedded_sandbox and self.settings.sandbox_mode() != "off":
+            secret = await self.store.installation_secret()
+            self.ingestor.sandbox_secret = secret
             base = self.settings.public_url or "http://127.0.0.1:8080"
             config = dataclasses.replace(
                 SandboxConfig.from_env(),
                 webhook_url=f"{base}/webhooks/meta",
                 app_secret=secret,
+                admin_token=self.settings.admin_token,
+                token="",
             )
-            self.sandbox = create_sandbox_app(config, prefix=SANDBOX_PREFIX)
-            await self.sandbox.startup()
+            tokens = GatewayTokens(
+                self.store.sandbox_credential,
+                self.store.sandbox_waba_tokens,
+                ttl=SANDBOX_LOOKUP_SECONDS,
+            )
+            # Its webhook sender starts with the first send it accepts.
+            self.sandbox = create_sandbox_app(config, prefix=SANDBOX_PREFIX, tokens=tokens)
         if worker:
             self.dispatcher = self.dispatcher_for()
             self._worker = asyncio.create_task(self.dispatcher.run(self._stop))
@@ -119,28 +133,22 @@ class Services:
         """Start what a `wagate serve` process runs beside the API."""
         await self.start(embedded_sandbox=True, worker=self.settings.worker)
 
-    async def installation_secret(self) -> str:
-        """The webhook secret of this installation, made once and kept in the database.
+    async def served_sandbox(self) -> SandboxApp | None:
+        """The embedded sandbox if it is served now: WAGATE_SANDBOX=1, or a sandbox number exists.
 
-        Used when WAGATE_META_APP_SECRET is not set, so the embedded sandbox signs
-        its webhooks with a secret every process of the installation shares.
+        The database is asked at most once per SANDBOX_LOOKUP_SECONDS, so a number
+        the CLI adds makes the sandbox appear within that time.
         """
-        query = select(installation.c.value).where(installation.c.key == "webhook_secret")
-        for _ in range(3):
-            async with self.store.engine.connect() as connection:
-                found = (await connection.execute(query)).scalar()
-            if found is not None:
-                return str(found)
-            value = secrets.token_hex(32)
-            try:
-                async with begin_write(self.store.engine) as connection:
-                    await connection.execute(
-                        insert(installation).values(key="webhook_secret", value=value)
-                    )
-                return value
-            except IntegrityError:
-                continue  # another process made it first: read theirs
-        raise RuntimeError("could not read or create the installation's webhook secret")
+        if self.sandbox is None or self.settings.sandbox_mode() == "on":
+            return self.sandbox
+        checked_at, wanted = self._sandbox_wanted
+        if not 0 <= self.clock.now() - checked_at < SANDBOX_LOOKUP_SECONDS:
+            async with self._sandbox_check:
+                checked_at, wanted = self._sandbox_wanted
+                if not 0 <= self.clock.now() - checked_at < SANDBOX_LOOKUP_SECONDS:
+                    wanted = await self.store.has_sandbox_numbers()
+                    self._sandbox_wanted = (self.clock.now(), wanted)
+        return self.sandbox if wanted else None
 
     async def close(self) -> None:
         """Stop the worker, flush pending commits and release connections."""

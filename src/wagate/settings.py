@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/wagate.db"
 
@@ -39,6 +40,15 @@ class Settings:
     worker: bool = True
     upstream_timeout_seconds: float = 30.0
     lease_seconds: float = 60.0
+    # The key that encrypts access tokens and the webhook secret at rest. Unset on
+    # SQLite: a key generated once into `<database>.key`; required on PostgreSQL.
+    secret_key: str = ""
+    # Bearer token of the operator routes (the sandbox's /_stats, /_reset, /_numbers);
+    # unset: those routes are refused.
+    admin_token: str = ""
+    # The embedded sandbox: "1" always served, "0" never (sandbox numbers refused),
+    # unset: served while at least one sandbox number exists.
+    sandbox: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -61,7 +71,20 @@ class Settings:
                 raise SystemExit(
                     f"WAGATE_{f.name.upper()}={raw!r} is not a valid {kind.__name__}"
                 ) from None
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.sandbox_mode()  # a bad WAGATE_SANDBOX stops the process now
+        return settings
+
+    def sandbox_mode(self) -> Literal["auto", "on", "off"]:
+        """WAGATE_SANDBOX as one of auto (unset), on (1) or off (0)."""
+        value = self.sandbox.strip().lower()
+        if value in ("", "auto"):
+            return "auto"
+        if value in ("1", "true", "yes", "on"):
+            return "on"
+        if value in ("0", "false", "no", "off"):
+            return "off"
+        raise SystemExit(f"WAGATE_SANDBOX={self.sandbox!r} is not 1, 0 or unset")
 
     def upstream_base(self, upstream: str) -> str:
         """The Graph API base URL for a number's upstream kind."""

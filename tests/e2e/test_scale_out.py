@@ -25,6 +25,8 @@ import httpx
 import pytest
 
 from tests.support import (
+    ADMIN,
+    ADMIN_TOKEN,
     WAGATE,
     GatewayProcess,
     ProcessGroup,
@@ -104,7 +106,7 @@ class Rig:
 
     def stats(self) -> dict[str, Any]:
         """The sandbox's `_stats` document."""
-        response = httpx.get(f"{self.sandbox_url}/_stats", timeout=5)
+        response = httpx.get(f"{self.sandbox_url}/_stats", headers=ADMIN, timeout=5)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -185,13 +187,17 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
                 f"{gateway.base_url}/webhooks/meta",
                 "--app-secret",
                 APP_SECRET,
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--token",
+                ACCESS_TOKEN,
             ],
             {**os.environ, "WAGATE_SANDBOX_STATUS_DELAY": STATUS_DELAY},
             tmp_path / "sandbox.log",
         )
         rig.processes.append(sandbox)
         gateway.start()
-        sandbox.wait_until_up(f"{sandbox_url}/_stats")
+        sandbox.wait_until_up(f"{sandbox_url}/_stats", headers=ADMIN)
         tenant = make_tenant(database_url, mps=MPS, upstream="meta", access_token=ACCESS_TOKEN)
         rig.phone_number_id, rig.api_key = tenant.phone_number_id, tenant.api_key
         started = time.monotonic()

@@ -25,6 +25,7 @@ from sqlalchemy import Executable, Row, select, update
 
 from tests.integration.test_send_endpoint import body, graph_error, send
 from tests.support import (
+    ADMIN,
     WAGATE,
     GatewayProcess,
     Tenant,
@@ -223,7 +224,7 @@ def test_a_server_error_twice_is_retried_until_the_message_is_read(
     assert "errors" not in message
     assert timeline(message) == ["sent", "delivered", "read"]
     assert stored_message(gateway.database_url, message_id).attempts == 3
-    stats = httpx.get(f"{gateway.base_url}/sandbox/_stats", timeout=10).json()
+    stats = httpx.get(f"{gateway.base_url}/sandbox/_stats", headers=ADMIN, timeout=10).json()
     number = stats["numbers"][served.phone_number_id]
     assert number["errors"].get("131000") == 2
 
@@ -728,4 +729,7 @@ def test_a_message_past_its_ttl_is_failed_by_the_worker_without_being_sent(
     assert error["code"] == MESSAGE_EXPIRED
     assert error["title"] == "Message expired before it could be sent"
     assert "time to live" in error["error_data"]["details"]
-    assert httpx.get(f"{hooks.base_url}/sandbox/_stats", timeout=10).json()["requests"] == 0
+    assert (
+        httpx.get(f"{hooks.base_url}/sandbox/_stats", headers=ADMIN, timeout=10).json()["requests"]
+        == 0
+    )

@@ -37,6 +37,8 @@ APP_SECRET = "sandbox-test-secret"
 STATUS_DELAY = 0.05
 APPROVAL_DELAY = 0.3
 AUTH = {"Authorization": "Bearer test-token"}
+ADMIN_TOKEN = "sandbox-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 _numbers = itertools.count(1)
 
 
@@ -152,6 +154,8 @@ def sandbox_url(hook_port: int, tmp_path_factory: pytest.TempPathFactory) -> Ite
         f"http://{HOST}:{hook_port}/webhook",
         "--app-secret",
         APP_SECRET,
+        "--admin-token",
+        ADMIN_TOKEN,
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -174,7 +178,8 @@ def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -
         if process.poll() is not None:
             raise AssertionError(f"sandbox exited: {log.read_text()}")
         try:
-            with urllib.request.urlopen(f"{url}/_stats", timeout=1) as response:
+            request = urllib.request.Request(f"{url}/_stats", headers=ADMIN)
+            with urllib.request.urlopen(request, timeout=1) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError):
@@ -221,16 +226,21 @@ class Sandbox:
             return response.status, await response.json()
 
     async def call(
-        self, method: str, path: str, body: dict[str, Any] | None = None, auth: bool = True
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        auth: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         url = path if path.startswith("http") else f"{self.url}{path}"
-        async with self.http.request(
-            method, url, json=body, headers=AUTH if auth else {}
-        ) as response:
+        if headers is None:
+            headers = AUTH if auth else {}
+        async with self.http.request(method, url, json=body, headers=headers) as response:
             return response.status, await response.json()
 
     async def stats(self) -> dict[str, Any]:
-        return (await self.call("GET", "/_stats", auth=False))[1]
+        return (await self.call("GET", "/_stats", headers=ADMIN))[1]
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -629,7 +639,7 @@ async def test_stats_count_requests_accepts_errors_and_duplicate_sends(
 async def test_reset_clears_counters(sandbox: Sandbox) -> None:
     await sandbox.send(_phone_number_id(), _message())
 
-    status, body = await sandbox.call("POST", "/_reset", auth=False)
+    status, body = await sandbox.call("POST", "/_reset", headers=ADMIN)
 
     assert (status, body) == (200, {"success": True})
     stats = await sandbox.stats()
@@ -720,14 +730,14 @@ async def test_a_created_template_is_approved_after_the_delay_and_disabled_is_13
 
 
 async def test_under_a_prefix_every_route_lives_below_it() -> None:
-    app = create_sandbox_app(SandboxConfig(), prefix="/sandbox")
+    app = create_sandbox_app(SandboxConfig(admin_token=ADMIN_TOKEN), prefix="/sandbox")
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as client:
         sent = await client.post(
             "/sandbox/v24.0/77/marketing_messages", json=_message(), headers=AUTH
         )
         page = await client.get("/sandbox/v24.0/77/message_templates?limit=1", headers=AUTH)
-        stats = await client.get("/sandbox/_stats")
+        stats = await client.get("/sandbox/_stats", headers=ADMIN)
 
     assert sent.status_code == 200
     assert page.json()["paging"]["next"].startswith(

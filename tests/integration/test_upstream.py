@@ -20,7 +20,7 @@ async def test_the_tier_of_a_standard_number_is_80(gateway: GatewayProcess, tena
     client = GraphClient(timeout_s=5)
     try:
         tier = await client.throughput(
-            f"{gateway.base_url}/sandbox", "v23.0", tenant.phone_number_id, "token"
+            f"{gateway.base_url}/sandbox", "v23.0", tenant.phone_number_id, tenant.access_token
         )
     finally:
         await client.close()
@@ -48,7 +48,7 @@ async def test_a_send_comes_back_with_metas_wamid(gateway: GatewayProcess, tenan
             f"{gateway.base_url}/sandbox",
             "v23.0",
             tenant.phone_number_id,
-            "token",
+            tenant.access_token,
             json.dumps(PAYLOAD).encode(),
         )
     finally:
@@ -67,7 +67,7 @@ async def test_a_graph_error_keeps_metas_code(gateway: GatewayProcess, tenant: T
             f"{gateway.base_url}/sandbox",
             "v23.0",
             tenant.phone_number_id,
-            "token",
+            tenant.access_token,
             json.dumps(body).encode(),
         )
     finally:

@@ -1,4 +1,4 @@
-"""The `wagate` command line (typer): serve, migrate, projects, keys, numbers."""
+"""The `wagate` command line (typer): serve, worker, sandbox, migrate, projects, keys, numbers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -54,8 +55,24 @@ def migrate(url: str) -> None:
     upgrade(url)
 
 
+def shown_url(url: str) -> str:
+    """A database URL fit to print: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _fail(message: object) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    return typer.Exit(1)
+
+
 def _run(work: Callable[[SqlStore], Awaitable[T]]) -> T:
-    """Migrate, then run `work` against the configured store; AdminError exits 1."""
+    """Migrate and seal secrets, then run `work` against the configured store.
+
+    AdminError and a missing or wrong WAGATE_SECRET_KEY exit 1 with a message.
+    """
+    from wagate.adapters.store.secrets import SecretKeyError
     from wagate.adapters.store.sql import SqlStore
 
     settings = Settings.from_env()
@@ -63,18 +80,24 @@ def _run(work: Callable[[SqlStore], Awaitable[T]]) -> T:
 
     async def main() -> T:
         store = SqlStore.from_url(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            secret_key=settings.secret_key,
         )
         try:
+            await store.seal_secrets(admin.new_sandbox_token)
             return await work(store)
         finally:
             await store.close()
 
     try:
         return asyncio.run(main())
-    except admin.AdminError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+    except (admin.AdminError, SecretKeyError) as exc:
+        raise _fail(exc) from None
+
+
+async def _nothing(store: SqlStore) -> None:
+    return None
 
 
 def _print_json(value: Any) -> None:
@@ -86,7 +109,15 @@ def migrate_command() -> None:
     """Bring the database (WAGATE_DATABASE_URL) up to the newest schema."""
     settings = Settings.from_env()
     migrate(settings.database_url)
-    console.print(f"migrated {settings.database_url}")
+    console.print(f"migrated {shown_url(settings.database_url)}", markup=False, soft_wrap=True)
+
+
+@app.command("secret-key")
+def secret_key_command() -> None:
+    """Print a new random key for WAGATE_SECRET_KEY (give every process the same one)."""
+    from wagate.adapters.store.secrets import new_secret_key
+
+    sys.stdout.write(new_secret_key() + "\n")
 
 
 @app.command("serve")
@@ -112,10 +143,14 @@ def serve_command(
     # Only an explicit flag overrides WAGATE_WORKER (README: WAGATE_WORKER=0 turns it off).
     if worker is not None:
         os.environ["WAGATE_WORKER"] = "1" if worker else "0"
-    migrate(settings.database_url)
+    sandbox_allowed = settings.sandbox_mode() != "off"
     if demo:
-        found = _run(lambda store: admin.ensure_demo(store, SystemClock()))
+        found = _run(
+            lambda store: admin.ensure_demo(store, SystemClock(), sandbox_allowed=sandbox_allowed)
+        )
         _print_demo(found, host, port)
+    else:
+        _run(_nothing)  # migrate, and stop here with a clear message if the key is wrong
     from granian.constants import Interfaces
     from granian.server import Server
 
@@ -150,7 +185,7 @@ def worker_command() -> None:
     from wagate.services import Services, freeze_startup_objects
 
     settings = Settings.from_env()
-    migrate(settings.database_url)
+    _run(_nothing)
 
     async def main() -> None:
         services = Services.build(settings)
@@ -160,7 +195,11 @@ def worker_command() -> None:
             loop.add_signal_handler(sig, stop.set)
         dispatcher = services.dispatcher_for()
         freeze_startup_objects()
-        console.print(f"worker {dispatcher.owner} on {settings.database_url}")
+        console.print(
+            f"worker {dispatcher.owner} on {shown_url(settings.database_url)}",
+            markup=False,
+            soft_wrap=True,
+        )
         try:
             await dispatcher.run(stop)
         finally:
@@ -183,12 +222,28 @@ def sandbox_command(
     app_secret: Annotated[
         str | None, typer.Option(help="Secret that signs the webhooks (X-Hub-Signature-256).")
     ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WAGATE_ADMIN_TOKEN",
+            show_envvar=True,
+            help="Bearer token of the operator routes /_stats, /_reset, /_numbers"
+            " (unset: those routes are refused).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="The one access token every phone number and WABA accepts (default: each"
+            " is bound to the first token that uses it).",
+        ),
+    ] = None,
 ) -> None:
     """Run the Meta emulator standalone; point WAGATE_META_BASE_URL at it."""
     from wagate.adapters.sandbox import run_sandbox
 
     console.print(f"sandbox on http://{_loopback(host)}:{port} (stats: /_stats)")
-    run_sandbox(host, port, mps, webhook_url, app_secret)
+    run_sandbox(host, port, mps, webhook_url, app_secret, admin_token=admin_token, token=token)
 
 
 def _print_demo(demo: admin.Demo, host: str, port: int) -> None:
@@ -298,11 +353,36 @@ def numbers_add(
     upstream: Annotated[
         UpstreamChoice, typer.Option(help="sandbox (built-in emulator) or meta.")
     ] = UpstreamChoice.sandbox,
-    access_token: Annotated[str, typer.Option(help="Meta access token (meta only).")] = "",
+    access_token: Annotated[
+        str,
+        typer.Option(
+            help="Meta access token (needed for meta; a sandbox number gets a generated one)."
+            " '-' reads it from standard input. Default: WAGATE_ACCESS_TOKEN. Prefer stdin,"
+            " --access-token-file or the variable: an argument shows in `ps`.",
+        ),
+    ] = "",
+    access_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the access token from this file (surrounding whitespace ignored).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
     mps: Annotated[int, typer.Option(help="Messages per second allowed (20, 80, 1000).")] = 80,
     as_json: JsonFlag = False,
 ) -> None:
-    """Register a phone number with a project."""
+    """Register a phone number with a project (its access token is stored encrypted)."""
+    if access_token_file is not None and access_token:
+        raise _fail("give the access token once: --access-token or --access-token-file")
+    if access_token_file is not None:
+        access_token = access_token_file.read_text().strip()
+    elif access_token == "-":
+        access_token = sys.stdin.read().strip()
+    elif not access_token:
+        access_token = os.environ.get("WAGATE_ACCESS_TOKEN", "").strip()
+    sandbox_allowed = Settings.from_env().sandbox_mode() != "off"
     number = _run(
         lambda store: admin.add_number(
             store,
@@ -313,6 +393,7 @@ def numbers_add(
             upstream=upstream.value,
             access_token=access_token,
             mps=mps,
+            sandbox_allowed=sandbox_allowed,
         )
     )
     result = {

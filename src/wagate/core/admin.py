@@ -10,6 +10,10 @@ from wagate.domain.model import ApiKey, PhoneNumber, Project, Upstream
 from wagate.ports import Clock, Store
 
 DEFAULT_MPS = 80
+SANDBOX_OFF = (
+    "the sandbox is switched off (WAGATE_SANDBOX=0): add the number with --upstream meta,"
+    " or unset WAGATE_SANDBOX"
+)
 
 
 class AdminError(Exception):
@@ -74,6 +78,11 @@ async def revoke_key(store: Store, clock: Clock, key_id: str) -> None:
         raise AdminError(f"no live key {key_id!r}")
 
 
+def new_sandbox_token() -> str:
+    """An access token for a sandbox number: the sandbox accepts no other for it."""
+    return "sbx_" + secrets.token_urlsafe(32)
+
+
 async def add_number(
     store: Store,
     clock: Clock,
@@ -84,8 +93,11 @@ async def add_number(
     upstream: Upstream = "sandbox",
     access_token: str = "",
     mps: int = DEFAULT_MPS,
+    sandbox_allowed: bool = True,
 ) -> PhoneNumber:
-    """Register a phone number with a project."""
+    """Register a phone number with a project; a sandbox number without a token gets one."""
+    if upstream == "sandbox" and not sandbox_allowed:
+        raise AdminError(SANDBOX_OFF)
     await _require_project(store, project_id)
     if not phone_number_id.strip() or "/" in phone_number_id:
         raise AdminError("a phone number id is a non-empty id without '/'")
@@ -98,7 +110,7 @@ async def add_number(
         waba_id=waba_id or str(10**14 + secrets.randbelow(9 * 10**14)),
         project_id=project_id,
         upstream=upstream,
-        access_token=access_token,
+        access_token=access_token or (new_sandbox_token() if upstream == "sandbox" else ""),
         mps=mps,
     )
     try:
@@ -122,12 +134,14 @@ DEMO_NUMBER = "100000000000001"
 DEMO_KEY_LABEL = "demo (make serve)"
 
 
-async def ensure_demo(store: Store, clock: Clock) -> Demo:
+async def ensure_demo(store: Store, clock: Clock, *, sandbox_allowed: bool = True) -> Demo:
     """The demo project and sandbox number, created once; a new key on every call.
 
     The key is shown only once, so each `make serve` mints one and revokes the
     previous demo key: there is always exactly one live demo key, the printed one.
     """
+    if not sandbox_allowed:
+        raise AdminError(f"--demo needs a sandbox number, but {SANDBOX_OFF}")
     projects = [p for p in await store.list_projects() if p.name == DEMO_PROJECT]
     if projects:
         project = projects[0]

@@ -32,10 +32,14 @@ _KNOWN: frozenset[str] = frozenset(STATUSES) - {"pending"}
 class Ingestor:
     """Receives Meta's webhook POSTs."""
 
-    def __init__(self, store: SqlStatusStore, clock: Clock, app_secret: str) -> None:
+    def __init__(
+        self, store: SqlStatusStore, clock: Clock, app_secret: str, sandbox_secret: str = ""
+    ) -> None:
+        """Webhooks signed with Meta's `app_secret`, or with the embedded sandbox's secret."""
         self.store = store
         self.clock = clock
         self.app_secret = app_secret
+        self.sandbox_secret = sandbox_secret
 
     def verify(
         self, mode: str | None, token: str | None, challenge: str | None, expected: str
@@ -46,8 +50,16 @@ class Ingestor:
         raise GraphError(10, "Webhook verification failed: wrong hub.verify_token or hub.mode")
 
     async def receive(self, body: bytes, signature: str | None) -> IngestResult:
-        """Check `X-Hub-Signature-256`, decode, store; nothing is stored if either fails."""
-        if not signature_matches(body, signature, self.app_secret):
+        """Check `X-Hub-Signature-256`, decode, store; nothing is stored if either fails.
+
+        A body signed by the embedded sandbox (not by Meta) is stored only as far
+        as it concerns sandbox numbers.
+        """
+        if signature_matches(body, signature, self.app_secret):
+            sandbox_only = False
+        elif signature_matches(body, signature, self.sandbox_secret):
+            sandbox_only = True
+        else:
             raise GraphError(
                 190, "X-Hub-Signature-256 is missing or does not match the body", http_status=401
             )
@@ -57,7 +69,9 @@ class Ingestor:
             raise GraphError(100, f"Webhook body is not Meta's payload: {exc}") from None
         now_ms = int(self.clock.now() * 1000)
         statuses, preferences, events = rows_of(payload, now_ms)
-        result = await self.store.ingest(statuses, preferences, events, now_ms)
+        result = await self.store.ingest(
+            statuses, preferences, events, now_ms, sandbox_only=sandbox_only
+        )
         log.debug(
             "webhook: %d new statuses, %d duplicates, %d messages moved, %d rows refused",
             result.stored,

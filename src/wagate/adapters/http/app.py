@@ -202,7 +202,11 @@ WEBHOOK_MAX_BODY_BYTES = 16 * 1024 * 1024
     request_max_body_size=WEBHOOK_MAX_BODY_BYTES,
 )
 async def receive_meta_webhook(request: Request[Any, Any, Any]) -> WebhookAnswer:
-    """Statuses, opt-outs and clicks from Meta, signed with the app secret (X-Hub-Signature-256)."""
+    """Statuses, opt-outs and clicks from Meta, signed with the app secret (X-Hub-Signature-256).
+
+    The embedded sandbox signs with the installation's own secret instead; what it
+    signs can only touch messages of sandbox numbers.
+    """
     body = await request.body()
     result = await _services(request).ingestor.receive(
         body, request.headers.get("x-hub-signature-256")
@@ -375,10 +379,12 @@ class Gateway:
                 if route is not None:
                     await serve_send(self.services, scope, receive, send, route)
                     return
-            sandbox = self.services.sandbox
-            if sandbox is not None and path.startswith(SANDBOX_PREFIX + "/"):
-                await sandbox(scope, receive, send)
-                return
+            if path.startswith(SANDBOX_PREFIX + "/"):
+                # Not served (WAGATE_SANDBOX=0, or no sandbox number yet): a 404 like any path.
+                sandbox = await self.services.served_sandbox()
+                if sandbox is not None:
+                    await sandbox(scope, receive, send)
+                    return
         await self.litestar(scope, receive, send)
 
 

@@ -25,6 +25,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pair-burst", type=int, help="messages to one user before 131056")
     parser.add_argument("--pair-interval", type=float, help="seconds per message to one user")
     parser.add_argument("--numbers", help="phone_number_id:waba_id pairs, comma-separated")
+    parser.add_argument(
+        "--admin-token",
+        help="bearer token of /_stats, /_reset, /_numbers (default WAGATE_ADMIN_TOKEN;"
+        " unset: refused)",
+    )
+    parser.add_argument(
+        "--token",
+        help="the one access token every number and WABA accepts (default: each is bound"
+        " to the first token that uses it)",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     run_sandbox(
@@ -38,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         pair_burst=args.pair_burst,
         pair_interval=args.pair_interval,
         numbers=parse_numbers(args.numbers) if args.numbers else None,
+        admin_token=args.admin_token,
+        token=args.token,
         log_level=args.log_level,
     )
 

@@ -22,8 +22,9 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from wagate.adapters.http.graph import error_body, new_trace_id
+from wagate.adapters.sandbox.access import AccessTokens, FirstUseTokens, same_token
 from wagate.adapters.sandbox.config import SandboxConfig
-from wagate.adapters.sandbox.state import Clock, SandboxState
+from wagate.adapters.sandbox.state import NO_TOKEN, Clock, SandboxState
 from wagate.adapters.sandbox.templates import (
     TemplateRecord,
     decode_cursor,
@@ -42,7 +43,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("wagate.sandbox")
 
 GRAPH_VERSION = re.compile(r"^v\d{1,3}(\.\d{1,2})?$")
-MAX_BODY = 1 << 20
+# Meta's own requests are a few KB; 64 KB leaves room and keeps a client from parking megabytes.
+MAX_BODY = 64 * 1024
 # Scope key holding the path as the client sent it, for paging links.
 ORIGINAL_PATH = "wagate.sandbox.original_path"
 DEFAULT_PAGE_SIZE = 25
@@ -53,11 +55,23 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 class SandboxApp:
     """The emulated Graph API; call `startup`/`aclose` yourself when mounted without lifespan."""
 
-    def __init__(self, config: SandboxConfig, *, prefix: str = "", clock: Clock = time.time):
-        """A sandbox with fresh state; webhooks start with the lifespan or on the first send."""
+    def __init__(
+        self,
+        config: SandboxConfig,
+        *,
+        prefix: str = "",
+        clock: Clock = time.time,
+        tokens: AccessTokens | None = None,
+    ):
+        """A sandbox with fresh state; webhooks start with the lifespan or on the first send.
+
+        `tokens` decides which access token may use a number or WABA; by default
+        the first token that uses one owns it (or only `config.token`, when set).
+        """
         self.config = config
         self.prefix = prefix.rstrip("/")
         self.state = SandboxState(config, clock)
+        self.tokens: AccessTokens = tokens or FirstUseTokens(self.state, config.token)
         self.sender = WebhookSender(self.state, config.webhook_url) if config.webhook_url else None
         self._routes = cast(ASGIApp, _build_litestar(self))
 
@@ -104,8 +118,9 @@ class SandboxApp:
             self.sender.start()
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         try:
-            body = await _read_body(receive)
-            response = self.state.send(phone_number_id, body, authorized=_has_bearer(headers))
+            waba_id = await self.number_of(phone_number_id, _bearer(headers))
+            body = await _read_body(receive, _content_length(headers))
+            response = self.state.send(phone_number_id, body, authorized=waba_id is not None)
         except Exception as exc:
             if isinstance(exc, GraphError):
                 error = exc
@@ -122,12 +137,30 @@ class SandboxApp:
             return
         await _respond(send, 200, _encode(response), _JSON_HEADERS)
 
+    async def number_of(self, phone_number_id: str, token: str) -> str | None:
+        """The number's WABA if `token` may use it (the number is attached to that WABA)."""
+        if not token:
+            return None
+        waba_id = await self.tokens.number(phone_number_id, token)
+        if waba_id is not None:
+            self.state.attach(phone_number_id, waba_id)
+        return waba_id
+
+    def reset(self) -> None:
+        """Forget counters, state and learnt tokens."""
+        self.state.reset()
+        self.tokens.reset()
+
 
 def create_sandbox_app(
-    config: SandboxConfig, *, prefix: str = "", clock: Clock = time.time
+    config: SandboxConfig,
+    *,
+    prefix: str = "",
+    clock: Clock = time.time,
+    tokens: AccessTokens | None = None,
 ) -> SandboxApp:
     """The sandbox ASGI app; `prefix` (e.g. `/sandbox`) when it shares a server with the gateway."""
-    return SandboxApp(config, prefix=prefix, clock=clock)
+    return SandboxApp(config, prefix=prefix, clock=clock, tokens=tokens)
 
 
 def sandbox_app_from_env() -> SandboxApp:
@@ -138,30 +171,49 @@ def sandbox_app_from_env() -> SandboxApp:
 # ---- the bare send path -------------------------------------------------------------
 
 
-def _has_bearer(headers: list[tuple[bytes, bytes]]) -> bool:
+def bearer_token(authorization: str | bytes | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or ''."""
+    if not authorization:
+        return ""
+    text = authorization.decode("latin-1") if isinstance(authorization, bytes) else authorization
+    scheme, _, token = text.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _bearer(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == b"authorization":
-            scheme, _, token = value.strip().partition(b" ")
-            return scheme.lower() == b"bearer" and bool(token.strip())
-    return False
+            return bearer_token(value)
+    return ""
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body", False):
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+def _too_large() -> GraphError:
+    return GraphError(100, f"Request body is larger than {MAX_BODY} bytes", http_status=413)
+
+
+async def _read_body(receive: Receive, declared: int = 0) -> bytes:
+    if declared > MAX_BODY:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             break
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
-            raise GraphError(100, f"Request body is larger than {MAX_BODY} bytes", http_status=413)
+            raise _too_large()
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     return b"".join(chunks)
 
 
@@ -187,10 +239,37 @@ def _sandbox(request: AnyRequest) -> SandboxApp:
     return cast(SandboxApp, request.app.state["sandbox"])
 
 
-def _require_token(request: AnyRequest) -> None:
-    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise GraphError(190, "An access token is required: Authorization: Bearer <token>")
+def _invalid_token(token: str, what: str) -> GraphError:
+    if not token:
+        return GraphError(190, NO_TOKEN)
+    return GraphError(190, f"Invalid OAuth access token: it cannot act for {what}")
+
+
+async def _require_number_token(request: AnyRequest, phone_number_id: str) -> None:
+    """Meta answers 190 unless the token is one of the phone number's."""
+    token = bearer_token(request.headers.get("authorization"))
+    if await _sandbox(request).number_of(phone_number_id, token) is None:
+        raise _invalid_token(token, f"phone number {phone_number_id}")
+
+
+async def _require_waba_token(request: AnyRequest, waba_id: str) -> None:
+    """Meta answers 190 unless the token is one of the business account's."""
+    token = bearer_token(request.headers.get("authorization"))
+    if not token or not await _sandbox(request).tokens.waba(waba_id, token):
+        raise _invalid_token(token, f"business account {waba_id}")
+
+
+def _require_admin(request: AnyRequest) -> None:
+    """The operator routes need WAGATE_ADMIN_TOKEN; without one configured they are off."""
+    expected = _sandbox(request).config.admin_token
+    if not expected:
+        raise GraphError(
+            10,
+            "The sandbox's operator routes are disabled: set WAGATE_ADMIN_TOKEN"
+            " (standalone: --admin-token)",
+        )
+    if not same_token(bearer_token(request.headers.get("authorization")), expected):
+        raise GraphError(190, "The operator routes need Authorization: Bearer <admin token>")
 
 
 def _graph_error(request: AnyRequest, error: GraphError) -> Response[bytes]:
@@ -254,10 +333,10 @@ def _select(request: AnyRequest, templates: list[TemplateRecord]) -> list[Templa
     ]
 
 
-@get("/{waba_id:str}/message_templates", sync_to_thread=False)
-def list_templates(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any]:
+@get("/{waba_id:str}/message_templates")
+async def list_templates(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any]:
     """Meta's template list: filters `name`, `status`, `category`, `language`; cursor paging."""
-    _require_token(request)
+    await _require_waba_token(request, waba_id)
     sandbox = _sandbox(request)
     templates = _select(request, sandbox.state.templates.list(waba_id, sandbox.state.clock()))
     limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, 1, 1000)
@@ -291,17 +370,17 @@ def list_templates(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any
 @post("/{waba_id:str}/message_templates", status_code=200)
 async def create_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any]:
     """Create a template: PENDING now, APPROVED after the approval delay."""
-    _require_token(request)
+    await _require_waba_token(request, waba_id)
     sandbox = _sandbox(request)
     create = parse_create(await request.body())
     template = sandbox.state.templates.create(waba_id, create, sandbox.state.clock())
     return {"id": template.id, "status": template.status, "category": template.category}
 
 
-@delete("/{waba_id:str}/message_templates", status_code=200, sync_to_thread=False)
-def delete_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any]:
+@delete("/{waba_id:str}/message_templates", status_code=200)
+async def delete_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any]:
     """Delete a template by `name` (every language), or one of them by `hsm_id`."""
-    _require_token(request)
+    await _require_waba_token(request, waba_id)
     name = request.query_params.get("name")
     if not name:
         raise GraphError(131008, "Parameter name is required")
@@ -309,10 +388,10 @@ def delete_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, An
     return {"success": True}
 
 
-@get("/{phone_number_id:str}", sync_to_thread=False)
-def phone_number(request: AnyRequest, phone_number_id: FromPath[str]) -> dict[str, Any]:
+@get("/{phone_number_id:str}")
+async def phone_number(request: AnyRequest, phone_number_id: FromPath[str]) -> dict[str, Any]:
     """A phone number's fields, e.g. `?fields=throughput`."""
-    _require_token(request)
+    await _require_number_token(request, phone_number_id)
     state = _sandbox(request).state
     number = state.number(phone_number_id)
     known: dict[str, Any] = {
@@ -333,13 +412,15 @@ def phone_number(request: AnyRequest, phone_number_id: FromPath[str]) -> dict[st
 @get("/_stats", sync_to_thread=False)
 def stats(request: AnyRequest) -> dict[str, Any]:
     """Counters of requests, accepts, errors by code and duplicate sends, total and per number."""
+    _require_admin(request)
     return _sandbox(request).state.stats()
 
 
 @post("/_reset", status_code=200, sync_to_thread=False)
 def reset(request: AnyRequest) -> dict[str, Any]:
-    """Forget counters and state."""
-    _sandbox(request).state.reset()
+    """Forget counters, state and learnt tokens."""
+    _require_admin(request)
+    _sandbox(request).reset()
     return {"success": True}
 
 
@@ -354,6 +435,7 @@ class NumberRegistration(msgspec.Struct, forbid_unknown_fields=True):
 @post("/_numbers", status_code=200)
 async def register_number(request: AnyRequest) -> dict[str, Any]:
     """Attach a phone number to a WABA (until the next reset)."""
+    _require_admin(request)
     try:
         body = msgspec.json.decode(await request.body(), type=NumberRegistration)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -382,6 +464,7 @@ def _build_litestar(sandbox: SandboxApp) -> Litestar:
         on_startup=[sandbox.startup],
         on_shutdown=[sandbox.aclose],
         state=State({"sandbox": sandbox}),
+        request_max_body_size=MAX_BODY,
         openapi_config=None,
         logging_config=None,
     )

@@ -32,6 +32,21 @@ class SandboxConfig:
     webhook_timeout: float = 10.0
     # phone_number_id -> waba_id; a number not listed is a WABA of its own.
     numbers: Mapping[str, str] = field(default_factory=dict)
+    # Bearer token of the operator routes (/_stats, /_reset, /_numbers); "" refuses them.
+    admin_token: str = ""
+    # Standalone only: the one access token every number and WABA accepts. "" binds
+    # each number and WABA to the first token that uses it.
+    token: str = ""
+    # Bounds on what clients can make the sandbox remember. Meta caps a WABA at 250
+    # templates; the rest keep a misbehaving client from growing memory without end.
+    max_numbers: int = 10_000
+    max_wabas: int = 10_000
+    max_templates_per_waba: int = 250
+    max_created_templates: int = 10_000
+    # Sends remembered for duplicate detection and transient failures (least recent forgotten).
+    max_remembered_sends: int = 100_000
+    # Status updates waiting for their time; beyond it sends are refused with 131016.
+    max_pending_updates: int = 200_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -65,6 +80,8 @@ class SandboxConfig:
             webhook_backoff=number("WEBHOOK_BACKOFF", default.webhook_backoff),
             webhook_timeout=number("WEBHOOK_TIMEOUT", default.webhook_timeout),
             numbers=parse_numbers(get("NUMBERS") or ""),
+            admin_token=get("ADMIN_TOKEN") or env.get("WAGATE_ADMIN_TOKEN") or "",
+            token=get("TOKEN") or "",
         )
 
     def to_env(self) -> dict[str, str]:
@@ -83,6 +100,8 @@ class SandboxConfig:
             "WEBHOOK_TIMEOUT": repr(self.webhook_timeout),
             "WEBHOOK_URL": self.webhook_url or "",
             "NUMBERS": ",".join(f"{pnid}:{waba}" for pnid, waba in self.numbers.items()),
+            "ADMIN_TOKEN": self.admin_token,
+            "TOKEN": self.token,
         }
         return {ENV_PREFIX + name: value for name, value in env.items()}
 

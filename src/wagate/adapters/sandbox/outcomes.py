@@ -74,13 +74,19 @@ class UpdateSchedule:
     in time order, so each FIFO is already sorted by due time: no heap needed.
     """
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, capacity: int = 200_000) -> None:
         """An empty schedule with `delay` seconds between a message's updates."""
         self.delay = delay
+        self.capacity = capacity
         self._queues: list[deque[Update]] = []
+        self._size = 0
 
     def __len__(self) -> int:
-        return sum(len(queue) for queue in self._queues)
+        return self._size
+
+    def has_room(self, outcome: Outcome) -> bool:
+        """Whether every step of `outcome` fits under the capacity."""
+        return self._size + sum(len(steps) for steps in outcome) <= self.capacity
 
     def add(self, message: AcceptedMessage, outcome: Outcome) -> None:
         """Schedule every step of `outcome` for `message`."""
@@ -91,6 +97,7 @@ class UpdateSchedule:
             queue = self._queues[n - 1]
             for step in steps:
                 queue.append(Update(due, step, message))
+                self._size += 1
 
     def take_due(self, now: float) -> list[Update]:
         """Remove and return the updates due at `now`, earlier steps of a message first."""
@@ -98,8 +105,10 @@ class UpdateSchedule:
         for queue in self._queues:
             while queue and queue[0].due <= now:
                 due.append(queue.popleft())
+        self._size -= len(due)
         return due
 
     def clear(self) -> None:
         """Drop every pending update."""
         self._queues.clear()
+        self._size = 0

@@ -22,6 +22,8 @@ def run_sandbox(
     pair_burst: int | None = None,
     pair_interval: float | None = None,
     numbers: dict[str, str] | None = None,
+    admin_token: str | None = None,
+    token: str | None = None,
     log_level: str = "warning",
 ) -> None:
     """Serve the sandbox until interrupted; an argument left None keeps its WAGATE_SANDBOX_* value.
@@ -43,6 +45,8 @@ def run_sandbox(
         pair_burst=current.pair_burst if pair_burst is None else pair_burst,
         pair_interval=current.pair_interval if pair_interval is None else pair_interval,
         numbers=current.numbers if numbers is None else numbers,
+        admin_token=current.admin_token if admin_token is None else admin_token,
+        token=current.token if token is None else token,
     )
     # The granian worker builds the app from the environment (factory=True).
     os.environ.update(config.to_env())

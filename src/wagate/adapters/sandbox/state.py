@@ -17,6 +17,7 @@ import msgspec
 
 from wagate.adapters.sandbox.config import SandboxConfig
 from wagate.adapters.sandbox.limits import KeyedLimiter
+from wagate.adapters.sandbox.memory import Lru
 from wagate.adapters.sandbox.outcomes import (
     TRANSIENT_FAILURES,
     AcceptedMessage,
@@ -31,6 +32,9 @@ from wagate.domain.validation import decode_request
 
 Clock = Callable[[], float]
 _encode = msgspec.json.encode
+# Meta's phone numbers are at most 15 digits; anything far longer is refused unread.
+MAX_TO_LENGTH = 64
+NO_TOKEN = "An access token is required: Authorization: Bearer <token>"
 
 
 @dataclass(slots=True)
@@ -83,8 +87,13 @@ class SandboxState:
         """Empty state; WABAs are seeded with templates on first use."""
         self.config = config
         self.clock = clock
-        self.templates = TemplateStore(config.approval_delay)
-        self.schedule = UpdateSchedule(config.status_delay)
+        self.templates = TemplateStore(
+            config.approval_delay,
+            max_wabas=config.max_wabas,
+            max_per_waba=config.max_templates_per_waba,
+            max_created=config.max_created_templates,
+        )
+        self.schedule = UpdateSchedule(config.status_delay, config.max_pending_updates)
         self.webhooks_enabled = bool(config.webhook_url)
         self.totals = Counters()
         self.per_number: dict[str, Counters] = {}
@@ -92,9 +101,9 @@ class SandboxState:
         self._numbers: dict[str, Number] = {}
         self._throughput = KeyedLimiter(config.mps, config.mps)
         self._pairs = KeyedLimiter(config.pair_burst, 1.0 / config.pair_interval)
-        # hash of (number, recipient, template payload) of every accepted send
-        self._sent: set[int] = set()
-        self._transient_attempts: dict[int, int] = {}
+        # hash of (number, recipient, template payload) of recently accepted sends
+        self._sent: Lru[int, bool] = Lru(config.max_remembered_sends)
+        self._transient_attempts: Lru[int, int] = Lru(config.max_remembered_sends)
         # A per-process salt keeps wamids unique across sandbox restarts.
         self._wamid_salt = secrets.token_hex(5).upper()
         self._wamid_seq = 0
@@ -106,17 +115,25 @@ class SandboxState:
         number = self._numbers.get(phone_number_id)
         if number is None:
             waba_id = self.config.numbers.get(phone_number_id, phone_number_id)
-            number = Number(waba_id, display_number_for(phone_number_id))
-            self._numbers[phone_number_id] = number
+            number = self.register_number(phone_number_id, waba_id)
         return number
 
     def register_number(
         self, phone_number_id: str, waba_id: str, display_phone_number: str | None = None
     ) -> Number:
-        """Attach a phone number to a WABA (until the next reset)."""
+        """Attach a phone number to a WABA (until the next reset); refused beyond the cap."""
+        if phone_number_id not in self._numbers and len(self._numbers) >= self.config.max_numbers:
+            raise GraphError(100, f"Sandbox limit: at most {self.config.max_numbers} phone numbers")
         number = Number(waba_id, display_phone_number or display_number_for(phone_number_id))
         self._numbers[phone_number_id] = number
         return number
+
+    def attach(self, phone_number_id: str, waba_id: str) -> Number:
+        """The number, attached to `waba_id` (the gateway's stored WABA of a sandbox number)."""
+        number = self._numbers.get(phone_number_id)
+        if number is not None and number.waba_id == waba_id:
+            return number
+        return self.register_number(phone_number_id, waba_id)
 
     def throughput_level(self) -> str:
         """Meta's throughput level for the configured rate."""
@@ -127,17 +144,26 @@ class SandboxState:
     def send(
         self, phone_number_id: str, body: bytes, *, authorized: bool
     ) -> MarketingMessageResponse:
-        """Check and accept one marketing message, counting it; raise the GraphError Meta would."""
-        counters = self.per_number.get(phone_number_id)
-        if counters is None:
-            counters = self.per_number[phone_number_id] = Counters()
+        """Check and accept one marketing message, counting it; raise the GraphError Meta would.
+
+        Per-number counters exist only for numbers a token was accepted for, so
+        requests with made-up ids do not grow them.
+        """
         self.totals.requests += 1
-        counters.requests += 1
+        counters: Counters | None = None
         try:
-            response, duplicate = self._accept(phone_number_id, body, authorized)
+            if not authorized:
+                raise GraphError(190, NO_TOKEN)
+            self.number(phone_number_id)
+            counters = self.per_number.get(phone_number_id)
+            if counters is None:
+                counters = self.per_number[phone_number_id] = Counters()
+            counters.requests += 1
+            response, duplicate = self._accept(phone_number_id, body)
         except GraphError as error:
             for each in (self.totals, counters):
-                each.errors[error.code] = each.errors.get(error.code, 0) + 1
+                if each is not None:
+                    each.errors[error.code] = each.errors.get(error.code, 0) + 1
             raise
         self.totals.accepted += 1
         counters.accepted += 1
@@ -146,12 +172,13 @@ class SandboxState:
             counters.duplicate_sends += 1
         return response
 
-    def _accept(
-        self, phone_number_id: str, body: bytes, authorized: bool
-    ) -> tuple[MarketingMessageResponse, bool]:
-        if not authorized:
-            raise GraphError(190, "An access token is required: Authorization: Bearer <token>")
+    def _accept(self, phone_number_id: str, body: bytes) -> tuple[MarketingMessageResponse, bool]:
         request = decode_request(body)
+        if request.to is not None and len(request.to) > MAX_TO_LENGTH:
+            raise GraphError(
+                131009,
+                f"Parameter to is longer than {MAX_TO_LENGTH} characters: not a phone number",
+            )
         recipient = resolve_recipient(request.to, request.recipient)
         number = self.number(phone_number_id)
         now = self.clock()
@@ -160,6 +187,9 @@ class SandboxState:
             self.templates.find(number.waba_id, name, language, now), name, language
         )
         check_parameters(template, request.template.components or [])
+        outcome = outcome_of(recipient.address)
+        if self.webhooks_enabled and not self.schedule.has_room(outcome):
+            raise GraphError(131016, "Sandbox overloaded: too many status updates pending")
         # Only well-formed sends take throughput, so pacing at exactly mps never trips it.
         if not self._throughput.take(phone_number_id, now):
             raise GraphError(
@@ -172,8 +202,8 @@ class SandboxState:
         transient = TRANSIENT_FAILURES.get(address[-4:])
         if transient is not None:
             code, times = transient
-            attempts = self._transient_attempts.get(payload_key, 0) + 1
-            self._transient_attempts[payload_key] = attempts
+            attempts = (self._transient_attempts.get(payload_key) or 0) + 1
+            self._transient_attempts.put(payload_key, attempts)
             if attempts <= times:
                 raise GraphError(code, f"Sandbox: transient failure {attempts} of {times}")
         if not self._pairs.take((phone_number_id, address), now):
@@ -182,7 +212,7 @@ class SandboxState:
                 f"Too many messages from {phone_number_id} to {address} in a short time",
             )
         duplicate = payload_key in self._sent
-        self._sent.add(payload_key)
+        self._sent.put(payload_key, True)
         wamid = self._new_wamid(address)
         if self.webhooks_enabled:
             message = AcceptedMessage(
@@ -195,7 +225,7 @@ class SandboxState:
                 biz_opaque_callback_data=request.biz_opaque_callback_data,
                 accepted_at=now,
             )
-            self.schedule.add(message, outcome_of(address))
+            self.schedule.add(message, outcome)
         contact = (
             Contact(input=recipient.input, wa_id=address)
             if recipient.kind == "phone"

@@ -378,19 +378,37 @@ def _check_buttons(shape: TemplateShape, buttons: list[ButtonComponent]) -> None
 class TemplateStore:
     """Every WABA's templates, seeded lazily on a WABA's first use."""
 
-    def __init__(self, approval_delay: float) -> None:
-        """An empty store; created templates are approved after `approval_delay` seconds."""
+    def __init__(
+        self,
+        approval_delay: float,
+        *,
+        max_wabas: int = 10_000,
+        max_per_waba: int = 250,
+        max_created: int = 10_000,
+    ) -> None:
+        """An empty store; created templates are approved after `approval_delay` seconds.
+
+        At most `max_wabas` WABAs are seeded, each holds at most `max_per_waba`
+        templates, and at most `max_created` are created in all.
+        """
         self.approval_delay = approval_delay
+        self.max_wabas = max_wabas
+        self.max_per_waba = max_per_waba
+        self.max_created = max_created
+        self.created = 0
         # waba_id -> (name, language) -> template, in creation order
         self._wabas: dict[str, dict[tuple[str, str], TemplateRecord]] = {}
 
     def clear(self) -> None:
         """Forget every WABA; the next access seeds it again."""
         self._wabas.clear()
+        self.created = 0
 
     def _of(self, waba_id: str) -> dict[tuple[str, str], TemplateRecord]:
         templates = self._wabas.get(waba_id)
         if templates is None:
+            if len(self._wabas) >= self.max_wabas:
+                raise GraphError(100, f"Sandbox limit: at most {self.max_wabas} business accounts")
             templates = {(t.name, t.language): t for t in seed_templates()}
             self._wabas[waba_id] = templates
         return templates
@@ -419,6 +437,12 @@ class TemplateStore:
                 f"Content in this language already exists: {create.name} ({create.language})",
                 subcode=2388024,
             )
+        if len(templates) >= self.max_per_waba:
+            raise GraphError(
+                100, f"Message template limit reached: a WABA holds at most {self.max_per_waba}"
+            )
+        if self.created >= self.max_created:
+            raise GraphError(100, f"Sandbox limit: at most {self.max_created} created templates")
         template = new_template(
             create.name,
             create.language,
@@ -429,6 +453,7 @@ class TemplateStore:
             approve_at=now + self.approval_delay,
         )
         templates[(template.name, template.language)] = template
+        self.created += 1
         return template
 
     def delete(self, waba_id: str, name: str, hsm_id: str | None) -> int:
@@ -444,4 +469,6 @@ class TemplateStore:
             raise GraphError(100, f"Message template {which} was not found")
         for key in doomed:
             del templates[key]
+        # Deleting a seeded template frees a slot too: still bounded (6 seeds per WABA).
+        self.created = max(0, self.created - len(doomed))
         return len(doomed)

@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from wagate.adapters.store.engine import begin_write
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
+from wagate.adapters.store.secrets import SecretBox
+from wagate.adapters.store.sql import phone_number_of
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
 from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, phone_numbers
 from wagate.domain.delivery import Claimed, Outcome
@@ -69,8 +71,10 @@ _RETRY = _by_lease_holder(state="queued", due_at=bindparam("b_due"), **_ERROR)
 class SqlQueue:
     """Claims and results of the delivery queue."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, secrets: SecretBox | None = None) -> None:
+        """A queue on `engine`; `secrets` opens access tokens (default: this database's key)."""
         self.engine = engine
+        self.secrets = secrets or SecretBox(engine.url)
         writers = 1 if engine.dialect.name == "sqlite" else 2
         # Outcomes wait up to 20 ms for company: at 80 msg/s that is one commit (and one
         # fsync) per ~2 sends instead of one per send. It also widens the window in
@@ -89,7 +93,8 @@ class SqlQueue:
         """Every phone number (the dispatcher's round)."""
         query = select(*PHONE_NUMBER_COLUMNS)
         async with self.engine.connect() as connection:
-            return [PhoneNumber(**row._mapping) for row in await connection.execute(query)]
+            rows = await connection.execute(query)
+            return [phone_number_of(row, self.secrets) for row in rows]
 
     async def claim(
         self,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, fields
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields, replace
+from secrets import token_hex
 from typing import Any
 
 from sqlalchemy import Select, and_, insert, select, update
@@ -13,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from wagate.adapters.store.engine import begin_write, create_engine, is_sqlite
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
+from wagate.adapters.store.secrets import SecretBox
 from wagate.adapters.store.tables import (
     PHONE_NUMBER_COLUMNS,
     api_keys,
+    installation,
     messages,
     phone_numbers,
     projects,
@@ -33,21 +36,33 @@ from wagate.ports import IdempotencyConflict, StoreUnavailable
 _STORED_COLUMNS = [messages.c[f.name] for f in fields(StoredMessage)]
 _NEW_MESSAGE_FIELDS = tuple(f.name for f in fields(NewMessage))
 _INSERT_MESSAGE = insert(messages)
+WEBHOOK_SECRET_KEY = "webhook_secret"
+
+
+def phone_number_of(row: Any, box: SecretBox) -> PhoneNumber:
+    """A `PhoneNumber` from a row of PHONE_NUMBER_COLUMNS, its access token decrypted."""
+    number = PhoneNumber(**row._mapping)
+    return replace(number, access_token=box.open(number.access_token))
 
 
 class SqlStore:
     """Durable storage; message inserts go through a group committer."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, secrets: SecretBox | None = None) -> None:
+        """A store on `engine`; `secrets` defaults to the key of this database (see secrets.py)."""
         self.engine = engine
+        self.secrets = secrets or SecretBox(engine.url)
         # SQLite has one writer at a time; PostgreSQL commits batches in parallel.
         writers = 1 if engine.dialect.name == "sqlite" else 4
         self.committer = GroupCommitter(self._write_batch, self._write_one, writers=writers)
 
     @classmethod
-    def from_url(cls, url: str, *, sqlite_synchronous: str = "FULL") -> SqlStore:
-        """A store on a new engine for `url`."""
-        return cls(create_engine(url, sqlite_synchronous=sqlite_synchronous))
+    def from_url(
+        cls, url: str, *, sqlite_synchronous: str = "FULL", secret_key: str | None = None
+    ) -> SqlStore:
+        """A store on a new engine for `url`; `secret_key` None reads WAGATE_SECRET_KEY."""
+        engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
+        return cls(engine, SecretBox(engine.url, secret_key))
 
     @property
     def is_sqlite(self) -> bool:
@@ -156,7 +171,7 @@ class SqlStore:
         )
         async with self.engine.connect() as connection:
             row = (await connection.execute(query)).first()
-        return None if row is None else PhoneNumber(**row._mapping)
+        return None if row is None else phone_number_of(row, self.secrets)
 
     async def create_project(self, project: Project) -> None:
         """Add a project."""
@@ -206,12 +221,104 @@ class SqlStore:
 
     async def add_phone_number(self, number: PhoneNumber, *, created_at: int) -> None:
         """Add a phone number; raises ValueError if its id is taken."""
+        row = {**asdict(number), "access_token": self.secrets.seal(number.access_token)}
         try:
             async with begin_write(self.engine) as connection:
-                await connection.execute(
-                    insert(phone_numbers).values(**asdict(number), created_at=created_at)
-                )
+                await connection.execute(insert(phone_numbers).values(**row, created_at=created_at))
         except IntegrityError as exc:
             raise ValueError(
                 f"phone number {number.phone_number_id} exists already or its project does not"
             ) from exc
+
+    # ---- secrets and the embedded sandbox's view of its numbers ------------------------
+
+    async def installation_secret(self) -> str:
+        """The installation's generated webhook secret, made once and kept encrypted."""
+        query = select(installation.c.value).where(installation.c.key == WEBHOOK_SECRET_KEY)
+        for _ in range(3):
+            async with self.engine.connect() as connection:
+                found = (await connection.execute(query)).scalar()
+            if found is not None:
+                return self.secrets.open(str(found))
+            value = token_hex(32)
+            try:
+                async with begin_write(self.engine) as connection:
+                    await connection.execute(
+                        insert(installation).values(
+                            key=WEBHOOK_SECRET_KEY, value=self.secrets.seal(value)
+                        )
+                    )
+                return value
+            except IntegrityError:
+                continue  # another process made it first: read theirs
+        raise RuntimeError("could not read or create the installation's webhook secret")
+
+    async def seal_secrets(self, sandbox_token: Callable[[], str]) -> int:
+        """Encrypt secrets stored in plaintext before, and give token-less sandbox numbers one.
+
+        Also proves the key opens what is stored (SecretKeyError otherwise), so a
+        process with the wrong key stops at start, not at its first send. Counts rows
+        rewritten.
+        """
+        self.secrets.check()
+        rewritten = 0
+        async with begin_write(self.engine) as connection:
+            rows = await connection.execute(
+                select(
+                    phone_numbers.c.phone_number_id,
+                    phone_numbers.c.upstream,
+                    phone_numbers.c.access_token,
+                )
+            )
+            for phone_number_id, upstream, stored in rows.all():
+                token = self.secrets.open(stored)
+                if not token and upstream == "sandbox":
+                    token = sandbox_token()
+                elif SecretBox.is_sealed(stored):
+                    continue
+                await connection.execute(
+                    update(phone_numbers)
+                    .where(phone_numbers.c.phone_number_id == phone_number_id)
+                    .values(access_token=self.secrets.seal(token))
+                )
+                rewritten += 1
+            stored_secret = (
+                await connection.execute(
+                    select(installation.c.value).where(installation.c.key == WEBHOOK_SECRET_KEY)
+                )
+            ).scalar()
+            if stored_secret is not None:
+                plaintext = self.secrets.open(stored_secret)
+                if not SecretBox.is_sealed(stored_secret):
+                    await connection.execute(
+                        update(installation)
+                        .where(installation.c.key == WEBHOOK_SECRET_KEY)
+                        .values(value=self.secrets.seal(plaintext))
+                    )
+                    rewritten += 1
+        return rewritten
+
+    async def has_sandbox_numbers(self) -> bool:
+        """Whether any phone number goes to the sandbox."""
+        query = select(phone_numbers.c.phone_number_id).where(phone_numbers.c.upstream == "sandbox")
+        async with self.engine.connect() as connection:
+            return (await connection.execute(query.limit(1))).first() is not None
+
+    async def sandbox_credential(self, phone_number_id: str) -> tuple[str, str] | None:
+        """(waba_id, access token) of a sandbox number; None for any other number."""
+        query = select(phone_numbers.c.waba_id, phone_numbers.c.access_token).where(
+            phone_numbers.c.phone_number_id == phone_number_id,
+            phone_numbers.c.upstream == "sandbox",
+        )
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(query)).first()
+        return None if row is None else (row[0], self.secrets.open(row[1]))
+
+    async def sandbox_waba_tokens(self, waba_id: str) -> frozenset[str]:
+        """The access tokens of the sandbox numbers of a WABA."""
+        query = select(phone_numbers.c.access_token).where(
+            phone_numbers.c.waba_id == waba_id, phone_numbers.c.upstream == "sandbox"
+        )
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).scalars().all()
+        return frozenset(token for token in (self.secrets.open(r) for r in rows) if token)

@@ -20,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wagate.adapters.store.engine import begin_write
 from wagate.adapters.store.faults import is_row_fault
-from wagate.adapters.store.tables import message_events, message_statuses, messages, suppressions
+from wagate.adapters.store.tables import (
+    message_events,
+    message_statuses,
+    messages,
+    phone_numbers,
+    suppressions,
+)
 from wagate.domain.model import Status
 from wagate.domain.sanitise import fits, usable_timestamp, usable_wamid, without_nul
 from wagate.domain.statuses import settle
@@ -115,12 +121,22 @@ class SqlStatusStore:
         preferences: Sequence[PreferenceRow],
         events: Sequence[EventRow],
         received_ms: int,
+        *,
+        sandbox_only: bool = False,
     ) -> IngestResult:
         """Store every good row; move each matched message's status forward only.
+
+        `sandbox_only` (a body the embedded sandbox signed): drop whatever concerns a
+        message or WABA of a number that does not go to the sandbox.
 
         Raises only when the database is unavailable: nothing is lost, Meta retries.
         """
         statuses, preferences, events, refused = storable(statuses, preferences, events)
+        if sandbox_only:
+            async with self.engine.connect() as connection:
+                statuses, preferences, events = await _only_sandbox(
+                    connection, statuses, preferences, events
+                )
         if refused:
             log.info("webhook: %d rows refused: %s", len(refused), "; ".join(refused[:3]))
         try:
@@ -339,6 +355,47 @@ async def _store_preferences(
 def _summary(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+
+
+async def _only_sandbox(
+    connection: AsyncConnection,
+    statuses: Sequence[StatusRow],
+    preferences: Sequence[PreferenceRow],
+    events: Sequence[EventRow],
+) -> tuple[list[StatusRow], list[PreferenceRow], list[EventRow]]:
+    """What a sandbox-signed body may store.
+
+    A status stays unless its wamid belongs to a message of a non-sandbox number
+    (one with no message yet is kept: the worker may not have recorded it yet);
+    an opt-out only for a WABA whose numbers all go to the sandbox; a click only
+    for a message of a sandbox number.
+    """
+    wamids = list({s.wamid for s in statuses} | {e.wamid for e in events if e.wamid})
+    upstream_of: dict[str, set[str]] = {}
+    for start in range(0, len(wamids), _CHUNK):
+        rows = await connection.execute(
+            select(messages.c.upstream_wamid, phone_numbers.c.upstream)
+            .join(phone_numbers, phone_numbers.c.phone_number_id == messages.c.phone_number_id)
+            .where(messages.c.upstream_wamid.in_(wamids[start : start + _CHUNK]))
+        )
+        for wamid, upstream in rows:
+            upstream_of.setdefault(wamid, set()).add(upstream)
+    wabas = list({p.waba_id for p in preferences})
+    waba_upstreams: dict[str, set[str]] = {}
+    if wabas:
+        rows = await connection.execute(
+            select(phone_numbers.c.waba_id, phone_numbers.c.upstream).where(
+                phone_numbers.c.waba_id.in_(wabas[:_CHUNK])
+            )
+        )
+        for waba_id, upstream in rows:
+            waba_upstreams.setdefault(waba_id, set()).add(upstream)
+    sandbox = {"sandbox"}
+    return (
+        [s for s in statuses if upstream_of.get(s.wamid, sandbox) == sandbox],
+        [p for p in preferences if waba_upstreams.get(p.waba_id) == sandbox],
+        [e for e in events if e.wamid is not None and upstream_of.get(e.wamid) == sandbox],
+    )
 
 
 async def _unseen(connection: AsyncConnection, statuses: Sequence[StatusRow]) -> list[StatusRow]:

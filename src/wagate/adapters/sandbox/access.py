@@ -1,0 +1,144 @@
+"""Who may use a phone number or WABA of the sandbox: the access token, as at Meta.
+
+Two ways to know the right token: the standalone sandbox binds each number and
+WABA to the first token that uses it (or accepts one fixed `--token`); the
+sandbox embedded in a gateway asks the gateway's database, where each sandbox
+number has a generated token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from wagate.adapters.sandbox.memory import Lru
+from wagate.adapters.sandbox.state import Clock, SandboxState
+from wagate.domain.errors import GraphError
+
+NumberCredential = tuple[str, str]  # (waba_id, access token)
+
+
+def same_token(given: str, expected: str) -> bool:
+    """Whether two tokens are equal, in constant time."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class AccessTokens(Protocol):
+    """Decides whether an access token may act for a phone number or a WABA."""
+
+    async def number(self, phone_number_id: str, token: str) -> str | None:
+        """The number's WABA if `token` may use the number, else None."""
+        ...
+
+    async def waba(self, waba_id: str, token: str) -> bool:
+        """Whether `token` may use the WABA's templates."""
+        ...
+
+    def reset(self) -> None:
+        """Forget what was learnt (the operator's `_reset`)."""
+        ...
+
+
+class FirstUseTokens:
+    """The standalone sandbox: a number or WABA belongs to the first token that uses it."""
+
+    def __init__(self, state: SandboxState, fixed_token: str = "") -> None:
+        """Bindings over `state`'s numbers; with `fixed_token`, only that token is accepted."""
+        self.state = state
+        self.fixed_token = fixed_token
+        self._numbers: dict[str, str] = {}
+        self._wabas: dict[str, str] = {}
+
+    async def number(self, phone_number_id: str, token: str) -> str | None:
+        """The number's WABA if it is bound to `token` (binding it, and its WABA, if free)."""
+        if self.fixed_token and not same_token(token, self.fixed_token):
+            return None
+        waba_id = self.state.number(phone_number_id).waba_id
+        if self.fixed_token:
+            return waba_id
+        bound = self._numbers.setdefault(phone_number_id, token)
+        if not same_token(token, bound):
+            return None
+        if waba_id not in self._wabas:
+            self._bind_waba(waba_id, token)
+        return waba_id
+
+    async def waba(self, waba_id: str, token: str) -> bool:
+        """Whether the WABA is bound to `token` (binding it if free)."""
+        if self.fixed_token:
+            return same_token(token, self.fixed_token)
+        bound = self._wabas.get(waba_id)
+        if bound is None:
+            self._bind_waba(waba_id, token)
+            return True
+        return same_token(token, bound)
+
+    def _bind_waba(self, waba_id: str, token: str) -> None:
+        if len(self._wabas) >= self.state.config.max_wabas:
+            raise GraphError(
+                100, f"Sandbox limit: at most {self.state.config.max_wabas} business accounts"
+            )
+        self._wabas[waba_id] = token
+
+    def reset(self) -> None:
+        """Unbind every number and WABA."""
+        self._numbers.clear()
+        self._wabas.clear()
+
+
+# How many phone numbers and WABAs the embedded sandbox remembers lookups of.
+_REMEMBERED = 10_000
+
+
+class GatewayTokens:
+    """The embedded sandbox: tokens of sandbox numbers from the gateway's database, cached briefly.
+
+    A number added by the CLI is known within `ttl` seconds (unknown ids are
+    cached too, or each request for one would cost a query).
+    """
+
+    def __init__(
+        self,
+        credential: Callable[[str], Awaitable[NumberCredential | None]],
+        waba_tokens: Callable[[str], Awaitable[frozenset[str]]],
+        *,
+        ttl: float = 2.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        """Lookups by phone_number_id and by WABA, each answer trusted for `ttl` seconds."""
+        self._credential = credential
+        self._waba_tokens = waba_tokens
+        self.ttl = ttl
+        self.clock = clock
+        self._numbers: Lru[str, tuple[float, NumberCredential | None]] = Lru(_REMEMBERED)
+        self._wabas: Lru[str, tuple[float, frozenset[str]]] = Lru(_REMEMBERED)
+
+    async def number(self, phone_number_id: str, token: str) -> str | None:
+        """The stored WABA of a sandbox number whose stored token is `token`."""
+        now = self.clock()
+        known = self._numbers.get(phone_number_id)
+        if known is None or now - known[0] >= self.ttl:
+            known = (now, await self._credential(phone_number_id))
+            self._numbers.put(phone_number_id, known)
+        credential = known[1]
+        if credential is None or not same_token(token, credential[1]):
+            return None
+        return credential[0]
+
+    async def waba(self, waba_id: str, token: str) -> bool:
+        """Whether `token` is the token of one of the WABA's sandbox numbers."""
+        now = self.clock()
+        known = self._wabas.get(waba_id)
+        if known is None or now - known[0] >= self.ttl:
+            known = (now, await self._waba_tokens(waba_id))
+            self._wabas.put(waba_id, known)
+        # Compare against every token, not stopping at a match, to keep the time flat.
+        matches = [same_token(token, expected) for expected in known[1]]
+        return any(matches)
+
+    def reset(self) -> None:
+        """Nothing to forget: the database decides."""
+        self._numbers.clear()
+        self._wabas.clear()
