@@ -10,10 +10,26 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# The async driver of each database wagate runs on; SQLAlchemy loads it by this name.
+DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+
+
+def database_url(url: str) -> URL:
+    """`url` with its async driver: `postgresql://` means `postgresql+asyncpg://`."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in DRIVERS:
+        raise ValueError(
+            f"unsupported database {backend!r}: use sqlite+aiosqlite:///PATH "
+            "or postgresql+asyncpg://USER@HOST:PORT/DB"
+        )
+    if parsed.get_driver_name() != DRIVERS[backend]:
+        parsed = parsed.set(drivername=f"{backend}+{DRIVERS[backend]}")
+    return parsed
 
 
 def is_sqlite(url: str) -> bool:
@@ -27,15 +43,15 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
     WAL lets readers run beside the single writer; `busy_timeout` makes a second
     process wait for the write lock instead of failing at once.
     """
-    parsed = make_url(url)
+    parsed = database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        return create_async_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True)
     synchronous = sqlite_synchronous.upper()
     if synchronous not in SQLITE_SYNCHRONOUS:
         raise ValueError(f"sqlite synchronous must be one of {SQLITE_SYNCHRONOUS}")
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    engine = create_async_engine(parsed, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
