@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,13 +78,46 @@ async def _admin_sql(statement: str) -> None:
         await connection.close()
 
 
+def _pg_url(name: str) -> str:
+    return f"postgresql+asyncpg://postgres@{PG_HOST}:5432/{name}"
+
+
+# Migrated once per test session, then copied: a PostgreSQL template database and a
+# checkpointed SQLite file (running every migration for every test cost ~0.7 s and
+# ~0.2 s a database).
+_templates: dict[str, str] = {}
+
+
+def _pg_template() -> str:
+    name = _templates.get("postgres")
+    if name is None:
+        name = f"wagate_template_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
+        migrate(_pg_url(name))
+        atexit.register(drop_pg_database, _pg_url(name))
+        _templates["postgres"] = name
+    return name
+
+
+def _sqlite_template() -> Path:
+    path = _templates.get("sqlite")
+    if path is None:
+        folder = Path(tempfile.mkdtemp(prefix="wagate-template-"))
+        atexit.register(shutil.rmtree, folder, True)
+        path = str(folder / "wagate.db")
+        migrate(f"sqlite+aiosqlite:///{path}")
+        # Everything into the main file, so copying that one file copies the database.
+        with sqlite3.connect(path) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _templates["sqlite"] = path
+    return Path(path)
+
+
 def create_pg_database() -> str:
-    """A new, migrated PostgreSQL database; returns its URL."""
+    """A new, migrated PostgreSQL database (a copy of the session's template); its URL."""
     name = f"wagate_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+asyncpg://postgres@{PG_HOST}:5432/{name}"
-    migrate(url)
-    return url
+    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}" TEMPLATE "{_pg_template()}"'))
+    return _pg_url(name)
 
 
 def drop_pg_database(url: str) -> None:
@@ -94,9 +131,9 @@ def database_url_for(backend: str, tmp_dir: Path) -> str:
     if backend == "postgres":
         require_postgres()
         return create_pg_database()
-    url = f"sqlite+aiosqlite:///{tmp_dir / 'wagate.db'}"
-    migrate(url)
-    return url
+    path = tmp_dir / "wagate.db"
+    shutil.copyfile(_sqlite_template(), path)
+    return f"sqlite+aiosqlite:///{path}"
 
 
 def dispose_database(url: str) -> None:
