@@ -304,6 +304,9 @@ def create_litestar(services: Services) -> Litestar:
         on_startup=[services.start_gateway],
         on_shutdown=[services.close],
         debug=False,
+        # Logging is set up once, by create_app (escaped messages); Litestar's own
+        # default would replace the root handler with an unescaping one.
+        logging_config=None,
     )
     app.state.services = services
     _describe_send_body(app)
