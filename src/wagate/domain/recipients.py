@@ -43,9 +43,12 @@ def normalise_phone(raw: str) -> str:
             f"Parameter `to` is longer than {MAX_TO_LENGTH} characters; send a phone number"
         )
     text = raw.strip()
-    if not _TYPED_PHONE.match(text):
+    if text.isascii() and text.isdigit():  # already digits, as most API clients send it
+        digits = text
+    elif _TYPED_PHONE.match(text):
+        digits = _NOT_DIGITS.sub("", text)
+    else:
         raise invalid_value(f"Parameter `to` is not a phone number: {raw!r}")
-    digits = _NOT_DIGITS.sub("", text)
     if not text.startswith("+") and digits.startswith("00"):
         digits = digits[2:]
     try:

@@ -173,19 +173,24 @@ def check_components(components: list[Component]) -> None:
 def _check_flow_data(parameter: ActionParameter, where: str, *, card: bool) -> None:
     """Bound the one free-form part of a send body, so every stored message reads back."""
     data = parameter.action.flow_action_data
-    if data is None:
+    if not data:
         return
     base = _CARD_FLOW_DATA_DEPTH if card else _FLOW_DATA_DEPTH
     if base + _depth(data, MAX_JSON_DEPTH - base) > MAX_JSON_DEPTH:
         raise too_deep(f"{where}.action.flow_action_data")
 
 
-def _depth(value: Any, limit: int) -> int:
+def _depth(value: dict[str, Any] | list[Any], limit: int) -> int:
     """How many levels of objects and arrays `value` nests, counting at most `limit` + 1."""
-    if not isinstance(value, dict | list) or limit < 0:
-        return 0
-    children = value.values() if isinstance(value, dict) else value
-    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
+    if limit <= 0:
+        return 1
+    deepest = 0
+    for child in value.values() if isinstance(value, dict) else value:
+        if isinstance(child, dict | list):
+            found = _depth(child, limit - 1)
+            if found > deepest:
+                deepest = found
+    return 1 + deepest
 
 
 def _check_unique(components: list[Component] | list[CardComponent], where: str) -> None:
@@ -268,7 +273,7 @@ def _check_button(component: ButtonComponent, where: str, *, card: bool) -> None
         where,
     )
     for p, parameter in enumerate(component.parameters):
-        if isinstance(parameter, ActionParameter):
+        if isinstance(parameter, ActionParameter) and parameter.action.flow_action_data:
             _check_flow_data(parameter, f"{where}.parameters[{p}]", card=card)
 
 
