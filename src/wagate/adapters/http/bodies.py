@@ -33,13 +33,66 @@ class BodyTimeout(GraphError):
         )
 
 
+class _Sweeper:
+    """One timer for every body read of an event loop, instead of one per request.
+
+    `asyncio.timeout` schedules and cancels a timer per read: 5 us on a send that
+    otherwise costs ~12 us. Registering a read here costs a dict insert; a sweep a
+    few times a second cancels the reads past their deadline (so a deadline is kept
+    to within SWEEP_SECONDS).
+    """
+
+    SWEEP_SECONDS = 0.25
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reading: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, task: asyncio.Task[Any], seconds: float) -> None:
+        self.reading[task] = self.loop.time() + seconds
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.SWEEP_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        for task, deadline in list(self.reading.items()):
+            if deadline <= now:
+                del self.reading[task]
+                self.expired.add(task)
+                task.cancel()
+        if self.reading:
+            self._timer = self.loop.call_later(self.SWEEP_SECONDS, self._sweep)
+
+
+_sweeper: _Sweeper | None = None
+
+
+def _sweeper_of(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    global _sweeper
+    if _sweeper is None or _sweeper.loop is not loop:
+        _sweeper = _Sweeper(loop)
+    return _sweeper
+
+
 async def read_body(receive: Receive, limit: int, seconds: float) -> bytes:
     """The whole request body, refusing more than `limit` bytes or a wait past `seconds`."""
+    task = asyncio.current_task()
+    assert task is not None
+    sweeper = _sweeper_of(task.get_loop())
+    sweeper.watch(task, seconds)
     try:
-        async with asyncio.timeout(seconds):
-            return await _read(receive, limit)
-    except TimeoutError:
+        return await _read(receive, limit)
+    except asyncio.CancelledError:
+        if task not in sweeper.expired:
+            raise
+        sweeper.expired.discard(task)
+        task.uncancel()
         raise BodyTimeout(seconds) from None
+    finally:
+        sweeper.reading.pop(task, None)
 
 
 async def _read(receive: Receive, limit: int) -> bytes:
