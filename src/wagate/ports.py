@@ -9,6 +9,7 @@ from typing import Protocol
 from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
 from wagate.domain.model import (
     ApiKey,
+    KeyOwner,
     MessageQuery,
     NewMessage,
     PhoneNumber,
@@ -64,8 +65,8 @@ class Store(Protocol):
         """
         ...
 
-    async def find_project_by_key_hash(self, key_hash: str) -> str | None:
-        """The project of a live (not revoked) API key, by the key's hash."""
+    async def find_project_by_key_hash(self, key_hash: str) -> KeyOwner | None:
+        """The project (and its rate limit) of a live (not revoked) API key, by the key's hash."""
         ...
 
     async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
@@ -94,6 +95,10 @@ class Store(Protocol):
 
     async def list_projects(self) -> list[Project]:
         """Every project, oldest first."""
+        ...
+
+    async def set_project_rate_limit(self, project_id: str, rate_limit: int | None) -> bool:
+        """Set (None: clear) a project's requests per minute; False if there is no such project."""
         ...
 
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:

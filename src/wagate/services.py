@@ -18,6 +18,7 @@ from wagate.core.accept import Acceptor
 from wagate.core.access import Access
 from wagate.core.dispatch import Dispatcher, DispatchSettings
 from wagate.core.ingest import Ingestor
+from wagate.domain.ratelimit import RateLimiter
 from wagate.ports import Clock, SystemClock
 from wagate.settings import Settings
 
@@ -54,6 +55,8 @@ class Services:
     upstream: GraphClient
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
+    # Per-project request limits, in this process's memory (see domain/ratelimit.py).
+    limiter: RateLimiter = field(default_factory=RateLimiter)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _worker: asyncio.Task[None] | None = None
     # (monotonic time of the check, whether a sandbox number existed then)

@@ -20,6 +20,9 @@ class Settings:
     # that fsync once per batch rather than once per message.
     sqlite_synchronous: str = "FULL"
     max_body_bytes: int = 64 * 1024
+    # How long any request body may take to arrive (HTTP 408 after): a client that
+    # sends a byte at a time cannot hold a request slot for longer.
+    body_timeout_seconds: float = 10.0
     # How long an API key or phone number lookup is trusted before the database
     # is asked again: a revoked key stops working within this many seconds in
     # every process (at once in the process that revoked it).

@@ -35,6 +35,7 @@ KNOWN_COMMANDS = [
     ["projects"],
     ["projects", "create"],
     ["projects", "list"],
+    ["projects", "update"],
     ["keys"],
     ["keys", "create"],
     ["keys", "list"],
@@ -163,7 +164,8 @@ def test_an_operator_sets_up_a_project_and_its_keys_work_until_revoked(
     project = as_json(
         run_cli("projects", "create", "Acme Shoes", "--json", database_url=database_url)
     )
-    assert set(project) == {"id", "name", "api_key"}
+    assert set(project) == {"id", "name", "api_key", "rate_limit"}
+    assert project["rate_limit"] is None  # no limit unless asked for
     assert project["name"] == "Acme Shoes"
     first_key = project["api_key"]
 

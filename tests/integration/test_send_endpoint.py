@@ -265,11 +265,11 @@ def test_carousel_and_named_parameters_are_accepted(
 BAD_BODIES: list[tuple[str, dict[str, Any], int]] = [
     ("no recipient at all", body(recipient=None), 131008),
     ("messaging_product missing", body(messaging_product=None), 131008),
-    ("messaging_product wrong", body(messaging_product="sms"), 131009),
+    ("messaging_product wrong", body(messaging_product="sms"), 100),
     ("type missing", body(type=None), 131008),
     ("type not template", body(type="text"), 100),
     ("template missing", body(template=None), 131008),
-    ("recipient_type wrong", body(recipient_type="group"), 131009),
+    ("recipient_type wrong", body(recipient_type="group"), 100),
     ("unknown top-level field", body(colour="blue"), 100),
     ("bsuid lower-case country", body(recipient="us.1349120865"), 131009),
     ("bsuid without dot", body(recipient="US13491208655302741918"), 131009),
@@ -279,7 +279,8 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int]] = [
     ("to empty", body(recipient=None, to=""), 131009),
     ("to not a string", body(recipient=None, to=447700900123), 131009),
     ("callback data over 512", body(biz_opaque_callback_data="x" * 513), 131009),
-    ("product_policy unknown", body(product_policy="LOOSE"), 131009),
+    ("product_policy unknown", body(product_policy="LOOSE"), 100),
+    ("to over 64 characters", body(recipient=None, to="+44 7700 900123" + " " * 60), 131009),
     ("activity sharing not bool", body(message_activity_sharing="yes"), 131009),
     ("context without id", body(context={}), 131008),
     (
@@ -293,7 +294,7 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int]] = [
     (
         "language policy other",
         body(template={"name": "p", "language": {"code": "en", "policy": "fallback"}}),
-        131009,
+        100,
     ),
     ("unknown component type", body(template=template({"type": "footer"})), 131009),
     (
@@ -490,6 +491,37 @@ def test_each_field_rule_is_refused_with_metas_code(
     gateway: GatewayProcess, tenant: Tenant, payload: dict[str, Any], code: int
 ) -> None:
     graph_error(send(gateway, tenant, payload), code, 400)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"messaging_product": "sms"},
+            '(#100) Param messaging_product must be one of {WHATSAPP} - got "sms".',
+        ),
+        (
+            {"recipient_type": "group"},
+            '(#100) Param recipient_type must be one of {INDIVIDUAL} - got "group".',
+        ),
+        ({"type": "text"}, '(#100) Param type must be one of {TEMPLATE} - got "text".'),
+        (
+            {"product_policy": "BOGUS"},
+            "(#100) Param product_policy must be one of {CLOUD_API_FALLBACK, STRICT}"
+            ' - got "BOGUS".',
+        ),
+        (
+            {"template": {"name": "p", "language": {"code": "en", "policy": "fallback"}}},
+            '(#100) Param policy must be one of {DETERMINISTIC} - got "fallback".',
+        ),
+    ],
+)
+def test_a_value_outside_an_enum_answers_like_graph(
+    gateway: GatewayProcess, tenant: Tenant, changes: dict[str, Any], message: str
+) -> None:
+    error = graph_error(send(gateway, tenant, body(**changes)), 100, 400)
+    assert error["message"] == message
+    assert "must be one of" in error["error_data"]["details"]
 
 
 def test_missing_recipient_says_what_to_send(gateway: GatewayProcess, tenant: Tenant) -> None:

@@ -29,7 +29,7 @@ from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.tables import messages, metadata
 from wagate.core import admin
 from wagate.core.access import hash_key
-from wagate.domain.model import MessageQuery, NewMessage, PhoneNumber, Project
+from wagate.domain.model import KeyOwner, MessageQuery, NewMessage, PhoneNumber, Project
 from wagate.ports import IdempotencyConflict, SystemClock
 
 CLOCK = SystemClock()
@@ -423,12 +423,12 @@ async def test_listing_pages_with_seq_cursors(store: SqlStore) -> None:
 async def test_a_revoked_key_no_longer_finds_its_project(store: SqlStore) -> None:
     project, issued = await admin.create_project(store, CLOCK, "keys")
     second = await admin.create_key(store, CLOCK, project.id, label="second")
-    assert await store.find_project_by_key_hash(hash_key(issued.secret)) == project.id
+    assert await store.find_project_by_key_hash(hash_key(issued.secret)) == KeyOwner(project.id)
 
     assert await store.revoke_api_key(issued.key.id, at=T0) is True
 
     assert await store.find_project_by_key_hash(hash_key(issued.secret)) is None
-    assert await store.find_project_by_key_hash(hash_key(second.secret)) == project.id
+    assert await store.find_project_by_key_hash(hash_key(second.secret)) == KeyOwner(project.id)
     assert await store.revoke_api_key(issued.key.id, at=T0 + 1) is False
     assert await store.revoke_api_key("key_nothing", at=T0) is False
     keys = {key.id: key for key in await store.list_api_keys(project.id)}
@@ -461,3 +461,14 @@ async def test_projects_list_oldest_first(store: SqlStore) -> None:
     for project in reversed(made):
         await store.create_project(project)
     assert await store.list_projects() == made
+
+
+async def test_a_keys_lookup_brings_its_projects_rate_limit(store: SqlStore) -> None:
+    project, issued = await admin.create_project(store, CLOCK, "limited", rate_limit=30)
+    found = await store.find_project_by_key_hash(hash_key(issued.secret))
+    assert found == KeyOwner(project.id, 30)
+    assert await store.set_project_rate_limit(project.id, None) is True
+    assert await store.find_project_by_key_hash(hash_key(issued.secret)) == KeyOwner(project.id)
+    assert await store.set_project_rate_limit("prj_nothing", 5) is False
+    [listed] = [p for p in await store.list_projects() if p.id == project.id]
+    assert listed.rate_limit is None

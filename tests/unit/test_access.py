@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from wagate.core.access import Access, hash_key
+from wagate.core.access import MISSES_CACHED, Access, _TtlCache, hash_key
 from wagate.domain.errors import GraphError
-from wagate.domain.model import PhoneNumber
+from wagate.domain.model import KeyOwner, PhoneNumber
 
 
 @dataclass
@@ -23,11 +23,11 @@ class FakeClock:
 class KeyStore:
     """Just the two lookups Access makes, counting database trips."""
 
-    keys: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, KeyOwner] = field(default_factory=dict)
     numbers: dict[str, PhoneNumber] = field(default_factory=dict)
     lookups: int = 0
 
-    async def find_project_by_key_hash(self, key_hash: str) -> str | None:
+    async def find_project_by_key_hash(self, key_hash: str) -> KeyOwner | None:
         self.lookups += 1
         return self.keys.get(key_hash)
 
@@ -40,7 +40,7 @@ NUMBER = PhoneNumber("111", "waba", "prj_a", "sandbox", "", 80)
 
 
 def make() -> tuple[Access, KeyStore, FakeClock]:
-    store = KeyStore(keys={hash_key("wg_good"): "prj_a"}, numbers={"111": NUMBER})
+    store = KeyStore(keys={hash_key("wg_good"): KeyOwner("prj_a")}, numbers={"111": NUMBER})
     clock = FakeClock()
     return Access(store, clock, cache_seconds=2.0), store, clock  # type: ignore[arg-type]
 
@@ -96,3 +96,79 @@ async def test_another_projects_number_is_the_same_error_as_a_missing_one() -> N
     assert foreign.value.code == missing.value.code == 100
     assert foreign.value.subcode == missing.value.subcode == 33
     assert await access.phone_number_of("prj_a", "111") == NUMBER
+
+
+# ---- a bounded cache that random input cannot empty ---------------------------------
+
+
+async def test_the_key_returns_its_projects_rate_limit() -> None:
+    access, store, _ = make()
+    store.keys[hash_key("wg_limited")] = KeyOwner("prj_b", rate_limit=3)
+    assert await access.owner_of("wg_limited") == KeyOwner("prj_b", 3)
+
+
+async def test_random_keys_do_not_evict_a_working_key() -> None:
+    access, store, _ = make()
+    await access.project_of("wg_good")
+    for i in range(20_000):
+        with pytest.raises(GraphError):
+            await access.project_of(f"wg_random_{i}")
+    lookups = store.lookups
+    assert await access.project_of("wg_good") == "prj_a"
+    assert store.lookups == lookups  # still cached: no database trip
+
+
+async def test_unknown_keys_are_remembered_but_only_a_bounded_number() -> None:
+    access, store, _ = make()
+    for _ in range(3):
+        with pytest.raises(GraphError):
+            await access.project_of("wg_random")
+    assert store.lookups == 1
+    for i in range(MISSES_CACHED + 10):
+        with pytest.raises(GraphError):
+            await access.project_of(f"wg_other_{i}")
+    assert len(access._unknown_keys) == MISSES_CACHED
+    before = store.lookups
+    with pytest.raises(GraphError):
+        await access.project_of("wg_random")  # evicted: asked again
+    assert store.lookups == before + 1
+
+
+async def test_an_overlong_key_is_refused_without_a_lookup() -> None:
+    access, store, _ = make()
+    with pytest.raises(GraphError) as caught:
+        await access.project_of("wg_" + "x" * 10_000)
+    assert caught.value.code == 190
+    assert store.lookups == 0
+
+
+async def test_a_full_cache_drops_the_least_recently_used_key_only() -> None:
+    clock = FakeClock()
+    cache: _TtlCache[str] = _TtlCache(60.0, max_entries=3)
+    for key in ("a", "b", "c"):
+        cache.put(key, key.upper(), clock.now())
+    assert cache.get("a", clock.now()) is not None  # "a" is now the most recent
+    cache.put("d", "D", clock.now())
+    assert "b" not in cache
+    assert all(key in cache for key in ("a", "c", "d"))
+    assert len(cache) == 3
+
+
+async def test_an_entry_past_its_time_is_not_answered() -> None:
+    clock = FakeClock()
+    cache: _TtlCache[str] = _TtlCache(2.0, max_entries=3)
+    cache.put("a", "A", clock.now())
+    clock.t += 2.5
+    assert cache.get("a", clock.now()) is None
+    assert "a" not in cache
+
+
+async def test_unknown_numbers_do_not_evict_a_known_one() -> None:
+    access, store, _ = make()
+    await access.phone_number_of("prj_a", "111")
+    for i in range(20_000):
+        with pytest.raises(GraphError):
+            await access.phone_number_of("prj_a", f"9{i}")
+    lookups = store.lookups
+    assert await access.phone_number_of("prj_a", "111") == NUMBER
+    assert store.lookups == lookups

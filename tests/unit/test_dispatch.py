@@ -559,3 +559,19 @@ async def test_a_long_but_sane_wamid_is_kept() -> None:
     wamid = "wamid." + "B" * 300
     r = rig(ok(wamid))
     assert (await r.dispatcher.send(NUMBER, claimed())).wamid == wamid
+
+
+@pytest.mark.parametrize(
+    "typed", ["+44 7700 900123", "0044 7700 900123", "44-7700-900123", "+44 (7700) 900-123"]
+)
+def test_upstream_payload_sends_to_as_the_e164_digits_answered_as_wa_id(typed: str) -> None:
+    sent = json.loads(upstream_payload(json.dumps({**STORED_REQUEST, "to": typed})))
+    assert sent["to"] == "447700900123"
+
+
+def test_upstream_payload_leaves_a_bsuid_send_as_it_was() -> None:
+    request = {**STORED_REQUEST, "recipient": "US.ENT.11815799212886844830"}
+    request.pop("to", None)
+    sent = json.loads(upstream_payload(json.dumps(request)))
+    assert sent["recipient"] == "US.ENT.11815799212886844830"
+    assert "to" not in sent

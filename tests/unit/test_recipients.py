@@ -68,3 +68,19 @@ def test_any_text_parses_or_is_refused_cleanly(typed: str) -> None:
         assert digits.isdigit()
         assert 7 <= len(digits) <= 15
     assert code in (0, 131009)
+
+
+def test_a_to_over_64_characters_is_refused_before_parsing() -> None:
+    with pytest.raises(GraphError) as caught:
+        normalise_phone("+44 7700 900123" + " " * 60)
+    assert caught.value.code == 131009
+    assert "longer than 64" in caught.value.details
+
+
+def test_the_parse_cache_holds_digits_not_what_was_typed() -> None:
+    from wagate.domain.recipients import _e164
+
+    _e164.cache_clear()
+    for typed in ("+44 7700 900123", "447700900123", "0044 7700 900123", "+44-7700-900123"):
+        assert normalise_phone(typed) == "447700900123"
+    assert _e164.cache_info().currsize == 1

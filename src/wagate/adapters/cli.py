@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from wagate.adapters.logs import configure_logging
 from wagate.core import admin
 from wagate.ports import SystemClock
 from wagate.settings import Settings
@@ -27,7 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-projects_app = typer.Typer(help="Create and list projects.", no_args_is_help=True)
+projects_app = typer.Typer(help="Create, list and update projects.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 numbers_app = typer.Typer(help="Register WhatsApp phone numbers.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
@@ -271,17 +273,72 @@ def _print_demo(demo: admin.Demo, host: str, port: int) -> None:
     sys.stdout.flush()
 
 
+RateLimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--rate-limit",
+        min=0,
+        help=(
+            "Requests per minute the project's keys may make (HTTP 429, code 4, beyond); "
+            "0 means no limit. Each API process enforces it on its own share."
+        ),
+        show_default=False,
+    ),
+]
+
+
+def _rate_limit_text(rate_limit: int | None) -> str:
+    return "unlimited" if rate_limit is None else f"{rate_limit}/min"
+
+
 @projects_app.command("create")
 def projects_create(
-    name: Annotated[str, typer.Argument(help="The project's name.")], as_json: JsonFlag = False
+    name: Annotated[str, typer.Argument(help="The project's name.")],
+    rate_limit: RateLimitOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Create a project and its first API key (shown once)."""
-    project, key = _run(lambda store: admin.create_project(store, SystemClock(), name))
+    """Create a project and its first API key (shown once); no rate limit unless given."""
+    limit = rate_limit or None
+    project, key = _run(
+        lambda store: admin.create_project(store, SystemClock(), name, rate_limit=limit)
+    )
     if as_json:
-        _print_json({"id": project.id, "name": project.name, "api_key": key.secret})
+        _print_json(
+            {
+                "id": project.id,
+                "name": project.name,
+                "api_key": key.secret,
+                "rate_limit": project.rate_limit,
+            }
+        )
     else:
-        console.print(f"project {project.id} ({project.name})")
+        console.print(
+            f"project {project.id} ({project.name}), {_rate_limit_text(project.rate_limit)}"
+        )
         console.print(f"API key (shown once): {key.secret}")
+
+
+@projects_app.command("update")
+def projects_update(
+    project_id: Annotated[str, typer.Argument(help="The project's id.")],
+    rate_limit: RateLimitOption = None,
+    no_rate_limit: Annotated[
+        bool, typer.Option("--no-rate-limit", help="Remove the project's rate limit.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a project's rate limit; running gateways apply it within the auth cache time."""
+    if (rate_limit is None) == (not no_rate_limit):
+        errors.print("[red]error:[/red] give one of --rate-limit N or --no-rate-limit")
+        raise typer.Exit(2)
+    limit = None if no_rate_limit else (rate_limit or None)
+    project = _run(lambda store: admin.set_rate_limit(store, project_id, limit))
+    if as_json:
+        _print_json({"id": project.id, "name": project.name, "rate_limit": project.rate_limit})
+    else:
+        console.print(
+            f"project {project.id} ({project.name}), {_rate_limit_text(project.rate_limit)}"
+        )
 
 
 @projects_app.command("list")
@@ -289,11 +346,16 @@ def projects_list(as_json: JsonFlag = False) -> None:
     """List projects."""
     found = _run(lambda store: store.list_projects())
     if as_json:
-        _print_json([{"id": p.id, "name": p.name, "created_at": p.created_at} for p in found])
+        _print_json(
+            [
+                {"id": p.id, "name": p.name, "created_at": p.created_at, "rate_limit": p.rate_limit}
+                for p in found
+            ]
+        )
         return
-    table = Table("id", "name")
+    table = Table("id", "name", "rate limit")
     for project in found:
-        table.add_row(project.id, project.name)
+        table.add_row(project.id, project.name, _rate_limit_text(project.rate_limit))
     console.print(table)
 
 
@@ -410,5 +472,7 @@ def numbers_add(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: escaped log lines, then the command."""
+    level = os.environ.get("WAGATE_LOG_LEVEL") or "INFO"
+    configure_logging(level if level.upper() in logging.getLevelNamesMapping() else "INFO")
     app()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from wagate.domain.errors import GraphError
-from wagate.domain.model import PhoneNumber
+from wagate.domain.model import KeyOwner, PhoneNumber
 from wagate.ports import Clock, Store
 
 KEY_PREFIX = "wg_"
@@ -32,26 +32,48 @@ class _Entry(Generic[T]):
 
 
 class _TtlCache(Generic[T]):
-    """A small bounded cache whose entries expire; misses are cached too."""
+    """A bounded cache whose entries expire; when full it drops the least recently used.
+
+    Dropping one entry, not all of them, is what keeps a flood of new keys from
+    sending every caller back to the database at once.
+    """
 
     def __init__(self, seconds: float, max_entries: int = 10_000) -> None:
         self.seconds = seconds
         self.max_entries = max_entries
+        # A dict keeps insertion order: re-inserting on a hit makes it an LRU.
         self._entries: dict[str, _Entry[T]] = {}
 
     def get(self, key: str, now: float) -> _Entry[T] | None:
-        entry = self._entries.get(key)
+        entry = self._entries.pop(key, None)
         if entry is None or entry.expires < now:
             return None
+        self._entries[key] = entry
         return entry
 
     def put(self, key: str, value: T, now: float) -> None:
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
+        self._entries.pop(key, None)
+        while len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
         self._entries[key] = _Entry(value, now + self.seconds)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+# Live keys are `wg_` + 43 characters and Meta's phone number ids about 16 digits;
+# anything far longer is refused without a lookup and never cached.
+MAX_KEY_LENGTH = 256
+MAX_PHONE_NUMBER_ID_LENGTH = 128
+# Failed lookups are cached apart, in a smaller LRU: random keys evict each other,
+# never the keys that work.
+MISSES_CACHED = 1_024
 
 
 def phone_number_not_found(phone_number_id: str, method: str = "post") -> GraphError:
@@ -70,44 +92,64 @@ class Access:
     def __init__(self, store: Store, clock: Clock, cache_seconds: float = 2.0) -> None:
         self._store = store
         self._clock = clock
-        self._keys: _TtlCache[str | None] = _TtlCache(cache_seconds)
-        self._numbers: _TtlCache[PhoneNumber | None] = _TtlCache(cache_seconds)
+        self._keys: _TtlCache[KeyOwner] = _TtlCache(cache_seconds)
+        self._unknown_keys: _TtlCache[None] = _TtlCache(cache_seconds, MISSES_CACHED)
+        self._numbers: _TtlCache[PhoneNumber] = _TtlCache(cache_seconds)
+        self._unknown_numbers: _TtlCache[None] = _TtlCache(cache_seconds, MISSES_CACHED)
 
     async def project_of(self, api_key: str | None) -> str:
         """The project an API key belongs to, or a 190/401 error."""
+        return (await self.owner_of(api_key)).project_id
+
+    async def owner_of(self, api_key: str | None) -> KeyOwner:
+        """The project an API key belongs to, with its rate limit, or a 190/401 error."""
         if not api_key:
             raise GraphError(
                 190, "Missing API key: send it as `X-API-Key` or `Authorization: Bearer`"
             )
         now = self._clock.now()
         entry = self._keys.get(api_key, now)
-        if entry is None:
-            project_id = await self._store.find_project_by_key_hash(hash_key(api_key))
-            self._keys.put(api_key, project_id, now)
-        else:
-            project_id = entry.value
-        if project_id is None:
-            raise GraphError(190, "The API key is invalid or has been revoked")
-        return project_id
+        if entry is not None:
+            return entry.value
+        if len(api_key) > MAX_KEY_LENGTH or self._unknown_keys.get(api_key, now) is not None:
+            raise _invalid_key()
+        owner = await self._store.find_project_by_key_hash(hash_key(api_key))
+        if owner is None:
+            self._unknown_keys.put(api_key, None, now)
+            raise _invalid_key()
+        self._keys.put(api_key, owner, now)
+        return owner
 
     async def phone_number_of(
         self, project_id: str, phone_number_id: str, method: str = "post"
     ) -> PhoneNumber:
         """A phone number the project owns; another project's number looks like a missing one."""
-        if "\x00" in phone_number_id:  # no stored id has one; PostgreSQL text cannot hold one
-            raise phone_number_not_found(phone_number_id, method)
         now = self._clock.now()
         entry = self._numbers.get(phone_number_id, now)
-        if entry is None:
-            number = await self._store.get_phone_number(phone_number_id)
-            self._numbers.put(phone_number_id, number, now)
+        if entry is not None:
+            number: PhoneNumber | None = entry.value
+        elif (
+            # No stored id has a NUL; PostgreSQL text cannot hold one.
+            "\x00" in phone_number_id
+            or len(phone_number_id) > MAX_PHONE_NUMBER_ID_LENGTH
+            or self._unknown_numbers.get(phone_number_id, now) is not None
+        ):
+            number = None
         else:
-            number = entry.value
+            number = await self._store.get_phone_number(phone_number_id)
+            if number is None:
+                self._unknown_numbers.put(phone_number_id, None, now)
+            else:
+                self._numbers.put(phone_number_id, number, now)
         if number is None or number.project_id != project_id:
             raise phone_number_not_found(phone_number_id, method)
         return number
 
     def forget(self) -> None:
         """Drop cached answers (after a key is revoked or a number changes in this process)."""
-        self._keys.clear()
-        self._numbers.clear()
+        for cache in (self._keys, self._unknown_keys, self._numbers, self._unknown_numbers):
+            cache.clear()
+
+
+def _invalid_key() -> GraphError:
+    return GraphError(190, "The API key is invalid or has been revoked")

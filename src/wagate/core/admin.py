@@ -32,15 +32,34 @@ def _now_ms(clock: Clock) -> int:
     return int(clock.now() * 1000)
 
 
-async def create_project(store: Store, clock: Clock, name: str) -> tuple[Project, IssuedKey]:
-    """A new project with its first API key."""
+async def create_project(
+    store: Store, clock: Clock, name: str, *, rate_limit: int | None = None
+) -> tuple[Project, IssuedKey]:
+    """A new project with its first API key; `rate_limit`: requests per minute (None: none)."""
     if not name.strip():
         raise AdminError("a project needs a name")
+    _check_rate_limit(rate_limit)
     project = Project(
-        id="prj_" + secrets.token_hex(8), name=name.strip(), created_at=_now_ms(clock)
+        id="prj_" + secrets.token_hex(8),
+        name=name.strip(),
+        created_at=_now_ms(clock),
+        rate_limit=rate_limit,
     )
     await store.create_project(project)
     return project, await create_key(store, clock, project.id, label="initial")
+
+
+async def set_rate_limit(store: Store, project_id: str, rate_limit: int | None) -> Project:
+    """Set a project's requests per minute (None: no limit); felt within the auth cache time."""
+    _check_rate_limit(rate_limit)
+    if not await store.set_project_rate_limit(project_id, rate_limit):
+        raise AdminError(f"no project {project_id!r} (see `wagate projects list`)")
+    return await _require_project(store, project_id)
+
+
+def _check_rate_limit(rate_limit: int | None) -> None:
+    if rate_limit is not None and rate_limit < 1:
+        raise AdminError("a rate limit is at least 1 request per minute (or none)")
 
 
 async def _require_project(store: Store, project_id: str) -> Project:

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import msgspec
 
 from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
-from wagate.domain.errors import MESSAGE_EXPIRED, kind_of
+from wagate.domain.errors import MESSAGE_EXPIRED, GraphError, kind_of
 from wagate.domain.model import PhoneNumber
+from wagate.domain.recipients import normalise_phone
 from wagate.domain.requests import MarketingMessageRequest
 from wagate.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy, decide
 from wagate.domain.sanitise import usable_wamid
@@ -46,14 +47,25 @@ TIER_RETRY_S = 60.0
 
 
 def upstream_payload(stored_request: str) -> bytes:
-    """The body for Meta: the request as accepted, with the fields Meta's v23 schema requires."""
+    """The body for Meta: the request as accepted, with the fields Meta's v23 schema requires.
+
+    `to` goes as the E.164 digits the client was answered as `wa_id`, not as typed
+    (`+44 7700 900123`, `0044...`): Meta reads digits without a `+` or `00` prefix.
+    The stored request keeps what the client typed, so idempotency is unchanged.
+    """
     request = _decoder.decode(stored_request)
     template = request.template
     language = msgspec.structs.replace(template.language, policy="deterministic")
+    to = request.to
+    if to is not None:
+        # Accepted, so it parses; should phone metadata change, send what was typed.
+        with contextlib.suppress(GraphError):
+            to = normalise_phone(to)
     return _encoder.encode(
         msgspec.structs.replace(
             request,
             recipient_type="individual",
+            to=to,
             template=msgspec.structs.replace(template, language=language),
         )
     )

@@ -23,6 +23,8 @@ class ErrorKind:
 _CATALOGUE: tuple[ErrorKind, ...] = (
     ErrorKind(0, "AuthException", 401, False),
     ErrorKind(2, "Service temporarily unavailable", 503, True),
+    # Too many calls for the app; wagate answers it for a project over its rate limit.
+    ErrorKind(4, "Application request limit reached", 429, True),
     ErrorKind(10, "Permission denied", 403, False),
     ErrorKind(100, "Invalid parameter", 400, False),
     ErrorKind(190, "Invalid OAuth access token", 401, False),
@@ -120,6 +122,32 @@ class GraphError(Exception):
         self.subcode = subcode
         self.message = message if message is not None else f"(#{code}) {self.kind.title}"
         super().__init__(f"{self.message}: {details}")
+
+
+class RateLimited(GraphError):
+    """Code 4: the project made more requests this minute than its rate limit allows."""
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            4,
+            f"The project's rate limit is {limit} requests per minute; retry in {retry_after} s",
+        )
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+def not_one_of(field: str, allowed: tuple[str, ...], got: str) -> GraphError:
+    """Code 100 in Graph's own words for a value outside a field's enum.
+
+    Graph prints the allowed values upper-cased and sorted:
+    `(#100) Param messaging_product must be one of {WHATSAPP} - got "sms".`
+    """
+    values = ", ".join(sorted({value.upper() for value in allowed}))
+    return GraphError(
+        100,
+        f"`{field}` must be one of: {', '.join(allowed)}; got {got!r}",
+        message=f'(#100) Param {field} must be one of {{{values}}} - got "{got}".',
+    )
 
 
 def invalid_parameter(details: str) -> GraphError:

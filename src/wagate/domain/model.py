@@ -22,6 +22,16 @@ class Project:
     id: str
     name: str
     created_at: int
+    # Requests per minute its API keys may make (HTTP 429, code 4, beyond); None: unlimited.
+    rate_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    """Who a live API key belongs to, with what the project may do: found with the key."""
+
+    project_id: str
+    rate_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,11 @@ class Recipient:
     kind: RecipientKind
 
 
-# Parsing costs ~15 us; the same recipients recur across campaigns and retries.
-@lru_cache(maxsize=65_536)
+# Longer than any number typed with spaces and brackets; refused before any parsing.
+MAX_TO_LENGTH = 64
+_NOT_DIGITS = re.compile(r"[^0-9]")
+
+
 def normalise_phone(raw: str) -> str:
     """The E.164 digits (Meta's `wa_id`) of a typed phone number, or a 131009 error.
 
@@ -35,21 +38,38 @@ def normalise_phone(raw: str) -> str:
     country code plus number (Meta's rule for `to`); a leading `00` is the
     international call prefix.
     """
+    if len(raw) > MAX_TO_LENGTH:
+        raise invalid_value(
+            f"Parameter `to` is longer than {MAX_TO_LENGTH} characters; send a phone number"
+        )
     text = raw.strip()
-    if not _TYPED_PHONE.match(text):
+    if text.isascii() and text.isdigit():  # already digits, as most API clients send it
+        digits = text
+    elif _TYPED_PHONE.match(text):
+        digits = _NOT_DIGITS.sub("", text)
+    else:
         raise invalid_value(f"Parameter `to` is not a phone number: {raw!r}")
-    digits = "".join(ch for ch in text if ch.isdigit())
     if not text.startswith("+") and digits.startswith("00"):
         digits = digits[2:]
     try:
-        parsed = phonenumbers.parse("+" + digits, None)
+        return _e164(digits)
     except phonenumbers.NumberParseException as exc:
         raise invalid_value(f"Parameter `to` is not a phone number: {raw!r} ({exc})") from None
-    if not phonenumbers.is_possible_number(parsed):
+    except ValueError:
         raise invalid_value(
             f"Parameter `to` is not a possible phone number: {raw!r}; "
             "send it with its country code, e.g. +44 7700 900123"
-        )
+        ) from None
+
+
+# Parsing costs ~15 us and the same recipients recur across campaigns and retries.
+# Keyed on the digits (at most 64), not on what was typed: memory stays bounded and
+# `+44 7700 900123` and `447700900123` share one entry.
+@lru_cache(maxsize=65_536)
+def _e164(digits: str) -> str:
+    parsed = phonenumbers.parse("+" + digits, None)
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValueError(digits)
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 

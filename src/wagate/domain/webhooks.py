@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
 import msgspec
@@ -121,6 +122,8 @@ def decode_payload(body: bytes) -> WebhookPayload:
         return _decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ValueError(str(exc)) from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def signature_of(body: bytes, secret: str) -> str:
@@ -128,11 +131,20 @@ def signature_of(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+_SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
+
+
+def signature_is_well_formed(header: str | None) -> bool:
+    """Whether `X-Hub-Signature-256` has the shape `sha256=` + 64 hex digits (ASCII only)."""
+    return header is not None and _SIGNATURE.fullmatch(header.strip()) is not None
+
+
 def signature_matches(body: bytes, header: str | None, secret: str) -> bool:
     """Whether `X-Hub-Signature-256` is the body's HMAC under the app secret (constant time)."""
-    if not header or not secret:
+    if not secret or not signature_is_well_formed(header):
         return False
-    return hmac.compare_digest(signature_of(body, secret), header.strip())
+    assert header is not None
+    return hmac.compare_digest(signature_of(body, secret), header.strip().lower())
 
 
 def timestamp_ms(value: str | int | None, default_ms: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any, cast
@@ -13,6 +14,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Parameter, RequestBody, Schema
 
+from wagate.adapters.http.bodies import BodyTooLarge, Receive, read_body, receive_before
 from wagate.adapters.http.docs import docs_assets, docs_config
 from wagate.adapters.http.graph import error_body, new_trace_id
 from wagate.adapters.http.reads import (
@@ -31,12 +33,14 @@ from wagate.adapters.http.send import (
     match_send_path,
     serve_send,
 )
+from wagate.adapters.logs import configure_logging
 from wagate.domain.errors import GraphError
 from wagate.domain.requests import (
     GraphErrorResponse,
     MarketingMessageRequest,
     MarketingMessageResponse,
 )
+from wagate.domain.webhooks import signature_is_well_formed
 from wagate.services import SANDBOX_PREFIX, Services
 from wagate.settings import Settings
 
@@ -51,10 +55,15 @@ _ERRORS = {
 }
 _SEND_ERRORS = {
     **_ERRORS,
+    408: ResponseSpec(GraphErrorResponse, description="Body did not arrive in time (code 100)"),
     413: ResponseSpec(GraphErrorResponse, description="Body over the size limit (code 100)"),
     415: ResponseSpec(GraphErrorResponse, description="Content-Type is not JSON (code 100)"),
     422: ResponseSpec(
         GraphErrorResponse, description="Idempotency-Key reused with another body (code 100)"
+    ),
+    429: ResponseSpec(
+        GraphErrorResponse,
+        description="The project's rate limit is reached (code 4); see Retry-After",
     ),
     500: ResponseSpec(
         GraphErrorResponse,
@@ -110,7 +119,13 @@ async def send_marketing_message(
     """
     trace_id = new_trace_id()
     services = _services(request)
-    body = await request.body()
+    settings = services.settings
+
+    async def read() -> bytes:
+        return await read_body(
+            cast(Receive, request.receive), settings.max_body_bytes, settings.body_timeout_seconds
+        )
+
     answer = await answer_send(
         services,
         SendRequest(
@@ -121,9 +136,9 @@ async def send_marketing_message(
             ),
             content_type=request.headers.get("content-type"),
             idempotency_key=request.headers.get("idempotency-key"),
-            body=body,
         ),
         trace_id,
+        read,
     )
     return Response(
         content=cast(Any, answer.body),
@@ -191,8 +206,15 @@ class WebhookAnswer(msgspec.Struct):
     rejected: int = 0
 
 
-# Meta batches up to 1,000 updates in one POST (~350 KB): far over the send limit.
-WEBHOOK_MAX_BODY_BYTES = 16 * 1024 * 1024
+# Meta batches up to 1,000 updates in one POST (~350 KB): far over the send limit,
+# and ten times under this one.
+WEBHOOK_MAX_BODY_BYTES = 4 * 1024 * 1024
+# Webhook bodies read at once per process. Meta's posts arrive whole in milliseconds;
+# a client that trickles a body holds a slot until the body deadline. Beyond this
+# many, a POST is refused at once (503, code 2; Meta retries) instead of waiting
+# in a request slot that /healthz and sends also need.
+WEBHOOK_CONCURRENT_READS = 64
+_webhook_reads = asyncio.Semaphore(WEBHOOK_CONCURRENT_READS)
 
 
 @post(
@@ -200,17 +222,42 @@ WEBHOOK_MAX_BODY_BYTES = 16 * 1024 * 1024
     tags=["webhooks"],
     status_code=200,
     request_max_body_size=WEBHOOK_MAX_BODY_BYTES,
+    responses={
+        401: ResponseSpec(GraphErrorResponse, description="Signature missing or wrong (code 190)"),
+        408: ResponseSpec(GraphErrorResponse, description="Body too slow (code 100)"),
+        413: ResponseSpec(GraphErrorResponse, description="Body over 4 MiB (code 100)"),
+        503: ResponseSpec(GraphErrorResponse, description="Too many bodies in flight (code 2)"),
+    },
 )
 async def receive_meta_webhook(request: Request[Any, Any, Any]) -> WebhookAnswer:
     """Statuses, opt-outs and clicks from Meta, signed with the app secret (X-Hub-Signature-256).
 
     The embedded sandbox signs with the installation's own secret instead; what it
-    signs can only touch messages of sandbox numbers.
+    signs can only touch messages of sandbox numbers. A missing or malformed
+    signature is refused (401) before the body is read.
     """
-    body = await request.body()
-    result = await _services(request).ingestor.receive(
-        body, request.headers.get("x-hub-signature-256")
-    )
+    signature = request.headers.get("x-hub-signature-256")
+    if not signature_is_well_formed(signature):
+        raise GraphError(
+            190,
+            "X-Hub-Signature-256 is missing or not `sha256=` and 64 hex digits",
+            http_status=401,
+        )
+    if _webhook_reads.locked():
+        raise GraphError(2, "Too many webhook bodies are being received; retry later")
+    settings = _services(request).settings
+    async with _webhook_reads:
+        try:
+            body = await read_body(
+                cast(Receive, request.receive),
+                WEBHOOK_MAX_BODY_BYTES,
+                settings.body_timeout_seconds,
+            )
+        except BodyTooLarge:
+            raise GraphError(
+                100, f"Webhook body is larger than {WEBHOOK_MAX_BODY_BYTES} bytes", http_status=413
+            ) from None
+    result = await _services(request).ingestor.receive(body, signature)
     return WebhookAnswer(result.stored, result.duplicates, result.moved, result.rejected)
 
 
@@ -218,13 +265,15 @@ def _graph_error_response(request: Request[Any, Any, Any], exc: Exception) -> Re
     trace_id = new_trace_id()
     if isinstance(exc, GraphError):
         error = exc
+    elif isinstance(exc, ConnectionError):
+        error = GraphError(100, "The client went away before sending the whole body")
     elif isinstance(exc, HTTPException):
         details = exc.detail if exc.status_code != 404 else f"Unknown path {request.url.path}"
         error = GraphError(100, str(details), http_status=exc.status_code)
     else:
         log.exception("unhandled error fbtrace_id=%s on %s", trace_id, request.url.path)
         error = GraphError(131000, "Internal error")
-    if not isinstance(exc, Exception) or error.http_status < 500:
+    if isinstance(exc, GraphError | HTTPException | ConnectionError):
         log.info("refused fbtrace_id=%s path=%s: %s", trace_id, request.url.path, error)
     return Response(
         content=cast(Any, error_body(error, trace_id)),
@@ -258,6 +307,9 @@ def create_litestar(services: Services) -> Litestar:
         on_startup=[services.start_gateway],
         on_shutdown=[services.close],
         debug=False,
+        # Logging is set up once, by create_app (escaped messages); Litestar's own
+        # default would replace the root handler with an unescaping one.
+        logging_config=None,
     )
     app.state.services = services
     _describe_send_body(app)
@@ -379,6 +431,8 @@ class Gateway:
                 if route is not None:
                     await serve_send(self.services, scope, receive, send, route)
                     return
+            # Whatever reads a body past here (Litestar, the sandbox) reads it in time.
+            receive = receive_before(receive, self.services.settings.body_timeout_seconds)
             if path.startswith(SANDBOX_PREFIX + "/"):
                 # Not served (WAGATE_SANDBOX=0, or no sandbox number yet): a 404 like any path.
                 sandbox = await self.services.served_sandbox()
@@ -391,10 +445,7 @@ class Gateway:
 def create_app() -> Gateway:
     """The app factory granian calls in each worker: settings from the environment."""
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.log_level)
     return Gateway(Services.build(settings))
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wagate.adapters.http.bodies import BodyTooLarge, read_body
 from wagate.adapters.http.graph import error_body, new_trace_id
-from wagate.domain.errors import GraphError
+from wagate.domain.errors import GraphError, RateLimited
+from wagate.domain.model import PhoneNumber
 from wagate.ports import StoreUnavailable
 from wagate.services import Services
 
@@ -36,14 +39,17 @@ class SendAnswer:
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """What the send endpoint reads from an HTTP request."""
+    """What the send endpoint reads from an HTTP request's headers (and, once read, its body)."""
 
     version: str
     phone_number_id: str
     api_key: str | None
     content_type: str | None
     idempotency_key: str | None
-    body: bytes
+    body: bytes = b""
+
+
+BodyReader = Callable[[], Awaitable[bytes]]
 
 
 def api_key_of(x_api_key: str | None, authorization: str | None) -> str | None:
@@ -55,34 +61,64 @@ def api_key_of(x_api_key: str | None, authorization: str | None) -> str | None:
     return None
 
 
-async def answer_send(services: Services, request: SendRequest, trace_id: str) -> SendAnswer:
-    """Authenticate, validate, commit, answer: never a 500 for bad input."""
-    trace = [(b"x-fb-trace-id", trace_id.encode())]
+async def answer_send(
+    services: Services, request: SendRequest, trace_id: str, read: BodyReader | None = None
+) -> SendAnswer:
+    """Authenticate from the headers, then read the body, validate, commit, answer.
+
+    Nothing about the body is read before the key, the number and the rate limit
+    pass: an unauthenticated client cannot hold a request slot by sending slowly.
+    `read` reads the body (with its deadline); without it, `request.body` is used.
+    Never a 500 for bad input.
+    """
+    headers = [(b"x-fb-trace-id", trace_id.encode())]
     try:
-        project_id = await services.access.project_of(request.api_key)
-        if not GRAPH_VERSION.match(request.version):
-            raise GraphError(100, f"Unknown Graph API version {request.version!r}; use e.g. v24.0")
-        number = await services.access.phone_number_of(project_id, request.phone_number_id)
-        _check_content_type(request.content_type)
-        accepted = await services.acceptor.accept(number, request.body, request.idempotency_key)
+        number = await _admit(services, request, headers)
+        body = request.body if read is None else await read()
+        accepted = await services.acceptor.accept(number, body, request.idempotency_key)
     except GraphError as error:
         log.info(
-            "send refused fbtrace_id=%s phone_number_id=%s code=%s: %s",
+            "send refused fbtrace_id=%s phone_number_id=%s code=%s http=%s: %s",
             trace_id,
             request.phone_number_id,
             error.code,
+            error.http_status,
             error.details,
         )
-        return SendAnswer(error.http_status, error_body(error, trace_id), trace)
+        return SendAnswer(error.http_status, error_body(error, trace_id), headers)
+    except BodyTooLarge:
+        limit = services.settings.max_body_bytes
+        large = GraphError(100, f"Request body is larger than {limit} bytes", http_status=413)
+        return SendAnswer(413, error_body(large, trace_id), headers)
+    except ConnectionError:
+        gone = GraphError(100, "The client went away before sending the whole body")
+        return SendAnswer(400, error_body(gone, trace_id), headers)
     except StoreUnavailable:
         # Logged once per failed batch by the store: a traceback per caller would bury it.
-        return _not_stored(trace_id, trace)
+        return _not_stored(trace_id, headers)
     except Exception:
         log.exception("send failed fbtrace_id=%s; nothing was stored", trace_id)
-        return _not_stored(trace_id, trace)
+        return _not_stored(trace_id, headers)
     if accepted.replayed:
-        trace.append((b"idempotent-replayed", b"true"))
-    return SendAnswer(200, accepted.body, trace)
+        headers.append((b"idempotent-replayed", b"true"))
+    return SendAnswer(200, accepted.body, headers)
+
+
+async def _admit(services: Services, request: SendRequest, headers: Headers) -> PhoneNumber:
+    """Key, rate limit, version, number, content type: everything the headers can refuse."""
+    owner = await services.access.owner_of(request.api_key)
+    if owner.rate_limit is not None:
+        quota = services.limiter.take(owner.project_id, owner.rate_limit, services.clock.now())
+        headers.append((b"x-ratelimit-limit", str(quota.limit).encode()))
+        headers.append((b"x-ratelimit-remaining", str(quota.remaining).encode()))
+        if not quota.allowed:
+            headers.append((b"retry-after", str(quota.retry_after).encode()))
+            raise RateLimited(quota.limit, quota.retry_after)
+    if not GRAPH_VERSION.match(request.version):
+        raise GraphError(100, f"Unknown Graph API version {request.version!r}; use e.g. v24.0")
+    number = await services.access.phone_number_of(owner.project_id, request.phone_number_id)
+    _check_content_type(request.content_type)
+    return number
 
 
 def _not_stored(trace_id: str, trace: Headers) -> SendAnswer:
@@ -115,27 +151,6 @@ def match_send_path(path: str) -> tuple[str, str] | None:
     return None
 
 
-class BodyTooLarge(Exception):
-    """The request body is over the configured limit."""
-
-
-async def read_body(receive: Any, limit: int) -> bytes:
-    """The whole request body, refusing more than `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionError("client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 async def serve_send(
     services: Services, scope: dict[str, Any], receive: Any, send: Any, route: tuple[str, str]
 ) -> None:
@@ -144,21 +159,18 @@ async def serve_send(
     headers: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:
         headers[name.lower() if not name.islower() else name] = value
-    limit = services.settings.max_body_bytes
-    try:
-        declared = int(headers.get(b"content-length", b"0") or 0)
-        if declared > limit:
+    settings = services.settings
+
+    async def read() -> bytes:
+        try:
+            declared = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            raise GraphError(100, "Content-Length is not a number") from None
+        if declared > settings.max_body_bytes:
             raise BodyTooLarge
-        body = await read_body(receive, limit)
-    except BodyTooLarge:
-        answer = too_large(limit, trace_id)
-    except ValueError:
-        error = GraphError(100, "Content-Length is not a number", http_status=400)
-        answer = SendAnswer(400, error_body(error, trace_id), [])
-    except ConnectionError:
-        return
-    else:
-        answer = await answer_send(services, _send_request(route, headers, body), trace_id)
+        return await read_body(receive, settings.max_body_bytes, settings.body_timeout_seconds)
+
+    answer = await answer_send(services, _send_request(route, headers), trace_id, read)
     await send(
         {
             "type": "http.response.start",
@@ -173,13 +185,7 @@ async def serve_send(
     await send({"type": "http.response.body", "body": answer.body})
 
 
-def too_large(limit: int, trace_id: str) -> SendAnswer:
-    """The answer to a body over the limit."""
-    error = GraphError(100, f"Request body is larger than {limit} bytes", http_status=413)
-    return SendAnswer(413, error_body(error, trace_id), [(b"x-fb-trace-id", trace_id.encode())])
-
-
-def _send_request(route: tuple[str, str], headers: dict[bytes, bytes], body: bytes) -> SendRequest:
+def _send_request(route: tuple[str, str], headers: dict[bytes, bytes]) -> SendRequest:
     def text(name: bytes) -> str | None:
         value = headers.get(name)
         return None if value is None else value.decode("latin-1")
@@ -190,5 +196,4 @@ def _send_request(route: tuple[str, str], headers: dict[bytes, bytes], body: byt
         api_key=api_key_of(text(b"x-api-key"), text(b"authorization")),
         content_type=text(b"content-type"),
         idempotency_key=text(b"idempotency-key"),
-        body=body,
     )

@@ -25,6 +25,7 @@ from wagate.adapters.store.tables import (
 )
 from wagate.domain.model import (
     ApiKey,
+    KeyOwner,
     MessageQuery,
     NewMessage,
     PhoneNumber,
@@ -156,13 +157,16 @@ class SqlStore:
 
     # ---- projects, keys, numbers -----------------------------------------------------
 
-    async def find_project_by_key_hash(self, key_hash: str) -> str | None:
-        """The project of a live (not revoked) API key, by the key's hash."""
-        query = select(api_keys.c.project_id).where(
-            api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+    async def find_project_by_key_hash(self, key_hash: str) -> KeyOwner | None:
+        """The project (and its rate limit) of a live (not revoked) API key, by the key's hash."""
+        query = (
+            select(api_keys.c.project_id, projects.c.rate_limit)
+            .join(projects, projects.c.id == api_keys.c.project_id)
+            .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
         )
         async with self.engine.connect() as connection:
-            return (await connection.execute(query)).scalar()
+            row = (await connection.execute(query)).first()
+        return None if row is None else KeyOwner(row.project_id, row.rate_limit)
 
     async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
         """A phone number by its id."""
@@ -180,11 +184,20 @@ class SqlStore:
 
     async def list_projects(self) -> list[Project]:
         """Every project, oldest first."""
-        query = select(projects.c.id, projects.c.name, projects.c.created_at).order_by(
-            projects.c.created_at, projects.c.id
-        )
+        query = select(
+            projects.c.id, projects.c.name, projects.c.created_at, projects.c.rate_limit
+        ).order_by(projects.c.created_at, projects.c.id)
         async with self.engine.connect() as connection:
             return [Project(**row._mapping) for row in await connection.execute(query)]
+
+    async def set_project_rate_limit(self, project_id: str, rate_limit: int | None) -> bool:
+        """Set (None: clear) a project's requests per minute; False if there is no such project."""
+        statement = (
+            update(projects).where(projects.c.id == project_id).values(rate_limit=rate_limit)
+        )
+        async with begin_write(self.engine) as connection:
+            result = await connection.execute(statement)
+        return bool(result.rowcount)
 
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
         """Add an API key by its hash."""
