@@ -22,7 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Executable, Row
 
+from wagate.adapters.store.engine import create_engine
 from wagate.adapters.store.migrate import migrate
 from wagate.adapters.store.sql import SqlStore
 from wagate.core import admin
@@ -124,6 +126,21 @@ def drop_pg_database(url: str) -> None:
     """Drop a database made by create_pg_database."""
     name = url.rsplit("/", 1)[1]
     asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def sql(database_url: str, statement: Executable) -> list[Row[Any]]:
+    """Run one statement on a database (committed); the rows it returns."""
+
+    async def work() -> list[Row[Any]]:
+        engine = create_engine(database_url)
+        try:
+            async with engine.begin() as connection:
+                result = await connection.execute(statement)
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(work())
 
 
 def database_url_for(backend: str, tmp_dir: Path) -> str:

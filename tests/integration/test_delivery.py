@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from sqlalchemy import Executable, Row, select, update
+from sqlalchemy import Row, select, update
 
 from tests.integration.test_send_endpoint import body, graph_error, send
 from tests.support import (
@@ -32,6 +32,7 @@ from tests.support import (
     database_url_for,
     dispose_database,
     make_tenant,
+    sql,
 )
 from wagate.adapters.store.engine import create_engine
 from wagate.adapters.store.queue import SqlQueue
@@ -63,21 +64,6 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, interval: float 
         if time.monotonic() >= deadline:
             raise AssertionError(f"not true within {timeout} s; last value: {value!r}")
         time.sleep(interval)
-
-
-def sql(database_url: str, statement: Executable) -> list[Row[Any]]:
-    """Run one statement on the gateway's database (committed); the rows it returns."""
-
-    async def work() -> list[Row[Any]]:
-        engine = create_engine(database_url)
-        try:
-            async with engine.begin() as connection:
-                result = await connection.execute(statement)
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(work())
 
 
 def unique_phone(last_four: str) -> str:

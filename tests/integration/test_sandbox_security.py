@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.sql import Executable
 
 from tests.support import (
     ADMIN,
@@ -42,8 +41,8 @@ from tests.support import (
     require_postgres,
     run_cli,
     running_gateway,
+    sql,
 )
-from wagate.adapters.store.engine import create_engine
 from wagate.adapters.store.migrate import migrate
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.tables import messages, phone_numbers, suppressions
@@ -67,21 +66,6 @@ NEW_TEMPLATE = {
 def bearer(token: str) -> dict[str, str]:
     """An Authorization header with this access token."""
     return {"Authorization": f"Bearer {token}"}
-
-
-def sql(database_url: str, statement: Executable) -> list[Any]:
-    """Run one statement on a database (committed); the rows it returns."""
-
-    async def work() -> list[Any]:
-        engine = create_engine(database_url)
-        try:
-            async with engine.begin() as connection:
-                result = await connection.execute(statement)
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(work())
 
 
 def stored_number(database_url: str, phone_number_id: str, **env: str) -> tuple[str, str]:

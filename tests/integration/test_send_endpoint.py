@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.support import GatewayProcess, Tenant, make_tenant
+from tests.unit.test_validation import ENUM_VIOLATIONS
 
 SEED_BODY: dict[str, Any] = {
     "messaging_product": "whatsapp",
@@ -493,29 +494,8 @@ def test_each_field_rule_is_refused_with_metas_code(
     graph_error(send(gateway, tenant, payload), code, 400)
 
 
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        (
-            {"messaging_product": "sms"},
-            '(#100) Param messaging_product must be one of {WHATSAPP} - got "sms".',
-        ),
-        (
-            {"recipient_type": "group"},
-            '(#100) Param recipient_type must be one of {INDIVIDUAL} - got "group".',
-        ),
-        ({"type": "text"}, '(#100) Param type must be one of {TEMPLATE} - got "text".'),
-        (
-            {"product_policy": "BOGUS"},
-            "(#100) Param product_policy must be one of {CLOUD_API_FALLBACK, STRICT}"
-            ' - got "BOGUS".',
-        ),
-        (
-            {"template": {"name": "p", "language": {"code": "en", "policy": "fallback"}}},
-            '(#100) Param policy must be one of {DETERMINISTIC} - got "fallback".',
-        ),
-    ],
-)
+# A representative pair over HTTP; every case is a unit test (tests/unit/test_validation.py).
+@pytest.mark.parametrize(("changes", "message"), ENUM_VIOLATIONS[:2])
 def test_a_value_outside_an_enum_answers_like_graph(
     gateway: GatewayProcess, tenant: Tenant, changes: dict[str, Any], message: str
 ) -> None:

@@ -25,40 +25,40 @@ def refusal(body: dict[str, Any] | bytes) -> GraphError:
     return caught.value
 
 
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        (
-            {"messaging_product": "sms"},
-            '(#100) Param messaging_product must be one of {WHATSAPP} - got "sms".',
-        ),
-        (
-            {"recipient_type": "group"},
-            '(#100) Param recipient_type must be one of {INDIVIDUAL} - got "group".',
-        ),
-        ({"type": "text"}, '(#100) Param type must be one of {TEMPLATE} - got "text".'),
-        (
-            {"product_policy": "BOGUS"},
-            "(#100) Param product_policy must be one of {CLOUD_API_FALLBACK, STRICT}"
-            ' - got "BOGUS".',
-        ),
-        (
-            {"template": {"name": "p", "language": {"code": "en", "policy": "fallback"}}},
-            '(#100) Param policy must be one of {DETERMINISTIC} - got "fallback".',
-        ),
-        (
-            {
-                "template": {
-                    "name": "p",
-                    "language": {"code": "en"},
-                    "components": [{"type": "button", "sub_type": "call", "index": 0}],
-                }
-            },
-            "(#100) Param sub_type must be one of "
-            '{CATALOG, COPY_CODE, FLOW, MPM, QUICK_REPLY, URL} - got "call".',
-        ),
-    ],
-)
+# Graph's own words for a value outside an enum: (changes to a valid body, message).
+ENUM_VIOLATIONS: list[tuple[dict[str, Any], str]] = [
+    (
+        {"messaging_product": "sms"},
+        '(#100) Param messaging_product must be one of {WHATSAPP} - got "sms".',
+    ),
+    (
+        {"recipient_type": "group"},
+        '(#100) Param recipient_type must be one of {INDIVIDUAL} - got "group".',
+    ),
+    ({"type": "text"}, '(#100) Param type must be one of {TEMPLATE} - got "text".'),
+    (
+        {"product_policy": "BOGUS"},
+        '(#100) Param product_policy must be one of {CLOUD_API_FALLBACK, STRICT} - got "BOGUS".',
+    ),
+    (
+        {"template": {"name": "p", "language": {"code": "en", "policy": "fallback"}}},
+        '(#100) Param policy must be one of {DETERMINISTIC} - got "fallback".',
+    ),
+    (
+        {
+            "template": {
+                "name": "p",
+                "language": {"code": "en"},
+                "components": [{"type": "button", "sub_type": "call", "index": 0}],
+            }
+        },
+        "(#100) Param sub_type must be one of "
+        '{CATALOG, COPY_CODE, FLOW, MPM, QUICK_REPLY, URL} - got "call".',
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), ENUM_VIOLATIONS)
 def test_a_value_outside_an_enum_is_code_100_in_graphs_words(
     changes: dict[str, Any], message: str
 ) -> None:
