@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import msgspec
 
 from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
-from wagate.domain.errors import MESSAGE_EXPIRED, kind_of
+from wagate.domain.errors import MESSAGE_EXPIRED, SOMETHING_WENT_WRONG, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.requests import MarketingMessageRequest
 from wagate.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy, decide
@@ -303,7 +303,7 @@ class Dispatcher:
     async def _failed(
         self, number: PhoneNumber, message: Claimed, result: UpstreamResult, at_ms: int
     ) -> Outcome:
-        code = result.error_code if result.error_code is not None else 131000
+        code = result.error_code if result.error_code is not None else SOMETHING_WENT_WRONG
         decision = decide(message.attempts, code, result.http_status, self.rng, self.settings.retry)
         if decision is None:
             log.info("message %s failed with %s: %s", message.id, code, result.error_details)
