@@ -148,7 +148,7 @@ class Acceptor:
     def _replay(self, existing: StoredMessage, request_hash: str) -> Accepted:
         if existing.request_hash != request_hash:
             raise GraphError(
-                100,
+                INVALID_PARAMETER,
                 "Idempotency-Key was already used with a different request body; "
                 "use a new key for a new message",
                 http_status=422,
