@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
+from wagate.domain.delivery import DEFAULT_TTL_S
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/wagate.db"
 
 
@@ -28,7 +30,7 @@ class Settings:
     # every process (at once in the process that revoked it).
     auth_cache_seconds: float = 2.0
     idempotency_window_seconds: int = 24 * 3600
-    message_ttl_seconds: int = 30 * 24 * 3600
+    message_ttl_seconds: int = DEFAULT_TTL_S
     log_level: str = "INFO"
     meta_base_url: str = "https://graph.facebook.com"
     meta_graph_version: str = "v23.0"

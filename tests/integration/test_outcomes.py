@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from tests.integration.test_store import new_message, new_number
 from wagate.adapters.store.queue import MAX_REAPS, SqlQueue
 from wagate.adapters.store.sql import SqlStore
-from wagate.adapters.store.tables import messages
+from wagate.adapters.store.tables import messages, phone_numbers
 from wagate.domain.delivery import Claimed, Outcome
 from wagate.domain.errors import DELIVERY_ABANDONED
 
@@ -122,4 +123,34 @@ async def test_a_long_wamid_is_recorded(store: SqlStore) -> None:
     await queue.record(_forwarded(claimed, "w", wamid, NOW))
     row = await _row(store, message.id)
     assert (row.state, row.upstream_wamid) == ("forwarded", wamid)
+    await queue.close()
+
+
+async def test_a_130429_halves_the_numbers_shared_rate_once_per_hold(store: SqlStore) -> None:
+    number = await new_number(store)
+    assert number.mps == 80
+    for _ in range(20):
+        await store.add_message(new_message(number))
+    queue = SqlQueue(store.engine)
+    await queue.throttle(number.phone_number_id, NOW)
+    # Answers to sends already in flight are the same overload: they count once.
+    await queue.throttle(number.phone_number_id, NOW + 0.5)
+    async with store.engine.connect() as connection:
+        row = (
+            await connection.execute(
+                select(phone_numbers.c.throttle_factor, phone_numbers.c.throttled_at).where(
+                    phone_numbers.c.phone_number_id == number.phone_number_id
+                )
+            )
+        ).one()
+    assert (row.throttle_factor, row.throttled_at) == (0.5, int(NOW * 1_000_000))
+    claimed = await _claim(queue, number.phone_number_id, "worker-1", NOW)
+    # Slots are float seconds of a Unix time: equal to within a microsecond.
+    assert [c.slot - NOW for c in claimed] == pytest.approx(
+        [k * 0.025 for k in range(10)], abs=1e-6
+    )
+    assert {c.interval for c in claimed} == {0.025}
+    # Ten seconds later the rate is back to 80/s.
+    later = await _claim(queue, number.phone_number_id, "worker-1", NOW + 10)
+    assert {c.interval for c in later} == {0.0125}
     await queue.close()

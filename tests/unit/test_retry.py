@@ -1,4 +1,4 @@
-"""Retry timing and TTL: seeded random generators and plain floats, nothing sleeps."""
+"""Retry timing: seeded random generators and plain floats, nothing sleeps."""
 
 from __future__ import annotations
 
@@ -12,17 +12,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wagate.domain import retry
-from wagate.domain.errors import CATALOGUE, MESSAGE_EXPIRED
+from wagate.domain.errors import CATALOGUE, MESSAGE_EXPIRED, NETWORK_ERROR
 from wagate.domain.retry import (
     DEFAULT_RETRY_POLICY,
-    DEFAULT_TTL_S,
-    NETWORK_ERROR,
     RetryDecision,
     RetryPolicy,
     decide,
-    is_expired,
-    next_delay,
 )
+
+
+def delay_of(
+    attempt: int,
+    code: int,
+    http_status: int | None,
+    rng: random.Random,
+    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+) -> float | None:
+    """The delay `decide` gives, or None when it gives up."""
+    decision = decide(attempt, code, http_status, rng, policy)
+    return None if decision is None else decision.delay
+
 
 PERMANENT = sorted(code for code, kind in CATALOGUE.items() if not kind.transient)
 TRANSIENT = sorted(code for code, kind in CATALOGUE.items() if kind.transient)
@@ -38,7 +47,6 @@ def test_the_catalogue_has_both_kinds_of_code() -> None:
 @pytest.mark.parametrize("code", PERMANENT)
 def test_a_permanent_code_gets_no_retry(code: int) -> None:
     assert decide(1, code, None, random.Random(0)) is None
-    assert next_delay(1, code, None, random.Random(0)) is None
 
 
 def test_a_permanent_code_stays_permanent_on_a_5xx() -> None:
@@ -79,12 +87,12 @@ def test_attempts_run_out_at_max_attempts() -> None:
 
 
 def test_backoff_doubles_from_one_second_up_to_the_cap() -> None:
-    delays = [next_delay(n, 131000, None, random.Random(0), NO_JITTER) for n in range(1, 11)]
+    delays = [delay_of(n, 131000, None, random.Random(0), NO_JITTER) for n in range(1, 11)]
     assert delays[:-1] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
     assert delays[-1] is None
     capped = RetryPolicy(jitter=0.0, max_attempts=20)
-    assert next_delay(10, 131000, None, random.Random(0), capped) == 300
-    assert next_delay(19, 131000, None, random.Random(0), capped) == 300
+    assert delay_of(10, 131000, None, random.Random(0), capped) == 300
+    assert delay_of(19, 131000, None, random.Random(0), capped) == 300
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -117,7 +125,7 @@ def test_other_transient_errors_concern_only_the_message(code: int) -> None:
 def test_jitter_stays_within_its_band_over_many_seeds() -> None:
     for attempt in (1, 4, 9):
         nominal = min(300.0, 2.0 ** (attempt - 1))
-        delays = [next_delay(attempt, 131000, None, random.Random(seed)) for seed in range(2000)]
+        delays = [delay_of(attempt, 131000, None, random.Random(seed)) for seed in range(2000)]
         assert all(d is not None and 0.8 * nominal <= d <= nominal for d in delays)
         spread = [d for d in delays if d is not None]
         # The draws must actually cover the band, not sit at one end of it.
@@ -126,10 +134,10 @@ def test_jitter_stays_within_its_band_over_many_seeds() -> None:
 
 
 def test_the_same_seed_gives_the_same_delay() -> None:
-    first = [next_delay(n, 131000, None, random.Random(42)) for n in range(1, 10)]
-    second = [next_delay(n, 131000, None, random.Random(42)) for n in range(1, 10)]
+    first = [delay_of(n, 131000, None, random.Random(42)) for n in range(1, 10)]
+    second = [delay_of(n, 131000, None, random.Random(42)) for n in range(1, 10)]
     assert first == second
-    assert first != [next_delay(n, 131000, None, random.Random(43)) for n in range(1, 10)]
+    assert first != [delay_of(n, 131000, None, random.Random(43)) for n in range(1, 10)]
 
 
 def test_attempt_is_one_based() -> None:
@@ -139,10 +147,10 @@ def test_attempt_is_one_based() -> None:
 
 def test_huge_attempt_numbers_do_not_overflow() -> None:
     policy = RetryPolicy(max_attempts=10**9)
-    assert next_delay(100_000, 131000, None, random.Random(0), policy) == pytest.approx(
+    assert delay_of(100_000, 131000, None, random.Random(0), policy) == pytest.approx(
         300.0, rel=0.2
     )
-    assert next_delay(100_000, 131056, None, random.Random(0), policy) == 300.0
+    assert delay_of(100_000, 131056, None, random.Random(0), policy) == 300.0
 
 
 @settings(max_examples=500, deadline=None)
@@ -169,7 +177,7 @@ def test_delay_never_exceeds_the_maximum(
     policy = RetryPolicy(
         base_delay_s=base, factor=factor, max_delay_s=cap, max_attempts=10_000, jitter=jitter
     )
-    delay = next_delay(attempt, code, status, random.Random(seed), policy)
+    delay = delay_of(attempt, code, status, random.Random(seed), policy)
     if delay is not None:
         assert 0 <= delay <= cap
 
@@ -200,23 +208,6 @@ def test_default_policy() -> None:
 def test_policy_rejects_invalid_settings(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
-
-
-def test_default_ttl_is_thirty_days() -> None:
-    assert DEFAULT_TTL_S == 2_592_000
-
-
-@pytest.mark.parametrize(
-    ("now", "expired"), [(1000.0, False), (1009.999, False), (1010.0, True), (5000.0, True)]
-)
-def test_is_expired_at_exactly_the_ttl(now: float, expired: bool) -> None:
-    assert is_expired(1000.0, 10.0, now) is expired
-
-
-def test_default_ttl_expiry() -> None:
-    created = 1_700_000_000.0
-    assert not is_expired(created, DEFAULT_TTL_S, created + 29 * 86400)
-    assert is_expired(created, DEFAULT_TTL_S, created + 30 * 86400)
 
 
 def test_module_reads_no_clock() -> None:

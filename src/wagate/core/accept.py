@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from wagate.domain.errors import GraphError
+from wagate.domain.delivery import DEFAULT_TTL_S
+from wagate.domain.errors import INVALID_PARAMETER, TEMPORARILY_UNAVAILABLE, GraphError
 from wagate.domain.model import NewMessage, PhoneNumber, StoredMessage
 from wagate.domain.recipients import Recipient, resolve_recipient
 from wagate.domain.requests import (
@@ -65,7 +66,7 @@ class Acceptor:
         store: Store,
         clock: Clock,
         *,
-        ttl_seconds: int = 30 * 24 * 3600,
+        ttl_seconds: int = DEFAULT_TTL_S,
         idempotency_window_seconds: int = 24 * 3600,
     ) -> None:
         self._store = store
@@ -88,7 +89,8 @@ class Acceptor:
             return await self._commit(number, request, canonical, recipient)
         if not _IDEMPOTENCY_KEY.match(idempotency_key):
             raise GraphError(
-                100, "Idempotency-Key must be 1-255 printable ASCII characters without spaces"
+                INVALID_PARAMETER,
+                "Idempotency-Key must be 1-255 printable ASCII characters without spaces",
             )
         request_hash = hashlib.sha256(
             number.phone_number_id.encode() + b"\0" + canonical
@@ -137,13 +139,16 @@ class Acceptor:
     async def _replay_or_refuse(self, number: PhoneNumber, key: str, request_hash: str) -> Accepted:
         existing = await self._store.find_by_idempotency_key(number.project_id, key)
         if existing is None:
-            raise GraphError(2, "The earlier request with this Idempotency-Key did not complete")
+            raise GraphError(
+                TEMPORARILY_UNAVAILABLE,
+                "The earlier request with this Idempotency-Key did not complete",
+            )
         return self._replay(existing, request_hash)
 
     def _replay(self, existing: StoredMessage, request_hash: str) -> Accepted:
         if existing.request_hash != request_hash:
             raise GraphError(
-                100,
+                INVALID_PARAMETER,
                 "Idempotency-Key was already used with a different request body; "
                 "use a new key for a new message",
                 http_status=422,

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from wagate.domain.errors import GraphError
+from wagate.domain.errors import INVALID_ACCESS_TOKEN, INVALID_PARAMETER, GraphError
 from wagate.domain.model import KeyOwner, PhoneNumber
 from wagate.ports import Clock, Store
 
@@ -79,7 +79,7 @@ MISSES_CACHED = 1_024
 def phone_number_not_found(phone_number_id: str, method: str = "post") -> GraphError:
     """Meta's answer for an object the caller cannot see: it does not say which case it is."""
     return GraphError(
-        100,
+        INVALID_PARAMETER,
         f"Unsupported {method} request. Object with ID '{phone_number_id}' does not exist, cannot "
         "be loaded due to missing permissions, or does not support this operation.",
         subcode=33,
@@ -105,7 +105,8 @@ class Access:
         """The project an API key belongs to, with its rate limit, or a 190/401 error."""
         if not api_key:
             raise GraphError(
-                190, "Missing API key: send it as `X-API-Key` or `Authorization: Bearer`"
+                INVALID_ACCESS_TOKEN,
+                "Missing API key: send it as `X-API-Key` or `Authorization: Bearer`",
             )
         now = self._clock.now()
         entry = self._keys.get(api_key, now)
@@ -152,4 +153,4 @@ class Access:
 
 
 def _invalid_key() -> GraphError:
-    return GraphError(190, "The API key is invalid or has been revoked")
+    return GraphError(INVALID_ACCESS_TOKEN, "The API key is invalid or has been revoked")

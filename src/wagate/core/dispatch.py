@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import msgspec
 
 from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
-from wagate.domain.errors import MESSAGE_EXPIRED, GraphError, kind_of
+from wagate.domain.errors import MESSAGE_EXPIRED, SOMETHING_WENT_WRONG, GraphError, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.recipients import normalise_phone
 from wagate.domain.requests import MarketingMessageRequest
@@ -315,7 +315,7 @@ class Dispatcher:
     async def _failed(
         self, number: PhoneNumber, message: Claimed, result: UpstreamResult, at_ms: int
     ) -> Outcome:
-        code = result.error_code if result.error_code is not None else 131000
+        code = result.error_code if result.error_code is not None else SOMETHING_WENT_WRONG
         decision = decide(message.attempts, code, result.http_status, self.rng, self.settings.retry)
         if decision is None:
             log.info("message %s failed with %s: %s", message.id, code, result.error_details)

@@ -12,10 +12,15 @@ from wagate.adapters.store.statuses import (
     IngestResult,
     PreferenceRow,
     SqlStatusStore,
-    StatusRow,
 )
-from wagate.domain.errors import GraphError
+from wagate.domain.errors import (
+    INVALID_ACCESS_TOKEN,
+    INVALID_PARAMETER,
+    PERMISSION_DENIED,
+    GraphError,
+)
 from wagate.domain.model import STATUSES, Status
+from wagate.domain.statuses import StatusRow, status_row
 from wagate.domain.webhooks import (
     WebhookPayload,
     decode_payload,
@@ -47,7 +52,9 @@ class Ingestor:
         """Meta's subscription handshake: the challenge if the token matches, else a 403 error."""
         if mode == "subscribe" and expected and token == expected and challenge is not None:
             return challenge
-        raise GraphError(10, "Webhook verification failed: wrong hub.verify_token or hub.mode")
+        raise GraphError(
+            PERMISSION_DENIED, "Webhook verification failed: wrong hub.verify_token or hub.mode"
+        )
 
     async def receive(self, body: bytes, signature: str | None) -> IngestResult:
         """Check `X-Hub-Signature-256`, decode, store; nothing is stored if either fails.
@@ -61,12 +68,16 @@ class Ingestor:
             sandbox_only = True
         else:
             raise GraphError(
-                190, "X-Hub-Signature-256 is missing or does not match the body", http_status=401
+                INVALID_ACCESS_TOKEN,
+                "X-Hub-Signature-256 is missing or does not match the body",
+                http_status=401,
             )
         try:
             payload = decode_payload(body)
         except ValueError as exc:
-            raise GraphError(100, f"Webhook body is not Meta's payload: {exc}") from None
+            raise GraphError(
+                INVALID_PARAMETER, f"Webhook body is not Meta's payload: {exc}"
+            ) from None
         now_ms = int(self.clock.now() * 1000)
         statuses, preferences, events = rows_of(payload, now_ms)
         result = await self.store.ingest(
@@ -95,21 +106,13 @@ def rows_of(
             for update in value.statuses:
                 if update.status not in _KNOWN:
                     continue
-                error = update.errors[0] if update.errors else None
                 statuses.append(
-                    StatusRow(
-                        wamid=update.id,
-                        status=_status(update.status),
-                        timestamp_ms=timestamp_ms(update.timestamp, now_ms),
-                        pricing=_encoder.encode(update.pricing).decode()
-                        if update.pricing
-                        else None,
+                    status_row(
+                        update.id,
+                        _status(update.status),
+                        timestamp_ms(update.timestamp, now_ms),
                         errors=_json(update.errors),
-                        error_code=error.code if error else None,
-                        error_title=(error.title or error.message) if error else None,
-                        error_details=(
-                            error.error_data.details if error and error.error_data else None
-                        ),
+                        pricing=_json(update.pricing),
                     )
                 )
             for preference in value.user_preferences:

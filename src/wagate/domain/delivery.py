@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+# Marketing messages live 30 days unless told otherwise (API-FACTS section 4): a
+# message Meta has not accepted by then fails with MESSAGE_EXPIRED.
+DEFAULT_TTL_S: Final = 30 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)

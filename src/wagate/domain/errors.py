@@ -7,6 +7,7 @@ the same thing wherever it appears (API-FACTS section 2).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,59 +21,98 @@ class ErrorKind:
     type: str = "OAuthException"
 
 
+# Meta's codes, one name each: code elsewhere says which error it means, not its number.
+AUTH_EXCEPTION: Final = 0
+TEMPORARILY_UNAVAILABLE: Final = 2
+APPLICATION_REQUEST_LIMIT: Final = 4
+PERMISSION_DENIED: Final = 10
+INVALID_PARAMETER: Final = 100
+INVALID_ACCESS_TOKEN: Final = 190
+THROUGHPUT_RATE_LIMIT: Final = 130429
+SOMETHING_WENT_WRONG: Final = 131000
+MISSING_PARAMETER: Final = 131008
+INVALID_PARAMETER_VALUE: Final = 131009
+SERVICE_UNAVAILABLE: Final = 131016
+UNDELIVERABLE: Final = 131026
+HEALTHY_ECOSYSTEM: Final = 131049
+MARKETING_OPT_OUT: Final = 131050
+METHOD_NOT_ALLOWED: Final = 131055
+PAIR_RATE_LIMIT: Final = 131056
+PARAMETER_COUNT_MISMATCH: Final = 132000
+TEMPLATE_NOT_FOUND: Final = 132001
+TRANSLATION_TOO_LONG: Final = 132005
+PARAMETER_FORMAT_MISMATCH: Final = 132012
+TEMPLATE_PAUSED: Final = 132015
+TEMPLATE_DISABLED: Final = 132016
+SERVER_UNAVAILABLE: Final = 133004
+NUMBER_NOT_REGISTERED: Final = 133010
+MARKETING_ONLY: Final = 134100
+TEMPLATE_SYNCING: Final = 134101
+TEMPLATE_UNAVAILABLE: Final = 134102
+
 _CATALOGUE: tuple[ErrorKind, ...] = (
-    ErrorKind(0, "AuthException", 401, False),
-    ErrorKind(2, "Service temporarily unavailable", 503, True),
+    ErrorKind(AUTH_EXCEPTION, "AuthException", 401, False),
+    ErrorKind(TEMPORARILY_UNAVAILABLE, "Service temporarily unavailable", 503, True),
     # Too many calls for the app; wagate answers it for a project over its rate limit.
-    ErrorKind(4, "Application request limit reached", 429, True),
-    ErrorKind(10, "Permission denied", 403, False),
-    ErrorKind(100, "Invalid parameter", 400, False),
-    ErrorKind(190, "Invalid OAuth access token", 401, False),
-    ErrorKind(130429, "Rate limit hit", 400, True),
-    ErrorKind(131000, "Something went wrong", 500, True),
-    ErrorKind(131008, "Required parameter is missing", 400, False),
-    ErrorKind(131009, "Parameter value is not valid", 400, False),
-    ErrorKind(131016, "Service unavailable", 500, True),
-    ErrorKind(131026, "Message undeliverable", 400, False),
+    ErrorKind(APPLICATION_REQUEST_LIMIT, "Application request limit reached", 429, True),
+    ErrorKind(PERMISSION_DENIED, "Permission denied", 403, False),
+    ErrorKind(INVALID_PARAMETER, "Invalid parameter", 400, False),
+    ErrorKind(INVALID_ACCESS_TOKEN, "Invalid OAuth access token", 401, False),
+    ErrorKind(THROUGHPUT_RATE_LIMIT, "Rate limit hit", 400, True),
+    ErrorKind(SOMETHING_WENT_WRONG, "Something went wrong", 500, True),
+    ErrorKind(MISSING_PARAMETER, "Required parameter is missing", 400, False),
+    ErrorKind(INVALID_PARAMETER_VALUE, "Parameter value is not valid", 400, False),
+    ErrorKind(SERVICE_UNAVAILABLE, "Service unavailable", 500, True),
+    ErrorKind(UNDELIVERABLE, "Message undeliverable", 400, False),
     ErrorKind(
-        131049,
+        HEALTHY_ECOSYSTEM,
         "This message was not delivered to maintain healthy ecosystem engagement.",
         400,
         False,
     ),
     ErrorKind(
-        131050,
+        MARKETING_OPT_OUT,
         "Unable to deliver the message. This recipient has chosen to stop receiving"
         " marketing messages on WhatsApp from your business",
         400,
         False,
     ),
-    ErrorKind(131055, "Method not allowed", 400, False),
-    ErrorKind(131056, "(Business Account, Consumer Account) pair rate limit hit", 400, True),
+    ErrorKind(METHOD_NOT_ALLOWED, "Method not allowed", 400, False),
     ErrorKind(
-        132000, "Number of parameters does not match the expected number of params", 400, False
+        PAIR_RATE_LIMIT, "(Business Account, Consumer Account) pair rate limit hit", 400, True
     ),
-    ErrorKind(132001, "Template name does not exist in the translation", 404, False),
-    ErrorKind(132005, "Translated text too long", 400, False),
-    ErrorKind(132012, "Parameter format does not match format in the created template", 400, False),
-    ErrorKind(132015, "Template is Paused", 400, False),
-    ErrorKind(132016, "Template is Disabled", 400, False),
-    ErrorKind(133004, "Server temporarily unavailable", 503, True),
-    ErrorKind(133010, "Phone number not registered", 400, False),
-    ErrorKind(134100, "Only marketing messages are supported", 400, False),
-    ErrorKind(134101, "Template is still syncing", 400, False),
-    ErrorKind(134102, "Template unavailable for use", 500, False),
+    ErrorKind(
+        PARAMETER_COUNT_MISMATCH,
+        "Number of parameters does not match the expected number of params",
+        400,
+        False,
+    ),
+    ErrorKind(TEMPLATE_NOT_FOUND, "Template name does not exist in the translation", 404, False),
+    ErrorKind(TRANSLATION_TOO_LONG, "Translated text too long", 400, False),
+    ErrorKind(
+        PARAMETER_FORMAT_MISMATCH,
+        "Parameter format does not match format in the created template",
+        400,
+        False,
+    ),
+    ErrorKind(TEMPLATE_PAUSED, "Template is Paused", 400, False),
+    ErrorKind(TEMPLATE_DISABLED, "Template is Disabled", 400, False),
+    ErrorKind(SERVER_UNAVAILABLE, "Server temporarily unavailable", 503, True),
+    ErrorKind(NUMBER_NOT_REGISTERED, "Phone number not registered", 400, False),
+    ErrorKind(MARKETING_ONLY, "Only marketing messages are supported", 400, False),
+    ErrorKind(TEMPLATE_SYNCING, "Template is still syncing", 400, False),
+    ErrorKind(TEMPLATE_UNAVAILABLE, "Template unavailable for use", 500, False),
 )
 
 CATALOGUE: dict[int, ErrorKind] = {kind.code: kind for kind in _CATALOGUE}
 
 # Codes of the gateway's own that Meta does not define; kept apart from Meta's range.
-MESSAGE_EXPIRED = 1_000_001
+MESSAGE_EXPIRED: Final = 1_000_001
 # A worker's lease on the message ran out too often before its outcome was recorded:
 # sending it again could repeat a send Meta already accepted, so the gateway stops.
-DELIVERY_ABANDONED = 1_000_002
+DELIVERY_ABANDONED: Final = 1_000_002
 # A network error or timeout talking to Meta: transient, and no Graph code exists for it.
-NETWORK_ERROR = -1
+NETWORK_ERROR: Final = -1
 CATALOGUE[NETWORK_ERROR] = ErrorKind(NETWORK_ERROR, "Network error", 503, True, "WagateException")
 
 CATALOGUE[MESSAGE_EXPIRED] = ErrorKind(
@@ -129,7 +169,7 @@ class RateLimited(GraphError):
 
     def __init__(self, limit: int, retry_after: int) -> None:
         super().__init__(
-            4,
+            APPLICATION_REQUEST_LIMIT,
             f"The project's rate limit is {limit} requests per minute; retry in {retry_after} s",
         )
         self.limit = limit
@@ -144,7 +184,7 @@ def not_one_of(field: str, allowed: tuple[str, ...], got: str) -> GraphError:
     """
     values = ", ".join(sorted({value.upper() for value in allowed}))
     return GraphError(
-        100,
+        INVALID_PARAMETER,
         f"`{field}` must be one of: {', '.join(allowed)}; got {got!r}",
         message=f'(#100) Param {field} must be one of {{{values}}} - got "{got}".',
     )
@@ -152,14 +192,14 @@ def not_one_of(field: str, allowed: tuple[str, ...], got: str) -> GraphError:
 
 def invalid_parameter(details: str) -> GraphError:
     """Code 100: a parameter Meta does not accept."""
-    return GraphError(100, details)
+    return GraphError(INVALID_PARAMETER, details)
 
 
 def missing_parameter(details: str) -> GraphError:
     """Code 131008: a required parameter is missing."""
-    return GraphError(131008, details)
+    return GraphError(MISSING_PARAMETER, details)
 
 
 def invalid_value(details: str) -> GraphError:
     """Code 131009: a parameter's value is not valid."""
-    return GraphError(131009, details)
+    return GraphError(INVALID_PARAMETER_VALUE, details)

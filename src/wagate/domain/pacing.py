@@ -1,191 +1,161 @@
-"""Pacing of one phone number's sends: GCRA spacing at its throughput, AIMD slow-down on 130429.
+"""Pacing: a GCRA budget (with an optional burst), slowed on 130429 and recovering by itself.
 
-Pure logic: every time is a float of seconds from a clock the caller owns and
-passes in as `now`; nothing here reads a clock or sleeps.
+One model for whatever must be paced: a phone number (at its mps, no burst) and,
+later, a (number, recipient) pair (Meta: one message per 6 s, bursts up to 45).
+Its state is three values that live in a database row shared by every worker;
+`plan` books send slots from it and `throttle` slows it after a 130429.
+
+Every time here is an integer of microseconds (`Micros`), Unix epoch or any
+origin the caller keeps to. Why integers: the shared state is stored as
+microseconds already, so it round-trips exactly; slot arithmetic is exact, so
+"never more than the limit in any window" holds to the microsecond instead of
+to a rounding epsilon (summing float intervals drifts); and an interval rounded
+up to a whole microsecond can only make a rate slower, never faster. Callers
+convert at their boundary (the clock gives float seconds).
+
+Pure logic: nothing reads a clock or sleeps; `now` is always passed in.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from typing import Final
 
-# Meta's per-number throughput tiers in messages/s (API-FACTS section 4): shared with
-# the WhatsApp Business app, the default, and after Meta's automatic upgrade.
-META_TIERS: Final = (20, 80, 1000)
+Micros = int
+
+MICROS_PER_S: Final = 1_000_000
+# After a 130429 the rate is halved...
+SLOW_DOWN: Final = 0.5
+# ...but never below one message per second (or the base rate, if that is lower)...
+FLOOR_MPS: Final = 1.0
+# ...and climbs back by 5 % of the base rate per second without a new halving
+# (from half rate to full in 10 s).
+RECOVERY_PER_S: Final = 0.05
+# Answers to sends already in flight when the first 130429 came back report the same
+# overload: 130429s within this long after a halving are one signal, not many.
+THROTTLE_HOLD: Final[Micros] = 1_000_000
 
 
-def effective_mps(configured_mps: int | None, tier: int) -> int:
-    """The throughput to pace at: the configured cap (if any), never above the number's tier."""
-    if tier <= 0:
-        raise ValueError(f"tier must be positive, got {tier}")
-    if configured_mps is None:
-        return tier
+def to_micros(seconds: float) -> Micros:
+    """Seconds (a clock's float) as whole microseconds, rounded down."""
+    return math.floor(seconds * MICROS_PER_S)
+
+
+def to_seconds(micros: Micros) -> float:
+    """Microseconds as float seconds."""
+    return micros / MICROS_PER_S
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A GCRA limit: one send per `interval` on average, up to `burst` back to back.
+
+    `burst` sends may go at once after an idle spell (they are borrowed from the
+    future); from then on, one per `interval`.
+    """
+
+    interval: Micros
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        """Reject a rate that could not pace anything."""
+        if self.interval < 1:
+            raise ValueError(f"interval must be >= 1 microsecond, got {self.interval}")
+        if self.burst < 1:
+            raise ValueError(f"burst must be >= 1, got {self.burst}")
+
+    @classmethod
+    def per_second(cls, messages: float, burst: int = 1) -> Rate:
+        """`messages` per second; the interval is rounded up, so never faster than asked."""
+        if not (messages > 0 and math.isfinite(messages)):
+            raise ValueError(f"messages per second must be positive and finite, got {messages}")
+        # The tolerance absorbs float noise (1e6 / (1/6) is 6000000.000000001).
+        return cls(max(1, math.ceil(MICROS_PER_S / messages - 1e-6)), burst)
+
+    @property
+    def tolerance(self) -> Micros:
+        """How far ahead of the booked time a send may go: the burst, borrowed."""
+        return (self.burst - 1) * self.interval
+
+
+@dataclass(frozen=True, slots=True)
+class PacingState:
+    """What several workers share (a phone number's row): TAT and the throttle.
+
+    `tat` is the theoretical arrival time: when the next send would be due at the
+    full burst-free rate. `factor` is the throttle factor as it was set at
+    `throttled_at` (1.0: never throttled); it recovers with time (`factor_at`).
+    """
+
+    tat: Micros = 0
+    factor: float = 1.0
+    throttled_at: Micros = 0
+
+
+def base_mps(configured_mps: int, tier_mps: int | None) -> int:
+    """The rate a number may use: its configured mps, never above Meta's tier when known."""
     if configured_mps <= 0:
         raise ValueError(f"configured_mps must be positive, got {configured_mps}")
-    return min(configured_mps, tier)
+    if tier_mps is None:
+        return configured_mps
+    if tier_mps <= 0:
+        raise ValueError(f"tier_mps must be positive, got {tier_mps}")
+    return min(configured_mps, tier_mps)
 
 
-def gcra_next(
-    tat: float, now: float, interval: float, burst_tolerance: float
-) -> tuple[float, float]:
-    """One GCRA step: `(allowed_at, new_tat)` for a send asked for at `now`.
+def factor_at(state: PacingState, now: Micros) -> float:
+    """The throttle factor at `now`: the stored one plus RECOVERY_PER_S per second since."""
+    elapsed = max(0, now - state.throttled_at)
+    return min(1.0, state.factor + RECOVERY_PER_S * elapsed / MICROS_PER_S)
 
-    `tat` is the theoretical arrival time booked so far, `interval` is 1/rate and
-    `burst_tolerance` is (burst - 1) * interval. The send may go at `allowed_at`
-    (>= now) and the caller stores `new_tat` in place of `tat`. Being a pure
-    function of its arguments, it gives the same answer whether `tat` lives in a
-    `Pacer` or in a database row shared by several worker processes.
+
+def effective_rate(
+    configured_mps: int, tier_mps: int | None, state: PacingState, now: Micros
+) -> Rate:
+    """The rate to pace a number at now: its base mps times the recovering throttle factor.
+
+    Never below FLOOR_MPS (or the base rate, when that is lower): a number that
+    keeps being throttled still sends.
     """
-    if not (interval > 0 and math.isfinite(interval)):
-        raise ValueError(f"interval must be a positive finite number, got {interval}")
-    if not (burst_tolerance >= 0 and math.isfinite(burst_tolerance)):
-        raise ValueError(f"burst_tolerance must be finite and >= 0, got {burst_tolerance}")
-    # Scheduling rather than rejecting: a send that is early is given the first
-    # conforming slot instead of being refused, so the queue drains at exactly `rate`.
-    allowed_at = max(now, tat - burst_tolerance)
-    # The booked slot is max(tat, allowed_at), which equals max(tat, now).
-    new_tat = max(tat, now) + interval
-    return allowed_at, new_tat
+    base = base_mps(configured_mps, tier_mps)
+    return Rate.per_second(max(min(base, FLOOR_MPS), base * factor_at(state, now)))
 
 
-def _check_rate(name: str, rate: float) -> None:
-    if not (rate > 0 and math.isfinite(rate)):
-        raise ValueError(f"{name} must be a positive finite number, got {rate}")
+def plan(
+    state: PacingState, now: Micros, rate: Rate, horizon: Micros, count: int
+) -> tuple[list[Micros], PacingState]:
+    """Book up to `count` send slots in [now, now + horizon]; the slots and the state after.
 
-
-class Pacer:
-    """GCRA pacer for one phone number, slowed multiplicatively on 130429, recovered additively.
-
-    `now` must come from a monotonic clock: a `now` earlier than one already
-    passed is accepted but gives no stronger guarantee than the booked TAT.
+    GCRA, scheduling rather than refusing: each send gets the first conforming
+    time, max(now, tat - tolerance), and moves the TAT to max(tat, now) + interval.
+    Every booking moves the one TAT forward, so workers that share the state (and
+    book under its row's lock) together keep to the rate, whatever their clocks
+    say: any two slots booked k apart are at least k * interval - tolerance apart.
     """
-
-    # Responses to sends already in flight when the first 130429 came back report the
-    # same overload; counting each of them would collapse the rate to the floor at once,
-    # so further 130429s within this many seconds of a slow-down are not a new signal.
-    THROTTLE_HOLD_S: Final = 1.0
-    # Recovery adds to the rate once per whole second without a 130429.
-    RECOVERY_STEP_S: Final = 1.0
-
-    def __init__(
-        self, rate_per_s: float, burst: int = 1, *, increase_fraction: float = 0.05
-    ) -> None:
-        """A pacer at `rate_per_s`, letting `burst` sends through at once after an idle spell.
-
-        `increase_fraction` is the share of the configured rate regained per second of
-        success after a slow-down (0.05: from half rate back to full in 10 s).
-        """
-        _check_rate("rate_per_s", rate_per_s)
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, got {burst}")
-        if not (0 < increase_fraction <= 1):
-            raise ValueError(f"increase_fraction must be in (0, 1], got {increase_fraction}")
-        self._rate = rate_per_s
-        self._effective = rate_per_s
-        self._burst = burst
-        self._increase_fraction = increase_fraction
-        # -inf rather than 0.0 so a fresh pacer never delays, whatever the clock's origin.
-        self._tat = -math.inf
-        self._last_throttle = -math.inf
-        self._recover_from = -math.inf
-
-    @property
-    def rate(self) -> float:
-        """The configured rate in messages/s."""
-        return self._rate
-
-    @property
-    def effective_rate(self) -> float:
-        """The rate currently paced at: the configured rate, or lower after a 130429."""
-        return self._effective
-
-    @property
-    def burst(self) -> int:
-        """How many sends may go back to back after an idle spell."""
-        return self._burst
-
-    @property
-    def tat(self) -> float:
-        """The theoretical arrival time booked so far (-inf before the first reservation)."""
-        return self._tat
-
-    def _step(self, now: float) -> tuple[float, float]:
-        interval = 1.0 / self._effective
-        return gcra_next(self._tat, now, interval, (self._burst - 1) * interval)
-
-    def reserve(self, now: float) -> float:
-        """Book the next send slot and return its time (>= now)."""
-        allowed_at, self._tat = self._step(now)
-        return allowed_at
-
-    def delay(self, now: float) -> float:
-        """Seconds from `now` until a send could go, without booking a slot."""
-        allowed_at, _ = self._step(now)
-        return allowed_at - now
-
-    def throttle(self, now: float, factor: float = 0.5, floor: float = 1.0) -> float:
-        """Slow down after an upstream 130429 (multiplicative decrease); return the new rate."""
-        if not (0 < factor <= 1):
-            raise ValueError(f"factor must be in (0, 1], got {factor}")
-        _check_rate("floor", floor)
-        # Any 130429 means the number is still over, so recovery waits a full step from now.
-        self._recover_from = now
-        if now - self._last_throttle < self.THROTTLE_HOLD_S:
-            return self._effective
-        self._last_throttle = now
-        # min(self._effective, ...) keeps a slow-down from ever raising the rate, e.g. when
-        # the floor is above the configured rate or above an earlier, lower floor.
-        self._effective = min(self._effective, max(floor, self._effective * factor))
-        return self._effective
-
-    def recover(self, now: float) -> float:
-        """Regain rate after a slow-down, one additive step per whole second of success."""
-        if self._effective >= self._rate:
-            return self._effective
-        steps = math.floor((now - self._recover_from) / self.RECOVERY_STEP_S)
-        if steps <= 0:
-            return self._effective
-        increase = self._increase_fraction * self._rate
-        self._effective = min(self._rate, self._effective + steps * increase)
-        # Advance by whole steps only, so calls at any cadence add up to the same recovery.
-        self._recover_from += steps * self.RECOVERY_STEP_S
-        return self._effective
-
-    def set_rate(self, rate: float) -> None:
-        """Change the configured rate (e.g. a tier upgrade), keeping any slow-down in force."""
-        _check_rate("rate", rate)
-        at_full_rate = self._effective >= self._rate
-        self._rate = rate
-        # A throttled pacer keeps its lower rate and climbs to the new one through recover().
-        self._effective = rate if at_full_rate else min(self._effective, rate)
-
-
-# ---- the shared budget of several workers: state in the phone number's row ---------
-
-RECOVERY_PER_S: Final = 0.05
-
-
-def shared_factor(factor: float, throttled_at: float, now: float) -> float:
-    """The throttle factor now: it climbs back by RECOVERY_PER_S of the rate per second."""
-    return min(1.0, factor + RECOVERY_PER_S * max(0.0, now - throttled_at))
-
-
-def throttled_factor(mps: float, factor: float, throttled_at: float, now: float) -> float:
-    """The factor after a 130429: half the current one, never below 1 msg/s.
-
-    Several 130429s within a second count as one, as in `Pacer.throttle`: the
-    sends already in flight when Meta pushed back are one signal, not many.
-    """
-    current = shared_factor(factor, throttled_at, now)
-    if 0.0 <= now - throttled_at < Pacer.THROTTLE_HOLD_S:
-        return current
-    return max(min(1.0, 1.0 / mps), current * 0.5)
-
-
-def book_slots(tat: float, now: float, interval: float, count: int) -> tuple[list[float], float]:
-    """`count` evenly spaced send times from the stored TAT, and the TAT after them."""
-    slots: list[float] = []
+    slots: list[Micros] = []
+    tat = state.tat
+    deadline = now + horizon
     for _ in range(count):
-        allowed_at, tat = gcra_next(tat, now, interval, 0.0)
-        slots.append(allowed_at)
-    return slots, tat
+        slot = max(now, tat - rate.tolerance)
+        if slot > deadline:
+            break
+        slots.append(slot)
+        tat = max(tat, now) + rate.interval
+    return slots, replace(state, tat=tat)
+
+
+def throttle(state: PacingState, now: Micros, base: float) -> PacingState:
+    """Meta said 130429: halve the rate (never below FLOOR_MPS of `base` msg/s).
+
+    A 130429 within THROTTLE_HOLD of the last halving changes nothing: the sends
+    already in flight then are answered with the same overload. Later ones halve
+    the recovered factor again.
+    """
+    if not (base > 0 and math.isfinite(base)):
+        raise ValueError(f"base must be a positive finite rate, got {base}")
+    if state.factor < 1.0 and now - state.throttled_at < THROTTLE_HOLD:
+        return state
+    floor = min(1.0, FLOOR_MPS / base)
+    factor = max(floor, factor_at(state, now) * SLOW_DOWN)
+    return replace(state, factor=factor, throttled_at=now)

@@ -9,7 +9,7 @@ from typing import Literal
 
 import phonenumbers
 
-from wagate.domain.errors import GraphError, invalid_value
+from wagate.domain.errors import MISSING_PARAMETER, GraphError, invalid_value
 
 RecipientKind = Literal["phone", "bsuid"]
 
@@ -80,6 +80,6 @@ def resolve_recipient(to: str | None, recipient: str | None) -> Recipient:
     if recipient is not None:
         return Recipient(input=recipient, address=recipient, kind="bsuid")
     raise GraphError(
-        131008,
+        MISSING_PARAMETER,
         "Parameter `to` is required (or `recipient` with a BSUID for BSUID sends)",
     )

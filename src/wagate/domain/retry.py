@@ -1,4 +1,4 @@
-"""When to retry a failed send, and for how long a message may wait at all.
+"""When to retry a failed send, and what must wait meanwhile.
 
 Pure logic: the caller passes the attempt number, the error and a `random.Random`;
 whether an error is worth retrying is always the error catalogue's call
@@ -13,16 +13,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from wagate.domain import errors
-
-# Gateway code for a network error or timeout talking to Meta: no Graph code exists for it,
-# and a negative number cannot collide with Meta's codes or the gateway's own (1_000_000+).
-NETWORK_ERROR: Final = errors.NETWORK_ERROR
-
-PAIR_RATE_LIMIT: Final = 131056
-THROUGHPUT_RATE_LIMIT: Final = 130429
-
-# Marketing messages live 30 days by default (API-FACTS section 4).
-DEFAULT_TTL_S: Final = 30 * 24 * 3600
+from wagate.domain.errors import PAIR_RATE_LIMIT, THROUGHPUT_RATE_LIMIT
 
 RetryScope = Literal["message", "recipient", "number"]
 
@@ -71,7 +62,7 @@ class RetryDecision:
 
     "message": only this message waits. "recipient": every message to this recipient
     waits (131056, the business/user pair limit). "number": the whole phone number is
-    over its throughput (130429) and should also slow down via `Pacer.throttle`.
+    over its throughput (130429) and should also slow down (`wagate.domain.pacing.throttle`).
     """
 
     delay: float
@@ -118,20 +109,3 @@ def decide(
         nominal = _capped_power(policy.base_delay_s, policy.factor, attempt - 1, policy.max_delay_s)
         delay = nominal * (1.0 - policy.jitter * rng.random())
     return RetryDecision(delay, _scope(code))
-
-
-def next_delay(
-    attempt: int,
-    code: int,
-    http_status: int | None,
-    rng: random.Random,
-    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-) -> float | None:
-    """Seconds to wait before retrying after send number `attempt` failed, or None: give up."""
-    decision = decide(attempt, code, http_status, rng, policy)
-    return None if decision is None else decision.delay
-
-
-def is_expired(created_at: float, ttl_s: float, now: float) -> bool:
-    """Whether a message created at `created_at` has outlived its TTL (expired at exactly TTL)."""
-    return now - created_at >= ttl_s

@@ -9,21 +9,7 @@ from typing import Any
 
 import msgspec
 
-
-class WebhookErrorData(msgspec.Struct):
-    """Meta's error detail."""
-
-    details: str | None = None
-
-
-class WebhookError(msgspec.Struct):
-    """Why a message failed."""
-
-    code: int
-    title: str | None = None
-    message: str | None = None
-    error_data: WebhookErrorData | None = None
-    href: str | None = None
+from wagate.domain.meta_errors import MetaError
 
 
 class Pricing(msgspec.Struct):
@@ -45,7 +31,7 @@ class StatusUpdate(msgspec.Struct):
     recipient_user_id: str | None = None
     biz_opaque_callback_data: str | None = None
     pricing: Pricing | None = None
-    errors: list[WebhookError] | None = None
+    errors: list[MetaError] | None = None
 
 
 class UserPreference(msgspec.Struct):

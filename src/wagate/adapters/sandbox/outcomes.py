@@ -10,6 +10,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from wagate.domain.errors import (
+    HEALTHY_ECOSYSTEM,
+    MARKETING_OPT_OUT,
+    SOMETHING_WENT_WRONG,
+    UNDELIVERABLE,
+)
 from wagate.domain.recipients import RecipientKind
 
 UpdateKind = Literal["sent", "delivered", "read", "failed", "user_preferences", "click"]
@@ -29,13 +35,13 @@ Outcome = tuple[tuple[Step, ...], ...]
 DELIVERED_AND_READ: Final[Outcome] = ((Step("sent"),), (Step("delivered"),), (Step("read"),))
 # Meta reports an undeliverable message with `failed` alone, without a `sent` first.
 OUTCOMES: Final[dict[str, Outcome]] = {
-    "9026": ((Step("failed", 131026),),),
-    "9049": ((Step("failed", 131049),),),
-    "9050": ((Step("failed", 131050), Step("user_preferences")),),
+    "9026": ((Step("failed", UNDELIVERABLE),),),
+    "9049": ((Step("failed", HEALTHY_ECOSYSTEM),),),
+    "9050": ((Step("failed", MARKETING_OPT_OUT), Step("user_preferences")),),
     "9001": (*DELIVERED_AND_READ, (Step("click"),)),
 }
 # Recipients whose first sends are refused synchronously: code and how many times.
-TRANSIENT_FAILURES: Final[dict[str, tuple[int, int]]] = {"9500": (131000, 2)}
+TRANSIENT_FAILURES: Final[dict[str, tuple[int, int]]] = {"9500": (SOMETHING_WENT_WRONG, 2)}
 
 
 def outcome_of(address: str) -> Outcome:

@@ -25,7 +25,15 @@ from wagate.adapters.sandbox.outcomes import (
     outcome_of,
 )
 from wagate.adapters.sandbox.templates import TemplateStore, check_parameters, check_sendable
-from wagate.domain.errors import GraphError
+from wagate.domain.errors import (
+    INVALID_ACCESS_TOKEN,
+    INVALID_PARAMETER,
+    INVALID_PARAMETER_VALUE,
+    PAIR_RATE_LIMIT,
+    SERVICE_UNAVAILABLE,
+    THROUGHPUT_RATE_LIMIT,
+    GraphError,
+)
 from wagate.domain.recipients import resolve_recipient
 from wagate.domain.requests import Contact, MarketingMessageResponse, MessageRef
 from wagate.domain.validation import decode_request
@@ -123,7 +131,9 @@ class SandboxState:
     ) -> Number:
         """Attach a phone number to a WABA (until the next reset); refused beyond the cap."""
         if phone_number_id not in self._numbers and len(self._numbers) >= self.config.max_numbers:
-            raise GraphError(100, f"Sandbox limit: at most {self.config.max_numbers} phone numbers")
+            raise GraphError(
+                INVALID_PARAMETER, f"Sandbox limit: at most {self.config.max_numbers} phone numbers"
+            )
         number = Number(waba_id, display_phone_number or display_number_for(phone_number_id))
         self._numbers[phone_number_id] = number
         return number
@@ -153,7 +163,7 @@ class SandboxState:
         counters: Counters | None = None
         try:
             if not authorized:
-                raise GraphError(190, NO_TOKEN)
+                raise GraphError(INVALID_ACCESS_TOKEN, NO_TOKEN)
             self.number(phone_number_id)
             counters = self.per_number.get(phone_number_id)
             if counters is None:
@@ -176,7 +186,7 @@ class SandboxState:
         request = decode_request(body)
         if request.to is not None and len(request.to) > MAX_TO_LENGTH:
             raise GraphError(
-                131009,
+                INVALID_PARAMETER_VALUE,
                 f"Parameter to is longer than {MAX_TO_LENGTH} characters: not a phone number",
             )
         recipient = resolve_recipient(request.to, request.recipient)
@@ -189,11 +199,13 @@ class SandboxState:
         check_parameters(template, request.template.components or [])
         outcome = outcome_of(recipient.address)
         if self.webhooks_enabled and not self.schedule.has_room(outcome):
-            raise GraphError(131016, "Sandbox overloaded: too many status updates pending")
+            raise GraphError(
+                SERVICE_UNAVAILABLE, "Sandbox overloaded: too many status updates pending"
+            )
         # Only well-formed sends take throughput, so pacing at exactly mps never trips it.
         if not self._throughput.take(phone_number_id, now):
             raise GraphError(
-                130429,
+                THROUGHPUT_RATE_LIMIT,
                 f"Throughput of {self.config.mps:g} messages/s exceeded for phone number"
                 f" {phone_number_id}",
             )
@@ -208,7 +220,7 @@ class SandboxState:
                 raise GraphError(code, f"Sandbox: transient failure {attempts} of {times}")
         if not self._pairs.take((phone_number_id, address), now):
             raise GraphError(
-                131056,
+                PAIR_RATE_LIMIT,
                 f"Too many messages from {phone_number_id} to {address} in a short time",
             )
         duplicate = payload_key in self._sent

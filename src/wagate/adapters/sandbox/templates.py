@@ -16,7 +16,19 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from wagate.domain.errors import GraphError, invalid_parameter, invalid_value, missing_parameter
+from wagate.domain.errors import (
+    INVALID_PARAMETER,
+    MARKETING_ONLY,
+    PARAMETER_COUNT_MISMATCH,
+    PARAMETER_FORMAT_MISMATCH,
+    TEMPLATE_DISABLED,
+    TEMPLATE_NOT_FOUND,
+    TEMPLATE_PAUSED,
+    GraphError,
+    invalid_parameter,
+    invalid_value,
+    missing_parameter,
+)
 from wagate.domain.requests import (
     LANGUAGE_CODE_PATTERN,
     TEMPLATE_NAME_PATTERN,
@@ -300,19 +312,21 @@ def check_sendable(template: TemplateRecord | None, name: str, language: str) ->
     """The template a marketing send may use, or the error Meta answers for it."""
     if template is None:
         raise GraphError(
-            132001, f"template name ({name}) does not exist in {language} (or is not approved)"
+            TEMPLATE_NOT_FOUND,
+            f"template name ({name}) does not exist in {language} (or is not approved)",
         )
     if template.status == "PAUSED":
-        raise GraphError(132015, f"Template {name} ({language}) is paused")
+        raise GraphError(TEMPLATE_PAUSED, f"Template {name} ({language}) is paused")
     if template.status == "DISABLED":
-        raise GraphError(132016, f"Template {name} ({language}) is disabled")
+        raise GraphError(TEMPLATE_DISABLED, f"Template {name} ({language}) is disabled")
     if template.status != "APPROVED":
         raise GraphError(
-            132001, f"template name ({name}) in {language} is {template.status}, not approved"
+            TEMPLATE_NOT_FOUND,
+            f"template name ({name}) in {language} is {template.status}, not approved",
         )
     if template.category != "MARKETING":
         raise GraphError(
-            134100,
+            MARKETING_ONLY,
             f"Template {name} is a {template.category} template; this endpoint only sends"
             " MARKETING templates",
         )
@@ -327,7 +341,7 @@ def check_parameters(template: TemplateRecord, components: list[Component]) -> N
     header_count = len(header.parameters) if header else 0
     if header_count != shape.header_parameters:
         raise GraphError(
-            132000,
+            PARAMETER_COUNT_MISMATCH,
             f"header: expected {shape.header_parameters} parameters, received {header_count}",
         )
     _check_body(template, body.parameters if body else [])
@@ -340,15 +354,17 @@ def _check_body(template: TemplateRecord, parameters: list[Any]) -> None:
     named = template.parameter_format == "NAMED"
     if any((name is None) == named for name in names):
         expected = "named (with parameter_name)" if named else "positional (no parameter_name)"
-        raise GraphError(132012, f"body: template {template.name} takes {expected} parameters")
+        raise GraphError(
+            PARAMETER_FORMAT_MISMATCH, f"body: template {template.name} takes {expected} parameters"
+        )
     if len(parameters) != shape.body_parameters:
         raise GraphError(
-            132000,
+            PARAMETER_COUNT_MISMATCH,
             f"body: expected {shape.body_parameters} parameters, received {len(parameters)}",
         )
     if named and set(names) != shape.body_names:
         raise GraphError(
-            132000,
+            PARAMETER_COUNT_MISMATCH,
             f"body: expected parameters named {sorted(shape.body_names)},"
             f" received {sorted(str(n) for n in names)}",
         )
@@ -408,7 +424,9 @@ class TemplateStore:
         templates = self._wabas.get(waba_id)
         if templates is None:
             if len(self._wabas) >= self.max_wabas:
-                raise GraphError(100, f"Sandbox limit: at most {self.max_wabas} business accounts")
+                raise GraphError(
+                    INVALID_PARAMETER, f"Sandbox limit: at most {self.max_wabas} business accounts"
+                )
             templates = {(t.name, t.language): t for t in seed_templates()}
             self._wabas[waba_id] = templates
         return templates
@@ -433,16 +451,19 @@ class TemplateStore:
         if (create.name, create.language) in templates:
             # Meta's answer for a second template of the same name and language.
             raise GraphError(
-                100,
+                INVALID_PARAMETER,
                 f"Content in this language already exists: {create.name} ({create.language})",
                 subcode=2388024,
             )
         if len(templates) >= self.max_per_waba:
             raise GraphError(
-                100, f"Message template limit reached: a WABA holds at most {self.max_per_waba}"
+                INVALID_PARAMETER,
+                f"Message template limit reached: a WABA holds at most {self.max_per_waba}",
             )
         if self.created >= self.max_created:
-            raise GraphError(100, f"Sandbox limit: at most {self.max_created} created templates")
+            raise GraphError(
+                INVALID_PARAMETER, f"Sandbox limit: at most {self.max_created} created templates"
+            )
         template = new_template(
             create.name,
             create.language,
@@ -466,7 +487,7 @@ class TemplateStore:
         ]
         if not doomed:
             which = f"{name} (id {hsm_id})" if hsm_id else name
-            raise GraphError(100, f"Message template {which} was not found")
+            raise GraphError(INVALID_PARAMETER, f"Message template {which} was not found")
         for key in doomed:
             del templates[key]
         # Deleting a seeded template frees a slot too: still bounded (6 seeds per WABA).

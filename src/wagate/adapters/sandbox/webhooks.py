@@ -15,7 +15,7 @@ import msgspec
 
 from wagate.adapters.sandbox.outcomes import AcceptedMessage, Update
 from wagate.adapters.sandbox.state import SandboxState
-from wagate.domain.errors import kind_of
+from wagate.domain.errors import HEALTHY_ECOSYSTEM, MARKETING_OPT_OUT, UNDELIVERABLE, kind_of
 
 log = logging.getLogger("wagate.sandbox.webhooks")
 
@@ -32,9 +32,11 @@ PRICING: Final = {
 }
 ERROR_HREF: Final = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
 _FAILURE_DETAILS: Final = {
-    131026: "Message could not be delivered: the recipient cannot receive WhatsApp messages",
-    131049: "Meta chose not to deliver this message to maintain healthy ecosystem engagement",
-    131050: "The recipient has stopped marketing messages from this business",
+    UNDELIVERABLE: "Message could not be delivered: the recipient cannot receive WhatsApp messages",
+    HEALTHY_ECOSYSTEM: (
+        "Meta chose not to deliver this message to maintain healthy ecosystem engagement"
+    ),
+    MARKETING_OPT_OUT: "The recipient has stopped marketing messages from this business",
 }
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -31,10 +30,10 @@ from wagate.adapters.store.secrets import SecretBox
 from wagate.adapters.store.sql import phone_number_of
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
 from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, phone_numbers
+from wagate.domain import pacing
 from wagate.domain.delivery import Claimed, Outcome
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
 from wagate.domain.model import PhoneNumber
-from wagate.domain.pacing import book_slots, effective_mps, shared_factor, throttled_factor
 from wagate.domain.sanitise import without_nul
 
 log = logging.getLogger("wagate.queue")
@@ -144,13 +143,12 @@ class SqlQueue:
         locked = await _lock_number(connection, phone_number_id)
         if locked is None:
             return []
-        factor = shared_factor(locked.throttle_factor, locked.throttled_at / 1e6, now)
-        mps = locked.mps if tier_mps is None else effective_mps(locked.mps, tier_mps)
-        interval = 1.0 / (mps * factor)
-        tat = max(locked.pacing_tat / 1e6, now)
-        room = math.floor((now + horizon_s - tat) / interval) + 1
-        count = min(limit, room)
-        if count <= 0:
+        state = _pacing_state(locked)
+        now_us = pacing.to_micros(now)
+        rate = pacing.effective_rate(locked.mps, tier_mps, state, now_us)
+        horizon = pacing.to_micros(horizon_s)
+        room, _ = pacing.plan(state, now_us, rate, horizon, limit)
+        if not room:
             return []
         rows = (
             await connection.execute(
@@ -169,13 +167,14 @@ class SqlQueue:
                     messages.c.due_at <= int(now * 1000),
                 )
                 .order_by(messages.c.due_at, messages.c.seq)
-                .limit(count)
+                .limit(len(room))
                 .with_for_update(skip_locked=True)
             )
         ).all()
         if not rows:
             return []
-        slots, new_tat = book_slots(tat, now, interval, len(rows))
+        slots, booked = pacing.plan(state, now_us, rate, horizon, len(rows))
+        lease = pacing.to_micros(lease_s)
         await connection.execute(
             update(messages)
             .where(messages.c.seq == bindparam("b_seq"))
@@ -186,14 +185,14 @@ class SqlQueue:
                 attempts=messages.c.attempts + 1,
             ),
             [
-                {"b_seq": row.seq, "b_lease": int((slot + lease_s) * 1000)}
+                {"b_seq": row.seq, "b_lease": (slot + lease) // 1000}
                 for row, slot in zip(rows, slots, strict=True)
             ],
         )
         await connection.execute(
             update(phone_numbers)
             .where(phone_numbers.c.phone_number_id == phone_number_id)
-            .values(pacing_tat=int(new_tat * 1e6))
+            .values(pacing_tat=booked.tat)
         )
         return [
             Claimed(
@@ -205,8 +204,8 @@ class SqlQueue:
                 attempts=row.attempts + 1,
                 created_at=row.created_at,
                 expires_at=row.expires_at,
-                slot=slot,
-                interval=interval,
+                slot=pacing.to_seconds(slot),
+                interval=pacing.to_seconds(rate.interval),
             )
             for row, slot in zip(rows, slots, strict=True)
         ]
@@ -217,11 +216,14 @@ class SqlQueue:
             row = await _lock_number(connection, phone_number_id)
             if row is None:
                 return
-            factor = throttled_factor(row.mps, row.throttle_factor, row.throttled_at / 1e6, now)
+            state = _pacing_state(row)
+            slowed = pacing.throttle(state, pacing.to_micros(now), row.mps)
+            if slowed == state:
+                return
             await connection.execute(
                 update(phone_numbers)
                 .where(phone_numbers.c.phone_number_id == phone_number_id)
-                .values(throttle_factor=factor, throttled_at=int(now * 1e6))
+                .values(throttle_factor=slowed.factor, throttled_at=slowed.throttled_at)
             )
 
     async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
@@ -369,6 +371,11 @@ async def _lock_number(connection: AsyncConnection, phone_number_id: str) -> Any
             )
         )
     ).first()
+
+
+def _pacing_state(row: Any) -> pacing.PacingState:
+    """The pacing state a locked number's row holds (its columns are in microseconds)."""
+    return pacing.PacingState(row.pacing_tat, row.throttle_factor, row.throttled_at)
 
 
 def _outcome_row(outcome: Outcome) -> Row:

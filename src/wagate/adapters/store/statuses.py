@@ -1,4 +1,8 @@
-"""Storing what Meta's webhooks say: statuses (de-duplicated, forward only), opt-outs, clicks.
+"""Storing what Meta's webhooks say: statuses, opt-outs, clicks.
+
+Which statuses are new and where a message moves is the domain's decision
+(`wagate.domain.statuses.decide_all`); this module reads what it needs and writes
+what it decided.
 
 Webhooks come from outside: a row the columns cannot hold (a NUL, a wamid too long to
 index, a time past year 9999) is refused before the write, and should the write still
@@ -8,7 +12,6 @@ neighbours. Only an unavailable database fails the POST (and Meta retries it).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,26 +32,15 @@ from wagate.adapters.store.tables import (
 )
 from wagate.domain.model import Status
 from wagate.domain.sanitise import fits, usable_timestamp, usable_wamid, without_nul
-from wagate.domain.statuses import settle
+from wagate.domain.statuses import Move, decide_all, status_row
+
+# Re-exported: the status store's callers name its rows from here.
+from wagate.domain.statuses import StatusRow as StatusRow
 
 log = logging.getLogger("wagate.ingest")
 
 # SQLite allows 32,766 bound parameters; IN lists and multi-row statements stay well below.
 _CHUNK = 500
-
-
-@dataclass(frozen=True, slots=True)
-class StatusRow:
-    """One status to store."""
-
-    wamid: str
-    status: Status
-    timestamp_ms: int
-    pricing: str | None
-    errors: str | None
-    error_code: int | None
-    error_title: str | None
-    error_details: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +219,9 @@ async def _store(
     received_ms: int,
 ) -> IngestResult:
     """Write statuses, preferences and events in the caller's transaction."""
-    new = await _unseen(connection, statuses)
-    current = await _messages_by_wamid(connection, [s.wamid for s in new])
+    wamids = [s.wamid for s in statuses]
+    current = await _messages_by_wamid(connection, wamids)
+    new, moves = decide_all(_status_of(current), await _seen(connection, wamids), statuses)
     if new:
         # ON CONFLICT DO NOTHING also guards against a concurrent POST of the same update.
         await connection.execute(
@@ -246,7 +239,7 @@ async def _store(
                 for s in new
             ],
         )
-    moved = await move_messages(connection, new, current, received_ms)
+    moved = await _write_moves(connection, moves, current, received_ms)
     if preferences:
         await _store_preferences(connection, preferences, received_ms)
     if events:
@@ -398,21 +391,19 @@ async def _only_sandbox(
     )
 
 
-async def _unseen(connection: AsyncConnection, statuses: Sequence[StatusRow]) -> list[StatusRow]:
-    """The statuses not stored before (Meta delivers the same update more than once)."""
-    if not statuses:
-        return []
-    unique = {(s.wamid, s.status): s for s in statuses}
-    wamids = list({s.wamid for s in statuses})
-    seen: set[tuple[str, str]] = set()
-    for start in range(0, len(wamids), _CHUNK):
+async def _seen(connection: AsyncConnection, wamids: Sequence[str]) -> dict[str, set[Status]]:
+    """The statuses each wamid's timeline holds already."""
+    unique = list(set(wamids))
+    seen: dict[str, set[Status]] = {}
+    for start in range(0, len(unique), _CHUNK):
         rows = await connection.execute(
             select(message_statuses.c.upstream_wamid, message_statuses.c.status).where(
-                message_statuses.c.upstream_wamid.in_(wamids[start : start + _CHUNK])
+                message_statuses.c.upstream_wamid.in_(unique[start : start + _CHUNK])
             )
         )
-        seen.update((row[0], row[1]) for row in rows)
-    return [s for key, s in unique.items() if key not in seen]
+        for wamid, status in rows:
+            seen.setdefault(wamid, set()).add(status)
+    return seen
 
 
 async def _messages_by_wamid(
@@ -432,33 +423,24 @@ async def _messages_by_wamid(
     return current
 
 
-async def move_messages(
+def _status_of(current: dict[str, tuple[int, Status]]) -> dict[str, Status]:
+    return {wamid: status for wamid, (_, status) in current.items()}
+
+
+async def _write_moves(
     connection: AsyncConnection,
-    updates: Sequence[StatusRow],
+    moves: dict[str, Move],
     current: dict[str, tuple[int, Status]],
     at_ms: int,
 ) -> int:
-    """Move each message forward by its new statuses (in Meta's time order); count moved."""
-    incoming: dict[str, list[StatusRow]] = {}
-    for row in updates:
-        incoming.setdefault(row.wamid, []).append(row)
+    """Write each decided move (and the error of the failure it ends on); count moved."""
     changes: list[dict[str, Any]] = []
-    for wamid, rows in incoming.items():
-        if wamid not in current:
-            continue
-        seq, before = current[wamid]
-        rows.sort(key=lambda r: r.timestamp_ms)
-        after = settle(before, [r.status for r in rows])
-        if after == before:
-            continue
-        # Meta's error belongs on the message only if it ends failed (not read + failed).
-        failure = (
-            next((r for r in rows if r.status == "failed"), None) if after == "failed" else None
-        )
+    for wamid, move in moves.items():
+        failure = move.failure
         changes.append(
             {
-                "b_seq": seq,
-                "b_status": after,
+                "b_seq": current[wamid][0],
+                "b_status": move.status,
                 "b_at": at_ms,
                 "b_code": failure.error_code if failure else None,
                 "b_title": failure.error_title if failure else None,
@@ -479,27 +461,6 @@ async def move_messages(
             changes,
         )
     return len(changes)
-
-
-def stored_status(wamid: str, status: Status, timestamp_ms: int, errors: str | None) -> StatusRow:
-    """A status read back from the timeline, with Meta's error taken from its JSON."""
-    try:
-        first = json.loads(errors)[0] if errors else {}
-    except (ValueError, IndexError, KeyError, TypeError):
-        first = {}
-    if not isinstance(first, dict):
-        first = {}
-    data = first.get("error_data")
-    return StatusRow(
-        wamid=wamid,
-        status=status,
-        timestamp_ms=timestamp_ms,
-        pricing=None,
-        errors=errors,
-        error_code=first.get("code"),
-        error_title=first.get("title") or first.get("message"),
-        error_details=data.get("details") if isinstance(data, dict) else None,
-    )
 
 
 async def apply_stored_statuses(
@@ -526,7 +487,7 @@ async def apply_stored_statuses(
                 message_statuses.c.errors,
             ).where(message_statuses.c.upstream_wamid.in_(found[start : start + _CHUNK]))
         )
-        rows.extend(stored_status(*row) for row in result)
+        rows.extend(status_row(*row) for row in result)
     if not rows:
         return 0
     matched = list({row.wamid for row in rows})
@@ -539,7 +500,9 @@ async def apply_stored_statuses(
             )
             .values(matched=True)
         )
-    return await move_messages(connection, rows, current, at_ms)
+    # Stored statuses never moved these messages: decide as if they all came now.
+    _, moves = decide_all(_status_of(current), {}, rows)
+    return await _write_moves(connection, moves, current, at_ms)
 
 
 async def reconcile(

@@ -6,25 +6,14 @@ import aiohttp
 import msgspec
 
 from wagate.domain.delivery import UpstreamResult
-from wagate.domain.errors import kind_of
-from wagate.domain.retry import NETWORK_ERROR
-
-_THROUGHPUT = 130429
-
-
-class _ErrorData(msgspec.Struct):
-    details: str | None = None
-
-
-class _Error(msgspec.Struct):
-    code: int
-    message: str = ""
-    error_data: _ErrorData | None = None
-    error_subcode: int | None = None
-
-
-class _ErrorEnvelope(msgspec.Struct):
-    error: _Error
+from wagate.domain.errors import (
+    INVALID_PARAMETER,
+    NETWORK_ERROR,
+    SOMETHING_WENT_WRONG,
+    THROUGHPUT_RATE_LIMIT,
+    kind_of,
+)
+from wagate.domain.meta_errors import meta_error
 
 
 class _MessageRef(msgspec.Struct):
@@ -53,7 +42,6 @@ TIERS = {"STANDARD": 80, "HIGH": 1000}
 
 
 _answer = msgspec.json.Decoder(_SendAnswer)
-_envelope = msgspec.json.Decoder(_ErrorEnvelope)
 _fields = msgspec.json.Decoder(_NumberFields)
 
 
@@ -65,28 +53,30 @@ def read_answer(status: int, body: bytes) -> UpstreamResult:
             return UpstreamResult(wamid=message.id, message_status=message.message_status)
         except (msgspec.DecodeError, IndexError):
             return UpstreamResult(
-                error_code=131000,
-                error_title=kind_of(131000).title,
+                error_code=SOMETHING_WENT_WRONG,
+                error_title=kind_of(SOMETHING_WENT_WRONG).title,
                 error_details=f"Upstream answered 200 without a message id: {body[:200]!r}",
                 http_status=status,
             )
-    try:
-        error = _envelope.decode(body).error
-        details = (error.error_data.details if error.error_data else None) or error.message
+    error = meta_error(body)
+    if error is not None:
+        # The catalogue's title: Meta's `message` here is "(#code) title", not a title.
         return UpstreamResult(
             error_code=error.code,
             error_title=kind_of(error.code, status).title,
-            error_details=details,
+            error_details=error.details or error.message or "",
             http_status=status,
         )
-    except msgspec.DecodeError:
-        code = _THROUGHPUT if status == 429 else (131000 if status >= 500 else 100)
-        return UpstreamResult(
-            error_code=code,
-            error_title=kind_of(code, status).title,
-            error_details=f"Upstream answered HTTP {status}: {body[:200]!r}",
-            http_status=status,
-        )
+    if status == 429:
+        code = THROUGHPUT_RATE_LIMIT
+    else:
+        code = SOMETHING_WENT_WRONG if status >= 500 else INVALID_PARAMETER
+    return UpstreamResult(
+        error_code=code,
+        error_title=kind_of(code, status).title,
+        error_details=f"Upstream answered HTTP {status}: {body[:200]!r}",
+        http_status=status,
+    )
 
 
 class GraphClient:
