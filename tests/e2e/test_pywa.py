@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pywa import WhatsApp
+from pywa.client import WhatsApp
 from pywa.errors import (
     AuthorizationError,
     ExpiredAccessToken,
@@ -184,8 +184,8 @@ def test_pywa_typed_parameters_are_accepted(
             wa,
             PHONE,
             params=[
-                HeaderText.params("Winter"),
-                BodyText.params("Ana"),
+                HeaderText.params("Winter"),  # type: ignore[arg-type]  # pywa annotates it wrong
+                BodyText.params("Ana"),  # type: ignore[arg-type]  # pywa annotates it wrong
                 CopyCodeButton.params(coupon_code="SAVE10", index=0),
             ],
         )

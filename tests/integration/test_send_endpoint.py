@@ -23,7 +23,7 @@ SEED_BODY: dict[str, Any] = {
 
 def body(**changes: Any) -> dict[str, Any]:
     """The seed body with fields changed (None removes a field)."""
-    result = json.loads(json.dumps(SEED_BODY))
+    result: dict[str, Any] = json.loads(json.dumps(SEED_BODY))
     for key, value in changes.items():
         if value is None:
             result.pop(key, None)

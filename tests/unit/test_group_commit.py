@@ -60,8 +60,16 @@ class FakeDatabase:
             raise BadRow(f"row {row['i']} is bad")
         self.committed.append(row)
 
-    def committer(self, **options: int) -> GroupCommitter:
-        return GroupCommitter(self.write_batch, self.write_one, **options)
+    def committer(
+        self, *, writers: int = 1, max_batch: int = 1000, linger_s: float = 0.0
+    ) -> GroupCommitter:
+        return GroupCommitter(
+            self.write_batch,
+            self.write_one,
+            writers=writers,
+            max_batch=max_batch,
+            linger_s=linger_s,
+        )
 
 
 async def test_a_submitted_row_is_written_before_submit_returns() -> None:
