@@ -197,9 +197,7 @@ async def test_a_schema_change_without_a_migration_shows_in_the_diff(
 
 async def test_the_queue_index_is_partial_on_queued_rows(store: SqlStore) -> None:
     def indexes(connection: Connection) -> dict[str, dict[str, Any]]:
-        return {
-            str(ix["name"]): dict(ix) for ix in inspect(connection).get_indexes("messages")
-        }
+        return {str(ix["name"]): dict(ix) for ix in inspect(connection).get_indexes("messages")}
 
     async with store.engine.connect() as connection:
         found = await connection.run_sync(indexes)
