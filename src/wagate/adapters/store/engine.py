@@ -1,17 +1,25 @@
-"""Creating engines: SQLite tuned for durable group commit, PostgreSQL through asyncpg."""
+"""Creating engines, and the one profile of what differs between SQLite and PostgreSQL.
+
+Every difference between the two databases that the adapters care about is a
+field or method of `Dialect`, chosen once per engine by `dialect_of`; no other
+module reads the dialect's name.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import ColumnElement, Insert, Select, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 # The async driver of each database wagate runs on; SQLAlchemy loads it by this name.
@@ -32,7 +40,7 @@ def database_url(url: str) -> URL:
     return parsed
 
 
-def is_sqlite(url: str) -> bool:
+def is_sqlite(url: str | URL) -> bool:
     """Whether a database URL names SQLite."""
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -65,6 +73,78 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
     return engine
 
 
+# The incoming row of an upsert (`excluded`), by column name.
+Excluded = ReadOnlyColumnCollection[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What wagate's SQL does differently on one database."""
+
+    name: str
+    # One writer at a time (SQLite): this process's writers queue on a FIFO lock
+    # (see `begin_write`) and group commit runs one batch at a time.
+    serialises_writes: bool
+    # `SELECT ... FOR UPDATE SKIP LOCKED` keeps concurrent claimers off each other's
+    # rows. SQLite has no row locks; its claim is serialised by the write lock.
+    skips_locked_rows: bool
+    # ALTER TABLE changes little (SQLite): migrations copy the table (Alembic's batch mode).
+    alters_by_copy: bool
+    # The dialect's own INSERT construct, the one that knows `ON CONFLICT`.
+    dialect_insert: Callable[[Table], postgresql.Insert | sqlite.Insert]
+
+    def writers(self, at_most: int) -> int:
+        """How many group-commit batches may commit at once: 1 where writes serialise."""
+        return 1 if self.serialises_writes else at_most
+
+    def insert_ignoring(self, table: Table) -> Insert:
+        """INSERT that skips a row whose unique key is stored already (ON CONFLICT DO NOTHING)."""
+        return self.dialect_insert(table).on_conflict_do_nothing()
+
+    def upsert(
+        self,
+        table: Table,
+        index_elements: Sequence[str],
+        set_: Sequence[str],
+        where: Callable[[Excluded], ColumnElement[bool]] | None = None,
+    ) -> Insert:
+        """INSERT, or on a conflict of `index_elements` copy the incoming `set_` columns,
+        only where `where(excluded)` holds (`excluded`: the incoming row)."""
+        statement = self.dialect_insert(table)
+        excluded = statement.excluded
+        return statement.on_conflict_do_update(
+            index_elements=list(index_elements),
+            set_={name: excluded[name] for name in set_},
+            where=None if where is None else where(excluded),
+        )
+
+    def locking_claimable(self, query: Select[Any]) -> Select[Any]:
+        """`query` taking its rows FOR UPDATE SKIP LOCKED, where the database has row locks."""
+        return query.with_for_update(skip_locked=True) if self.skips_locked_rows else query
+
+
+SQLITE = Dialect(
+    "sqlite",
+    serialises_writes=True,
+    skips_locked_rows=False,
+    alters_by_copy=True,
+    dialect_insert=sqlite.insert,
+)
+POSTGRESQL = Dialect(
+    "postgresql",
+    serialises_writes=False,
+    skips_locked_rows=True,
+    alters_by_copy=False,
+    dialect_insert=postgresql.insert,
+)
+_DIALECTS = {dialect.name: dialect for dialect in (SQLITE, POSTGRESQL)}
+
+
+def dialect_of(bind: AsyncEngine | AsyncConnection | Connection) -> Dialect:
+    """The profile of the database an engine (or one of its connections) talks to."""
+    return _DIALECTS[bind.dialect.name]
+
+
 _write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
@@ -78,7 +158,7 @@ async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     asyncio lock hands the database over in arrival order instead; other processes
     still meet `busy_timeout`.
     """
-    if engine.dialect.name != "sqlite":
+    if not dialect_of(engine).serialises_writes:
         async with engine.begin() as connection:
             yield connection
         return

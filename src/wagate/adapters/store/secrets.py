@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.engine import URL, make_url
 
+from wagate.adapters.store.engine import is_sqlite
+
 PREFIX = "enc:v1:"
 ENV_KEY = "WAGATE_SECRET_KEY"
 MIN_KEY_LENGTH = 32
@@ -60,7 +62,7 @@ def new_secret_key() -> str:
 
 def key_file_for(url: URL) -> Path | None:
     """Where a SQLite database keeps its generated key; None for PostgreSQL or in-memory SQLite."""
-    if not url.get_backend_name().startswith("sqlite"):
+    if not is_sqlite(url):
         return None
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file::memory:"):
@@ -108,7 +110,7 @@ class SecretBox:
                 path = key_file_for(self.url)
                 if path is not None:
                     key = _read_or_create_key_file(path)
-                elif self.url.get_backend_name().startswith("sqlite"):
+                elif is_sqlite(self.url):
                     key = new_secret_key()  # in-memory database: the secrets die with it
                 else:
                     raise SecretKeyError(

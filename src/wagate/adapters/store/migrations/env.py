@@ -7,7 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from wagate.adapters.store.engine import create_engine
+from wagate.adapters.store.engine import create_engine, dialect_of
 from wagate.adapters.store.tables import metadata
 
 config = context.config
@@ -17,7 +17,7 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=dialect_of(connection).alters_by_copy,
     )
     with context.begin_transaction():
         context.run_migrations()
