@@ -1,0 +1,53 @@
+"""The outbox: accepting a message, its idempotency key, and reading messages back."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from sqlalchemy import Select, and_, bindparam, insert, select, update
+
+from wagate.adapters.store.tables import messages
+from wagate.domain.model import MessageQuery, StoredMessage
+
+# What a `StoredMessage` reads.
+STORED_COLUMNS = [messages.c[f.name] for f in fields(StoredMessage)]
+
+# Rows keyed by column; executed with one row or the group committer's batch.
+INSERT_MESSAGE = insert(messages)
+
+# Served by uq_messages_idempotency (partial: keyed rows only).
+FIND_BY_IDEMPOTENCY_KEY = select(*STORED_COLUMNS).where(
+    messages.c.project_id == bindparam("b_project_id"),
+    messages.c.idempotency_key == bindparam("b_key"),
+)
+
+RELEASE_IDEMPOTENCY_KEY = (
+    update(messages).where(messages.c.id == bindparam("b_id")).values(idempotency_key=None)
+)
+
+GET_MESSAGE = select(*STORED_COLUMNS).where(
+    messages.c.phone_number_id == bindparam("b_phone_number_id"),
+    messages.c.id == bindparam("b_id"),
+)
+
+
+def list_messages(query: MessageQuery) -> Select[Any]:
+    """A page of a number's messages, newest first (oldest first when paging `before`).
+
+    Served by ix_messages_listing, or ix_messages_status when filtered by status.
+    """
+    conditions: list[Any] = [messages.c.phone_number_id == query.phone_number_id]
+    if query.status is not None:
+        conditions.append(messages.c.status == query.status)
+    if query.since is not None:
+        conditions.append(messages.c.created_at >= query.since)
+    if query.until is not None:
+        conditions.append(messages.c.created_at <= query.until)
+    order = messages.c.seq.desc()
+    if query.after_seq is not None:
+        conditions.append(messages.c.seq < query.after_seq)
+    elif query.before_seq is not None:
+        conditions.append(messages.c.seq > query.before_seq)
+        order = messages.c.seq.asc()
+    return select(*STORED_COLUMNS).where(and_(*conditions)).order_by(order).limit(query.limit)
