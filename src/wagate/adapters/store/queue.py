@@ -18,18 +18,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from wagate.adapters.store.engine import begin_write
+from wagate.adapters.store.engine import begin_write, dialect_of
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
+from wagate.adapters.store.queries import directory
+from wagate.adapters.store.queries import queue as q
 from wagate.adapters.store.secrets import SecretBox
 from wagate.adapters.store.sql import phone_number_of
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
-from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, phone_numbers
+from wagate.adapters.store.tables import messages
 from wagate.domain import pacing
 from wagate.domain.delivery import Claimed, Outcome
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
@@ -38,33 +39,9 @@ from wagate.domain.sanitise import without_nul
 
 log = logging.getLogger("wagate.queue")
 
-_QUEUED = messages.c.state == "queued"
-# The reap that ends a lease for the MAX_REAPS-th time fails the message instead.
-MAX_REAPS: Final = 3
+# Re-exported: the queue's callers and tests name it from here.
+MAX_REAPS = q.MAX_REAPS
 _UPSTREAM_STATUS_CHARS: int = messages.c.upstream_status.type.length  # type: ignore[attr-defined]
-
-
-def _by_lease_holder(**values: Any) -> Any:
-    """An outcome update: only the worker holding the lease may write it, and it ends the lease."""
-    return (
-        update(messages)
-        .where(messages.c.seq == bindparam("b_seq"), messages.c.lease_owner == bindparam("b_owner"))
-        .values(lease_owner=None, lease_expires_at=None, updated_at=bindparam("b_at"), **values)
-    )
-
-
-_ERROR: dict[str, Any] = {
-    "error_code": bindparam("b_code"),
-    "error_title": bindparam("b_title"),
-    "error_details": bindparam("b_details"),
-}
-_FORWARDED = _by_lease_holder(
-    state="forwarded",
-    upstream_wamid=bindparam("b_wamid"),
-    upstream_status=bindparam("b_upstream_status"),
-)
-_FAILED = _by_lease_holder(state="done", status="failed", **_ERROR)
-_RETRY = _by_lease_holder(state="queued", due_at=bindparam("b_due"), **_ERROR)
 
 
 class SqlQueue:
@@ -74,7 +51,8 @@ class SqlQueue:
         """A queue on `engine`; `secrets` opens access tokens (default: this database's key)."""
         self.engine = engine
         self.secrets = secrets or SecretBox(engine.url)
-        writers = 1 if engine.dialect.name == "sqlite" else 2
+        self.dialect = dialect_of(engine)
+        writers = self.dialect.writers(at_most=2)
         # Outcomes wait up to 20 ms for company: at 80 msg/s that is one commit (and one
         # fsync) per ~2 sends instead of one per send. It also widens the window in
         # which a crash can cause a second send (see core/dispatch.py) by as much.
@@ -90,9 +68,8 @@ class SqlQueue:
 
     async def numbers(self) -> list[PhoneNumber]:
         """Every phone number (the dispatcher's round)."""
-        query = select(*PHONE_NUMBER_COLUMNS)
         async with self.engine.connect() as connection:
-            rows = await connection.execute(query)
+            rows = await connection.execute(directory.ALL_PHONE_NUMBERS)
             return [phone_number_of(row, self.secrets) for row in rows]
 
     async def claim(
@@ -114,13 +91,7 @@ class SqlQueue:
         async with self.engine.connect() as connection:
             # A cheap read first: an idle number costs no write and no lock.
             due = await connection.execute(
-                select(messages.c.seq)
-                .where(
-                    messages.c.phone_number_id == phone_number_id,
-                    _QUEUED,
-                    messages.c.due_at <= now_ms,
-                )
-                .limit(1)
+                q.ANY_DUE, {"b_phone_number_id": phone_number_id, "b_now": now_ms}
             )
             if due.first() is None:
                 return []
@@ -150,49 +121,22 @@ class SqlQueue:
         room, _ = pacing.plan(state, now_us, rate, horizon, limit)
         if not room:
             return []
-        rows = (
-            await connection.execute(
-                select(
-                    messages.c.seq,
-                    messages.c.id,
-                    messages.c.recipient,
-                    messages.c.request,
-                    messages.c.attempts,
-                    messages.c.created_at,
-                    messages.c.expires_at,
-                )
-                .where(
-                    messages.c.phone_number_id == phone_number_id,
-                    _QUEUED,
-                    messages.c.due_at <= int(now * 1000),
-                )
-                .order_by(messages.c.due_at, messages.c.seq)
-                .limit(len(room))
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
+        due = {"b_phone_number_id": phone_number_id, "b_now": int(now * 1000)}
+        claimable = q.claimable(self.dialect)
+        rows = (await connection.execute(claimable, {**due, "b_limit": len(room)})).all()
         if not rows:
             return []
         slots, booked = pacing.plan(state, now_us, rate, horizon, len(rows))
         lease = pacing.to_micros(lease_s)
         await connection.execute(
-            update(messages)
-            .where(messages.c.seq == bindparam("b_seq"))
-            .values(
-                state="sending",
-                lease_owner=owner,
-                lease_expires_at=bindparam("b_lease"),
-                attempts=messages.c.attempts + 1,
-            ),
+            q.LEASE,
             [
-                {"b_seq": row.seq, "b_lease": (slot + lease) // 1000}
+                {"b_seq": row.seq, "b_owner": owner, "b_lease": (slot + lease) // 1000}
                 for row, slot in zip(rows, slots, strict=True)
             ],
         )
         await connection.execute(
-            update(phone_numbers)
-            .where(phone_numbers.c.phone_number_id == phone_number_id)
-            .values(pacing_tat=booked.tat)
+            q.SET_PACING_TAT, {"b_phone_number_id": phone_number_id, "b_tat": booked.tat}
         )
         return [
             Claimed(
@@ -221,23 +165,24 @@ class SqlQueue:
             if slowed == state:
                 return
             await connection.execute(
-                update(phone_numbers)
-                .where(phone_numbers.c.phone_number_id == phone_number_id)
-                .values(throttle_factor=slowed.factor, throttled_at=slowed.throttled_at)
+                q.SET_THROTTLE,
+                {
+                    "b_phone_number_id": phone_number_id,
+                    "b_factor": slowed.factor,
+                    "b_throttled_at": slowed.throttled_at,
+                },
             )
 
     async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
         """131056: hold every queued message to this recipient, not the whole number."""
         async with begin_write(self.engine) as connection:
             await connection.execute(
-                update(messages)
-                .where(
-                    messages.c.phone_number_id == phone_number_id,
-                    messages.c.recipient == recipient,
-                    _QUEUED,
-                    messages.c.due_at < until_ms,
-                )
-                .values(due_at=until_ms)
+                q.HOLD_RECIPIENT,
+                {
+                    "b_phone_number_id": phone_number_id,
+                    "b_recipient": recipient,
+                    "b_until": until_ms,
+                },
             )
 
     async def reap_leases(self, now: float) -> int:
@@ -248,34 +193,10 @@ class SqlQueue:
         (its worker retries the record) and nobody has claimed the message since.
         """
         now_ms = int(now * 1000)
-        ended = and_(messages.c.state == "sending", messages.c.lease_expires_at < now_ms)
-        kind = kind_of(DELIVERY_ABANDONED)
+        abandoned_as = _failure(DELIVERY_ABANDONED, q.ABANDONED_DETAILS, now_ms)
         async with begin_write(self.engine) as connection:
-            abandoned = await connection.execute(
-                update(messages)
-                .where(ended, messages.c.reaps >= MAX_REAPS - 1)
-                .values(
-                    state="done",
-                    status="failed",
-                    lease_expires_at=None,
-                    reaps=messages.c.reaps + 1,
-                    error_code=DELIVERY_ABANDONED,
-                    error_title=kind.title,
-                    error_details=(
-                        f"A worker's lease on the message ran out {MAX_REAPS} times before the "
-                        "outcome of its send was recorded. The message may or may not have "
-                        "reached Meta; it is not sent again."
-                    ),
-                    updated_at=now_ms,
-                )
-            )
-            requeued = await connection.execute(
-                update(messages)
-                .where(ended)
-                .values(
-                    state="queued", lease_expires_at=None, due_at=now_ms, reaps=messages.c.reaps + 1
-                )
-            )
+            abandoned = await connection.execute(q.ABANDON_ENDED_LEASES, abandoned_as)
+            requeued = await connection.execute(q.REQUEUE_ENDED_LEASES, {"b_now": now_ms})
         if abandoned.rowcount:
             log.warning(
                 "%d messages failed with %d: their lease ended %d times",
@@ -287,21 +208,9 @@ class SqlQueue:
 
     async def expire(self, now: float) -> int:
         """Fail the queued messages whose TTL passed before they could be handed to Meta."""
-        now_ms = int(now * 1000)
-        kind = kind_of(MESSAGE_EXPIRED)
+        expired_as = _failure(MESSAGE_EXPIRED, q.EXPIRED_DETAILS, int(now * 1000))
         async with begin_write(self.engine) as connection:
-            result = await connection.execute(
-                update(messages)
-                .where(_QUEUED, messages.c.expires_at < now_ms)
-                .values(
-                    state="done",
-                    status="failed",
-                    error_code=MESSAGE_EXPIRED,
-                    error_title=kind.title,
-                    error_details="The message's time to live passed before Meta accepted it",
-                    updated_at=now_ms,
-                )
-            )
+            result = await connection.execute(q.EXPIRE, expired_as)
         return int(result.rowcount or 0)
 
     async def reconcile(self, now: float) -> int:
@@ -346,31 +255,19 @@ class SqlQueue:
     async def counts(self) -> dict[str, int]:
         """Messages per delivery state (for tests, benchmarks and metrics)."""
         async with self.engine.connect() as connection:
-            rows = await connection.execute(
-                select(messages.c.state, func.count()).group_by(messages.c.state)
-            )
+            rows = await connection.execute(q.COUNT_BY_STATE)
             return {row[0]: int(row[1]) for row in rows}
 
 
 async def _lock_number(connection: AsyncConnection, phone_number_id: str) -> Any:
-    """Lock a number's row and read its pacing state.
+    """Lock a number's row and read its pacing state (see `queries.queue.LOCK_NUMBER`)."""
+    result = await connection.execute(q.LOCK_NUMBER, {"b_phone_number_id": phone_number_id})
+    return result.first()
 
-    A no-op UPDATE, not SELECT ... FOR UPDATE: it also takes SQLite's write lock at
-    once, so two processes on one SQLite file cannot both read the same TAT.
-    """
-    return (
-        await connection.execute(
-            update(phone_numbers)
-            .where(phone_numbers.c.phone_number_id == phone_number_id)
-            .values(pacing_tat=phone_numbers.c.pacing_tat)
-            .returning(
-                phone_numbers.c.pacing_tat,
-                phone_numbers.c.mps,
-                phone_numbers.c.throttle_factor,
-                phone_numbers.c.throttled_at,
-            )
-        )
-    ).first()
+
+def _failure(code: int, details: str, now_ms: int) -> dict[str, Any]:
+    """The parameters of a statement that fails messages with `code`."""
+    return {"b_code": code, "b_title": kind_of(code).title, "b_details": details, "b_now": now_ms}
 
 
 def _pacing_state(row: Any) -> pacing.PacingState:
@@ -398,10 +295,9 @@ async def _apply_outcomes(connection: AsyncConnection, rows: Sequence[Row]) -> N
     by_kind: dict[str, list[Row]] = {"forwarded": [], "failed": [], "retry": []}
     for row in rows:
         by_kind[row["kind"]].append(row)
-    statements: dict[str, Any] = {"forwarded": _FORWARDED, "failed": _FAILED, "retry": _RETRY}
     for kind, batch in by_kind.items():
         if batch:
-            await connection.execute(statements[kind], batch)
+            await connection.execute(q.OUTCOMES[kind], batch)
     forwarded = [row["b_wamid"] for row in by_kind["forwarded"] if row["b_wamid"]]
     if forwarded:
         # Meta may report a status before this commit records its wamid.

@@ -1,0 +1,170 @@
+"""The delivery queue on the messages table: claims, pacing, leases, send outcomes.
+
+Queued rows are found through ix_messages_queue (partial: `state = 'queued'`),
+ended leases through ix_messages_leases (partial: `state = 'sending'`); every
+outcome is written by `seq`, the primary key.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, Final
+
+from sqlalchemy import Select, Update, and_, bindparam, func, select, update
+
+from wagate.adapters.store.engine import Dialect
+from wagate.adapters.store.tables import messages, phone_numbers
+
+# The reap that ends a lease for the MAX_REAPS-th time fails the message instead.
+MAX_REAPS: Final = 3
+
+_QUEUED = messages.c.state == "queued"
+_DUE = and_(
+    messages.c.phone_number_id == bindparam("b_phone_number_id"),
+    _QUEUED,
+    messages.c.due_at <= bindparam("b_now"),
+)
+
+# ---- claiming ---------------------------------------------------------------------------
+
+# A cheap read before the claim: an idle number costs no write and no lock.
+ANY_DUE = select(messages.c.seq).where(_DUE).limit(1)
+
+# Locks a number's row and reads its pacing state. A no-op UPDATE, not SELECT ... FOR
+# UPDATE: it also takes SQLite's write lock at once, so two processes on one SQLite
+# file cannot both read the same TAT.
+LOCK_NUMBER = (
+    update(phone_numbers)
+    .where(phone_numbers.c.phone_number_id == bindparam("b_phone_number_id"))
+    .values(pacing_tat=phone_numbers.c.pacing_tat)
+    .returning(
+        phone_numbers.c.pacing_tat,
+        phone_numbers.c.mps,
+        phone_numbers.c.throttle_factor,
+        phone_numbers.c.throttled_at,
+    )
+)
+
+
+@cache
+def claimable(dialect: Dialect) -> Select[Any]:
+    """Up to `b_limit` due messages of a number, oldest due first, skipping rows another
+    claimer holds where the database locks rows."""
+    query = (
+        select(
+            messages.c.seq,
+            messages.c.id,
+            messages.c.recipient,
+            messages.c.request,
+            messages.c.attempts,
+            messages.c.created_at,
+            messages.c.expires_at,
+        )
+        .where(_DUE)
+        .order_by(messages.c.due_at, messages.c.seq)
+        .limit(bindparam("b_limit"))
+    )
+    return dialect.locking_claimable(query)
+
+
+# Executed with one row per claimed message.
+LEASE = (
+    update(messages)
+    .where(messages.c.seq == bindparam("b_seq"))
+    .values(
+        state="sending",
+        lease_owner=bindparam("b_owner"),
+        lease_expires_at=bindparam("b_lease"),
+        attempts=messages.c.attempts + 1,
+    )
+)
+
+_THE_NUMBER = phone_numbers.c.phone_number_id == bindparam("b_phone_number_id")
+
+SET_PACING_TAT = update(phone_numbers).where(_THE_NUMBER).values(pacing_tat=bindparam("b_tat"))
+
+SET_THROTTLE = (
+    update(phone_numbers)
+    .where(_THE_NUMBER)
+    .values(throttle_factor=bindparam("b_factor"), throttled_at=bindparam("b_throttled_at"))
+)
+
+# 131056: hold every queued message to one recipient until `b_until`.
+HOLD_RECIPIENT = (
+    update(messages)
+    .where(
+        messages.c.phone_number_id == bindparam("b_phone_number_id"),
+        messages.c.recipient == bindparam("b_recipient"),
+        _QUEUED,
+        messages.c.due_at < bindparam("b_until"),
+    )
+    .values(due_at=bindparam("b_until"))
+)
+
+# ---- leases that ended, messages that expired -------------------------------------------
+
+_ENDED = and_(messages.c.state == "sending", messages.c.lease_expires_at < bindparam("b_now"))
+_FAILED_BY: dict[str, Any] = {
+    "state": "done",
+    "status": "failed",
+    "error_code": bindparam("b_code"),
+    "error_title": bindparam("b_title"),
+    "error_details": bindparam("b_details"),
+    "updated_at": bindparam("b_now"),
+}
+
+# The last holder stays named, so its outcome still lands if it comes late.
+ABANDON_ENDED_LEASES = (
+    update(messages)
+    .where(_ENDED, messages.c.reaps >= MAX_REAPS - 1)
+    .values(lease_expires_at=None, reaps=messages.c.reaps + 1, **_FAILED_BY)
+)
+ABANDONED_DETAILS = (
+    f"A worker's lease on the message ran out {MAX_REAPS} times before the outcome of its "
+    "send was recorded. The message may or may not have reached Meta; it is not sent again."
+)
+
+REQUEUE_ENDED_LEASES = (
+    update(messages)
+    .where(_ENDED)
+    .values(
+        state="queued",
+        lease_expires_at=None,
+        due_at=bindparam("b_now"),
+        reaps=messages.c.reaps + 1,
+    )
+)
+
+EXPIRE = (
+    update(messages).where(_QUEUED, messages.c.expires_at < bindparam("b_now")).values(**_FAILED_BY)
+)
+EXPIRED_DETAILS = "The message's time to live passed before Meta accepted it"
+
+# ---- outcomes ---------------------------------------------------------------------------
+
+
+def _by_lease_holder(**values: Any) -> Update:
+    """An outcome update: only the worker holding the lease may write it, and it ends the lease."""
+    return (
+        update(messages)
+        .where(messages.c.seq == bindparam("b_seq"), messages.c.lease_owner == bindparam("b_owner"))
+        .values(lease_owner=None, lease_expires_at=None, updated_at=bindparam("b_at"), **values)
+    )
+
+
+_ERROR: dict[str, Any] = {
+    "error_code": bindparam("b_code"),
+    "error_title": bindparam("b_title"),
+    "error_details": bindparam("b_details"),
+}
+# Each executed with the rows of one kind of outcome (see `SqlQueue.record`).
+FORWARDED = _by_lease_holder(
+    state="forwarded",
+    upstream_wamid=bindparam("b_wamid"),
+    upstream_status=bindparam("b_upstream_status"),
+)
+FAILED = _by_lease_holder(state="done", status="failed", **_ERROR)
+RETRY = _by_lease_holder(state="queued", due_at=bindparam("b_due"), **_ERROR)
+OUTCOMES = {"forwarded": FORWARDED, "failed": FAILED, "retry": RETRY}
+
+COUNT_BY_STATE = select(messages.c.state, func.count()).group_by(messages.c.state)
