@@ -203,6 +203,48 @@ async def test_a_click_meta_delivers_again_is_stored_once(store: SqlStore) -> No
     assert len(await statuses.events("wamid.C")) == 2
 
 
+async def test_a_timeline_lists_each_wamids_statuses_oldest_first(store: SqlStore) -> None:
+    statuses = SqlStatusStore(store.engine)
+    await statuses.ingest(
+        [
+            status("wamid.T1", "read", 3000),
+            status("wamid.T2", "failed", 1500, code=131026),
+            status("wamid.T1", "sent", 1000),
+            status("wamid.T1", "delivered", 2000),
+        ],
+        [],
+        [],
+        4000,
+    )
+    timeline = await statuses.timeline(["wamid.T1", "wamid.T2", "wamid.NONE"])
+    assert [(e.status, e.timestamp_ms) for e in timeline["wamid.T1"]] == [
+        ("sent", 1000),
+        ("delivered", 2000),
+        ("read", 3000),
+    ]
+    [failed] = timeline["wamid.T2"]
+    assert failed.errors is not None
+    assert "131026" in failed.errors
+    assert "wamid.NONE" not in timeline
+
+
+async def test_the_newest_opt_out_or_opt_in_wins_whatever_order_meta_sends(
+    store: SqlStore,
+) -> None:
+    statuses = SqlStatusStore(store.engine)
+    waba, wa_id = "1" * 15, "447700900123"
+    # Both in one POST, the newer first: the older one must not overwrite it.
+    stop, resume = (
+        PreferenceRow(waba, wa_id, "stop", 2000),
+        PreferenceRow(waba, wa_id, "resume", 1000),
+    )
+    await statuses.ingest([], [stop, resume], [], 3000)
+    assert await statuses.preference(waba, wa_id) == "stop"
+    await statuses.ingest([], [PreferenceRow(waba, wa_id, "resume", 4000)], [], 5000)
+    await statuses.ingest([], [PreferenceRow(waba, wa_id, "stop", 3500)], [], 6000)
+    assert await statuses.preference(waba, wa_id) == "resume"
+
+
 async def test_reconciliation_moves_past_statuses_that_wait_forever(store: SqlStore) -> None:
     number = await new_number(store)
     message = new_message(number)

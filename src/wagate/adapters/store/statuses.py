@@ -17,19 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import bindparam, false, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from wagate.adapters.store.engine import begin_write
+from wagate.adapters.store.engine import begin_write, dialect_of
 from wagate.adapters.store.faults import is_row_fault
-from wagate.adapters.store.tables import (
-    message_events,
-    message_statuses,
-    messages,
-    phone_numbers,
-    suppressions,
-)
+from wagate.adapters.store.queries import statuses as q
+from wagate.adapters.store.tables import message_events, suppressions
 from wagate.domain.model import Status
 from wagate.domain.sanitise import fits, usable_timestamp, usable_wamid, without_nul
 from wagate.domain.statuses import Move, decide_all, status_row
@@ -93,12 +87,6 @@ class IngestResult:
             self.moved + other.moved,
             self.rejected + other.rejected,
         )
-
-
-def _insert_ignoring_duplicates(connection: AsyncConnection, table: Any) -> Any:
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 class SqlStatusStore:
@@ -169,13 +157,8 @@ class SqlStatusStore:
     async def preference(self, waba_id: str, recipient: str) -> str | None:
         """The latest stop/resume of a recipient, if any."""
         async with self.engine.connect() as connection:
-            return (
-                await connection.execute(
-                    select(suppressions.c.value).where(
-                        suppressions.c.waba_id == waba_id, suppressions.c.recipient == recipient
-                    )
-                )
-            ).scalar()
+            parameters = {"b_waba_id": waba_id, "b_recipient": recipient}
+            return (await connection.execute(q.PREFERENCE, parameters)).scalar()
 
     async def timeline(self, wamids: Sequence[str]) -> dict[str, list[TimelineEntry]]:
         """Each wamid's statuses, oldest first, with Meta's pricing and errors."""
@@ -183,31 +166,15 @@ class SqlStatusStore:
         if not wamids:
             return result
         async with self.engine.connect() as connection:
-            for start in range(0, len(wamids), _CHUNK):
-                rows = await connection.execute(
-                    select(
-                        message_statuses.c.upstream_wamid,
-                        message_statuses.c.status,
-                        message_statuses.c.timestamp,
-                        message_statuses.c.pricing,
-                        message_statuses.c.errors,
-                    )
-                    .where(message_statuses.c.upstream_wamid.in_(wamids[start : start + _CHUNK]))
-                    .order_by(message_statuses.c.timestamp, message_statuses.c.seq)
-                )
-                for wamid, status, timestamp, pricing, errors in rows:
-                    entry = TimelineEntry(status, timestamp, pricing, errors)
-                    result.setdefault(wamid, []).append(entry)
+            rows = await _by_chunk(connection, q.TIMELINE, wamids)
+        for wamid, status, timestamp, pricing, errors in rows:
+            result.setdefault(wamid, []).append(TimelineEntry(status, timestamp, pricing, errors))
         return result
 
     async def events(self, wamid: str) -> list[tuple[str, str]]:
         """A message's other events: (kind, payload JSON)."""
         async with self.engine.connect() as connection:
-            rows = await connection.execute(
-                select(message_events.c.kind, message_events.c.payload)
-                .where(message_events.c.upstream_wamid == wamid)
-                .order_by(message_events.c.seq)
-            )
+            rows = await connection.execute(q.EVENTS, {"b_wamid": wamid})
             return [(row[0], row[1]) for row in rows]
 
 
@@ -219,13 +186,13 @@ async def _store(
     received_ms: int,
 ) -> IngestResult:
     """Write statuses, preferences and events in the caller's transaction."""
+    dialect = dialect_of(connection)
     wamids = [s.wamid for s in statuses]
     current = await _messages_by_wamid(connection, wamids)
     new, moves = decide_all(_status_of(current), await _seen(connection, wamids), statuses)
     if new:
-        # ON CONFLICT DO NOTHING also guards against a concurrent POST of the same update.
         await connection.execute(
-            _insert_ignoring_duplicates(connection, message_statuses),
+            q.insert_statuses(dialect),
             [
                 {
                     "upstream_wamid": s.wamid,
@@ -241,11 +208,22 @@ async def _store(
         )
     moved = await _write_moves(connection, moves, current, received_ms)
     if preferences:
-        await _store_preferences(connection, preferences, received_ms)
-    if events:
-        # Meta retries for days: a click already stored (same dedupe key) is skipped.
         await connection.execute(
-            _insert_ignoring_duplicates(connection, message_events),
+            q.upsert_preferences(dialect),
+            [
+                {
+                    "waba_id": p.waba_id,
+                    "recipient": p.recipient,
+                    "value": p.value,
+                    "timestamp": p.timestamp_ms,
+                    "updated_at": received_ms,
+                }
+                for p in preferences
+            ],
+        )
+    if events:
+        await connection.execute(
+            q.insert_events(dialect),
             [
                 {
                     "upstream_wamid": e.wamid,
@@ -315,36 +293,6 @@ def storable(
     return kept_statuses, kept_preferences, kept_events, refused
 
 
-async def _store_preferences(
-    connection: AsyncConnection, preferences: Sequence[PreferenceRow], at_ms: int
-) -> None:
-    for preference in preferences:
-        values = {
-            "waba_id": preference.waba_id,
-            "recipient": preference.recipient,
-            "value": preference.value,
-            "timestamp": preference.timestamp_ms,
-            "updated_at": at_ms,
-        }
-        insert = (
-            postgresql.insert(suppressions)
-            if connection.dialect.name == "postgresql"
-            else sqlite.insert(suppressions)
-        )
-        # The newest preference wins, whatever order Meta delivers them in.
-        await connection.execute(
-            insert.values(**values).on_conflict_do_update(
-                index_elements=["waba_id", "recipient"],
-                set_={
-                    "value": values["value"],
-                    "timestamp": values["timestamp"],
-                    "updated_at": at_ms,
-                },
-                where=suppressions.c.timestamp <= values["timestamp"],
-            )
-        )
-
-
 def _summary(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
@@ -365,22 +313,12 @@ async def _only_sandbox(
     """
     wamids = list({s.wamid for s in statuses} | {e.wamid for e in events if e.wamid})
     upstream_of: dict[str, set[str]] = {}
-    for start in range(0, len(wamids), _CHUNK):
-        rows = await connection.execute(
-            select(messages.c.upstream_wamid, phone_numbers.c.upstream)
-            .join(phone_numbers, phone_numbers.c.phone_number_id == messages.c.phone_number_id)
-            .where(messages.c.upstream_wamid.in_(wamids[start : start + _CHUNK]))
-        )
-        for wamid, upstream in rows:
-            upstream_of.setdefault(wamid, set()).add(upstream)
+    for wamid, upstream in await _by_chunk(connection, q.UPSTREAMS_OF_WAMIDS, wamids):
+        upstream_of.setdefault(wamid, set()).add(upstream)
     wabas = list({p.waba_id for p in preferences})
     waba_upstreams: dict[str, set[str]] = {}
     if wabas:
-        rows = await connection.execute(
-            select(phone_numbers.c.waba_id, phone_numbers.c.upstream).where(
-                phone_numbers.c.waba_id.in_(wabas[:_CHUNK])
-            )
-        )
+        rows = await connection.execute(q.UPSTREAMS_OF_WABAS, {"b_waba_ids": wabas[:_CHUNK]})
         for waba_id, upstream in rows:
             waba_upstreams.setdefault(waba_id, set()).add(upstream)
     sandbox = {"sandbox"}
@@ -393,16 +331,9 @@ async def _only_sandbox(
 
 async def _seen(connection: AsyncConnection, wamids: Sequence[str]) -> dict[str, set[Status]]:
     """The statuses each wamid's timeline holds already."""
-    unique = list(set(wamids))
     seen: dict[str, set[Status]] = {}
-    for start in range(0, len(unique), _CHUNK):
-        rows = await connection.execute(
-            select(message_statuses.c.upstream_wamid, message_statuses.c.status).where(
-                message_statuses.c.upstream_wamid.in_(unique[start : start + _CHUNK])
-            )
-        )
-        for wamid, status in rows:
-            seen.setdefault(wamid, set()).add(status)
+    for wamid, status in await _by_chunk(connection, q.SEEN, list(set(wamids))):
+        seen.setdefault(wamid, set()).add(status)
     return seen
 
 
@@ -410,16 +341,9 @@ async def _messages_by_wamid(
     connection: AsyncConnection, wamids: Sequence[str]
 ) -> dict[str, tuple[int, Status]]:
     """(seq, status) of the messages Meta knows by these wamids."""
-    unique = list(set(wamids))
     current: dict[str, tuple[int, Status]] = {}
-    for start in range(0, len(unique), _CHUNK):
-        rows = await connection.execute(
-            select(messages.c.seq, messages.c.upstream_wamid, messages.c.status).where(
-                messages.c.upstream_wamid.in_(unique[start : start + _CHUNK])
-            )
-        )
-        for seq, wamid, status in rows:
-            current[wamid] = (seq, status)
+    for seq, wamid, status in await _by_chunk(connection, q.MESSAGES_BY_WAMID, list(set(wamids))):
+        current[wamid] = (seq, status)
     return current
 
 
@@ -448,18 +372,7 @@ async def _write_moves(
             }
         )
     if changes:
-        await connection.execute(
-            update(messages)
-            .where(messages.c.seq == bindparam("b_seq"))
-            .values(
-                status=bindparam("b_status"),
-                updated_at=bindparam("b_at"),
-                error_code=bindparam("b_code"),
-                error_title=bindparam("b_title"),
-                error_details=bindparam("b_details"),
-            ),
-            changes,
-        )
+        await connection.execute(q.MOVE, changes)
     return len(changes)
 
 
@@ -476,30 +389,13 @@ async def apply_stored_statuses(
     current = await _messages_by_wamid(connection, wamids)
     if not current:
         return 0
-    found = list(current)
-    rows: list[StatusRow] = []
-    for start in range(0, len(found), _CHUNK):
-        result = await connection.execute(
-            select(
-                message_statuses.c.upstream_wamid,
-                message_statuses.c.status,
-                message_statuses.c.timestamp,
-                message_statuses.c.errors,
-            ).where(message_statuses.c.upstream_wamid.in_(found[start : start + _CHUNK]))
-        )
-        rows.extend(status_row(*row) for row in result)
+    stored = await _by_chunk(connection, q.STORED_STATUSES, list(current))
+    rows = [status_row(*row) for row in stored]
     if not rows:
         return 0
     matched = list({row.wamid for row in rows})
     for start in range(0, len(matched), _CHUNK):
-        await connection.execute(
-            update(message_statuses)
-            .where(
-                message_statuses.c.upstream_wamid.in_(matched[start : start + _CHUNK]),
-                message_statuses.c.matched == false(),
-            )
-            .values(matched=True)
-        )
+        await connection.execute(q.MARK_MATCHED, {"b_wamids": matched[start : start + _CHUNK]})
     # Stored statuses never moved these messages: decide as if they all came now.
     _, moves = decide_all(_status_of(current), {}, rows)
     return await _write_moves(connection, moves, current, at_ms)
@@ -519,18 +415,8 @@ async def reconcile(
     retried after a while.
     """
     async with begin_write(engine) as connection:
-        pending = (
-            await connection.execute(
-                select(
-                    message_statuses.c.seq,
-                    message_statuses.c.upstream_wamid,
-                    message_statuses.c.received_at,
-                )
-                .where(message_statuses.c.matched == false(), message_statuses.c.seq > after_seq)
-                .order_by(message_statuses.c.seq)
-                .limit(_CHUNK)
-            )
-        ).all()
+        waiting = {"b_after": after_seq, "b_limit": _CHUNK}
+        pending = (await connection.execute(q.UNMATCHED, waiting)).all()
         cursor = pending[-1].seq if len(pending) == _CHUNK else 0
         if not pending:
             return 0, cursor
@@ -541,9 +427,16 @@ async def reconcile(
             row.upstream_wamid for row in pending if row.received_at < now_ms - give_up_after_ms
         ]
         if stale:
-            await connection.execute(
-                update(message_statuses)
-                .where(message_statuses.c.upstream_wamid.in_(stale))
-                .values(matched=True)
-            )
+            await connection.execute(q.GIVE_UP, {"b_wamids": stale})
         return moved, cursor
+
+
+async def _by_chunk(
+    connection: AsyncConnection, statement: Executable, wamids: Sequence[str]
+) -> list[Any]:
+    """The rows of a read over `b_wamids`, run a chunk of wamids at a time, in order."""
+    rows: list[Any] = []
+    for start in range(0, len(wamids), _CHUNK):
+        chunk = {"b_wamids": list(wamids[start : start + _CHUNK])}
+        rows.extend(await connection.execute(statement, chunk))
+    return rows
