@@ -39,6 +39,59 @@ class StatusRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One status of a message's timeline; pricing and errors as Meta sent them (JSON)."""
+
+    status: Status
+    timestamp_ms: int
+    pricing: str | None
+    errors: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceRow:
+    """A stop or resume of one recipient."""
+
+    waba_id: str
+    recipient: str
+    value: str
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """Another event about a message (a click)."""
+
+    wamid: str | None
+    kind: str
+    recipient: str | None
+    payload: str
+    timestamp_ms: int
+    # What makes the event unique (a hash of its kind and Meta's click_id): stored once.
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one webhook POST changed."""
+
+    stored: int
+    duplicates: int
+    moved: int
+    # Rows refused: the store cannot hold them (NUL, an absurd wamid or time).
+    rejected: int = 0
+
+    def __add__(self, other: IngestResult) -> IngestResult:
+        """Both results together (a batch stored row by row)."""
+        return IngestResult(
+            self.stored + other.stored,
+            self.duplicates + other.duplicates,
+            self.moved + other.moved,
+            self.rejected + other.rejected,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Move:
     """Where a message moves; `failure` is the status whose error it then carries (or None)."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -31,7 +31,8 @@ from wagate.adapters.store.sql import phone_number_of
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
 from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, phone_numbers
 from wagate.domain import pacing
-from wagate.domain.delivery import Claimed, Outcome
+from wagate.domain.delivery import ABANDONED_DETAILS, EXPIRED_DETAILS, Claimed, Outcome
+from wagate.domain.delivery import MAX_REAPS as MAX_REAPS
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.sanitise import without_nul
@@ -39,8 +40,6 @@ from wagate.domain.sanitise import without_nul
 log = logging.getLogger("wagate.queue")
 
 _QUEUED = messages.c.state == "queued"
-# The reap that ends a lease for the MAX_REAPS-th time fails the message instead.
-MAX_REAPS: Final = 3
 _UPSTREAM_STATUS_CHARS: int = messages.c.upstream_status.type.length  # type: ignore[attr-defined]
 
 
@@ -261,11 +260,7 @@ class SqlQueue:
                     reaps=messages.c.reaps + 1,
                     error_code=DELIVERY_ABANDONED,
                     error_title=kind.title,
-                    error_details=(
-                        f"A worker's lease on the message ran out {MAX_REAPS} times before the "
-                        "outcome of its send was recorded. The message may or may not have "
-                        "reached Meta; it is not sent again."
-                    ),
+                    error_details=ABANDONED_DETAILS,
                     updated_at=now_ms,
                 )
             )
@@ -298,7 +293,7 @@ class SqlQueue:
                     status="failed",
                     error_code=MESSAGE_EXPIRED,
                     error_title=kind.title,
-                    error_details="The message's time to live passed before Meta accepted it",
+                    error_details=EXPIRED_DETAILS,
                     updated_at=now_ms,
                 )
             )
