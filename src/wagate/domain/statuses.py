@@ -22,6 +22,9 @@ from wagate.domain.model import Status
 # time, so that of a `read` and a `failed` at the same second, `read` stays.
 _RANK: dict[str, int] = {"pending": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
 FINAL: frozenset[str] = frozenset({"read", "failed"})
+# A status that found no message (its wamid not yet recorded) is applied when one
+# appears; after this long it never will be: another system's wamid, or one we lost.
+UNMATCHED_GIVE_UP_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)

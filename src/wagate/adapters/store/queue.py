@@ -36,6 +36,7 @@ from wagate.domain.delivery import MAX_REAPS as MAX_REAPS
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.sanitise import without_nul
+from wagate.domain.statuses import UNMATCHED_GIVE_UP_MS
 
 log = logging.getLogger("wagate.queue")
 
@@ -304,7 +305,7 @@ class SqlQueue:
         moved, self._reconcile_after = await reconcile(
             self.engine,
             int(now * 1000),
-            give_up_after_ms=3_600_000,
+            give_up_after_ms=UNMATCHED_GIVE_UP_MS,
             after_seq=self._reconcile_after,
         )
         return moved
