@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
@@ -15,6 +16,13 @@ from wagate.domain.model import (
     PhoneNumber,
     Project,
     StoredMessage,
+)
+from wagate.domain.statuses import (
+    EventRow,
+    IngestResult,
+    PreferenceRow,
+    StatusRow,
+    TimelineEntry,
 )
 
 
@@ -54,16 +62,13 @@ class StoreUnavailable(Exception):
     """
 
 
-class Store(Protocol):
-    """Durable storage of projects, keys, numbers and messages."""
+# The store's side, one small port per consumer. The SQL adapters (SqlStore,
+# SqlStatusStore, SqlQueue) and the in-memory one implement them under these very
+# method names; tests/conformance checks both that they do and that they behave alike.
 
-    async def add_message(self, message: NewMessage) -> None:
-        """Commit one message durably; return only once it is on disk.
 
-        Raises IdempotencyConflict if the project already has its idempotency key, and
-        StoreUnavailable if the database could not commit (nothing was stored).
-        """
-        ...
+class Directory(Protocol):
+    """Who an API key belongs to and which number an id names (core/access)."""
 
     async def find_project_by_key_hash(self, key_hash: str) -> KeyOwner | None:
         """The project (and its rate limit) of a live (not revoked) API key, by the key's hash."""
@@ -71,6 +76,18 @@ class Store(Protocol):
 
     async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
         """A phone number by its id."""
+        ...
+
+
+class Outbox(Protocol):
+    """Where accepted messages are committed, once per idempotency key (core/accept)."""
+
+    async def add_message(self, message: NewMessage) -> None:
+        """Commit one message durably; return only once it is on disk.
+
+        Raises IdempotencyConflict if the project already has its idempotency key, and
+        StoreUnavailable if the database could not commit (nothing was stored).
+        """
         ...
 
     async def find_by_idempotency_key(self, project_id: str, key: str) -> StoredMessage | None:
@@ -81,6 +98,10 @@ class Store(Protocol):
         """Forget a message's idempotency key (its window has passed)."""
         ...
 
+
+class MessageReader(Protocol):
+    """Stored messages read back (core/reads)."""
+
     async def get_message(self, phone_number_id: str, message_id: str) -> StoredMessage | None:
         """One message of a phone number."""
         ...
@@ -88,6 +109,38 @@ class Store(Protocol):
     async def list_messages(self, query: MessageQuery) -> list[StoredMessage]:
         """Up to `query.limit` messages, newest first (oldest first when paging `before`)."""
         ...
+
+
+class Timelines(Protocol):
+    """The statuses Meta reported per wamid (core/reads)."""
+
+    async def timeline(self, wamids: Sequence[str]) -> dict[str, list[TimelineEntry]]:
+        """Each wamid's statuses, oldest first, with Meta's pricing and errors."""
+        ...
+
+
+class StatusStore(Protocol):
+    """Where Meta's webhooks are stored (core/ingest); the domain decides every move."""
+
+    async def ingest(
+        self,
+        statuses: Sequence[StatusRow],
+        preferences: Sequence[PreferenceRow],
+        events: Sequence[EventRow],
+        received_ms: int,
+        *,
+        sandbox_only: bool = False,
+    ) -> IngestResult:
+        """Store every storable row once; move each matched message forward only.
+
+        `sandbox_only`: keep only what concerns sandbox numbers. Raises only when the
+        store is unavailable (nothing is lost: Meta retries).
+        """
+        ...
+
+
+class Admin(Protocol):
+    """Projects, API keys and phone numbers as the operator manages them (core/admin)."""
 
     async def create_project(self, project: Project) -> None:
         """Add a project."""
@@ -106,7 +159,7 @@ class Store(Protocol):
         ...
 
     async def list_api_keys(self, project_id: str) -> list[ApiKey]:
-        """A project's keys, revoked ones included."""
+        """A project's keys, revoked ones included, oldest first."""
         ...
 
     async def revoke_api_key(self, key_id: str, at: int) -> bool:
@@ -114,11 +167,11 @@ class Store(Protocol):
         ...
 
     async def add_phone_number(self, number: PhoneNumber, *, created_at: int) -> None:
-        """Add a phone number; raises ValueError if its id is taken."""
+        """Add a phone number; raises ValueError if its id is taken or its project unknown."""
         ...
 
-    async def close(self) -> None:
-        """Flush pending commits and release connections."""
+    async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
+        """A phone number by its id."""
         ...
 
 
@@ -193,11 +246,16 @@ class Queue(Protocol):
 
 
 __all__ = [
+    "Admin",
     "Clock",
+    "Directory",
     "IdempotencyConflict",
+    "MessageReader",
+    "Outbox",
     "Queue",
-    "Store",
+    "StatusStore",
     "StoreUnavailable",
     "SystemClock",
+    "Timelines",
     "Upstream",
 ]

@@ -18,8 +18,9 @@ from wagate.core.accept import Acceptor
 from wagate.core.access import Access
 from wagate.core.dispatch import Dispatcher, DispatchSettings
 from wagate.core.ingest import Ingestor
+from wagate.core.reads import Reader
 from wagate.domain.ratelimit import RateLimiter
-from wagate.ports import Clock, SystemClock
+from wagate.ports import Clock, Queue, SystemClock, Upstream
 from wagate.settings import Settings
 
 log = logging.getLogger("wagate")
@@ -42,17 +43,22 @@ def freeze_startup_objects() -> None:
 
 @dataclass(slots=True)
 class Services:
-    """Everything a request handler or worker may need, built once per process."""
+    """Everything a request handler or worker may need, built once per process.
+
+    The use cases are written against ports; `build` is the one place that picks
+    the SQL adapters. `store` stays concrete: it owns the connections and the
+    installation's secrets, which no use case needs.
+    """
 
     settings: Settings
     store: SqlStore
     clock: Clock
     access: Access
     acceptor: Acceptor
-    queue: SqlQueue
-    statuses: SqlStatusStore
+    reader: Reader
+    queue: Queue
     ingestor: Ingestor
-    upstream: GraphClient
+    upstream: Upstream
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
     # Per-project request limits, in this process's memory (see domain/ratelimit.py).
@@ -84,8 +90,8 @@ class Services:
                 ttl_seconds=settings.message_ttl_seconds,
                 idempotency_window_seconds=settings.idempotency_window_seconds,
             ),
+            reader=Reader(store, statuses),
             queue=SqlQueue(store.engine, store.secrets),
-            statuses=statuses,
             ingestor=Ingestor(statuses, clock, settings.meta_app_secret),
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
         )

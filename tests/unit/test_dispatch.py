@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
+from tests.unit.memory import START, FakeClock, Memory
+from wagate.adapters.memory.tables import NumberRow
 from wagate.core.dispatch import Dispatcher, DispatchSettings, upstream_payload
 from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
 from wagate.domain.errors import MESSAGE_EXPIRED
-from wagate.domain.model import PhoneNumber
+from wagate.domain.model import NewMessage, PhoneNumber, Project, StoredMessage
 from wagate.domain.retry import RetryPolicy
 from wagate.ports import Clock, Queue, Upstream
 
-START = 1_800_000_000.0
 NUMBER = PhoneNumber(
     phone_number_id="106540352242922",
     waba_id="102290129340398",
@@ -38,32 +39,17 @@ STORED_REQUEST: dict[str, Any] = {
 }
 
 
-class FakeClock:
-    """A clock that only moves when something sleeps on it."""
-
-    def __init__(self, now: float = START) -> None:
-        self.at = now
-
-    def now(self) -> float:
-        """The fake time."""
-        return self.at
-
-    async def sleep(self, seconds: float) -> None:
-        """Move time on instead of waiting."""
-        self.at += max(0.0, seconds)
-
-
 @dataclass
 class FakeQueue:
-    """An in-memory queue: hands out scripted claims and records every call."""
+    """A scripted queue: hands out given claims and records the calls a send makes.
+
+    For what one send decides (and the tier lookups); rounds run on the memory queue.
+    """
 
     to_claim: list[Claimed] = field(default_factory=list)
     recorded: list[Outcome] = field(default_factory=list)
     throttled: list[tuple[str, float]] = field(default_factory=list)
     held: list[tuple[str, str, int]] = field(default_factory=list)
-    reaped_at: list[float] = field(default_factory=list)
-    expired_at: list[float] = field(default_factory=list)
-    reconciled_at: list[float] = field(default_factory=list)
     tiers: list[int | None] = field(default_factory=list)
 
     async def numbers(self) -> list[PhoneNumber]:
@@ -95,15 +81,12 @@ class FakeQueue:
         self.held.append((phone_number_id, recipient, until_ms))
 
     async def reap_leases(self, now: float) -> int:
-        self.reaped_at.append(now)
         return 0
 
     async def expire(self, now: float) -> int:
-        self.expired_at.append(now)
         return 0
 
     async def reconcile(self, now: float) -> int:
-        self.reconciled_at.append(now)
         return 0
 
     async def close(self) -> None:
@@ -329,25 +312,103 @@ async def test_a_message_at_its_expiry_instant_is_still_sent() -> None:
 # ---- rounds: claim, wait for the slot, send, record ----------------------------------
 
 
-async def test_a_round_sends_each_claimed_message_at_its_slot_and_records_it() -> None:
-    r = rig(ok("wamid.A"), ok("wamid.B"))
-    r.queue.to_claim = [claimed(1, slot=START + 0.25), claimed(2, slot=START + 0.5)]
-    assert await r.dispatcher.run_once() == 2
-    await r.dispatcher.drain()
-    assert [round(call.at - START, 6) for call in r.upstream.calls] == [0.25, 0.5]
-    assert sorted((o.seq, o.kind, o.wamid) for o in r.queue.recorded) == [
-        (1, "forwarded", "wamid.A"),
-        (2, "forwarded", "wamid.B"),
+def on_memory(
+    *results: UpstreamResult, mps: int = NUMBER.mps
+) -> tuple[Memory, FakeUpstream, Dispatcher]:
+    """A dispatcher on the in-memory queue, holding NUMBER, whose upstream answers `results`."""
+    memory = Memory()
+    number = dataclasses.replace(NUMBER, mps=mps)
+    memory.database.projects[NUMBER.project_id] = Project(NUMBER.project_id, "dispatch", 0)
+    memory.database.numbers[NUMBER.phone_number_id] = NumberRow(number, 0)
+    upstream = FakeUpstream(memory.clock, *results)
+    return memory, upstream, dispatcher(memory.queue, upstream, memory.clock)
+
+
+async def queued(memory: Memory, count: int, recipient: str = "447700900123") -> list[str]:
+    """Ids of `count` messages queued for NUMBER now."""
+    ids = []
+    for _ in range(count):
+        seq = next(_message_ids)
+        await memory.store.add_message(
+            NewMessage(
+                id=f"wamid.gateway{seq}",
+                project_id=NUMBER.project_id,
+                phone_number_id=NUMBER.phone_number_id,
+                recipient_input=recipient,
+                recipient=recipient,
+                recipient_kind="phone",
+                request=json.dumps({**STORED_REQUEST, "to": recipient}),
+                template_name="promo_template",
+                template_language="en_US",
+                biz_opaque_callback_data=None,
+                created_at=int(memory.clock.now() * 1000),
+                expires_at=int(memory.clock.now() * 1000) + 3_600_000,
+                idempotency_key=None,
+                request_hash=None,
+            )
+        )
+        ids.append(f"wamid.gateway{seq}")
+    return ids
+
+
+_message_ids = itertools.count(1)
+
+
+async def stored(memory: Memory, message_id: str) -> StoredMessage:
+    message = await memory.store.get_message(NUMBER.phone_number_id, message_id)
+    assert message is not None
+    return message
+
+
+async def test_a_round_sends_each_claimed_message_at_its_paced_slot_and_records_it() -> None:
+    memory, upstream, worker = on_memory(ok("wamid.A"), ok("wamid.B"), mps=4)
+    first, second = await queued(memory, 2)
+    assert await worker.run_once() == 2
+    await worker.drain()
+    # 4 msg/s: one at once, the next a quarter second later.
+    assert [round(call.at - START, 6) for call in upstream.calls] == [0.0, 0.25]
+    assert [(await stored(memory, i)).upstream_wamid for i in (first, second)] == [
+        "wamid.A",
+        "wamid.B",
     ]
-    assert r.dispatcher.sent == 2
+    assert worker.sent == 2
 
 
-async def test_a_round_reaps_leases_and_expires_old_messages_first() -> None:
-    r = rig()
-    assert await r.dispatcher.run_once() == 0
-    assert r.queue.reaped_at == [START]
-    assert r.queue.expired_at == [START]
-    assert r.queue.reconciled_at == [START]
+async def test_a_round_expires_messages_past_their_ttl_before_claiming() -> None:
+    memory, upstream, worker = on_memory()
+    [old] = await queued(memory, 1)
+    memory.clock.at += 3601
+    assert await worker.run_once() == 0
+    assert upstream.calls == []
+    assert (await stored(memory, old)).error_code == MESSAGE_EXPIRED
+
+
+async def test_a_throughput_limit_in_a_round_halves_the_numbers_next_claims() -> None:
+    memory, _, worker = on_memory(error(130429), ok(), mps=10)
+    await queued(memory, 1)
+    assert await worker.run_once() == 1
+    await worker.drain()
+    await queued(memory, 1)
+    [later] = await memory.queue.claim(
+        NUMBER.phone_number_id, "w", memory.clock.now(), lease_s=60, horizon_s=1, limit=5
+    )
+    assert later.interval == pytest.approx(0.2)  # 5 msg/s instead of 10
+
+
+async def test_a_pair_rate_limit_in_a_round_holds_that_recipient_not_the_others() -> None:
+    # 1 msg/s and a half-second horizon: each round claims one message.
+    memory, upstream, worker = on_memory(error(131056), ok(), mps=1)
+    first, held = await queued(memory, 2, recipient="447700900001")
+    [other] = await queued(memory, 1, recipient="447700900002")
+    assert await worker.run_once() == 1
+    await worker.drain()
+    memory.clock.at = START + 1
+    assert await worker.run_once() == 1
+    await worker.drain()
+    assert [call.payload["to"] for call in upstream.calls] == ["447700900001", "447700900002"]
+    assert (await stored(memory, other)).upstream_wamid is not None
+    for message_id in (first, held):
+        assert (await stored(memory, message_id)).upstream_wamid is None
 
 
 async def test_a_send_that_raises_is_left_to_its_lease_instead_of_stopping_the_worker() -> None:
@@ -357,12 +418,14 @@ async def test_a_send_that_raises_is_left_to_its_lease_instead_of_stopping_the_w
         ) -> UpstreamResult:
             raise RuntimeError("connection pool exploded")
 
-    clock = FakeClock()
-    queue = FakeQueue(to_claim=[claimed(1), claimed(2)])
-    worker = dispatcher(queue, Broken(clock), clock)
+    memory, _, _ = on_memory()
+    worker = dispatcher(memory.queue, Broken(memory.clock), memory.clock)
+    await queued(memory, 2)
     assert await worker.run_once() == 2
     await worker.drain()
-    assert queue.recorded == []
+    # Nothing recorded: both wait for their lease to end, then go back to the queue.
+    assert await memory.queue.reap_leases(memory.clock.now()) == 0
+    assert await memory.queue.reap_leases(memory.clock.now() + 61) == 2
 
 
 # ---- what Meta is sent ----------------------------------------------------------------

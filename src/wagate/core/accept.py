@@ -22,7 +22,7 @@ from wagate.domain.requests import (
     MessageRef,
 )
 from wagate.domain.validation import decode_request
-from wagate.ports import Clock, IdempotencyConflict, Store
+from wagate.ports import Clock, IdempotencyConflict, Outbox
 
 _encoder = msgspec.json.Encoder()
 # Printable ASCII without spaces, like the IETF Idempotency-Key draft's examples.
@@ -63,7 +63,7 @@ class Acceptor:
 
     def __init__(
         self,
-        store: Store,
+        store: Outbox,
         clock: Clock,
         *,
         ttl_seconds: int = DEFAULT_TTL_S,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from wagate.domain.errors import INVALID_ACCESS_TOKEN, INVALID_PARAMETER, GraphError
 from wagate.domain.model import KeyOwner, PhoneNumber
-from wagate.ports import Clock, Store
+from wagate.ports import Clock, Directory
 
 KEY_PREFIX = "wg_"
 T = TypeVar("T")
@@ -86,16 +87,47 @@ def phone_number_not_found(phone_number_id: str, method: str = "post") -> GraphE
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an authorized request may act as: the key's project and the number it names."""
+
+    owner: KeyOwner
+    number: PhoneNumber
+
+
+def _admit_any(owner: KeyOwner) -> None:
+    """No check between the key and the number."""
+
+
 class Access:
     """Authenticates API keys and resolves phone numbers, with a short cache in front."""
 
-    def __init__(self, store: Store, clock: Clock, cache_seconds: float = 2.0) -> None:
+    def __init__(self, store: Directory, clock: Clock, cache_seconds: float = 2.0) -> None:
         self._store = store
         self._clock = clock
         self._keys: _TtlCache[KeyOwner] = _TtlCache(cache_seconds)
         self._unknown_keys: _TtlCache[None] = _TtlCache(cache_seconds, MISSES_CACHED)
         self._numbers: _TtlCache[PhoneNumber] = _TtlCache(cache_seconds)
         self._unknown_numbers: _TtlCache[None] = _TtlCache(cache_seconds, MISSES_CACHED)
+
+    async def authorize(
+        self,
+        api_key: str | None,
+        phone_number_id: str,
+        method: str = "post",
+        *,
+        admit: Callable[[KeyOwner], None] = _admit_any,
+    ) -> Grant:
+        """The key's project and the number it names, or the Graph error a caller gets.
+
+        The one check every door makes: a 190/401 for a missing, unknown or revoked
+        key; then `admit` (what the door refuses once it knows the caller, e.g. a
+        rate limit or the Graph version: it raises to refuse); then a code 100,
+        subcode 33 for a number that is missing or another project's.
+        """
+        owner = await self.owner_of(api_key)
+        admit(owner)
+        return Grant(owner, await self.phone_number_of(owner.project_id, phone_number_id, method))
 
     async def project_of(self, api_key: str | None) -> str:
         """The project an API key belongs to, or a 190/401 error."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from wagate.core.access import hash_key, new_key
 from wagate.domain.model import ApiKey, PhoneNumber, Project, Upstream
-from wagate.ports import Clock, Store
+from wagate.ports import Admin, Clock
 
 DEFAULT_MPS = 80
 SANDBOX_OFF = (
@@ -33,7 +33,7 @@ def _now_ms(clock: Clock) -> int:
 
 
 async def create_project(
-    store: Store, clock: Clock, name: str, *, rate_limit: int | None = None
+    store: Admin, clock: Clock, name: str, *, rate_limit: int | None = None
 ) -> tuple[Project, IssuedKey]:
     """A new project with its first API key; `rate_limit`: requests per minute (None: none)."""
     if not name.strip():
@@ -49,7 +49,7 @@ async def create_project(
     return project, await create_key(store, clock, project.id, label="initial")
 
 
-async def set_rate_limit(store: Store, project_id: str, rate_limit: int | None) -> Project:
+async def set_rate_limit(store: Admin, project_id: str, rate_limit: int | None) -> Project:
     """Set a project's requests per minute (None: no limit); felt within the auth cache time."""
     _check_rate_limit(rate_limit)
     if not await store.set_project_rate_limit(project_id, rate_limit):
@@ -62,14 +62,14 @@ def _check_rate_limit(rate_limit: int | None) -> None:
         raise AdminError("a rate limit is at least 1 request per minute (or none)")
 
 
-async def _require_project(store: Store, project_id: str) -> Project:
+async def _require_project(store: Admin, project_id: str) -> Project:
     for project in await store.list_projects():
         if project.id == project_id:
             return project
     raise AdminError(f"no project {project_id!r} (see `wagate projects list`)")
 
 
-async def create_key(store: Store, clock: Clock, project_id: str, label: str = "") -> IssuedKey:
+async def create_key(store: Admin, clock: Clock, project_id: str, label: str = "") -> IssuedKey:
     """A new API key for a project."""
     await _require_project(store, project_id)
     secret = new_key()
@@ -85,13 +85,13 @@ async def create_key(store: Store, clock: Clock, project_id: str, label: str = "
     return IssuedKey(key, secret)
 
 
-async def list_keys(store: Store, project_id: str) -> list[ApiKey]:
+async def list_keys(store: Admin, project_id: str) -> list[ApiKey]:
     """A project's keys, revoked ones included."""
     await _require_project(store, project_id)
     return await store.list_api_keys(project_id)
 
 
-async def revoke_key(store: Store, clock: Clock, key_id: str) -> None:
+async def revoke_key(store: Admin, clock: Clock, key_id: str) -> None:
     """Revoke a key; it stops working within the auth cache time in every process."""
     if not await store.revoke_api_key(key_id, _now_ms(clock)):
         raise AdminError(f"no live key {key_id!r}")
@@ -103,7 +103,7 @@ def new_sandbox_token() -> str:
 
 
 async def add_number(
-    store: Store,
+    store: Admin,
     clock: Clock,
     *,
     project_id: str,
@@ -153,7 +153,7 @@ DEMO_NUMBER = "100000000000001"
 DEMO_KEY_LABEL = "demo (make serve)"
 
 
-async def ensure_demo(store: Store, clock: Clock, *, sandbox_allowed: bool = True) -> Demo:
+async def ensure_demo(store: Admin, clock: Clock, *, sandbox_allowed: bool = True) -> Demo:
     """The demo project and sandbox number, created once; a new key on every call.
 
     The key is shown only once, so each `make serve` mints one and revokes the

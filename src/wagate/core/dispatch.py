@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
+from wagate.domain.delivery import EXPIRED_DETAILS, Claimed, Outcome, UpstreamResult
 from wagate.domain.errors import MESSAGE_EXPIRED, SOMETHING_WENT_WRONG, GraphError, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.recipients import normalise_phone
@@ -275,7 +275,7 @@ class Dispatcher:
                 now_ms,
                 error_code=MESSAGE_EXPIRED,
                 error_title=kind.title,
-                error_details="The message's time to live passed before Meta accepted it",
+                error_details=EXPIRED_DETAILS,
             )
         result = await self.upstream.send(
             self.base_url_for(number),

@@ -7,12 +7,6 @@ import logging
 
 import msgspec
 
-from wagate.adapters.store.statuses import (
-    EventRow,
-    IngestResult,
-    PreferenceRow,
-    SqlStatusStore,
-)
 from wagate.domain.errors import (
     INVALID_ACCESS_TOKEN,
     INVALID_PARAMETER,
@@ -20,14 +14,20 @@ from wagate.domain.errors import (
     GraphError,
 )
 from wagate.domain.model import STATUSES, Status
-from wagate.domain.statuses import StatusRow, status_row
+from wagate.domain.statuses import (
+    EventRow,
+    IngestResult,
+    PreferenceRow,
+    StatusRow,
+    status_row,
+)
 from wagate.domain.webhooks import (
     WebhookPayload,
     decode_payload,
     signature_matches,
     timestamp_ms,
 )
-from wagate.ports import Clock
+from wagate.ports import Clock, StatusStore
 
 log = logging.getLogger("wagate.ingest")
 _encoder = msgspec.json.Encoder()
@@ -38,7 +38,7 @@ class Ingestor:
     """Receives Meta's webhook POSTs."""
 
     def __init__(
-        self, store: SqlStatusStore, clock: Clock, app_secret: str, sandbox_secret: str = ""
+        self, store: StatusStore, clock: Clock, app_secret: str, sandbox_secret: str = ""
     ) -> None:
         """Webhooks signed with Meta's `app_secret`, or with the embedded sandbox's secret."""
         self.store = store

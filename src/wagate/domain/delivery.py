@@ -8,6 +8,16 @@ from typing import Final
 # Marketing messages live 30 days unless told otherwise (API-FACTS section 4): a
 # message Meta has not accepted by then fails with MESSAGE_EXPIRED.
 DEFAULT_TTL_S: Final = 30 * 24 * 3600
+# What a message that outlived its TTL in the queue fails with (beside MESSAGE_EXPIRED).
+EXPIRED_DETAILS: Final = "The message's time to live passed before Meta accepted it"
+# The reap that ends a worker's lease on a message for the MAX_REAPS-th time fails it
+# (DELIVERY_ABANDONED) instead: each time it may already have reached Meta.
+MAX_REAPS: Final = 3
+ABANDONED_DETAILS: Final = (
+    f"A worker's lease on the message ran out {MAX_REAPS} times before the "
+    "outcome of its send was recorded. The message may or may not have "
+    "reached Meta; it is not sent again."
+)
 
 
 @dataclass(frozen=True, slots=True)

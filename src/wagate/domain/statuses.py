@@ -22,6 +22,9 @@ from wagate.domain.model import Status
 # time, so that of a `read` and a `failed` at the same second, `read` stays.
 _RANK: dict[str, int] = {"pending": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
 FINAL: frozenset[str] = frozenset({"read", "failed"})
+# A status that found no message (its wamid not yet recorded) is applied when one
+# appears; after this long it never will be: another system's wamid, or one we lost.
+UNMATCHED_GIVE_UP_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,59 @@ class StatusRow:
     error_code: int | None
     error_title: str | None
     error_details: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One status of a message's timeline; pricing and errors as Meta sent them (JSON)."""
+
+    status: Status
+    timestamp_ms: int
+    pricing: str | None
+    errors: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceRow:
+    """A stop or resume of one recipient."""
+
+    waba_id: str
+    recipient: str
+    value: str
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """Another event about a message (a click)."""
+
+    wamid: str | None
+    kind: str
+    recipient: str | None
+    payload: str
+    timestamp_ms: int
+    # What makes the event unique (a hash of its kind and Meta's click_id): stored once.
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one webhook POST changed."""
+
+    stored: int
+    duplicates: int
+    moved: int
+    # Rows refused: the store cannot hold them (NUL, an absurd wamid or time).
+    rejected: int = 0
+
+    def __add__(self, other: IngestResult) -> IngestResult:
+        """Both results together (a batch stored row by row)."""
+        return IngestResult(
+            self.stored + other.stored,
+            self.duplicates + other.duplicates,
+            self.moved + other.moved,
+            self.rejected + other.rejected,
+        )
 
 
 @dataclass(frozen=True, slots=True)

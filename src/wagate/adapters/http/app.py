@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from typing import Any, cast
 
@@ -23,7 +22,6 @@ from wagate.adapters.http.reads import (
     message_page,
     message_query,
     message_view,
-    not_found,
 )
 from wagate.adapters.http.send import (
     GRAPH_VERSION,
@@ -35,6 +33,7 @@ from wagate.adapters.http.send import (
 )
 from wagate.adapters.logs import configure_logging
 from wagate.domain.errors import GraphError
+from wagate.domain.model import KeyOwner
 from wagate.domain.requests import (
     GraphErrorResponse,
     MarketingMessageRequest,
@@ -85,12 +84,14 @@ def _services(request: Request[Any, Any, Any]) -> Services:
 async def _phone_number_for(
     request: Request[Any, Any, Any], version: str, phone_number_id: str
 ) -> None:
-    services = _services(request)
+    """Refuse a read the caller's key may not make on this number (or a wrong version)."""
+
+    def known_version(_: KeyOwner) -> None:
+        if not GRAPH_VERSION.match(version):
+            raise GraphError(100, f"Unknown Graph API version {version!r}; use e.g. v24.0")
+
     api_key = api_key_of(request.headers.get("x-api-key"), request.headers.get("authorization"))
-    project_id = await services.access.project_of(api_key)
-    if not GRAPH_VERSION.match(version):
-        raise GraphError(100, f"Unknown Graph API version {version!r}; use e.g. v24.0")
-    await services.access.phone_number_of(project_id, phone_number_id, method="get")
+    await _services(request).access.authorize(api_key, phone_number_id, "get", admit=known_version)
 
 
 @get("/healthz", tags=["operations"], summary="Liveness")
@@ -154,14 +155,7 @@ async def get_message(
 ) -> MessageView:
     """One message with its status and timeline."""
     await _phone_number_for(request, version, phone_number_id)
-    if "\x00" in message_id:
-        raise not_found(message_id)
-    services = _services(request)
-    message = await services.store.get_message(phone_number_id, message_id)
-    if message is None:
-        raise not_found(message_id)
-    wamids = [message.upstream_wamid] if message.upstream_wamid else []
-    return message_view(message, await services.statuses.timeline(wamids))
+    return message_view(await _services(request).reader.message(phone_number_id, message_id))
 
 
 @get(f"{GRAPH_BASE}/messages", tags=["messages"], responses=_ERRORS)
@@ -175,13 +169,9 @@ async def list_messages(
     await _phone_number_for(request, version, phone_number_id)
     params = dict(request.query_params)
     query = message_query(phone_number_id, params)
-    rows = await _services(request).store.list_messages(
-        dataclasses.replace(query, limit=query.limit + 1)
-    )
+    page = await _services(request).reader.page(query)
     base = str(request.url).split("?", 1)[0]
-    wamids = [row.upstream_wamid for row in rows if row.upstream_wamid]
-    timelines = await _services(request).statuses.timeline(wamids)
-    return message_page(rows, query, base, params, timelines)
+    return message_page(page, query, base, params)
 
 
 @get("/webhooks/meta", tags=["webhooks"], media_type="text/plain")

@@ -1,4 +1,4 @@
-"""Reading stored messages back, Kapso-style: one message, or a page of them."""
+"""The read endpoints' side of HTTP: query parameters in, Kapso-style JSON views out."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from wagate.adapters.store.statuses import TimelineEntry
-from wagate.domain.errors import GraphError, invalid_parameter
-from wagate.domain.model import STATUSES, MessageQuery, Status, StoredMessage
+from wagate.core.reads import MessageRead, Page
+from wagate.domain.errors import invalid_parameter
+from wagate.domain.model import STATUSES, MessageQuery, Status
 from wagate.domain.requests import MarketingMessageRequest, Template
+from wagate.domain.statuses import TimelineEntry
 
 _request_decoder = msgspec.json.Decoder(MarketingMessageRequest)
 # Times and cursors are stored as signed 64-bit integers; larger values are refused.
@@ -79,7 +80,6 @@ class MessagePage(msgspec.Struct):
     paging: Paging
 
 
-Timelines = dict[str, list[TimelineEntry]]
 _json = msgspec.json.Decoder()
 
 
@@ -92,8 +92,9 @@ def _status_view(entry: TimelineEntry) -> MessageStatusView:
     )
 
 
-def message_view(message: StoredMessage, timelines: Timelines | None = None) -> MessageView:
-    """The read view of a stored message, with its statuses from `timelines` (by wamid)."""
+def message_view(read: MessageRead) -> MessageView:
+    """The read view of a stored message, with its timeline."""
+    message = read.message
     request = _request_decoder.decode(message.request)
     errors = None
     if message.status == "failed" and message.error_code is not None:
@@ -118,9 +119,7 @@ def message_view(message: StoredMessage, timelines: Timelines | None = None) -> 
         template=request.template,
         timestamp=str(message.created_at // 1000),
         status=message.status,
-        statuses=[
-            _status_view(entry) for entry in (timelines or {}).get(message.upstream_wamid or "", [])
-        ],
+        statuses=[_status_view(entry) for entry in read.timeline],
         errors=errors,
         biz_opaque_callback_data=message.biz_opaque_callback_data,
         phone_number_id=message.phone_number_id,
@@ -196,18 +195,12 @@ def message_query(phone_number_id: str, params: dict[str, str]) -> MessageQuery:
 
 
 def message_page(
-    rows: list[StoredMessage],
-    query: MessageQuery,
-    base_url: str,
-    params: dict[str, Any],
-    timelines: Timelines | None = None,
+    page: Page, query: MessageQuery, base_url: str, params: dict[str, Any]
 ) -> MessagePage:
-    """A page from `limit + 1` fetched rows: the extra row says whether there is more."""
-    has_more = len(rows) > query.limit
-    rows = rows[: query.limit]
+    """The JSON page: its messages, cursors, and links to the pages beside it."""
+    has_more = page.has_more
+    rows = [read.message for read in page.items]
     backwards = query.before_seq is not None
-    if backwards:
-        rows.reverse()
     paging = Paging(cursors=Cursors())
     if rows:
         first, last = encode_cursor(rows[0].seq), encode_cursor(rows[-1].seq)
@@ -219,20 +212,10 @@ def message_page(
             paging.next = _link(base_url, {**kept, "after": last})
         if newer:
             paging.previous = _link(base_url, {**kept, "before": first})
-    return MessagePage(data=[message_view(row, timelines) for row in rows], paging=paging)
+    return MessagePage(data=[message_view(read) for read in page.items], paging=paging)
 
 
 def _link(base_url: str, params: dict[str, Any]) -> str:
     from urllib.parse import urlencode
 
     return f"{base_url}?{urlencode(params)}"
-
-
-def not_found(message_id: str) -> GraphError:
-    """The answer for a message id the caller cannot see."""
-    return GraphError(
-        100,
-        f"Object with ID '{message_id}' does not exist, cannot be loaded due to missing "
-        "permissions, or does not support this operation.",
-        subcode=33,
-    )

@@ -17,7 +17,7 @@ from typing import Any
 from wagate.adapters.http.bodies import BodyTooLarge, read_body
 from wagate.adapters.http.graph import error_body, new_trace_id
 from wagate.domain.errors import GraphError, RateLimited
-from wagate.domain.model import PhoneNumber
+from wagate.domain.model import KeyOwner, PhoneNumber
 from wagate.ports import StoreUnavailable
 from wagate.services import Services
 
@@ -106,19 +106,23 @@ async def answer_send(
 
 async def _admit(services: Services, request: SendRequest, headers: Headers) -> PhoneNumber:
     """Key, rate limit, version, number, content type: everything the headers can refuse."""
-    owner = await services.access.owner_of(request.api_key)
-    if owner.rate_limit is not None:
-        quota = services.limiter.take(owner.project_id, owner.rate_limit, services.clock.now())
-        headers.append((b"x-ratelimit-limit", str(quota.limit).encode()))
-        headers.append((b"x-ratelimit-remaining", str(quota.remaining).encode()))
-        if not quota.allowed:
-            headers.append((b"retry-after", str(quota.retry_after).encode()))
-            raise RateLimited(quota.limit, quota.retry_after)
-    if not GRAPH_VERSION.match(request.version):
-        raise GraphError(100, f"Unknown Graph API version {request.version!r}; use e.g. v24.0")
-    number = await services.access.phone_number_of(owner.project_id, request.phone_number_id)
+
+    def within_limits(owner: KeyOwner) -> None:
+        if owner.rate_limit is not None:
+            quota = services.limiter.take(owner.project_id, owner.rate_limit, services.clock.now())
+            headers.append((b"x-ratelimit-limit", str(quota.limit).encode()))
+            headers.append((b"x-ratelimit-remaining", str(quota.remaining).encode()))
+            if not quota.allowed:
+                headers.append((b"retry-after", str(quota.retry_after).encode()))
+                raise RateLimited(quota.limit, quota.retry_after)
+        if not GRAPH_VERSION.match(request.version):
+            raise GraphError(100, f"Unknown Graph API version {request.version!r}; use e.g. v24.0")
+
+    grant = await services.access.authorize(
+        request.api_key, request.phone_number_id, admit=within_limits
+    )
     _check_content_type(request.content_type)
-    return number
+    return grant.number
 
 
 def _not_stored(trace_id: str, trace: Headers) -> SendAnswer:

@@ -32,15 +32,15 @@ from wagate.adapters.store.sql import phone_number_of
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
 from wagate.adapters.store.tables import messages
 from wagate.domain import pacing
-from wagate.domain.delivery import Claimed, Outcome
+from wagate.domain.delivery import ABANDONED_DETAILS, EXPIRED_DETAILS, Claimed, Outcome
+from wagate.domain.delivery import MAX_REAPS as MAX_REAPS
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.sanitise import without_nul
+from wagate.domain.statuses import UNMATCHED_GIVE_UP_MS
 
 log = logging.getLogger("wagate.queue")
 
-# Re-exported: the queue's callers and tests name it from here.
-MAX_REAPS = q.MAX_REAPS
 _UPSTREAM_STATUS_CHARS: int = messages.c.upstream_status.type.length  # type: ignore[attr-defined]
 
 
@@ -193,7 +193,7 @@ class SqlQueue:
         (its worker retries the record) and nobody has claimed the message since.
         """
         now_ms = int(now * 1000)
-        abandoned_as = _failure(DELIVERY_ABANDONED, q.ABANDONED_DETAILS, now_ms)
+        abandoned_as = _failure(DELIVERY_ABANDONED, ABANDONED_DETAILS, now_ms)
         async with begin_write(self.engine) as connection:
             abandoned = await connection.execute(q.ABANDON_ENDED_LEASES, abandoned_as)
             requeued = await connection.execute(q.REQUEUE_ENDED_LEASES, {"b_now": now_ms})
@@ -208,7 +208,7 @@ class SqlQueue:
 
     async def expire(self, now: float) -> int:
         """Fail the queued messages whose TTL passed before they could be handed to Meta."""
-        expired_as = _failure(MESSAGE_EXPIRED, q.EXPIRED_DETAILS, int(now * 1000))
+        expired_as = _failure(MESSAGE_EXPIRED, EXPIRED_DETAILS, int(now * 1000))
         async with begin_write(self.engine) as connection:
             result = await connection.execute(q.EXPIRE, expired_as)
         return int(result.rowcount or 0)
@@ -218,7 +218,7 @@ class SqlQueue:
         moved, self._reconcile_after = await reconcile(
             self.engine,
             int(now * 1000),
-            give_up_after_ms=3_600_000,
+            give_up_after_ms=UNMATCHED_GIVE_UP_MS,
             after_seq=self._reconcile_after,
         )
         return moved

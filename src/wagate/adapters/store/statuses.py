@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Executable
@@ -26,67 +26,19 @@ from wagate.adapters.store.queries import statuses as q
 from wagate.adapters.store.tables import message_events, suppressions
 from wagate.domain.model import Status
 from wagate.domain.sanitise import fits, usable_timestamp, usable_wamid, without_nul
-from wagate.domain.statuses import Move, decide_all, status_row
 
-# Re-exported: the status store's callers name its rows from here.
+# Re-exported: the rows are the domain's; some callers still name them from here.
+from wagate.domain.statuses import EventRow as EventRow
+from wagate.domain.statuses import IngestResult as IngestResult
+from wagate.domain.statuses import Move, decide_all, status_row
+from wagate.domain.statuses import PreferenceRow as PreferenceRow
 from wagate.domain.statuses import StatusRow as StatusRow
+from wagate.domain.statuses import TimelineEntry as TimelineEntry
 
 log = logging.getLogger("wagate.ingest")
 
 # SQLite allows 32,766 bound parameters; IN lists and multi-row statements stay well below.
 _CHUNK = 500
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    """One status of a message's timeline; pricing and errors as Meta sent them (JSON)."""
-
-    status: Status
-    timestamp_ms: int
-    pricing: str | None
-    errors: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PreferenceRow:
-    """A stop or resume of one recipient."""
-
-    waba_id: str
-    recipient: str
-    value: str
-    timestamp_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """Another event about a message (a click)."""
-
-    wamid: str | None
-    kind: str
-    recipient: str | None
-    payload: str
-    timestamp_ms: int
-    # What makes the event unique (a hash of its kind and Meta's click_id): stored once.
-    dedupe_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    """What one webhook POST changed."""
-
-    stored: int
-    duplicates: int
-    moved: int
-    # Rows refused: the database cannot hold them (NUL, an absurd wamid or time).
-    rejected: int = 0
-
-    def __add__(self, other: IngestResult) -> IngestResult:
-        return IngestResult(
-            self.stored + other.stored,
-            self.duplicates + other.duplicates,
-            self.moved + other.moved,
-            self.rejected + other.rejected,
-        )
 
 
 class SqlStatusStore:

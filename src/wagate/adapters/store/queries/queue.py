@@ -8,15 +8,13 @@ outcome is written by `seq`, the primary key.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import Select, Update, and_, bindparam, func, select, update
 
 from wagate.adapters.store.engine import Dialect
 from wagate.adapters.store.tables import messages, phone_numbers
-
-# The reap that ends a lease for the MAX_REAPS-th time fails the message instead.
-MAX_REAPS: Final = 3
+from wagate.domain.delivery import MAX_REAPS
 
 _QUEUED = messages.c.state == "queued"
 _DUE = and_(
@@ -119,10 +117,6 @@ ABANDON_ENDED_LEASES = (
     .where(_ENDED, messages.c.reaps >= MAX_REAPS - 1)
     .values(lease_expires_at=None, reaps=messages.c.reaps + 1, **_FAILED_BY)
 )
-ABANDONED_DETAILS = (
-    f"A worker's lease on the message ran out {MAX_REAPS} times before the outcome of its "
-    "send was recorded. The message may or may not have reached Meta; it is not sent again."
-)
 
 REQUEUE_ENDED_LEASES = (
     update(messages)
@@ -138,7 +132,6 @@ REQUEUE_ENDED_LEASES = (
 EXPIRE = (
     update(messages).where(_QUEUED, messages.c.expires_at < bindparam("b_now")).values(**_FAILED_BY)
 )
-EXPIRED_DETAILS = "The message's time to live passed before Meta accepted it"
 
 # ---- outcomes ---------------------------------------------------------------------------
 

@@ -1,0 +1,180 @@
+"""The delivery queue in memory: claims paced by the domain's GCRA, guarded outcomes."""
+
+from __future__ import annotations
+
+from wagate.adapters.memory.statuses import apply_stored_statuses, reconcile
+from wagate.adapters.memory.tables import MemoryDatabase, MessageRow
+from wagate.domain import pacing
+from wagate.domain.delivery import (
+    ABANDONED_DETAILS,
+    EXPIRED_DETAILS,
+    MAX_REAPS,
+    Claimed,
+    Outcome,
+)
+from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
+from wagate.domain.model import PhoneNumber
+from wagate.domain.sanitise import without_nul
+from wagate.domain.statuses import UNMATCHED_GIVE_UP_MS
+
+
+class MemoryQueue:
+    """What `SqlQueue` does, on a `MemoryDatabase`."""
+
+    def __init__(self, database: MemoryDatabase) -> None:
+        self.database = database
+
+    async def close(self) -> None:
+        """Nothing pending: every outcome is applied at once."""
+
+    async def numbers(self) -> list[PhoneNumber]:
+        """Every phone number."""
+        return [row.number for row in self.database.numbers.values()]
+
+    async def claim(
+        self,
+        phone_number_id: str,
+        owner: str,
+        now: float,
+        *,
+        lease_s: float,
+        horizon_s: float,
+        limit: int,
+        tier_mps: int | None = None,
+    ) -> list[Claimed]:
+        """Claim due messages of one number and book their send slots (times in seconds)."""
+        number = self.database.numbers.get(phone_number_id)
+        if number is None:
+            return []
+        now_ms = int(now * 1000)
+        due = sorted(
+            (
+                row
+                for row in self.database.messages.values()
+                if row.message.phone_number_id == phone_number_id
+                and row.state == "queued"
+                and row.due_at <= now_ms
+            ),
+            key=lambda row: (row.due_at, row.seq),
+        )
+        if not due:
+            return []
+        now_us = pacing.to_micros(now)
+        rate = pacing.effective_rate(number.number.mps, tier_mps, number.pacing, now_us)
+        horizon = pacing.to_micros(horizon_s)
+        slots, booked = pacing.plan(number.pacing, now_us, rate, horizon, min(limit, len(due)))
+        if not slots:
+            return []
+        number.pacing = booked
+        lease = pacing.to_micros(lease_s)
+        claimed: list[Claimed] = []
+        for row, slot in zip(due, slots, strict=False):
+            row.state = "sending"
+            row.lease_owner = owner
+            row.lease_expires_at = (slot + lease) // 1000
+            row.attempts += 1
+            claimed.append(
+                Claimed(
+                    seq=row.seq,
+                    id=row.message.id,
+                    phone_number_id=phone_number_id,
+                    recipient=row.message.recipient,
+                    request=row.message.request,
+                    attempts=row.attempts,
+                    created_at=row.message.created_at,
+                    expires_at=row.message.expires_at,
+                    slot=pacing.to_seconds(slot),
+                    interval=pacing.to_seconds(rate.interval),
+                )
+            )
+        return claimed
+
+    async def record(self, outcome: Outcome) -> None:
+        """Apply a send's outcome, only if `outcome.owner` still holds the lease."""
+        row = self.database.messages.get(outcome.seq)
+        if row is not None and row.lease_owner == outcome.owner:
+            self._apply(row, outcome)
+        if outcome.kind == "forwarded" and outcome.wamid:
+            # Meta may report a status before the outcome records its wamid.
+            apply_stored_statuses(self.database, [outcome.wamid], outcome.at_ms)
+
+    def _apply(self, row: MessageRow, outcome: Outcome) -> None:
+        row.lease_owner = None
+        row.lease_expires_at = None
+        row.updated_at = outcome.at_ms
+        if outcome.kind == "forwarded":
+            row.state = "forwarded"
+            row.upstream_wamid = outcome.wamid
+            row.upstream_status = without_nul(outcome.upstream_status)
+            return
+        row.error_code = outcome.error_code
+        row.error_title = without_nul(outcome.error_title)
+        row.error_details = without_nul(outcome.error_details)
+        if outcome.kind == "failed":
+            row.state = "done"
+            row.status = "failed"
+        else:
+            row.state = "queued"
+            row.due_at = outcome.due_at_ms if outcome.due_at_ms is not None else row.due_at
+
+    async def throttle(self, phone_number_id: str, now: float) -> None:
+        """Meta said 130429: halve the number's shared rate; it recovers by itself."""
+        number = self.database.numbers.get(phone_number_id)
+        if number is not None:
+            number.pacing = pacing.throttle(number.pacing, pacing.to_micros(now), number.number.mps)
+
+    async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
+        """131056: hold every queued message to this recipient, not the whole number."""
+        for row in self.database.messages.values():
+            if (
+                row.message.phone_number_id == phone_number_id
+                and row.message.recipient == recipient
+                and row.state == "queued"
+                and row.due_at < until_ms
+            ):
+                row.due_at = until_ms
+
+    async def reap_leases(self, now: float) -> int:
+        """Requeue messages whose lease ended; fail those whose lease ended MAX_REAPS times."""
+        now_ms = int(now * 1000)
+        kind = kind_of(DELIVERY_ABANDONED)
+        reaped = 0
+        for row in self.database.messages.values():
+            if row.state != "sending" or row.lease_expires_at is None:
+                continue
+            if row.lease_expires_at >= now_ms:
+                continue
+            reaped += 1
+            row.lease_expires_at = None
+            row.reaps += 1
+            if row.reaps >= MAX_REAPS:
+                row.state = "done"
+                row.status = "failed"
+                row.error_code = DELIVERY_ABANDONED
+                row.error_title = kind.title
+                row.error_details = ABANDONED_DETAILS
+                row.updated_at = now_ms
+            else:
+                row.state = "queued"
+                row.due_at = now_ms
+        return reaped
+
+    async def expire(self, now: float) -> int:
+        """Fail the queued messages whose TTL passed before they could be handed to Meta."""
+        now_ms = int(now * 1000)
+        kind = kind_of(MESSAGE_EXPIRED)
+        expired = 0
+        for row in self.database.messages.values():
+            if row.state == "queued" and row.message.expires_at < now_ms:
+                expired += 1
+                row.state = "done"
+                row.status = "failed"
+                row.error_code = MESSAGE_EXPIRED
+                row.error_title = kind.title
+                row.error_details = EXPIRED_DETAILS
+                row.updated_at = now_ms
+        return expired
+
+    async def reconcile(self, now: float) -> int:
+        """Apply statuses that arrived before their wamid was recorded."""
+        return reconcile(self.database, int(now * 1000), UNMATCHED_GIVE_UP_MS)

@@ -1,0 +1,151 @@
+"""Projects, keys, numbers and messages in memory: Directory, Outbox, MessageReader, Admin."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from wagate.adapters.memory.tables import MemoryDatabase, MessageRow, NumberRow
+from wagate.domain.model import (
+    ApiKey,
+    KeyOwner,
+    MessageQuery,
+    NewMessage,
+    PhoneNumber,
+    Project,
+    StoredMessage,
+)
+from wagate.ports import IdempotencyConflict
+
+
+class MemoryStore:
+    """What `SqlStore` does, on a `MemoryDatabase`."""
+
+    def __init__(self, database: MemoryDatabase | None = None) -> None:
+        self.database = database or MemoryDatabase()
+
+    async def close(self) -> None:
+        """Nothing to flush."""
+
+    # ---- messages --------------------------------------------------------------------
+
+    async def add_message(self, message: NewMessage) -> None:
+        """Store one message, queued and pending; IdempotencyConflict if its key is taken."""
+        key = message.idempotency_key
+        if key is not None and self._by_idempotency_key(message.project_id, key) is not None:
+            raise IdempotencyConflict(key)
+        seq = self.database.next_seq()
+        self.database.messages[seq] = MessageRow(
+            seq=seq,
+            message=message,
+            updated_at=message.created_at,
+            due_at=message.created_at,
+            idempotency_key=key,
+        )
+
+    async def find_by_idempotency_key(self, project_id: str, key: str) -> StoredMessage | None:
+        """The message a project sent with this idempotency key, if any."""
+        row = self._by_idempotency_key(project_id, key)
+        return None if row is None else row.stored()
+
+    async def release_idempotency_key(self, message_id: str) -> None:
+        """Forget a message's idempotency key (its window has passed)."""
+        for row in self.database.messages.values():
+            if row.message.id == message_id:
+                row.idempotency_key = None
+
+    async def get_message(self, phone_number_id: str, message_id: str) -> StoredMessage | None:
+        """One message of a phone number."""
+        for row in self.database.messages.values():
+            if row.message.id == message_id and row.message.phone_number_id == phone_number_id:
+                return row.stored()
+        return None
+
+    async def list_messages(self, query: MessageQuery) -> list[StoredMessage]:
+        """Up to `query.limit` messages, newest first (oldest first when paging `before`)."""
+        rows = [
+            row
+            for row in self.database.messages.values()
+            if row.message.phone_number_id == query.phone_number_id
+            and (query.status is None or row.status == query.status)
+            and (query.since is None or row.message.created_at >= query.since)
+            and (query.until is None or row.message.created_at <= query.until)
+            and (query.after_seq is None or row.seq < query.after_seq)
+            and (
+                query.after_seq is not None
+                or query.before_seq is None
+                or row.seq > query.before_seq
+            )
+        ]
+        oldest_first = query.after_seq is None and query.before_seq is not None
+        rows.sort(key=lambda row: row.seq, reverse=not oldest_first)
+        return [row.stored() for row in rows[: query.limit]]
+
+    def _by_idempotency_key(self, project_id: str, key: str) -> MessageRow | None:
+        for row in self.database.messages.values():
+            if row.idempotency_key == key and row.message.project_id == project_id:
+                return row
+        return None
+
+    # ---- projects, keys, numbers -----------------------------------------------------
+
+    async def find_project_by_key_hash(self, key_hash: str) -> KeyOwner | None:
+        """The project (and its rate limit) of a live (not revoked) API key, by the key's hash."""
+        for key, stored_hash in self.database.keys.values():
+            if stored_hash == key_hash and key.revoked_at is None:
+                project = self.database.projects[key.project_id]
+                return KeyOwner(project.id, project.rate_limit)
+        return None
+
+    async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
+        """A phone number by its id."""
+        row = self.database.numbers.get(phone_number_id)
+        return None if row is None else row.number
+
+    async def create_project(self, project: Project) -> None:
+        """Add a project; ValueError if its id is taken."""
+        if project.id in self.database.projects:
+            raise ValueError(f"project {project.id} exists already")
+        self.database.projects[project.id] = project
+
+    async def list_projects(self) -> list[Project]:
+        """Every project, oldest first."""
+        return sorted(self.database.projects.values(), key=lambda p: (p.created_at, p.id))
+
+    async def set_project_rate_limit(self, project_id: str, rate_limit: int | None) -> bool:
+        """Set (None: clear) a project's requests per minute; False if there is no such project."""
+        project = self.database.projects.get(project_id)
+        if project is None:
+            return False
+        self.database.projects[project_id] = dataclasses.replace(project, rate_limit=rate_limit)
+        return True
+
+    async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Add an API key by its hash; ValueError if its id or hash is taken."""
+        taken = any(h == key_hash for _, h in self.database.keys.values())
+        if key.id in self.database.keys or taken or key.project_id not in self.database.projects:
+            raise ValueError(f"API key {key.id} exists already or its project does not")
+        self.database.keys[key.id] = (key, key_hash)
+
+    async def list_api_keys(self, project_id: str) -> list[ApiKey]:
+        """A project's keys, revoked ones included, oldest first."""
+        keys = [key for key, _ in self.database.keys.values() if key.project_id == project_id]
+        return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    async def revoke_api_key(self, key_id: str, at: int) -> bool:
+        """Revoke a key; False if there is no such live key."""
+        found = self.database.keys.get(key_id)
+        if found is None or found[0].revoked_at is not None:
+            return False
+        self.database.keys[key_id] = (dataclasses.replace(found[0], revoked_at=at), found[1])
+        return True
+
+    async def add_phone_number(self, number: PhoneNumber, *, created_at: int) -> None:
+        """Add a phone number; raises ValueError if its id is taken or its project unknown."""
+        if (
+            number.phone_number_id in self.database.numbers
+            or number.project_id not in self.database.projects
+        ):
+            raise ValueError(
+                f"phone number {number.phone_number_id} exists already or its project does not"
+            )
+        self.database.numbers[number.phone_number_id] = NumberRow(number, created_at)

@@ -1,0 +1,148 @@
+"""The in-memory tables: what the SQL schema holds, as mutable rows in dicts."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from wagate.domain.model import (
+    ApiKey,
+    DeliveryState,
+    NewMessage,
+    PhoneNumber,
+    Project,
+    Status,
+    StoredMessage,
+)
+from wagate.domain.pacing import PacingState
+from wagate.domain.statuses import Move
+
+
+@dataclass(slots=True)
+class MessageRow:
+    """A message and its place in the delivery queue (the SQL `messages` row)."""
+
+    seq: int
+    message: NewMessage
+    status: Status = "pending"
+    state: DeliveryState = "queued"
+    updated_at: int = 0
+    due_at: int = 0
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: int | None = None
+    upstream_wamid: str | None = None
+    upstream_status: str | None = None
+    error_code: int | None = None
+    error_title: str | None = None
+    error_details: str | None = None
+    idempotency_key: str | None = None
+    reaps: int = 0
+
+    def stored(self) -> StoredMessage:
+        """The message as the store reads it back."""
+        m = self.message
+        return StoredMessage(
+            id=m.id,
+            seq=self.seq,
+            project_id=m.project_id,
+            phone_number_id=m.phone_number_id,
+            recipient_input=m.recipient_input,
+            recipient=m.recipient,
+            recipient_kind=m.recipient_kind,
+            request=m.request,
+            template_name=m.template_name,
+            template_language=m.template_language,
+            biz_opaque_callback_data=m.biz_opaque_callback_data,
+            status=self.status,
+            created_at=m.created_at,
+            updated_at=self.updated_at,
+            idempotency_key=self.idempotency_key,
+            request_hash=m.request_hash,
+            upstream_wamid=self.upstream_wamid,
+            error_code=self.error_code,
+            error_title=self.error_title,
+            error_details=self.error_details,
+        )
+
+
+@dataclass(slots=True)
+class NumberRow:
+    """A phone number and its shared pacing state."""
+
+    number: PhoneNumber
+    created_at: int
+    pacing: PacingState = field(default_factory=PacingState)
+
+
+@dataclass(slots=True)
+class StatusRecord:
+    """One status of a wamid's timeline; `matched` once a message had the wamid."""
+
+    seq: int
+    wamid: str
+    status: Status
+    timestamp_ms: int
+    pricing: str | None
+    errors: str | None
+    received_at: int
+    matched: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """Another event about a message (a click), as stored."""
+
+    seq: int
+    wamid: str | None
+    kind: str
+    payload: str
+    dedupe_key: str | None
+
+
+@dataclass(slots=True)
+class Preference:
+    """The latest stop/resume of a recipient."""
+
+    value: str
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class MemoryDatabase:
+    """Every table; the adapters share one instance as the SQL ones share an engine."""
+
+    projects: dict[str, Project] = field(default_factory=dict)
+    keys: dict[str, tuple[ApiKey, str]] = field(default_factory=dict)
+    numbers: dict[str, NumberRow] = field(default_factory=dict)
+    messages: dict[int, MessageRow] = field(default_factory=dict)
+    statuses: dict[tuple[str, Status], StatusRecord] = field(default_factory=dict)
+    events: list[EventRecord] = field(default_factory=list)
+    preferences: dict[tuple[str, str], Preference] = field(default_factory=dict)
+    _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def next_seq(self) -> int:
+        """A new row number, increasing like the SQL sequences."""
+        return next(self._seq)
+
+    def messages_by_wamid(self, wamids: Sequence[str]) -> dict[str, MessageRow]:
+        """The messages Meta knows by these wamids."""
+        wanted = set(wamids)
+        return {
+            row.upstream_wamid: row
+            for row in self.messages.values()
+            if row.upstream_wamid is not None and row.upstream_wamid in wanted
+        }
+
+    def write_moves(self, moves: dict[str, Move], rows: dict[str, MessageRow], at_ms: int) -> int:
+        """Apply each decided move (and the error of the failure it ends on); count moved."""
+        for wamid, move in moves.items():
+            row = rows[wamid]
+            failure = move.failure
+            row.status = move.status
+            row.updated_at = at_ms
+            row.error_code = failure.error_code if failure else None
+            row.error_title = failure.error_title if failure else None
+            row.error_details = failure.error_details if failure else None
+        return len(moves)
