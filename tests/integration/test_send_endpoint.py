@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import GatewayProcess, Tenant, make_tenant
+from tests.support import GatewayProcess, Tenant, make_tenant, wait_until
 from tests.unit.test_validation import ENUM_VIOLATIONS
 
 SEED_BODY: dict[str, Any] = {
@@ -624,11 +623,8 @@ def test_another_projects_number_looks_like_a_missing_one(
 
 def test_fbtrace_id_of_an_error_is_in_the_logs(gateway: GatewayProcess, tenant: Tenant) -> None:
     error = graph_error(send(gateway, tenant, body(type="text")), 100, 400)
-    # The log is written by the server process; give its handler a moment to flush.
-    deadline = time.monotonic() + 5
-    while error["fbtrace_id"] not in gateway.log_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert error["fbtrace_id"] in gateway.log_text()
+    # The log is written by the server process; its handler may flush a moment later.
+    wait_until(lambda: error["fbtrace_id"] in gateway.log_text(), 5, what="the logged trace id")
 
 
 def test_fbtrace_ids_differ_per_request(gateway: GatewayProcess, tenant: Tenant) -> None:
