@@ -35,6 +35,7 @@ from tests.support import (
     ProcessGroup,
     Tenant,
     create_pg_database,
+    database_url_for,
     drop_pg_database,
     free_port,
     make_tenant,
@@ -44,7 +45,6 @@ from tests.support import (
     sql,
     wait_until,
 )
-from wagate.adapters.store.migrate import migrate
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.tables import messages, phone_numbers, suppressions
 
@@ -91,10 +91,8 @@ def stored_number(database_url: str, phone_number_id: str, **env: str) -> tuple[
 
 
 def sqlite_url(tmp_path: Path) -> str:
-    """A fresh, migrated SQLite database in `tmp_path`."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'wagate.db'}"
-    migrate(url)
-    return url
+    """A fresh, migrated SQLite database in `tmp_path` (a copy of the session's template)."""
+    return database_url_for("sqlite", tmp_path)
 
 
 def new_project(database_url: str, **env: str) -> str:
