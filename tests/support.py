@@ -14,11 +14,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -43,6 +43,25 @@ PG_HOST = "127.0.0.1"
 PG_ADMIN_URL = f"postgresql+asyncpg://postgres@{PG_HOST}:5432/test"
 WAGATE = str(Path(sys.executable).with_name("wagate"))
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that.
+
+    Fails at the deadline with the last value seen: a test waits on the condition it
+    needs, never on a fixed `sleep()` that is too long when idle and too short when loaded.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what or 'condition'} not true within {timeout} s: {value!r}")
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -171,15 +190,20 @@ class Tenant:
 
 
 def make_tenant(
-    database_url: str, *, mps: int = 80, upstream: Upstream = "sandbox", access_token: str = ""
+    database_url: str,
+    *,
+    mps: int = 80,
+    upstream: Upstream = "sandbox",
+    access_token: str = "",
+    rate_limit: int | None = None,
 ) -> Tenant:
-    """Create a project, key and phone number directly in the store."""
+    """Create a project (`rate_limit` requests a minute), key and phone number in the store."""
 
     async def work() -> Tenant:
         store = SqlStore.from_url(database_url)
         try:
             clock = SystemClock()
-            project, key = await admin.create_project(store, clock, "test")
+            project, key = await admin.create_project(store, clock, "test", rate_limit=rate_limit)
             number = await admin.add_number(
                 store,
                 clock,

@@ -15,9 +15,9 @@ import json
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +33,7 @@ from tests.support import (
     dispose_database,
     make_tenant,
     sql,
+    wait_until,
 )
 from wagate.adapters.store.engine import create_engine
 from wagate.adapters.store.queue import SqlQueue
@@ -40,7 +41,6 @@ from wagate.adapters.store.tables import message_events, message_statuses, messa
 from wagate.domain.delivery import Outcome
 from wagate.domain.errors import MESSAGE_EXPIRED
 
-T = TypeVar("T")
 BACKENDS = ["sqlite", "postgres"]
 APP_SECRET = "s3cret"
 VERIFY_TOKEN = "tok"
@@ -52,18 +52,6 @@ RETRY_DEADLINE_S = 8.0
 
 
 # ---- helpers -------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
-    """Poll `predicate` until it returns something truthy, and return that; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout} s; last value: {value!r}")
-        time.sleep(interval)
 
 
 def unique_phone(last_four: str) -> str:
@@ -104,7 +92,7 @@ def settled(
         message = read_message(gateway, tenant, message_id)
         return message if message["status"] in ("read", "failed") else None
 
-    return wait_for(final, timeout)
+    return wait_until(final, timeout)
 
 
 def timeline(message: dict[str, Any]) -> list[str]:
@@ -191,7 +179,7 @@ def test_a_recipients_stop_is_recorded_as_a_suppression(
     wa_id = phone.lstrip("+")
     message_id = accept(gateway, served, to=phone)
     assert settled(gateway, served, message_id)["status"] == "failed"
-    rows = wait_for(
+    rows = wait_until(
         lambda: sql(
             gateway.database_url,
             select(suppressions.c.value).where(suppressions.c.recipient == wa_id),
@@ -221,7 +209,7 @@ def test_a_clicked_message_is_read_and_its_click_is_stored(
     message_id = accept(gateway, served, to=unique_phone("9001"))
     assert settled(gateway, served, message_id)["status"] == "read"
     wamid = upstream_wamid(gateway.database_url, message_id)
-    clicks = wait_for(
+    clicks = wait_until(
         lambda: sql(
             gateway.database_url,
             select(message_events).where(message_events.c.upstream_wamid == wamid),
@@ -687,7 +675,9 @@ def test_a_message_past_its_ttl_is_failed_by_the_worker_without_being_sent(
     hooks: GatewayProcess, hooks_tenant: Tenant, tmp_path: Path
 ) -> None:
     message_id = accept(hooks, hooks_tenant, to=unique_phone("0003"))
-    time.sleep(TTL_S + 0.5)
+    row = stored_message(hooks.database_url, message_id)
+    assert row.expires_at - row.created_at == TTL_S * 1000
+    wait_until(lambda: time.time() * 1000 > row.expires_at, TTL_S + 5, what="the TTL passing")
     assert read_message(hooks, hooks_tenant, message_id)["status"] == "pending"
     with (tmp_path / "worker.log").open("ab") as log:
         worker = subprocess.Popen(

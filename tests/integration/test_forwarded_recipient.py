@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from tests.support import (
     free_port,
     make_tenant,
     running_gateway,
+    wait_until,
 )
 
 
@@ -106,9 +105,6 @@ def test_meta_is_sent_the_digits_we_answered_as_wa_id(sqlite_url: str, tmp_path:
             )
             assert response.status_code == 200, response.text
             answered.append(response.json()["contacts"][0]["wa_id"])
-        deadline = time.monotonic() + 15
-        while len(meta.bodies) < len(typed):
-            assert time.monotonic() < deadline, f"Meta got {json.dumps(meta.bodies)}"
-            time.sleep(0.05)
+        wait_until(lambda: len(meta.bodies) >= len(typed), 15, what="every send reaching Meta")
     assert sorted(body["to"] for body in meta.bodies) == sorted(answered)
     assert sorted(answered) == ["15551234567", "447700900123", "447700900123"]

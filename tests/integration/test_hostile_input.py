@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.support import (
     dispose_database,
     make_tenant,
     running_gateway,
+    wait_until,
 )
 
 FAKE_SIGNATURE = "sha256=" + "ab" * 32
@@ -76,19 +78,36 @@ def request_head(path: str, headers: dict[str, str], length: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def trickle(port: int, head: bytes, stop: asyncio.Event, every: float) -> bytes:
+@dataclass
+class Progress:
+    """How many trickling connections are open (or failed to open), and how many were answered."""
+
+    opened: int = 0
+    answered: int = 0
+
+
+async def trickle(
+    port: int, head: bytes, stop: asyncio.Event, every: float, progress: Progress | None = None
+) -> bytes:
     """Send `head`, then a body byte every `every` seconds until `stop`; what came back."""
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
+        if progress is not None:
+            progress.opened += 1
         return b""
     answer = b""
     try:
         writer.write(head)
         await writer.drain()
+        if progress is not None:
+            progress.opened += 1
         while not stop.is_set():
             try:
-                answer += await asyncio.wait_for(reader.read(4096), every)
+                chunk = await asyncio.wait_for(reader.read(4096), every)
+                if chunk and not answer and progress is not None:
+                    progress.answered += 1
+                answer += chunk
             except TimeoutError:
                 writer.write(b"{")
                 await writer.drain()
@@ -132,14 +151,22 @@ def test_slow_unauthenticated_uploads_do_not_starve_health_or_sends(
             {"Content-Type": "application/json", "X-Hub-Signature-256": FAKE_SIGNATURE},
             100_000,
         )
+        progress = Progress()
         slow = [
-            asyncio.create_task(trickle(gateway.port, send_head, stop, 3.0)) for _ in range(sends)
+            asyncio.create_task(trickle(gateway.port, send_head, stop, 3.0, progress))
+            for _ in range(sends)
         ]
+        # A byte a second: the webhooks hold their slots, and end within a second of `stop`.
         slow += [
-            asyncio.create_task(trickle(gateway.port, hook_head, stop, 3.0))
+            asyncio.create_task(trickle(gateway.port, hook_head, stop, 1.0, progress))
             for _ in range(webhooks)
         ]
-        await asyncio.sleep(3.0)  # every connection open and trickling
+        # Every connection open and trickling, and every keyless send refused on its head
+        # (before the fix, none was answered before its body, so this never came true).
+        deadline = time.monotonic() + 20
+        while progress.opened < sends + webhooks or progress.answered < sends:
+            assert time.monotonic() < deadline, progress
+            await asyncio.sleep(0.05)
         waits: list[float] = []
         async with httpx.AsyncClient(timeout=5) as client:
             for _ in range(3):
@@ -152,7 +179,7 @@ def test_slow_unauthenticated_uploads_do_not_starve_health_or_sends(
                 )
                 waits.append(time.monotonic() - started)
                 assert (health.status_code, sent.status_code) == (200, 200), sent.text
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.3)
         stop.set()
         answers = await asyncio.gather(*slow)
         refused = sum(b" 401 " in answer.split(b"\r\n", 1)[0] for answer in answers)
@@ -187,10 +214,9 @@ def test_a_body_past_its_deadline_is_408(sqlite_url: str, tmp_path: Path) -> Non
             stop,
             0.3,
         )
-        answers = asyncio.gather(send, webhook)
-        await asyncio.sleep(3.0)
+        # Each ends once the gateway answers and closes (or fails the test after 10 s).
+        send_answer, webhook_answer = await asyncio.wait_for(asyncio.gather(send, webhook), 10)
         stop.set()
-        send_answer, webhook_answer = await answers
         return send_answer, webhook_answer
 
     with running_gateway(
@@ -303,10 +329,7 @@ def test_a_newline_in_a_path_does_not_forge_a_log_line(gateway: GatewayProcess) 
     forged = "ERROR wagate.http forged-entry-for-the-test"
     response = httpx.get(f"{gateway.base_url}/nowhere%0a{forged.replace(' ', '%20')}")
     assert response.status_code == 404
-    deadline = time.monotonic() + 5
-    while "forged-entry-for-the-test" not in gateway.log_text():
-        assert time.monotonic() < deadline, "the refusal was not logged"
-        time.sleep(0.05)
+    wait_until(lambda: "forged-entry-for-the-test" in gateway.log_text(), 5, what="the log line")
     lines = [line for line in gateway.log_text().splitlines() if "forged-entry" in line]
     assert lines
     assert all(not line.startswith("ERROR") for line in lines)

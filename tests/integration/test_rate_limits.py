@@ -1,4 +1,8 @@
-"""Per-project rate limits over real HTTP: set with the real CLI, felt by the next send."""
+"""Per-project rate limits over real HTTP, felt by the next send; set and changed with the real CLI.
+
+Only the test of the CLI itself pays for `wagate` processes; the others make their
+limited project in the store directly.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import GatewayProcess, Tenant, run_cli
+from tests.support import GatewayProcess, Tenant, make_tenant, run_cli
 
 SEED_BODY: dict[str, Any] = {
     "messaging_product": "whatsapp",
@@ -58,7 +62,7 @@ def send(gateway: GatewayProcess, tenant: Tenant) -> httpx.Response:
 def test_a_project_over_its_limit_gets_429_code_4_with_retry_after(
     gateway: GatewayProcess,
 ) -> None:
-    tenant = limited_tenant(gateway, 3)
+    tenant = make_tenant(gateway.database_url, rate_limit=3)
     answers = [send(gateway, tenant) for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert [a.headers["x-ratelimit-limit"] for a in answers] == ["3"] * 4
@@ -73,7 +77,7 @@ def test_a_project_over_its_limit_gets_429_code_4_with_retry_after(
 
 
 def test_a_limited_project_does_not_slow_another(gateway: GatewayProcess, tenant: Tenant) -> None:
-    limited = limited_tenant(gateway, 1)
+    limited = make_tenant(gateway.database_url, rate_limit=1)
     assert send(gateway, limited).status_code == 200
     assert send(gateway, limited).status_code == 429
     free = send(gateway, tenant)

@@ -597,8 +597,12 @@ async def test_a_created_template_is_pending_then_approved_then_deleted(
     assert _error_code((await sandbox.send(pnid, send))[1]) == 132001
     assert _error_code((await sandbox.call("POST", templates, new))[1]) == 100
 
-    await asyncio.sleep(APPROVAL_DELAY + 0.1)
-    _, listed = await sandbox.call("GET", f"{templates}?name=flash_sale")
+    deadline = time.monotonic() + APPROVAL_DELAY + 10
+    while True:
+        _, listed = await sandbox.call("GET", f"{templates}?name=flash_sale")
+        if listed["data"][0]["status"] != "PENDING" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
     assert [(t["id"], t["status"]) for t in listed["data"]] == [(created["id"], "APPROVED")]
     assert (await sandbox.send(pnid, send))[0] == 200
 

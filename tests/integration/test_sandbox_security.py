@@ -35,6 +35,7 @@ from tests.support import (
     ProcessGroup,
     Tenant,
     create_pg_database,
+    database_url_for,
     drop_pg_database,
     free_port,
     make_tenant,
@@ -42,8 +43,8 @@ from tests.support import (
     run_cli,
     running_gateway,
     sql,
+    wait_until,
 )
-from wagate.adapters.store.migrate import migrate
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.tables import messages, phone_numbers, suppressions
 
@@ -90,10 +91,8 @@ def stored_number(database_url: str, phone_number_id: str, **env: str) -> tuple[
 
 
 def sqlite_url(tmp_path: Path) -> str:
-    """A fresh, migrated SQLite database in `tmp_path`."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'wagate.db'}"
-    migrate(url)
-    return url
+    """A fresh, migrated SQLite database in `tmp_path` (a copy of the session's template)."""
+    return database_url_for("sqlite", tmp_path)
 
 
 def new_project(database_url: str, **env: str) -> str:
@@ -239,12 +238,12 @@ def test_the_sandbox_appears_once_a_sandbox_number_is_added(tmp_path: Path) -> N
             database_url=url,
         )
 
-        deadline = time.monotonic() + 8
-        status = 404
-        while status == 404 and time.monotonic() < deadline:
+        # The gateway looks for sandbox numbers again every few seconds.
+        def served() -> int | None:
             status = httpx.get(templates, timeout=10).status_code
-            time.sleep(0.2)
-        assert status == 401  # served now, and asking for a token
+            return None if status == 404 else status
+
+        assert wait_until(served, 8, interval=0.2, what="the sandbox being served") == 401
 
 
 # ---- the standalone sandbox: a number belongs to the first token that uses it ---------
@@ -644,9 +643,7 @@ def test_migrate_and_worker_print_the_database_url_without_its_password(
     env = {**os.environ, "WAGATE_DATABASE_URL": pg_with_password, "PYTHONUNBUFFERED": "1"}
     worker = ProcessGroup([WAGATE, "worker"], env, tmp_path / "worker.log")
     try:
-        deadline = time.monotonic() + 20
-        while "worker " not in worker.log_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: "worker " in worker.log_text(), 20, what="the worker's first log line")
     finally:
         worker.stop()
     log = worker.log_text()

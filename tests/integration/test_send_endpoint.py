@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import GatewayProcess, Tenant, make_tenant
+from tests.support import GatewayProcess, Tenant, make_tenant, wait_until
+from tests.unit.test_body_rules import BAD_BODIES
 from tests.unit.test_validation import ENUM_VIOLATIONS
 
 SEED_BODY: dict[str, Any] = {
@@ -263,232 +263,29 @@ def test_carousel_and_named_parameters_are_accepted(
 
 # ---- field rules -------------------------------------------------------------------
 
-BAD_BODIES: list[tuple[str, dict[str, Any], int]] = [
-    ("no recipient at all", body(recipient=None), 131008),
-    ("messaging_product missing", body(messaging_product=None), 131008),
-    ("messaging_product wrong", body(messaging_product="sms"), 100),
-    ("type missing", body(type=None), 131008),
-    ("type not template", body(type="text"), 100),
-    ("template missing", body(template=None), 131008),
-    ("recipient_type wrong", body(recipient_type="group"), 100),
-    ("unknown top-level field", body(colour="blue"), 100),
-    ("bsuid lower-case country", body(recipient="us.1349120865"), 131009),
-    ("bsuid without dot", body(recipient="US13491208655302741918"), 131009),
-    ("bsuid too long", body(recipient="US." + "1" * 129), 131009),
-    ("to not a phone", body(recipient=None, to="call me"), 131009),
-    ("to too short", body(recipient=None, to="+44 12"), 131009),
-    ("to empty", body(recipient=None, to=""), 131009),
-    ("to not a string", body(recipient=None, to=447700900123), 131009),
-    ("callback data over 512", body(biz_opaque_callback_data="x" * 513), 131009),
-    ("product_policy unknown", body(product_policy="LOOSE"), 100),
-    ("to over 64 characters", body(recipient=None, to="+44 7700 900123" + " " * 60), 131009),
-    ("activity sharing not bool", body(message_activity_sharing="yes"), 131009),
-    ("context without id", body(context={}), 131008),
-    (
-        "template name upper case",
-        body(template={"name": "Promo", "language": {"code": "en"}}),
-        131009,
-    ),
-    ("template name missing", body(template={"language": {"code": "en_US"}}), 131008),
-    ("language missing", body(template={"name": "promo_template"}), 131008),
-    ("language code odd", body(template={"name": "p", "language": {"code": "english"}}), 131009),
-    (
-        "language policy other",
-        body(template={"name": "p", "language": {"code": "en", "policy": "fallback"}}),
-        100,
-    ),
-    ("unknown component type", body(template=template({"type": "footer"})), 131009),
-    (
-        "unknown template field",
-        body(template={"name": "p", "language": {"code": "en"}, "extra": 1}),
-        100,
-    ),
-    (
-        "header text over 60",
-        body(
-            template=template(
-                {"type": "header", "parameters": [{"type": "text", "text": "x" * 61}]}
-            )
-        ),
-        131009,
-    ),
-    (
-        "body takes no image",
-        body(template=template({"type": "body", "parameters": [MEDIA_HEADERS[0]]})),
-        131009,
-    ),
-    (
-        "header takes no currency",
-        body(
-            template=template(
-                {
-                    "type": "header",
-                    "parameters": [
-                        {
-                            "type": "currency",
-                            "currency": {"fallback_value": "1", "code": "USD", "amount_1000": 1},
-                        }
-                    ],
-                }
-            )
-        ),
-        131009,
-    ),
-    (
-        "media with id and link",
-        body(
-            template=template(
-                {
-                    "type": "header",
-                    "parameters": [{"type": "image", "image": {"id": "1", "link": "l"}}],
-                }
-            )
-        ),
-        131009,
-    ),
-    (
-        "media with neither",
-        body(template=template({"type": "header", "parameters": [{"type": "image", "image": {}}]})),
-        131009,
-    ),
-    (
-        "currency code not ISO",
-        body(
-            template=template(
-                {
-                    "type": "body",
-                    "parameters": [
-                        {
-                            "type": "currency",
-                            "currency": {"fallback_value": "1", "code": "usd", "amount_1000": 1},
-                        }
-                    ],
-                }
-            )
-        ),
-        131009,
-    ),
-    (
-        "button index 10",
-        body(template=template({"type": "button", "sub_type": "quick_reply", "index": 10})),
-        131009,
-    ),
-    (
-        "button index not a number",
-        body(template=template({"type": "button", "sub_type": "quick_reply", "index": "first"})),
-        131009,
-    ),
-    (
-        "button without sub_type",
-        body(template=template({"type": "button", "index": 0})),
-        131008,
-    ),
-    (
-        "url button takes text, not payload",
-        body(
-            template=template(
-                {
-                    "type": "button",
-                    "sub_type": "url",
-                    "index": 0,
-                    "parameters": [{"type": "payload", "payload": "p"}],
-                }
-            )
-        ),
-        131009,
-    ),
-    (
-        "coupon code too long",
-        body(
-            template=template(
-                {
-                    "type": "button",
-                    "sub_type": "copy_code",
-                    "index": 0,
-                    "parameters": [{"type": "coupon_code", "coupon_code": "A" * 16}],
-                }
-            )
-        ),
-        131009,
-    ),
-    (
-        "coupon code not alphanumeric",
-        body(
-            template=template(
-                {
-                    "type": "button",
-                    "sub_type": "copy_code",
-                    "index": 0,
-                    "parameters": [{"type": "coupon_code", "coupon_code": "SAVE-10"}],
-                }
-            )
-        ),
-        131009,
-    ),
-    (
-        "named and positional mixed",
-        body(
-            template=template(
-                {
-                    "type": "body",
-                    "parameters": [
-                        {"type": "text", "text": "a", "parameter_name": "first_name"},
-                        {"type": "text", "text": "b"},
-                    ],
-                }
-            )
-        ),
-        131009,
-    ),
-    (
-        "two bodies",
-        body(template=template({"type": "body"}, {"type": "body"})),
-        100,
-    ),
-    (
-        "carousel card header takes no text",
-        body(
-            template=template(
-                {
-                    "type": "carousel",
-                    "cards": [
-                        {
-                            "card_index": 0,
-                            "components": [
-                                {"type": "header", "parameters": [{"type": "text", "text": "x"}]}
-                            ],
-                        }
-                    ],
-                }
-            )
-        ),
-        131009,
-    ),
-    ("carousel without cards", body(template=template({"type": "carousel", "cards": []})), 131009),
-    (
-        "limited time offer without expiry",
-        body(
-            template=template(
-                {
-                    "type": "limited_time_offer",
-                    "parameters": [{"type": "limited_time_offer", "limited_time_offer": {}}],
-                }
-            )
-        ),
-        131008,
-    ),
-    (
-        "parameter of unknown type",
-        body(template=template({"type": "body", "parameters": [{"type": "emoji"}]})),
-        131009,
-    ),
-]
+# Every rule is a unit test (tests/unit/test_body_rules.py); a few per code run here,
+# over real HTTP on both backends, to show the door answers what the rules decide.
+OVER_HTTP = {
+    "messaging_product wrong",
+    "unknown top-level field",
+    "two bodies",
+    "no recipient at all",
+    "template missing",
+    "button without sub_type",
+    "to not a phone",
+    "bsuid without dot",
+    "header text over 60",
+}
+REPRESENTATIVE = [case for case in BAD_BODIES if case[0] in OVER_HTTP]
+assert len(REPRESENTATIVE) == len(OVER_HTTP), "a case named above is gone from the unit tests"
 
 
 @pytest.mark.parametrize(
-    ("payload", "code"), [(b, c) for _, b, c in BAD_BODIES], ids=[n for n, _, _ in BAD_BODIES]
+    ("payload", "code"),
+    [(b, c) for _, b, c in REPRESENTATIVE],
+    ids=[n for n, _, _ in REPRESENTATIVE],
 )
-def test_each_field_rule_is_refused_with_metas_code(
+def test_a_broken_field_rule_is_refused_with_metas_code(
     gateway: GatewayProcess, tenant: Tenant, payload: dict[str, Any], code: int
 ) -> None:
     graph_error(send(gateway, tenant, payload), code, 400)
@@ -521,16 +318,14 @@ def test_a_refused_message_is_not_stored(gateway: GatewayProcess, tenant: Tenant
 # ---- transport errors --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "content", [b"{", b"", b"not json", b'{"a":1,}', '{"é":1'.encode("latin-1")]
-)
+@pytest.mark.parametrize("content", [b"{", '{"é":1'.encode("latin-1")])
 def test_malformed_json_is_code_100(
     gateway: GatewayProcess, tenant: Tenant, content: bytes
 ) -> None:
     graph_error(send(gateway, tenant, content=content), 100, 400)
 
 
-@pytest.mark.parametrize("content", [b"[]", b"1", b'"text"', b"null"])
+@pytest.mark.parametrize("content", [b"[]", b"null"])
 def test_a_body_that_is_not_an_object_is_code_100(
     gateway: GatewayProcess, tenant: Tenant, content: bytes
 ) -> None:
@@ -624,11 +419,8 @@ def test_another_projects_number_looks_like_a_missing_one(
 
 def test_fbtrace_id_of_an_error_is_in_the_logs(gateway: GatewayProcess, tenant: Tenant) -> None:
     error = graph_error(send(gateway, tenant, body(type="text")), 100, 400)
-    # The log is written by the server process; give its handler a moment to flush.
-    deadline = time.monotonic() + 5
-    while error["fbtrace_id"] not in gateway.log_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert error["fbtrace_id"] in gateway.log_text()
+    # The log is written by the server process; its handler may flush a moment later.
+    wait_until(lambda: error["fbtrace_id"] in gateway.log_text(), 5, what="the logged trace id")
 
 
 def test_fbtrace_ids_differ_per_request(gateway: GatewayProcess, tenant: Tenant) -> None:
