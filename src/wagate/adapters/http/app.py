@@ -12,11 +12,12 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.enums import ParamType
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Parameter, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 
 from wagate.adapters.http.bodies import BodyTooLarge, Receive, read_body, receive_before
 from wagate.adapters.http.docs import docs_assets, docs_config
-from wagate.adapters.http.graph import error_body, new_trace_id
+from wagate.adapters.http.graph import GRAPH_VERSION, error_body, new_trace_id
+from wagate.adapters.http.headers import api_key_of
 from wagate.adapters.http.reads import (
     MessagePage,
     MessageView,
@@ -25,21 +26,11 @@ from wagate.adapters.http.reads import (
     message_view,
     not_found,
 )
-from wagate.adapters.http.send import (
-    GRAPH_VERSION,
-    SendRequest,
-    answer_send,
-    api_key_of,
-    match_send_path,
-    serve_send,
-)
+from wagate.adapters.http.send import match_send_path, serve_send
+from wagate.adapters.http.send_openapi import document_send
 from wagate.adapters.logs import configure_logging
 from wagate.domain.errors import GraphError
-from wagate.domain.requests import (
-    GraphErrorResponse,
-    MarketingMessageRequest,
-    MarketingMessageResponse,
-)
+from wagate.domain.requests import GraphErrorResponse
 from wagate.domain.webhooks import signature_is_well_formed
 from wagate.services import SANDBOX_PREFIX, Services
 from wagate.settings import Settings
@@ -47,28 +38,10 @@ from wagate.settings import Settings
 log = logging.getLogger("wagate.http")
 
 GRAPH_BASE = "/meta/whatsapp/{version:str}/{phone_number_id:str}"
-SEND_PATH = "/meta/whatsapp/{version}/{phone_number_id}/marketing_messages"
 LIST_PATH = "/meta/whatsapp/{version}/{phone_number_id}/messages"
 _ERRORS = {
     400: ResponseSpec(GraphErrorResponse, description="Invalid request (Graph error envelope)"),
     401: ResponseSpec(GraphErrorResponse, description="Missing or invalid API key (code 190)"),
-}
-_SEND_ERRORS = {
-    **_ERRORS,
-    408: ResponseSpec(GraphErrorResponse, description="Body did not arrive in time (code 100)"),
-    413: ResponseSpec(GraphErrorResponse, description="Body over the size limit (code 100)"),
-    415: ResponseSpec(GraphErrorResponse, description="Content-Type is not JSON (code 100)"),
-    422: ResponseSpec(
-        GraphErrorResponse, description="Idempotency-Key reused with another body (code 100)"
-    ),
-    429: ResponseSpec(
-        GraphErrorResponse,
-        description="The project's rate limit is reached (code 4); see Retry-After",
-    ),
-    500: ResponseSpec(
-        GraphErrorResponse,
-        description="Not stored (e.g. the database failed; code 131000): safe to retry",
-    ),
 }
 
 
@@ -97,55 +70,6 @@ async def _phone_number_for(
 async def healthz() -> Health:
     """200 while the process serves requests."""
     return Health(status="ok")
-
-
-@post(
-    f"{GRAPH_BASE}/marketing_messages",
-    tags=["messages"],
-    summary="Send a marketing message",
-    operation_id="sendMarketingMessage",
-    responses=_SEND_ERRORS,
-    status_code=200,
-)
-async def send_marketing_message(
-    request: Request[Any, Any, Any], version: str, phone_number_id: str
-) -> Response[MarketingMessageResponse]:
-    """Accept a template message for delivery; a 200 means it is stored durably.
-
-    Kapso's and Meta's body: `to` (phone, typed any way with its country code) or
-    `recipient` (a BSUID); `to` wins when both are sent. An `Idempotency-Key`
-    header makes retries safe for 24 h. Served by the bare-ASGI fast path; this
-    declaration documents it and serves it identically when mounted alone.
-    """
-    trace_id = new_trace_id()
-    services = _services(request)
-    settings = services.settings
-
-    async def read() -> bytes:
-        return await read_body(
-            cast(Receive, request.receive), settings.max_body_bytes, settings.body_timeout_seconds
-        )
-
-    answer = await answer_send(
-        services,
-        SendRequest(
-            version=version,
-            phone_number_id=phone_number_id,
-            api_key=api_key_of(
-                request.headers.get("x-api-key"), request.headers.get("authorization")
-            ),
-            content_type=request.headers.get("content-type"),
-            idempotency_key=request.headers.get("idempotency-key"),
-        ),
-        trace_id,
-        read,
-    )
-    return Response(
-        content=cast(Any, answer.body),
-        status_code=answer.status,
-        media_type="application/json",
-        headers={k.decode(): v.decode() for k, v in answer.headers},
-    )
 
 
 @get(f"{GRAPH_BASE}/messages/{{message_id:str}}", tags=["messages"], responses=_ERRORS)
@@ -288,7 +212,6 @@ def create_litestar(services: Services) -> Litestar:
     app = Litestar(
         route_handlers=[
             healthz,
-            send_marketing_message,
             get_message,
             list_messages,
             verify_meta_webhook,
@@ -312,7 +235,7 @@ def create_litestar(services: Services) -> Litestar:
         logging_config=None,
     )
     app.state.services = services
-    _describe_send_body(app)
+    document_send(app.openapi_schema)
     _describe_list_query(app)
     return app
 
@@ -366,57 +289,8 @@ def _describe_list_query(app: Litestar) -> None:
     ]
 
 
-def _describe_send_body(app: Litestar) -> None:
-    """Document the send body, which the handler reads raw, from the msgspec types.
-
-    Two variants, as Kapso documents them: a phone send (`to`) and a BSUID send
-    (`recipient`); both are the one `MarketingMessageRequest` type.
-    """
-    openapi = app.openapi_schema
-    (_, components) = msgspec.json.schema_components(
-        [MarketingMessageRequest], ref_template="#/components/schemas/{name}"
-    )
-    base = dict(components.pop("MarketingMessageRequest"))
-    phone = {**base, "title": "Phone send", "required": [*base["required"], "to"]}
-    bsuid = {**base, "title": "BSUID send", "required": [*base["required"], "recipient"]}
-    components["MarketingMessagePhoneRequest"] = phone
-    components["MarketingMessageBsuidRequest"] = bsuid
-    assert openapi.components.schemas is not None
-    openapi.components.schemas.update(cast(dict[str, Schema], components))
-    item = openapi.paths[SEND_PATH] if openapi.paths else None
-    if item is not None and item.post is not None:
-        item.post.request_body = RequestBody(
-            required=True,
-            content={
-                "application/json": OpenAPIMediaType(
-                    schema=cast(
-                        Schema,
-                        {
-                            "oneOf": [
-                                {"$ref": "#/components/schemas/MarketingMessagePhoneRequest"},
-                                {"$ref": "#/components/schemas/MarketingMessageBsuidRequest"},
-                            ]
-                        },
-                    )
-                )
-            },
-        )
-        item.post.parameters = [
-            *(item.post.parameters or []),
-            Parameter(
-                name="Idempotency-Key",
-                param_in=ParamType.HEADER,
-                schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
-                description=(
-                    "Makes retries safe: the same key and body within 24 h return the first "
-                    "answer and store nothing; the same key with another body is refused (422)."
-                ),
-            ),
-        ]
-
-
 class Gateway:
-    """The ASGI entry point: sends go straight to the fast path, the rest to Litestar."""
+    """The ASGI entry point: the send path goes to its bare door, the rest to Litestar."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -426,11 +300,10 @@ class Gateway:
         """Route one ASGI event."""
         if scope["type"] == "http":
             path = scope["path"]
-            if scope["method"] == "POST":
-                route = match_send_path(path)
-                if route is not None:
-                    await serve_send(self.services, scope, receive, send, route)
-                    return
+            route = match_send_path(path)
+            if route is not None:
+                await serve_send(self.services, scope, receive, send, route)
+                return
             # Whatever reads a body past here (Litestar, the sandbox) reads it in time.
             receive = receive_before(receive, self.services.settings.body_timeout_seconds)
             if path.startswith(SANDBOX_PREFIX + "/"):
