@@ -746,6 +746,32 @@ async def test_under_a_prefix_every_route_lives_below_it() -> None:
     assert stats.json()["numbers"]["77"]["accepted"] == 1
 
 
+@pytest.mark.parametrize(
+    ("version", "served"),
+    [("/v24.0", True), ("/v24", True), ("", True), ("/v24.0.1", False), ("/24.0", False)],
+)
+async def test_a_path_may_carry_a_graph_version_with_or_without_a_minor_or_none(
+    version: str, served: bool
+) -> None:
+    app = create_sandbox_app(SandboxConfig())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as client:
+        sent = await client.post(f"{version}/77/marketing_messages", json=_message(), headers=AUTH)
+
+    assert (sent.status_code == 200) is served, sent.text
+
+
+async def test_a_send_body_over_the_limit_is_413_code_100() -> None:
+    app = create_sandbox_app(SandboxConfig())
+    transport = httpx.ASGITransport(app=app)
+    large = _message(biz_opaque_callback_data="x" * 70_000)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as client:
+        sent = await client.post("/v24.0/77/marketing_messages", json=large, headers=AUTH)
+
+    assert sent.status_code == 413
+    assert sent.json()["error"]["code"] == 100
+
+
 async def test_a_failed_webhook_post_is_retried_with_the_same_signed_body() -> None:
     bodies: list[bytes] = []
     retried = asyncio.Event()

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from wagate.adapters.sandbox.memory import Lru
 from wagate.adapters.sandbox.state import Clock, SandboxState
-from wagate.domain.errors import GraphError
+from wagate.domain.errors import INVALID_PARAMETER, GraphError
 
 NumberCredential = tuple[str, str]  # (waba_id, access token)
 
@@ -78,7 +78,8 @@ class FirstUseTokens:
     def _bind_waba(self, waba_id: str, token: str) -> None:
         if len(self._wabas) >= self.state.config.max_wabas:
             raise GraphError(
-                100, f"Sandbox limit: at most {self.state.config.max_wabas} business accounts"
+                INVALID_PARAMETER,
+                f"Sandbox limit: at most {self.state.config.max_wabas} business accounts",
             )
         self._wabas[waba_id] = token
 
