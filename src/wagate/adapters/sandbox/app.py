@@ -9,7 +9,6 @@ without the prefix is served too, because a mounting framework (Litestar's
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 from urllib.parse import urlencode
@@ -25,7 +24,7 @@ from wagate.adapters.http.graph import error_body, is_graph_version, new_trace_i
 from wagate.adapters.http.headers import bearer_token
 from wagate.adapters.sandbox.access import AccessTokens, FirstUseTokens, same_token
 from wagate.adapters.sandbox.config import SandboxConfig
-from wagate.adapters.sandbox.state import NO_TOKEN, Clock, SandboxState
+from wagate.adapters.sandbox.state import NO_TOKEN, SandboxState
 from wagate.adapters.sandbox.templates import (
     TemplateRecord,
     decode_cursor,
@@ -42,6 +41,7 @@ from wagate.domain.errors import (
     GraphError,
     invalid_parameter,
 )
+from wagate.ports import Clock
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,7 +70,7 @@ class SandboxApp:
         config: SandboxConfig,
         *,
         prefix: str = "",
-        clock: Clock = time.time,
+        clock: Clock | None = None,
         tokens: AccessTokens | None = None,
     ):
         """A sandbox with fresh state; webhooks start with the lifespan or on the first send.
@@ -166,7 +166,7 @@ def create_sandbox_app(
     config: SandboxConfig,
     *,
     prefix: str = "",
-    clock: Clock = time.time,
+    clock: Clock | None = None,
     tokens: AccessTokens | None = None,
 ) -> SandboxApp:
     """The sandbox ASGI app; `prefix` (e.g. `/sandbox`) when it shares a server with the gateway."""
@@ -342,7 +342,7 @@ async def list_templates(request: AnyRequest, waba_id: FromPath[str]) -> dict[st
     """Meta's template list: filters `name`, `status`, `category`, `language`; cursor paging."""
     await _require_waba_token(request, waba_id)
     sandbox = _sandbox(request)
-    templates = _select(request, sandbox.state.templates.list(waba_id, sandbox.state.clock()))
+    templates = _select(request, sandbox.state.templates.list(waba_id, sandbox.state.clock.now()))
     limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, 1, 1000)
     after, before = request.query_params.get("after"), request.query_params.get("before")
     if after:
@@ -377,7 +377,7 @@ async def create_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[s
     await _require_waba_token(request, waba_id)
     sandbox = _sandbox(request)
     create = parse_create(await request.body())
-    template = sandbox.state.templates.create(waba_id, create, sandbox.state.clock())
+    template = sandbox.state.templates.create(waba_id, create, sandbox.state.clock.now())
     return {"id": template.id, "status": template.status, "category": template.category}
 
 
