@@ -85,7 +85,7 @@ class TimedSender(WebhookSender):
 
     async def flush(self) -> None:
         """Post every update that is due now, timing each POST."""
-        updates = self.state.schedule.take_due(self.state.clock())
+        updates = self.state.schedule.take_due(self.state.clock.now())
         if not updates:
             return
         oldest_due = min(update.due for update in updates)

@@ -657,10 +657,15 @@ class FakeClock:
     """A clock the test moves by hand."""
 
     def __init__(self) -> None:
-        self.now = 1_700_000_000.0
+        self.at = 1_700_000_000.0
 
-    def __call__(self) -> float:
-        return self.now
+    def now(self) -> float:
+        """The fake time."""
+        return self.at
+
+    async def sleep(self, seconds: float) -> None:
+        """Move time on instead of waiting."""
+        self.at += max(0.0, seconds)
 
 
 def _body(to: str, template: str = "promo_template") -> bytes:
@@ -673,7 +678,7 @@ async def test_a_sender_pacing_at_exactly_the_rate_never_trips_the_throughput_li
 
     for i in range(80 * 30):
         state.send("1", _body(f"+1 555 05{i:05d}"), authorized=True)
-        clock.now += 1 / 80
+        clock.at += 1 / 80
 
     assert state.totals.errors == {}
 
@@ -688,7 +693,7 @@ async def test_one_second_of_burst_then_130429() -> None:
         state.send("1", _body("+1 555 0700000"), authorized=True)
 
     assert refused.value.code == 130429
-    clock.now += 1 / 80
+    clock.at += 1 / 80
     state.send("1", _body("+1 555 0700001"), authorized=True)
 
 
@@ -701,7 +706,7 @@ async def test_the_pair_limit_refills_one_message_per_interval() -> None:
         state.send("1", _body("+1 555 0800000"), authorized=True)
     assert refused.value.code == 131056
 
-    clock.now += 6.0
+    clock.at += 6.0
     state.send("1", _body("+1 555 0800000"), authorized=True)
 
 
@@ -716,12 +721,12 @@ async def test_a_created_template_is_approved_after_the_delay_and_disabled_is_13
             "components": [{"type": "BODY", "text": "Hi"}],
         }
     )
-    template = state.templates.create("1", parse_create(create), clock.now)
-    clock.now += 4.9
+    template = state.templates.create("1", parse_create(create), clock.at)
+    clock.at += 4.9
     with pytest.raises(GraphError) as pending:
         state.send("1", _body("+1 555 0900000", "later"), authorized=True)
     assert pending.value.code == 132001
-    clock.now += 0.1
+    clock.at += 0.1
     state.send("1", _body("+1 555 0900000", "later"), authorized=True)
 
     template.status = "DISABLED"
@@ -748,6 +753,32 @@ async def test_under_a_prefix_every_route_lives_below_it() -> None:
         "http://sandbox.test/sandbox/v24.0/77/message_templates?"
     )
     assert stats.json()["numbers"]["77"]["accepted"] == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "served"),
+    [("/v24.0", True), ("/v24", True), ("", True), ("/v24.0.1", False), ("/24.0", False)],
+)
+async def test_a_path_may_carry_a_graph_version_with_or_without_a_minor_or_none(
+    version: str, served: bool
+) -> None:
+    app = create_sandbox_app(SandboxConfig())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as client:
+        sent = await client.post(f"{version}/77/marketing_messages", json=_message(), headers=AUTH)
+
+    assert (sent.status_code == 200) is served, sent.text
+
+
+async def test_a_send_body_over_the_limit_is_413_code_100() -> None:
+    app = create_sandbox_app(SandboxConfig())
+    transport = httpx.ASGITransport(app=app)
+    large = _message(biz_opaque_callback_data="x" * 70_000)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as client:
+        sent = await client.post("/v24.0/77/marketing_messages", json=large, headers=AUTH)
+
+    assert sent.status_code == 413
+    assert sent.json()["error"]["code"] == 100
 
 
 async def test_a_failed_webhook_post_is_retried_with_the_same_signed_body() -> None:

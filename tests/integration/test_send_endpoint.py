@@ -366,6 +366,24 @@ def test_get_on_the_send_path_is_a_graph_error(gateway: GatewayProcess, tenant: 
     graph_error(response, 100, 405)
 
 
+def test_options_on_the_send_path_lists_post(gateway: GatewayProcess, tenant: Tenant) -> None:
+    response = httpx.options(url(gateway, tenant))
+    assert response.status_code == 204
+    assert response.headers["allow"] == "OPTIONS, POST"
+
+
+@pytest.mark.parametrize("spelling", ["{url}/", "{url}//", "{base}//meta/whatsapp{rest}"])
+def test_the_send_path_is_served_with_empty_segments_as_every_route_is(
+    gateway: GatewayProcess, tenant: Tenant, spelling: str
+) -> None:
+    rest = url(gateway, tenant).removeprefix(f"{gateway.base_url}/meta/whatsapp")
+    target = spelling.format(url=url(gateway, tenant), base=gateway.base_url, rest=rest)
+    headers = {"X-API-Key": tenant.api_key}
+    response = httpx.post(target, json=SEED_BODY, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["messages"][0]["id"].startswith("wamid.")
+
+
 # ---- auth and ownership ------------------------------------------------------------
 
 

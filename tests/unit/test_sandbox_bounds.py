@@ -17,10 +17,15 @@ class FakeClock:
     """A clock the test moves by hand."""
 
     def __init__(self) -> None:
-        self.now = 1_700_000_000.0
+        self.at = 1_700_000_000.0
 
-    def __call__(self) -> float:
-        return self.now
+    def now(self) -> float:
+        """The fake time."""
+        return self.at
+
+    async def sleep(self, seconds: float) -> None:
+        """Move time on instead of waiting."""
+        self.at += max(0.0, seconds)
 
 
 def message(to: str = "+1 555 010 0001", **extra: Any) -> bytes:
@@ -107,7 +112,7 @@ def test_remembered_sends_are_forgotten_least_recent_first() -> None:
     state = SandboxState(SandboxConfig(mps=1000, max_remembered_sends=3), clock)
     for n in range(10):
         state.send("1", message(f"+1 555 010 {n:04d}"), authorized=True)
-        clock.now += 1
+        clock.at += 1
 
     assert len(state._sent) == 3
     state.send("1", message("+1 555 010 0009"), authorized=True)
@@ -127,8 +132,8 @@ def test_a_full_update_schedule_refuses_sends_with_a_transient_131016() -> None:
         state.send("1", message("+1 555 010 0003"), authorized=True)
     assert refused.value.code == 131016
 
-    clock.now += 1.5  # three status delays: the sender takes every update, room again
-    assert len(state.schedule.take_due(clock.now)) == 6
+    clock.at += 1.5  # three status delays: the sender takes every update, room again
+    assert len(state.schedule.take_due(clock.at)) == 6
     state.send("1", message("+1 555 010 0003"), authorized=True)
 
 
@@ -168,9 +173,27 @@ async def test_the_embedded_sandbox_asks_the_database_at_most_once_per_ttl() -> 
     assert await tokens.number("1", "sbx_a") is None
     stored["1"] = ("waba", "sbx_a")
     assert await tokens.number("1", "sbx_a") is None  # the unknown id is trusted for the ttl
-    clock.now += 2.0
+    clock.at += 2.0
     assert await tokens.number("1", "sbx_a") == "waba"
     assert await tokens.number("1", "sbx_b") is None
     assert asked == ["1", "1"]
     assert await tokens.waba("waba", "sbx_a")
     assert not await tokens.waba("waba", "sbx_b")
+
+
+async def test_a_wall_clock_stepping_back_does_not_stretch_the_embedded_sandboxs_ttl() -> None:
+    clock = FakeClock()
+    stored: dict[str, tuple[str, str]] = {}
+
+    async def credential(phone_number_id: str) -> tuple[str, str] | None:
+        return stored.get(phone_number_id)
+
+    async def waba_tokens(waba_id: str) -> frozenset[str]:
+        return frozenset()
+
+    tokens = GatewayTokens(credential, waba_tokens, ttl=2.0, clock=clock)
+    assert await tokens.number("1", "sbx_a") is None
+    stored["1"] = ("waba", "sbx_a")
+    clock.at -= 3600.0  # NTP corrects the clock by an hour
+
+    assert await tokens.number("1", "sbx_a") == "waba"

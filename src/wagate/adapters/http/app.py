@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
-from litestar.enums import ParamType
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Parameter, RequestBody, Schema
+from litestar.params import Parameter
 
 from wagate.adapters.http.bodies import BodyTooLarge, Receive, read_body, receive_before
 from wagate.adapters.http.docs import docs_assets, docs_config
-from wagate.adapters.http.graph import error_body, new_trace_id
+from wagate.adapters.http.graph import error_body, new_trace_id, require_graph_version
+from wagate.adapters.http.headers import api_key_of
 from wagate.adapters.http.reads import (
     MessagePage,
     MessageView,
@@ -23,22 +23,18 @@ from wagate.adapters.http.reads import (
     message_query,
     message_view,
 )
-from wagate.adapters.http.send import (
-    GRAPH_VERSION,
-    SendRequest,
-    answer_send,
-    api_key_of,
-    match_send_path,
-    serve_send,
-)
+from wagate.adapters.http.send import match_send_path, serve_send
+from wagate.adapters.http.send_openapi import document_send
 from wagate.adapters.logs import configure_logging
-from wagate.domain.errors import GraphError
-from wagate.domain.model import KeyOwner
-from wagate.domain.requests import (
-    GraphErrorResponse,
-    MarketingMessageRequest,
-    MarketingMessageResponse,
+from wagate.domain.errors import (
+    INVALID_ACCESS_TOKEN,
+    INVALID_PARAMETER,
+    SOMETHING_WENT_WRONG,
+    TEMPORARILY_UNAVAILABLE,
+    GraphError,
 )
+from wagate.domain.model import STATUSES, KeyOwner
+from wagate.domain.requests import GraphErrorResponse
 from wagate.domain.webhooks import signature_is_well_formed
 from wagate.services import SANDBOX_PREFIX, Services
 from wagate.settings import Settings
@@ -46,28 +42,10 @@ from wagate.settings import Settings
 log = logging.getLogger("wagate.http")
 
 GRAPH_BASE = "/meta/whatsapp/{version:str}/{phone_number_id:str}"
-SEND_PATH = "/meta/whatsapp/{version}/{phone_number_id}/marketing_messages"
 LIST_PATH = "/meta/whatsapp/{version}/{phone_number_id}/messages"
 _ERRORS = {
     400: ResponseSpec(GraphErrorResponse, description="Invalid request (Graph error envelope)"),
     401: ResponseSpec(GraphErrorResponse, description="Missing or invalid API key (code 190)"),
-}
-_SEND_ERRORS = {
-    **_ERRORS,
-    408: ResponseSpec(GraphErrorResponse, description="Body did not arrive in time (code 100)"),
-    413: ResponseSpec(GraphErrorResponse, description="Body over the size limit (code 100)"),
-    415: ResponseSpec(GraphErrorResponse, description="Content-Type is not JSON (code 100)"),
-    422: ResponseSpec(
-        GraphErrorResponse, description="Idempotency-Key reused with another body (code 100)"
-    ),
-    429: ResponseSpec(
-        GraphErrorResponse,
-        description="The project's rate limit is reached (code 4); see Retry-After",
-    ),
-    500: ResponseSpec(
-        GraphErrorResponse,
-        description="Not stored (e.g. the database failed; code 131000): safe to retry",
-    ),
 }
 
 
@@ -87,8 +65,7 @@ async def _phone_number_for(
     """Refuse a read the caller's key may not make on this number (or a wrong version)."""
 
     def known_version(_: KeyOwner) -> None:
-        if not GRAPH_VERSION.match(version):
-            raise GraphError(100, f"Unknown Graph API version {version!r}; use e.g. v24.0")
+        require_graph_version(version)
 
     api_key = api_key_of(request.headers.get("x-api-key"), request.headers.get("authorization"))
     await _services(request).access.authorize(api_key, phone_number_id, "get", admit=known_version)
@@ -100,55 +77,6 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@post(
-    f"{GRAPH_BASE}/marketing_messages",
-    tags=["messages"],
-    summary="Send a marketing message",
-    operation_id="sendMarketingMessage",
-    responses=_SEND_ERRORS,
-    status_code=200,
-)
-async def send_marketing_message(
-    request: Request[Any, Any, Any], version: str, phone_number_id: str
-) -> Response[MarketingMessageResponse]:
-    """Accept a template message for delivery; a 200 means it is stored durably.
-
-    Kapso's and Meta's body: `to` (phone, typed any way with its country code) or
-    `recipient` (a BSUID); `to` wins when both are sent. An `Idempotency-Key`
-    header makes retries safe for 24 h. Served by the bare-ASGI fast path; this
-    declaration documents it and serves it identically when mounted alone.
-    """
-    trace_id = new_trace_id()
-    services = _services(request)
-    settings = services.settings
-
-    async def read() -> bytes:
-        return await read_body(
-            cast(Receive, request.receive), settings.max_body_bytes, settings.body_timeout_seconds
-        )
-
-    answer = await answer_send(
-        services,
-        SendRequest(
-            version=version,
-            phone_number_id=phone_number_id,
-            api_key=api_key_of(
-                request.headers.get("x-api-key"), request.headers.get("authorization")
-            ),
-            content_type=request.headers.get("content-type"),
-            idempotency_key=request.headers.get("idempotency-key"),
-        ),
-        trace_id,
-        read,
-    )
-    return Response(
-        content=cast(Any, answer.body),
-        status_code=answer.status,
-        media_type="application/json",
-        headers={k.decode(): v.decode() for k, v in answer.headers},
-    )
-
-
 @get(f"{GRAPH_BASE}/messages/{{message_id:str}}", tags=["messages"], responses=_ERRORS)
 async def get_message(
     request: Request[Any, Any, Any], version: str, phone_number_id: str, message_id: str
@@ -158,9 +86,49 @@ async def get_message(
     return message_view(await _services(request).reader.message(phone_number_id, message_id))
 
 
+# The listing's query parameters, declared for the OpenAPI document; the handler reads
+# them all itself (`message_query`), so its refusals stay Graph errors (code 100).
+StatusFilter = Annotated[
+    str | None,
+    Parameter(
+        description="Only messages in this status.",
+        schema_extra={"enum": list(STATUSES)},
+    ),
+]
+SinceFilter = Annotated[
+    str | None,
+    Parameter(description="Created at or after: Unix seconds or ISO 8601 with a zone."),
+]
+UntilFilter = Annotated[
+    str | None,
+    Parameter(description="Created at or before: Unix seconds or ISO 8601 with a zone."),
+]
+PageSize = Annotated[
+    str | None,
+    Parameter(
+        description="Page size, 1-100 (default 20).",
+        schema_extra={"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+    ),
+]
+BeforeCursor = Annotated[
+    str | None, Parameter(description="Cursor from `paging.cursors.before`: the newer page.")
+]
+AfterCursor = Annotated[
+    str | None, Parameter(description="Cursor from `paging.cursors.after`: the older page.")
+]
+
+
 @get(f"{GRAPH_BASE}/messages", tags=["messages"], responses=_ERRORS)
 async def list_messages(
-    request: Request[Any, Any, Any], version: str, phone_number_id: str
+    request: Request[Any, Any, Any],
+    version: str,
+    phone_number_id: str,
+    status: StatusFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    limit: PageSize = None,
+    before: BeforeCursor = None,
+    after: AfterCursor = None,
 ) -> MessagePage:
     """A page of a number's messages, newest first; filter by `status`, `since`, `until`.
 
@@ -229,12 +197,14 @@ async def receive_meta_webhook(request: Request[Any, Any, Any]) -> WebhookAnswer
     signature = request.headers.get("x-hub-signature-256")
     if not signature_is_well_formed(signature):
         raise GraphError(
-            190,
+            INVALID_ACCESS_TOKEN,
             "X-Hub-Signature-256 is missing or not `sha256=` and 64 hex digits",
             http_status=401,
         )
     if _webhook_reads.locked():
-        raise GraphError(2, "Too many webhook bodies are being received; retry later")
+        raise GraphError(
+            TEMPORARILY_UNAVAILABLE, "Too many webhook bodies are being received; retry later"
+        )
     settings = _services(request).settings
     async with _webhook_reads:
         try:
@@ -245,7 +215,9 @@ async def receive_meta_webhook(request: Request[Any, Any, Any]) -> WebhookAnswer
             )
         except BodyTooLarge:
             raise GraphError(
-                100, f"Webhook body is larger than {WEBHOOK_MAX_BODY_BYTES} bytes", http_status=413
+                INVALID_PARAMETER,
+                f"Webhook body is larger than {WEBHOOK_MAX_BODY_BYTES} bytes",
+                http_status=413,
             ) from None
     result = await _services(request).ingestor.receive(body, signature)
     return WebhookAnswer(result.stored, result.duplicates, result.moved, result.rejected)
@@ -256,13 +228,13 @@ def _graph_error_response(request: Request[Any, Any, Any], exc: Exception) -> Re
     if isinstance(exc, GraphError):
         error = exc
     elif isinstance(exc, ConnectionError):
-        error = GraphError(100, "The client went away before sending the whole body")
+        error = GraphError(INVALID_PARAMETER, "The client went away before sending the whole body")
     elif isinstance(exc, HTTPException):
         details = exc.detail if exc.status_code != 404 else f"Unknown path {request.url.path}"
-        error = GraphError(100, str(details), http_status=exc.status_code)
+        error = GraphError(INVALID_PARAMETER, str(details), http_status=exc.status_code)
     else:
         log.exception("unhandled error fbtrace_id=%s on %s", trace_id, request.url.path)
-        error = GraphError(131000, "Internal error")
+        error = GraphError(SOMETHING_WENT_WRONG, "Internal error")
     if isinstance(exc, GraphError | HTTPException | ConnectionError):
         log.info("refused fbtrace_id=%s path=%s: %s", trace_id, request.url.path, error)
     return Response(
@@ -278,7 +250,6 @@ def create_litestar(services: Services) -> Litestar:
     app = Litestar(
         route_handlers=[
             healthz,
-            send_marketing_message,
             get_message,
             list_messages,
             verify_meta_webhook,
@@ -302,111 +273,12 @@ def create_litestar(services: Services) -> Litestar:
         logging_config=None,
     )
     app.state.services = services
-    _describe_send_body(app)
-    _describe_list_query(app)
+    document_send(app.openapi_schema)
     return app
 
 
-def _describe_list_query(app: Litestar) -> None:
-    """Document the listing's query parameters, which the handler checks itself."""
-    text = Schema(type=OpenAPIType.STRING)
-    item = app.openapi_schema.paths[LIST_PATH] if app.openapi_schema.paths else None
-    if item is None or item.get is None:
-        return
-    item.get.parameters = [
-        *(item.get.parameters or []),
-        Parameter(
-            name="status",
-            param_in=ParamType.QUERY,
-            schema=Schema(
-                type=OpenAPIType.STRING, enum=["pending", "sent", "delivered", "read", "failed"]
-            ),
-            description="Only messages in this status.",
-        ),
-        Parameter(
-            name="since",
-            param_in=ParamType.QUERY,
-            schema=text,
-            description="Created at or after: Unix seconds or ISO 8601 with a zone.",
-        ),
-        Parameter(
-            name="until",
-            param_in=ParamType.QUERY,
-            schema=text,
-            description="Created at or before: Unix seconds or ISO 8601 with a zone.",
-        ),
-        Parameter(
-            name="limit",
-            param_in=ParamType.QUERY,
-            schema=Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=100, default=20),
-            description="Page size, 1-100 (default 20).",
-        ),
-        Parameter(
-            name="before",
-            param_in=ParamType.QUERY,
-            schema=text,
-            description="Cursor from `paging.cursors.before`: the newer page.",
-        ),
-        Parameter(
-            name="after",
-            param_in=ParamType.QUERY,
-            schema=text,
-            description="Cursor from `paging.cursors.after`: the older page.",
-        ),
-    ]
-
-
-def _describe_send_body(app: Litestar) -> None:
-    """Document the send body, which the handler reads raw, from the msgspec types.
-
-    Two variants, as Kapso documents them: a phone send (`to`) and a BSUID send
-    (`recipient`); both are the one `MarketingMessageRequest` type.
-    """
-    openapi = app.openapi_schema
-    (_, components) = msgspec.json.schema_components(
-        [MarketingMessageRequest], ref_template="#/components/schemas/{name}"
-    )
-    base = dict(components.pop("MarketingMessageRequest"))
-    phone = {**base, "title": "Phone send", "required": [*base["required"], "to"]}
-    bsuid = {**base, "title": "BSUID send", "required": [*base["required"], "recipient"]}
-    components["MarketingMessagePhoneRequest"] = phone
-    components["MarketingMessageBsuidRequest"] = bsuid
-    assert openapi.components.schemas is not None
-    openapi.components.schemas.update(cast(dict[str, Schema], components))
-    item = openapi.paths[SEND_PATH] if openapi.paths else None
-    if item is not None and item.post is not None:
-        item.post.request_body = RequestBody(
-            required=True,
-            content={
-                "application/json": OpenAPIMediaType(
-                    schema=cast(
-                        Schema,
-                        {
-                            "oneOf": [
-                                {"$ref": "#/components/schemas/MarketingMessagePhoneRequest"},
-                                {"$ref": "#/components/schemas/MarketingMessageBsuidRequest"},
-                            ]
-                        },
-                    )
-                )
-            },
-        )
-        item.post.parameters = [
-            *(item.post.parameters or []),
-            Parameter(
-                name="Idempotency-Key",
-                param_in=ParamType.HEADER,
-                schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
-                description=(
-                    "Makes retries safe: the same key and body within 24 h return the first "
-                    "answer and store nothing; the same key with another body is refused (422)."
-                ),
-            ),
-        ]
-
-
 class Gateway:
-    """The ASGI entry point: sends go straight to the fast path, the rest to Litestar."""
+    """The ASGI entry point: the send path goes to its bare door, the rest to Litestar."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -416,11 +288,10 @@ class Gateway:
         """Route one ASGI event."""
         if scope["type"] == "http":
             path = scope["path"]
-            if scope["method"] == "POST":
-                route = match_send_path(path)
-                if route is not None:
-                    await serve_send(self.services, scope, receive, send, route)
-                    return
+            route = match_send_path(path)
+            if route is not None:
+                await serve_send(self.services, scope, receive, send, route)
+                return
             # Whatever reads a body past here (Litestar, the sandbox) reads it in time.
             receive = receive_before(receive, self.services.settings.body_timeout_seconds)
             if path.startswith(SANDBOX_PREFIX + "/"):

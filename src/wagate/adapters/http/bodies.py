@@ -9,12 +9,12 @@ under a deadline (`WAGATE_BODY_TIMEOUT_SECONDS`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from wagate.domain.errors import GraphError
+from wagate.domain.errors import INVALID_PARAMETER, GraphError
 
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
 
@@ -27,7 +27,7 @@ class BodyTimeout(GraphError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(
-            100,
+            INVALID_PARAMETER,
             f"The request body did not arrive within {seconds:g} s; send it at once",
             http_status=408,
         )

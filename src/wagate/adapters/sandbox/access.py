@@ -9,13 +9,13 @@ number has a generated token.
 from __future__ import annotations
 
 import hmac
-import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from wagate.adapters.sandbox.memory import Lru
-from wagate.adapters.sandbox.state import Clock, SandboxState
-from wagate.domain.errors import GraphError
+from wagate.adapters.sandbox.state import SandboxState
+from wagate.domain.errors import INVALID_PARAMETER, GraphError
+from wagate.ports import Clock, SystemClock
 
 NumberCredential = tuple[str, str]  # (waba_id, access token)
 
@@ -78,7 +78,8 @@ class FirstUseTokens:
     def _bind_waba(self, waba_id: str, token: str) -> None:
         if len(self._wabas) >= self.state.config.max_wabas:
             raise GraphError(
-                100, f"Sandbox limit: at most {self.state.config.max_wabas} business accounts"
+                INVALID_PARAMETER,
+                f"Sandbox limit: at most {self.state.config.max_wabas} business accounts",
             )
         self._wabas[waba_id] = token
 
@@ -105,21 +106,22 @@ class GatewayTokens:
         waba_tokens: Callable[[str], Awaitable[frozenset[str]]],
         *,
         ttl: float = 2.0,
-        clock: Clock = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         """Lookups by phone_number_id and by WABA, each answer trusted for `ttl` seconds."""
         self._credential = credential
         self._waba_tokens = waba_tokens
         self.ttl = ttl
-        self.clock = clock
+        self.clock = clock or SystemClock()
         self._numbers: Lru[str, tuple[float, NumberCredential | None]] = Lru(_REMEMBERED)
         self._wabas: Lru[str, tuple[float, frozenset[str]]] = Lru(_REMEMBERED)
 
     async def number(self, phone_number_id: str, token: str) -> str | None:
         """The stored WABA of a sandbox number whose stored token is `token`."""
-        now = self.clock()
+        now = self.clock.now()
         known = self._numbers.get(phone_number_id)
-        if known is None or now - known[0] >= self.ttl:
+        # A clock stepped back must not keep an answer for longer than the ttl.
+        if known is None or not 0 <= now - known[0] < self.ttl:
             known = (now, await self._credential(phone_number_id))
             self._numbers.put(phone_number_id, known)
         credential = known[1]
@@ -129,9 +131,9 @@ class GatewayTokens:
 
     async def waba(self, waba_id: str, token: str) -> bool:
         """Whether `token` is the token of one of the WABA's sandbox numbers."""
-        now = self.clock()
+        now = self.clock.now()
         known = self._wabas.get(waba_id)
-        if known is None or now - known[0] >= self.ttl:
+        if known is None or not 0 <= now - known[0] < self.ttl:
             known = (now, await self._waba_tokens(waba_id))
             self._wabas.put(waba_id, known)
         # Compare against every token, not stopping at a match, to keep the time flat.

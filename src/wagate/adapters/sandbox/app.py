@@ -9,8 +9,6 @@ without the prefix is served too, because a mounting framework (Litestar's
 from __future__ import annotations
 
 import logging
-import re
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 from urllib.parse import urlencode
@@ -21,10 +19,12 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
-from wagate.adapters.http.graph import error_body, new_trace_id
+from wagate.adapters.http.bodies import BodyTooLarge, read_body
+from wagate.adapters.http.graph import error_body, is_graph_version, new_trace_id
+from wagate.adapters.http.headers import bearer_token
 from wagate.adapters.sandbox.access import AccessTokens, FirstUseTokens, same_token
 from wagate.adapters.sandbox.config import SandboxConfig
-from wagate.adapters.sandbox.state import NO_TOKEN, Clock, SandboxState
+from wagate.adapters.sandbox.state import NO_TOKEN, SandboxState
 from wagate.adapters.sandbox.templates import (
     TemplateRecord,
     decode_cursor,
@@ -32,7 +32,16 @@ from wagate.adapters.sandbox.templates import (
     parse_create,
 )
 from wagate.adapters.sandbox.webhooks import WebhookSender
-from wagate.domain.errors import GraphError, invalid_parameter
+from wagate.domain.errors import (
+    INVALID_ACCESS_TOKEN,
+    INVALID_PARAMETER,
+    MISSING_PARAMETER,
+    PERMISSION_DENIED,
+    SOMETHING_WENT_WRONG,
+    GraphError,
+    invalid_parameter,
+)
+from wagate.ports import Clock
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,9 +51,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("wagate.sandbox")
 
-GRAPH_VERSION = re.compile(r"^v\d{1,3}(\.\d{1,2})?$")
 # Meta's own requests are a few KB; 64 KB leaves room and keeps a client from parking megabytes.
 MAX_BODY = 64 * 1024
+# A send body arrives whole in milliseconds; one that trickles in holds a request slot.
+BODY_SECONDS = 10.0
 # Scope key holding the path as the client sent it, for paging links.
 ORIGINAL_PATH = "wagate.sandbox.original_path"
 DEFAULT_PAGE_SIZE = 25
@@ -60,7 +70,7 @@ class SandboxApp:
         config: SandboxConfig,
         *,
         prefix: str = "",
-        clock: Clock = time.time,
+        clock: Clock | None = None,
         tokens: AccessTokens | None = None,
     ):
         """A sandbox with fresh state; webhooks start with the lifespan or on the first send.
@@ -107,7 +117,7 @@ class SandboxApp:
             path = path[len(prefix) :]
         path = path.rstrip("/")
         first, _, rest = path[1:].partition("/")
-        if GRAPH_VERSION.match(first):
+        if is_graph_version(first, minor_optional=True):
             path = "/" + rest
         return path or "/"
 
@@ -126,7 +136,7 @@ class SandboxApp:
                 error = exc
             else:
                 log.exception("sandbox send failed")
-                error = GraphError(131000, f"Sandbox internal error: {exc!r}")
+                error = GraphError(SOMETHING_WENT_WRONG, f"Sandbox internal error: {exc!r}")
             trace_id = new_trace_id()
             await _respond(
                 send,
@@ -156,7 +166,7 @@ def create_sandbox_app(
     config: SandboxConfig,
     *,
     prefix: str = "",
-    clock: Clock = time.time,
+    clock: Clock | None = None,
     tokens: AccessTokens | None = None,
 ) -> SandboxApp:
     """The sandbox ASGI app; `prefix` (e.g. `/sandbox`) when it shares a server with the gateway."""
@@ -169,15 +179,6 @@ def sandbox_app_from_env() -> SandboxApp:
 
 
 # ---- the bare send path -------------------------------------------------------------
-
-
-def bearer_token(authorization: str | bytes | None) -> str:
-    """The token of an `Authorization: Bearer <token>` header, or ''."""
-    if not authorization:
-        return ""
-    text = authorization.decode("latin-1") if isinstance(authorization, bytes) else authorization
-    scheme, _, token = text.strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str:
@@ -195,26 +196,23 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int:
 
 
 def _too_large() -> GraphError:
-    return GraphError(100, f"Request body is larger than {MAX_BODY} bytes", http_status=413)
+    return GraphError(
+        INVALID_PARAMETER, f"Request body is larger than {MAX_BODY} bytes", http_status=413
+    )
 
 
 async def _read_body(receive: Receive, declared: int = 0) -> bytes:
+    """The gateway's body reader: at most MAX_BODY bytes, within BODY_SECONDS (else 408)."""
     if declared > MAX_BODY:
         raise _too_large()
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _too_large()
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+    try:
+        return await read_body(receive, MAX_BODY, BODY_SECONDS)
+    except BodyTooLarge:
+        raise _too_large() from None
+    except ConnectionError:
+        raise GraphError(
+            INVALID_PARAMETER, "The client went away before sending the whole body"
+        ) from None
 
 
 async def _respond(
@@ -241,8 +239,8 @@ def _sandbox(request: AnyRequest) -> SandboxApp:
 
 def _invalid_token(token: str, what: str) -> GraphError:
     if not token:
-        return GraphError(190, NO_TOKEN)
-    return GraphError(190, f"Invalid OAuth access token: it cannot act for {what}")
+        return GraphError(INVALID_ACCESS_TOKEN, NO_TOKEN)
+    return GraphError(INVALID_ACCESS_TOKEN, f"Invalid OAuth access token: it cannot act for {what}")
 
 
 async def _require_number_token(request: AnyRequest, phone_number_id: str) -> None:
@@ -264,12 +262,14 @@ def _require_admin(request: AnyRequest) -> None:
     expected = _sandbox(request).config.admin_token
     if not expected:
         raise GraphError(
-            10,
+            PERMISSION_DENIED,
             "The sandbox's operator routes are disabled: set WAGATE_ADMIN_TOKEN"
             " (standalone: --admin-token)",
         )
     if not same_token(bearer_token(request.headers.get("authorization")), expected):
-        raise GraphError(190, "The operator routes need Authorization: Bearer <admin token>")
+        raise GraphError(
+            INVALID_ACCESS_TOKEN, "The operator routes need Authorization: Bearer <admin token>"
+        )
 
 
 def _graph_error(request: AnyRequest, error: GraphError) -> Response[bytes]:
@@ -285,11 +285,15 @@ def _graph_error(request: AnyRequest, error: GraphError) -> Response[bytes]:
 def _http_error(request: AnyRequest, error: HTTPException) -> Response[bytes]:
     original = request.scope.get(ORIGINAL_PATH, request.url.path)
     details = f"Unknown path components: {original}" if error.status_code == 404 else error.detail
-    return _graph_error(request, GraphError(100, details, http_status=error.status_code))
+    return _graph_error(
+        request, GraphError(INVALID_PARAMETER, details, http_status=error.status_code)
+    )
 
 
 def _internal_error(request: AnyRequest, error: Exception) -> Response[bytes]:
-    return _graph_error(request, GraphError(131000, f"Sandbox internal error: {error!r}"))
+    return _graph_error(
+        request, GraphError(SOMETHING_WENT_WRONG, f"Sandbox internal error: {error!r}")
+    )
 
 
 def _filter_values(request: AnyRequest, name: str) -> set[str] | None:
@@ -338,7 +342,7 @@ async def list_templates(request: AnyRequest, waba_id: FromPath[str]) -> dict[st
     """Meta's template list: filters `name`, `status`, `category`, `language`; cursor paging."""
     await _require_waba_token(request, waba_id)
     sandbox = _sandbox(request)
-    templates = _select(request, sandbox.state.templates.list(waba_id, sandbox.state.clock()))
+    templates = _select(request, sandbox.state.templates.list(waba_id, sandbox.state.clock.now()))
     limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, 1, 1000)
     after, before = request.query_params.get("after"), request.query_params.get("before")
     if after:
@@ -373,7 +377,7 @@ async def create_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[s
     await _require_waba_token(request, waba_id)
     sandbox = _sandbox(request)
     create = parse_create(await request.body())
-    template = sandbox.state.templates.create(waba_id, create, sandbox.state.clock())
+    template = sandbox.state.templates.create(waba_id, create, sandbox.state.clock.now())
     return {"id": template.id, "status": template.status, "category": template.category}
 
 
@@ -383,7 +387,7 @@ async def delete_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[s
     await _require_waba_token(request, waba_id)
     name = request.query_params.get("name")
     if not name:
-        raise GraphError(131008, "Parameter name is required")
+        raise GraphError(MISSING_PARAMETER, "Parameter name is required")
     _sandbox(request).state.templates.delete(waba_id, name, request.query_params.get("hsm_id"))
     return {"success": True}
 

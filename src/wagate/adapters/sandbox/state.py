@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +35,8 @@ from wagate.domain.errors import (
 from wagate.domain.recipients import resolve_recipient
 from wagate.domain.requests import Contact, MarketingMessageResponse, MessageRef
 from wagate.domain.validation import decode_request
+from wagate.ports import Clock, SystemClock
 
-Clock = Callable[[], float]
 _encode = msgspec.json.encode
 # Meta's phone numbers are at most 15 digits; anything far longer is refused unread.
 MAX_TO_LENGTH = 64
@@ -91,10 +89,10 @@ def display_number_for(phone_number_id: str) -> str:
 class SandboxState:
     """Templates, limits, counters and pending status updates of one sandbox."""
 
-    def __init__(self, config: SandboxConfig, clock: Clock = time.time) -> None:
-        """Empty state; WABAs are seeded with templates on first use."""
+    def __init__(self, config: SandboxConfig, clock: Clock | None = None) -> None:
+        """Empty state on `clock` (the system's by default); WABAs get templates on first use."""
         self.config = config
-        self.clock = clock
+        self.clock = clock or SystemClock()
         self.templates = TemplateStore(
             config.approval_delay,
             max_wabas=config.max_wabas,
@@ -191,7 +189,7 @@ class SandboxState:
             )
         recipient = resolve_recipient(request.to, request.recipient)
         number = self.number(phone_number_id)
-        now = self.clock()
+        now = self.clock.now()
         name, language = request.template.name, request.template.language.code
         template = check_sendable(
             self.templates.find(number.waba_id, name, language, now), name, language

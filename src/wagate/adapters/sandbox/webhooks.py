@@ -225,7 +225,7 @@ class WebhookSender:
 
     async def flush(self) -> None:
         """Post every update that is due now."""
-        updates = self.state.schedule.take_due(self.state.clock())
+        updates = self.state.schedule.take_due(self.state.clock.now())
         for body, count in build_posts(updates, self.config.webhook_batch):
             if not await self._post(body, count):
                 self._spawn_retry(body, count)
