@@ -42,10 +42,17 @@ THROTTLE_HOLD: Final[Micros] = 1_000_000
 # bursts of up to 45 borrowed from the future; beyond it Meta answers 131056.
 PAIR_INTERVAL_S: Final = 6.0
 PAIR_BURST: Final = 45
-# A claim looks at up to this many batches of due messages: messages whose pair has
-# no turn yet are put off and the next batch fills their slots, so a flood to one
-# recipient costs a claim a few batches at most, never a scan of its backlog.
+# A claim looks at up to this many batches of due messages: the first as many as the
+# number has slots, the next ones (only when messages were put off: their pair had no
+# turn yet) up to the claim's limit each. Put-off messages take no slot, so the next
+# batch fills them; a flood to one recipient costs a claim a few batches at most
+# (each of its messages is put off once), never a scan of its backlog.
 CLAIM_ROUNDS: Final = 4
+
+
+def batch_size(round_: int, free_slots: int, limit: int) -> int:
+    """How many due messages a claim's `round_` (0-based) reads: see CLAIM_ROUNDS."""
+    return free_slots if round_ == 0 else max(free_slots, limit)
 
 
 def to_micros(seconds: float) -> Micros:

@@ -58,8 +58,9 @@ class MemoryQueue:
         room, _ = pacing.plan(number.pacing, now_us, rate, horizon, limit)
         lease = pacing.to_micros(lease_s)
         claimed: list[Claimed] = []
-        for _ in range(pacing.CLAIM_ROUNDS):
-            batch = self._due(phone_number_id, int(now * 1000), len(room) - len(claimed))
+        for round_ in range(pacing.CLAIM_ROUNDS):
+            size = pacing.batch_size(round_, len(room) - len(claimed), limit)
+            batch = self._due(phone_number_id, int(now * 1000), size)
             if not batch:
                 break
             keys = [(phone_number_id, row.message.recipient) for row in batch]
@@ -77,6 +78,8 @@ class MemoryQueue:
                 batch[index].due_at = pacing.due_ms(turn)
             for index, slot in result.sends:
                 claimed.append(self._lease(batch[index], owner, slot, lease, rate))
+            if not result.deferred or len(claimed) == len(room):
+                break
         if claimed:
             _, number.pacing = pacing.plan(number.pacing, now_us, rate, horizon, len(claimed))
         return claimed

@@ -134,10 +134,9 @@ class SqlQueue:
         stored: dict[str, pacing.PairState] = {}
         pairs: dict[str, pacing.PairState] = {}
         sends: list[tuple[Any, pacing.Micros]] = []
-        for _ in range(pacing.CLAIM_ROUNDS):
-            batch = (
-                await connection.execute(claimable, {**due, "b_limit": len(room) - len(sends)})
-            ).all()
+        for round_ in range(pacing.CLAIM_ROUNDS):
+            size = pacing.batch_size(round_, len(room) - len(sends), limit)
+            batch = (await connection.execute(claimable, {**due, "b_limit": size})).all()
             if not batch:
                 break
             unread = {row.recipient for row in batch} - pairs.keys() - stored.keys()
@@ -171,6 +170,8 @@ class SqlQueue:
                     ],
                 )
             sends.extend(leased)
+            if not result.deferred or len(sends) == len(room):
+                break
         changed = [(r, pair) for r, pair in pairs.items() if stored.get(r) != pair]
         if changed:
             await connection.execute(
