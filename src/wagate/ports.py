@@ -225,7 +225,8 @@ class Queue(Protocol):
         ...
 
     async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
-        """Hold a recipient's queued messages after a 131056."""
+        """Send nothing to a recipient before `until_ms` after a 131056 (one write: its
+        pair's pacing; its queued messages are not rewritten)."""
         ...
 
     async def reap_leases(self, now: float) -> int:

@@ -19,6 +19,7 @@ from wagate.core.access import Access
 from wagate.core.dispatch import Dispatcher, DispatchSettings
 from wagate.core.ingest import Ingestor
 from wagate.core.reads import Reader
+from wagate.domain.pacing import pair_rate
 from wagate.domain.ratelimit import RateLimiter
 from wagate.ports import Clock, Queue, SystemClock, Upstream
 from wagate.settings import Settings
@@ -91,7 +92,11 @@ class Services:
                 idempotency_window_seconds=settings.idempotency_window_seconds,
             ),
             reader=Reader(store, statuses),
-            queue=SqlQueue(store.engine, store.secrets),
+            queue=SqlQueue(
+                store.engine,
+                store.secrets,
+                pair_rate(settings.pair_interval_seconds, settings.pair_burst),
+            ),
             ingestor=Ingestor(statuses, clock, settings.meta_app_secret),
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
         )

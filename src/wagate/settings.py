@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from wagate.domain.delivery import DEFAULT_TTL_S
+from wagate.domain.pacing import PAIR_BURST, PAIR_INTERVAL_S
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/wagate.db"
 
@@ -45,6 +46,11 @@ class Settings:
     worker: bool = True
     upstream_timeout_seconds: float = 30.0
     lease_seconds: float = 60.0
+    # Each (number, recipient) pair is paced as Meta limits it (131056 beyond): about
+    # one message per this many seconds, bursts of up to `pair_burst` (one of which
+    # is kept spare for network jitter, see `domain.pacing.pair_rate`).
+    pair_interval_seconds: float = PAIR_INTERVAL_S
+    pair_burst: int = PAIR_BURST
     # The key that encrypts access tokens and the webhook secret at rest. Unset on
     # SQLite: a key generated once into `<database>.key`; required on PostgreSQL.
     secret_key: str = ""

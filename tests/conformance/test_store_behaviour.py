@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 
 import pytest
+from sqlalchemy import func, select
 
 from tests.conformance.conftest import Backend
+from wagate.adapters.memory import MemoryQueue
+from wagate.adapters.store import tables
+from wagate.adapters.store.queue import SqlQueue
 from wagate.core import admin
 from wagate.core.access import hash_key
+from wagate.domain import pacing
 from wagate.domain.delivery import MAX_REAPS, Claimed, Outcome
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED
 from wagate.domain.model import KeyOwner, MessageQuery, NewMessage, PhoneNumber, Status
@@ -435,3 +441,98 @@ async def test_a_sandbox_signed_body_cannot_move_a_meta_numbers_message(backend:
     )
     assert (result.stored, result.moved) == (0, 0)
     assert await status_of(backend, message) == "pending"
+
+
+# ---- pair pacing (Meta: about one message per 6 s to a user, bursts of 45) ------------
+
+PAIR = pacing.pair_rate(pacing.PAIR_INTERVAL_S, pacing.PAIR_BURST)
+
+
+async def due_at(backend: Backend, messages: Sequence[NewMessage]) -> list[int]:
+    """The queue's `due_at` of each message (what a rewrite of a backlog would change)."""
+    ids = [message.id for message in messages]
+    if isinstance(backend.queue, MemoryQueue):
+        rows = {row.message.id: row.due_at for row in backend.queue.database.messages.values()}
+        return [rows[i] for i in ids]
+    assert isinstance(backend.queue, SqlQueue)
+    async with backend.queue.engine.connect() as connection:
+        found = await connection.execute(
+            select(tables.messages.c.id, tables.messages.c.due_at).where(
+                tables.messages.c.id.in_(ids)
+            )
+        )
+        stored = {row.id: row.due_at for row in found}
+    return [stored[i] for i in ids]
+
+
+async def pair_rows(backend: Backend) -> int:
+    """How many pairs have pacing stored."""
+    if isinstance(backend.queue, MemoryQueue):
+        return len(backend.queue.database.pairs)
+    assert isinstance(backend.queue, SqlQueue)
+    async with backend.queue.engine.connect() as connection:
+        count = await connection.scalar(select(func.count()).select_from(tables.pair_pacing))
+    return int(count or 0)
+
+
+def slots_of(claimed: Sequence[Claimed], recipient: str) -> list[float]:
+    return [c.slot for c in claimed if c.recipient == recipient]
+
+
+async def test_a_flood_to_one_recipient_goes_at_the_pair_rate_and_the_others_pass_it(
+    backend: Backend,
+) -> None:
+    number = await new_number(backend, mps=1000)
+    flood, other = "447700900001", "447700900002"
+    for _ in range(60):
+        await backend.store.add_message(new_message(number, at_ms=T0_MS - 1, recipient=flood))
+    for _ in range(5):
+        await backend.store.add_message(new_message(number, recipient=other))
+
+    first = await claim(backend, number, T0)
+    # Meta's burst of 45 less the spare one at once; the other recipient is not held up
+    # by the 16 flood messages that had no turn (they took no slot of the number).
+    assert len(slots_of(first, flood)) == PAIR.burst
+    assert len(slots_of(first, other)) == 5
+    sent = slots_of(first, flood)
+    for turn in range(1, 17):
+        at = T0 + turn * pacing.PAIR_INTERVAL_S
+        assert await claim(backend, number, at - 0.5) == []
+        claimed = await claim(backend, number, at)
+        assert [c.recipient for c in claimed] == [flood]
+        sent += slots_of(claimed, flood)
+    assert await claim(backend, number, T0 + 200) == []
+    micros = [pacing.to_micros(slot) for slot in sent]
+    assert all(
+        micros[j] - micros[i] >= (j - i) * PAIR.interval - PAIR.tolerance
+        for i in range(len(micros))
+        for j in range(i + 1, len(micros))
+    )
+
+
+async def test_a_pair_hold_writes_one_row_and_no_queued_message(backend: Backend) -> None:
+    number = await new_number(backend)
+    held = [new_message(number, at_ms=T0_MS + i, recipient="447700900001") for i in range(5)]
+    free = new_message(number, recipient="447700900002")
+    for message in [*held, free]:
+        await backend.store.add_message(message)
+    before = await due_at(backend, held)
+
+    await backend.queue.hold_recipient(number.phone_number_id, "447700900001", T0_MS + 10_000)
+
+    assert await due_at(backend, held) == before
+    assert await pair_rows(backend) == 1
+    assert [c.id for c in await claim(backend, number, T0 + 9.9)] == [free.id]
+    [first] = await claim(backend, number, T0 + 10)
+    assert first.id == held[0].id
+    assert first.slot == pytest.approx(T0 + 10)
+
+
+async def test_pair_pacing_that_has_run_out_is_forgotten(backend: Backend) -> None:
+    number = await new_number(backend)
+    await backend.store.add_message(new_message(number, recipient="447700900001"))
+    await claim(backend, number, T0)
+    await backend.queue.expire(T0 + pacing.PAIR_INTERVAL_S - 1)
+    assert await pair_rows(backend) == 1
+    await backend.queue.expire(T0 + pacing.PAIR_INTERVAL_S + 1)
+    assert await pair_rows(backend) == 0

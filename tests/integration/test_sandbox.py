@@ -710,6 +710,25 @@ async def test_the_pair_limit_refills_one_message_per_interval() -> None:
     state.send("1", _body("+1 555 0800000"), authorized=True)
 
 
+async def test_the_pair_rule_is_configurable_and_refused_in_metas_words() -> None:
+    clock = FakeClock()
+    state = SandboxState(SandboxConfig(mps=1000, pair_burst=3, pair_interval=0.5), clock)
+    for _ in range(3):
+        state.send("1", _body("+1 555 0800001"), authorized=True)
+    with pytest.raises(GraphError) as refused:
+        state.send("1", _body("+1 555 0800001"), authorized=True)
+    assert refused.value.message == (
+        "(#131056) (Business Account, Consumer Account) pair rate limit hit"
+    )
+    assert refused.value.details == (
+        "Too many messages sent from the sender phone number to the same recipient phone"
+        " number in a short period of time."
+    )
+    state.send("1", _body("+1 555 0800002"), authorized=True)  # another user: not limited
+    clock.now += 0.5
+    state.send("1", _body("+1 555 0800001"), authorized=True)
+
+
 async def test_a_created_template_is_approved_after_the_delay_and_disabled_is_132016() -> None:
     clock = FakeClock()
     state = SandboxState(SandboxConfig(approval_delay=5.0), clock)

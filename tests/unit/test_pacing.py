@@ -7,18 +7,26 @@ import bisect
 import inspect
 import itertools
 import math
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wagate.adapters.sandbox.limits import TokenBucket
 from wagate.domain import pacing
 from wagate.domain.pacing import (
+    PAIR_BURST,
+    PAIR_INTERVAL_S,
     PacingState,
+    PairState,
     Rate,
+    assign,
     base_mps,
     effective_rate,
     factor_at,
+    hold_pair,
+    pair_rate,
     plan,
     throttle,
 )
@@ -273,3 +281,160 @@ def test_module_reads_no_clock() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"time", "datetime", "asyncio", "threading"}
+
+
+# ---- pairs: assign, hold_pair, pair_rate ---------------------------------------------
+
+X, Y = "447700900001", "447700900002"
+PAIR = Rate(interval=6 * S, burst=4)
+
+
+@dataclass(order=True)
+class Queued:
+    """A queued message as a claim sees it: due first, then in order of arrival."""
+
+    due: int
+    seq: int
+    recipient: str
+
+
+def claims(
+    queued: list[str], every: int, until: int, pair: Rate = PAIR, mps: int = 80
+) -> dict[str, list[int]]:
+    """Claims every `every` us from T0 to `until` over messages queued at T0 (oldest
+    first), as the queues run them; each recipient's send slots."""
+    due = [Queued(T0, seq, recipient) for seq, recipient in enumerate(queued)]
+    number, pairs = PacingState(), dict[str, PairState]()
+    sent: dict[str, list[int]] = {}
+    for now in range(T0, until, every):
+        room, _ = plan(number, now, Rate.per_second(mps), S // 2, 500)
+        taken = 0
+        for round_ in range(pacing.CLAIM_ROUNDS):
+            size = pacing.batch_size(round_, len(room) - taken, limit=500)
+            batch = sorted(m for m in due if m.due <= now)[:size]
+            if not batch:
+                break
+            result = assign(room[taken:], [m.recipient for m in batch], pairs, now, pair)
+            pairs = result.pairs
+            for index, turn in result.deferred:
+                batch[index].due = pacing.due_ms(turn) * 1000
+            for index, slot in result.sends:
+                sent.setdefault(batch[index].recipient, []).append(slot)
+                due.remove(batch[index])
+            taken += len(result.sends)
+            if not result.deferred or taken == len(room):
+                break
+        _, number = plan(number, now, Rate.per_second(mps), S // 2, taken)
+    return sent
+
+
+def within_pair_rate(slots: list[int], rate: Rate) -> bool:
+    """Any two sends k apart are at least k * interval - tolerance apart."""
+    ordered = sorted(slots)
+    return all(
+        ordered[j] - ordered[i] >= (j - i) * rate.interval - rate.tolerance
+        for i in range(len(ordered))
+        for j in range(i + 1, len(ordered))
+    )
+
+
+def test_a_flood_to_one_recipient_goes_in_a_burst_then_one_per_interval() -> None:
+    sent = claims([X] * 10, every=S // 2, until=T0 + 60 * S)
+    assert sent[X] == [T0 + k * 12_500 for k in range(4)] + [T0 + k * 6 * S for k in range(1, 7)]
+
+
+def test_a_flood_to_one_recipient_does_not_hold_up_the_others() -> None:
+    # 2,000 to X queued first, then one each to 20 others: the others go in the
+    # second claim (the first one's room went to X's burst), not after X's backlog.
+    others = [f"4477001{k:05d}" for k in range(20)]
+    sent = claims([X] * 2000 + others, every=S // 2, until=T0 + 5 * S)
+    assert all(len(sent[other]) == 1 for other in others)
+    assert max(sent[other][0] for other in others) < T0 + S
+    assert len(sent[X]) == 4
+
+
+def test_a_pairs_sends_keep_to_metas_bucket_even_a_little_early() -> None:
+    # Meta's bucket: 45 back to back, one more per 6 s. Paced with one spare, each
+    # send may reach Meta up to half an interval early and still find a token.
+    rate = pair_rate(PAIR_INTERVAL_S, PAIR_BURST)
+    sent = claims([X] * 80, every=S, until=T0 + 400 * S, pair=rate)
+    assert len(sent[X]) == 80
+    bucket = TokenBucket(PAIR_BURST, 1 / PAIR_INTERVAL_S, T0 / S)
+    for k, slot in enumerate(sent[X]):
+        jitter = 3 * S if k % 2 else 0
+        assert bucket.take((slot - jitter) / S), f"send {k} at {slot - T0} us refused"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    interval=st.integers(min_value=1, max_value=10 * S),
+    burst=st.integers(min_value=1, max_value=10),
+    flood=st.integers(min_value=1, max_value=60),
+    every=st.integers(min_value=1_000, max_value=3 * S),
+    recipients=st.lists(st.sampled_from([X, Y, "447700900003"]), max_size=60),
+)
+def test_no_claim_books_a_pair_beyond_its_rate(
+    interval: int, burst: int, flood: int, every: int, recipients: list[str]
+) -> None:
+    rate = Rate(interval, burst)
+    sent = claims([X] * flood + recipients, every=every, until=T0 + 40 * every, pair=rate)
+    for slots in sent.values():
+        assert within_pair_rate(slots, rate)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tat=st.integers(min_value=T0 - 100 * S, max_value=T0 + 100 * S),
+    extra=st.integers(min_value=0, max_value=100 * S),
+    recipients=st.lists(st.sampled_from([X, Y]), min_size=1, max_size=30),
+    slots=st.integers(min_value=0, max_value=30),
+)
+def test_a_batch_never_leaves_a_number_slot_empty_while_it_puts_a_message_off(
+    tat: int, extra: int, recipients: list[str], slots: int
+) -> None:
+    room = [T0 + k * 12_500 for k in range(slots)]
+    result = assign(room, recipients, {X: PairState(tat, tat + extra)}, T0, PAIR)
+    # Sends take the number's slots in order, from the first.
+    assert [slot for _, slot in result.sends] == room[: len(result.sends)]
+    if len(result.sends) < len(room):
+        # Every message found a slot or was put off: none was left behind.
+        assert len(result.sends) + len(result.deferred) == len(recipients)
+    for index, turn in result.deferred:
+        assert turn > room[len([i for i, _ in result.sends if i < index])]
+    assert all(pair.reserved >= pair.tat for pair in result.pairs.values())
+
+
+def test_put_off_messages_get_successive_turns_not_the_same_one() -> None:
+    pair = PairState(tat=T0 + 4 * 6 * S, reserved=T0 + 4 * 6 * S)  # its burst is spent
+    result = assign([T0, T0 + 1], [X, X, X], {X: pair}, T0, PAIR)
+    assert result.sends == []
+    assert [turn for _, turn in result.deferred] == [T0 + 6 * S, T0 + 12 * S, T0 + 18 * S]
+    again = assign([T0, T0 + 1], [X], result.pairs, T0, PAIR)
+    assert [turn for _, turn in again.deferred] == [T0 + 24 * S]
+
+
+def test_a_pair_whose_pacing_has_run_out_is_the_same_as_none() -> None:
+    stale = {X: PairState(T0 - S, T0 - S)}
+    assert assign([T0], [X], stale, T0, PAIR).sends == assign([T0], [X], {}, T0, PAIR).sends
+
+
+def test_a_hold_sends_nothing_before_its_end_then_one_per_interval() -> None:
+    held = hold_pair(PairState(), T0 + 16 * S, PAIR)
+    result = assign([T0 + 16 * S, T0 + 17 * S], [X, X], {X: held}, T0 + 16 * S, PAIR)
+    assert result.sends == [(0, T0 + 16 * S)]
+    assert [turn for _, turn in result.deferred] == [T0 + 22 * S]
+    assert assign([T0 + 15 * S], [X], {X: held}, T0 + 15 * S, PAIR).sends == []
+
+
+def test_a_hold_never_moves_a_pair_back() -> None:
+    busy = PairState(T0 + 600 * S, T0 + 900 * S)
+    assert hold_pair(busy, T0 + 4 * S, PAIR) == busy
+
+
+def test_the_pair_rate_keeps_one_message_of_metas_burst_spare() -> None:
+    assert pair_rate(6.0, 45) == Rate(6 * S, 44)
+    assert pair_rate(0.5, 1) == Rate(S // 2, 1)
+    with pytest.raises(ValueError, match="burst"):
+        pair_rate(6.0, 0)
+    with pytest.raises(ValueError, match="interval"):
+        pair_rate(0.0, 45)

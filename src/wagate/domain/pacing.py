@@ -1,9 +1,11 @@
 """Pacing: a GCRA budget (with an optional burst), slowed on 130429 and recovering by itself.
 
-One model for whatever must be paced: a phone number (at its mps, no burst) and,
-later, a (number, recipient) pair (Meta: one message per 6 s, bursts up to 45).
-Its state is three values that live in a database row shared by every worker;
-`plan` books send slots from it and `throttle` slows it after a 130429.
+One model for whatever must be paced: a phone number (at its mps, no burst) and
+a (number, recipient) pair (Meta: one message per 6 s, bursts up to 45). A
+number's state is three values that live in a database row shared by every
+worker; `plan` books send slots from it and `throttle` slows it after a 130429.
+A pair's state is two TATs (`PairState`); `assign` fits a claimed batch's
+messages into the number's slots without booking any pair beyond its rate.
 
 Every time here is an integer of microseconds (`Micros`), Unix epoch or any
 origin the caller keeps to. Why integers: the shared state is stored as
@@ -19,7 +21,8 @@ Pure logic: nothing reads a clock or sleeps; `now` is always passed in.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 Micros = int
@@ -35,6 +38,21 @@ RECOVERY_PER_S: Final = 0.05
 # Answers to sends already in flight when the first 130429 came back report the same
 # overload: 130429s within this long after a halving are one signal, not many.
 THROTTLE_HOLD: Final[Micros] = 1_000_000
+# Meta's pair rule: about one message every 6 s from a number to the same user, with
+# bursts of up to 45 borrowed from the future; beyond it Meta answers 131056.
+PAIR_INTERVAL_S: Final = 6.0
+PAIR_BURST: Final = 45
+# A claim looks at up to this many batches of due messages: the first as many as the
+# number has slots, the next ones (only when messages were put off: their pair had no
+# turn yet) up to the claim's limit each. Put-off messages take no slot, so the next
+# batch fills them; a flood to one recipient costs a claim a few batches at most
+# (each of its messages is put off once), never a scan of its backlog.
+CLAIM_ROUNDS: Final = 4
+
+
+def batch_size(round_: int, free_slots: int, limit: int) -> int:
+    """How many due messages a claim's `round_` (0-based) reads: see CLAIM_ROUNDS."""
+    return free_slots if round_ == 0 else max(free_slots, limit)
 
 
 def to_micros(seconds: float) -> Micros:
@@ -159,3 +177,103 @@ def throttle(state: PacingState, now: Micros, base: float) -> PacingState:
     floor = min(1.0, FLOOR_MPS / base)
     factor = max(floor, factor_at(state, now) * SLOW_DOWN)
     return replace(state, factor=factor, throttled_at=now)
+
+
+# ---- pairs: one number, one recipient -----------------------------------------------
+
+
+def pair_rate(interval_s: float, burst: int) -> Rate:
+    """The rate a pair is paced at: Meta's interval, and its burst less one kept spare.
+
+    A send paced to the microsecond still reaches Meta a few milliseconds early or
+    late; once a pair's burst is used up that jitter alone would be a 131056. One
+    message of the burst kept spare absorbs up to a whole interval of it, and costs
+    nothing in the long run (the rate is Meta's). A burst of 1 has nothing to spare.
+    """
+    if not (interval_s > 0 and math.isfinite(interval_s)):
+        raise ValueError(f"pair interval must be positive and finite, got {interval_s}")
+    if burst < 1:
+        raise ValueError(f"pair burst must be >= 1, got {burst}")
+    return Rate(max(1, math.ceil(interval_s * MICROS_PER_S - 1e-6)), max(1, burst - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class PairState:
+    """A (number, recipient) pair's pacing, shared by every worker (a `pair_pacing` row).
+
+    `tat` is the pair's GCRA TAT, moved by the sends booked. `reserved` (never below
+    `tat`) also counts the messages put off to a later turn: each is given the pair's
+    next free turn after the ones handed out before, so a flood is spread out once
+    instead of being looked at again and again. Once `reserved` is past, the state
+    is the same as none (the row may be deleted).
+    """
+
+    tat: Micros = 0
+    reserved: Micros = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What a claim does with each message of a batch (by its index in the batch).
+
+    `sends`: (index, slot) in the number's slot order. `deferred`: (index, due), when
+    its pair's turn comes (it stays queued, others pass it). Messages in neither found
+    no number slot left and stay as they were. `pairs`: the pairs' states after.
+    """
+
+    sends: list[tuple[int, Micros]] = field(default_factory=list)
+    deferred: list[tuple[int, Micros]] = field(default_factory=list)
+    pairs: dict[str, PairState] = field(default_factory=dict)
+
+
+def assign(
+    room: Sequence[Micros],
+    recipients: Sequence[str],
+    pairs: Mapping[str, PairState],
+    now: Micros,
+    rate: Rate,
+) -> Assignment:
+    """Fit a batch (oldest first) into the number's free slots `room`, pair by pair.
+
+    A message takes the number's next free slot if its pair may send by then; else
+    it is put off to its pair's next free turn and does not take a number slot, so a
+    flooded recipient never holds up the others. Booking a pair's send at slot s
+    moves its TAT to max(tat, s) + interval: any two sends booked k apart are at least
+    k * interval - tolerance apart, as for a number. Pairs not in `pairs` have no
+    state (none booked, or all of it past).
+    """
+    result = Assignment(pairs=dict(pairs))
+    states = result.pairs
+    free = iter(room)
+    slot = next(free, None)
+    for index, recipient in enumerate(recipients):
+        if slot is None:
+            break
+        pair = states.get(recipient, PairState())
+        earliest = max(now, pair.tat - rate.tolerance)
+        if earliest <= slot:
+            tat = max(pair.tat, slot) + rate.interval
+            states[recipient] = PairState(tat, max(pair.reserved, tat))
+            result.sends.append((index, slot))
+            slot = next(free, None)
+            continue
+        # The next turn after those handed out already, as `plan` would book it.
+        booked = max(pair.tat, pair.reserved)
+        states[recipient] = PairState(pair.tat, max(booked, now) + rate.interval)
+        result.deferred.append((index, max(now, booked - rate.tolerance)))
+    return result
+
+
+def due_ms(turn: Micros) -> int:
+    """A turn as a queue's `due_at` (milliseconds), rounded up: never before the turn."""
+    return -(-turn // 1000)
+
+
+def hold_pair(pair: PairState, until: Micros, rate: Rate) -> PairState:
+    """Meta said 131056: the pair sends nothing before `until`, then one per interval.
+
+    Its burst counts as spent (Meta has just said it is): the TAT moves to where the
+    first conforming send is `until`.
+    """
+    tat = max(pair.tat, until + rate.tolerance)
+    return PairState(tat, max(pair.reserved, tat))

@@ -21,8 +21,14 @@ from wagate.domain.statuses import UNMATCHED_GIVE_UP_MS
 class MemoryQueue:
     """What `SqlQueue` does, on a `MemoryDatabase`."""
 
-    def __init__(self, database: MemoryDatabase) -> None:
+    def __init__(
+        self,
+        database: MemoryDatabase,
+        pair_rate: pacing.Rate = pacing.pair_rate(pacing.PAIR_INTERVAL_S, pacing.PAIR_BURST),
+    ) -> None:
+        """A queue on `database`; each (number, recipient) pair is paced at `pair_rate`."""
         self.database = database
+        self.pair_rate = pair_rate
 
     async def close(self) -> None:
         """Nothing pending: every outcome is applied at once."""
@@ -46,48 +52,69 @@ class MemoryQueue:
         number = self.database.numbers.get(phone_number_id)
         if number is None:
             return []
-        now_ms = int(now * 1000)
-        due = sorted(
-            (
-                row
-                for row in self.database.messages.values()
-                if row.message.phone_number_id == phone_number_id
-                and row.state == "queued"
-                and row.due_at <= now_ms
-            ),
-            key=lambda row: (row.due_at, row.seq),
-        )
-        if not due:
-            return []
         now_us = pacing.to_micros(now)
         rate = pacing.effective_rate(number.number.mps, tier_mps, number.pacing, now_us)
         horizon = pacing.to_micros(horizon_s)
-        slots, booked = pacing.plan(number.pacing, now_us, rate, horizon, min(limit, len(due)))
-        if not slots:
-            return []
-        number.pacing = booked
+        room, _ = pacing.plan(number.pacing, now_us, rate, horizon, limit)
         lease = pacing.to_micros(lease_s)
         claimed: list[Claimed] = []
-        for row, slot in zip(due, slots, strict=False):
-            row.state = "sending"
-            row.lease_owner = owner
-            row.lease_expires_at = (slot + lease) // 1000
-            row.attempts += 1
-            claimed.append(
-                Claimed(
-                    seq=row.seq,
-                    id=row.message.id,
-                    phone_number_id=phone_number_id,
-                    recipient=row.message.recipient,
-                    request=row.message.request,
-                    attempts=row.attempts,
-                    created_at=row.message.created_at,
-                    expires_at=row.message.expires_at,
-                    slot=pacing.to_seconds(slot),
-                    interval=pacing.to_seconds(rate.interval),
-                )
+        for round_ in range(pacing.CLAIM_ROUNDS):
+            size = pacing.batch_size(round_, len(room) - len(claimed), limit)
+            batch = self._due(phone_number_id, int(now * 1000), size)
+            if not batch:
+                break
+            keys = [(phone_number_id, row.message.recipient) for row in batch]
+            pairs = self.database.pairs
+            result = pacing.assign(
+                room[len(claimed) :],
+                [row.message.recipient for row in batch],
+                {key[1]: pairs[key] for key in keys if key in pairs},
+                now_us,
+                self.pair_rate,
             )
+            for recipient, pair in result.pairs.items():
+                pairs[phone_number_id, recipient] = pair
+            for index, turn in result.deferred:
+                batch[index].due_at = pacing.due_ms(turn)
+            for index, slot in result.sends:
+                claimed.append(self._lease(batch[index], owner, slot, lease, rate))
+            if not result.deferred or len(claimed) == len(room):
+                break
+        if claimed:
+            _, number.pacing = pacing.plan(number.pacing, now_us, rate, horizon, len(claimed))
         return claimed
+
+    def _due(self, phone_number_id: str, now_ms: int, limit: int) -> list[MessageRow]:
+        """Up to `limit` due messages of a number, oldest due first."""
+        due = (
+            row
+            for row in self.database.messages.values()
+            if row.message.phone_number_id == phone_number_id
+            and row.state == "queued"
+            and row.due_at <= now_ms
+        )
+        return sorted(due, key=lambda row: (row.due_at, row.seq))[: max(0, limit)]
+
+    @staticmethod
+    def _lease(
+        row: MessageRow, owner: str, slot: pacing.Micros, lease: pacing.Micros, rate: pacing.Rate
+    ) -> Claimed:
+        row.state = "sending"
+        row.lease_owner = owner
+        row.lease_expires_at = (slot + lease) // 1000
+        row.attempts += 1
+        return Claimed(
+            seq=row.seq,
+            id=row.message.id,
+            phone_number_id=row.message.phone_number_id,
+            recipient=row.message.recipient,
+            request=row.message.request,
+            attempts=row.attempts,
+            created_at=row.message.created_at,
+            expires_at=row.message.expires_at,
+            slot=pacing.to_seconds(slot),
+            interval=pacing.to_seconds(rate.interval),
+        )
 
     async def record(self, outcome: Outcome) -> None:
         """Apply a send's outcome, only if `outcome.owner` still holds the lease."""
@@ -124,15 +151,10 @@ class MemoryQueue:
             number.pacing = pacing.throttle(number.pacing, pacing.to_micros(now), number.number.mps)
 
     async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
-        """131056: hold every queued message to this recipient, not the whole number."""
-        for row in self.database.messages.values():
-            if (
-                row.message.phone_number_id == phone_number_id
-                and row.message.recipient == recipient
-                and row.state == "queued"
-                and row.due_at < until_ms
-            ):
-                row.due_at = until_ms
+        """131056: the pair sends nothing before `until_ms`; its queued messages stay put."""
+        key = (phone_number_id, recipient)
+        pair = self.database.pairs.get(key, pacing.PairState())
+        self.database.pairs[key] = pacing.hold_pair(pair, until_ms * 1000, self.pair_rate)
 
     async def reap_leases(self, now: float) -> int:
         """Requeue messages whose lease ended; fail those whose lease ended MAX_REAPS times."""
@@ -160,8 +182,12 @@ class MemoryQueue:
         return reaped
 
     async def expire(self, now: float) -> int:
-        """Fail the queued messages whose TTL passed before they could be handed to Meta."""
+        """Fail the queued messages whose TTL passed before they could be handed to Meta;
+        forget pairs whose pacing has run out (the same as none)."""
         now_ms = int(now * 1000)
+        now_us = pacing.to_micros(now)
+        for key in [key for key, pair in self.database.pairs.items() if pair.reserved < now_us]:
+            del self.database.pairs[key]
         kind = kind_of(MESSAGE_EXPIRED)
         expired = 0
         for row in self.database.messages.values():

@@ -15,7 +15,7 @@ from wagate.domain.model import (
     Status,
     StoredMessage,
 )
-from wagate.domain.pacing import PacingState
+from wagate.domain.pacing import PacingState, PairState
 from wagate.domain.statuses import Move
 
 
@@ -120,6 +120,8 @@ class MemoryDatabase:
     statuses: dict[tuple[str, Status], StatusRecord] = field(default_factory=dict)
     events: list[EventRecord] = field(default_factory=list)
     preferences: dict[tuple[str, str], Preference] = field(default_factory=dict)
+    # (phone_number_id, recipient) -> its pacing (the SQL `pair_pacing` table).
+    pairs: dict[tuple[str, str], PairState] = field(default_factory=dict)
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def next_seq(self) -> int:

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from wagate.domain.pacing import PAIR_BURST, PAIR_INTERVAL_S
+
 ENV_PREFIX = "WAGATE_SANDBOX_"
 
 
@@ -22,8 +24,8 @@ class SandboxConfig:
     # Seconds a created template stays PENDING before it is APPROVED.
     approval_delay: float = 5.0
     # Meta's pair rate limit: bursts up to 45 messages to one user, then about 1 per 6 s.
-    pair_burst: int = 45
-    pair_interval: float = 6.0
+    pair_burst: int = PAIR_BURST
+    pair_interval: float = PAIR_INTERVAL_S
     # Meta batches up to 1,000 updates into one webhook POST.
     webhook_batch: int = 1000
     flush_interval: float = 0.05

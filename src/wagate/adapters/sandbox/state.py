@@ -219,7 +219,8 @@ class SandboxState:
         if not self._pairs.take((phone_number_id, address), now):
             raise GraphError(
                 PAIR_RATE_LIMIT,
-                f"Too many messages from {phone_number_id} to {address} in a short time",
+                "Too many messages sent from the sender phone number to the same recipient"
+                " phone number in a short period of time.",
             )
         duplicate = payload_key in self._sent
         self._sent.put(payload_key, True)

@@ -47,9 +47,16 @@ _UPSTREAM_STATUS_CHARS: int = messages.c.upstream_status.type.length  # type: ig
 class SqlQueue:
     """Claims and results of the delivery queue."""
 
-    def __init__(self, engine: AsyncEngine, secrets: SecretBox | None = None) -> None:
-        """A queue on `engine`; `secrets` opens access tokens (default: this database's key)."""
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        secrets: SecretBox | None = None,
+        pair_rate: pacing.Rate = pacing.pair_rate(pacing.PAIR_INTERVAL_S, pacing.PAIR_BURST),
+    ) -> None:
+        """A queue on `engine`; `secrets` opens access tokens (default: this database's key);
+        each (number, recipient) pair is paced at `pair_rate`."""
         self.engine = engine
+        self.pair_rate = pair_rate
         self.secrets = secrets or SecretBox(engine.url)
         self.dialect = dialect_of(engine)
         writers = self.dialect.writers(at_most=2)
@@ -123,18 +130,65 @@ class SqlQueue:
             return []
         due = {"b_phone_number_id": phone_number_id, "b_now": int(now * 1000)}
         claimable = q.claimable(self.dialect)
-        rows = (await connection.execute(claimable, {**due, "b_limit": len(room)})).all()
-        if not rows:
-            return []
-        slots, booked = pacing.plan(state, now_us, rate, horizon, len(rows))
         lease = pacing.to_micros(lease_s)
-        await connection.execute(
-            q.LEASE,
-            [
-                {"b_seq": row.seq, "b_owner": owner, "b_lease": (slot + lease) // 1000}
-                for row, slot in zip(rows, slots, strict=True)
-            ],
-        )
+        stored: dict[str, pacing.PairState] = {}
+        pairs: dict[str, pacing.PairState] = {}
+        sends: list[tuple[Any, pacing.Micros]] = []
+        for round_ in range(pacing.CLAIM_ROUNDS):
+            size = pacing.batch_size(round_, len(room) - len(sends), limit)
+            batch = (await connection.execute(claimable, {**due, "b_limit": size})).all()
+            if not batch:
+                break
+            unread = {row.recipient for row in batch} - pairs.keys() - stored.keys()
+            if unread:
+                found = await self._pairs(connection, phone_number_id, unread)
+                stored.update(found)
+                pairs.update(found)
+            result = pacing.assign(
+                room[len(sends) :],
+                [row.recipient for row in batch],
+                pairs,
+                now_us,
+                self.pair_rate,
+            )
+            pairs = result.pairs
+            leased = [(batch[index], slot) for index, slot in result.sends]
+            if leased:
+                await connection.execute(
+                    q.LEASE,
+                    [
+                        {"b_seq": row.seq, "b_owner": owner, "b_lease": (slot + lease) // 1000}
+                        for row, slot in leased
+                    ],
+                )
+            if result.deferred:
+                await connection.execute(
+                    q.DEFER,
+                    [
+                        {"b_seq": batch[index].seq, "b_due": pacing.due_ms(turn)}
+                        for index, turn in result.deferred
+                    ],
+                )
+            sends.extend(leased)
+            if not result.deferred or len(sends) == len(room):
+                break
+        changed = [(r, pair) for r, pair in pairs.items() if stored.get(r) != pair]
+        if changed:
+            await connection.execute(
+                q.set_pair(self.dialect),
+                [
+                    {
+                        "b_phone_number_id": phone_number_id,
+                        "b_recipient": recipient,
+                        "b_tat": pair.tat,
+                        "b_reserved": pair.reserved,
+                    }
+                    for recipient, pair in changed
+                ],
+            )
+        if not sends:
+            return []
+        _, booked = pacing.plan(state, now_us, rate, horizon, len(sends))
         await connection.execute(
             q.SET_PACING_TAT, {"b_phone_number_id": phone_number_id, "b_tat": booked.tat}
         )
@@ -151,8 +205,18 @@ class SqlQueue:
                 slot=pacing.to_seconds(slot),
                 interval=pacing.to_seconds(rate.interval),
             )
-            for row, slot in zip(rows, slots, strict=True)
+            for row, slot in sends
         ]
+
+    @staticmethod
+    async def _pairs(
+        connection: AsyncConnection, phone_number_id: str, recipients: set[str]
+    ) -> dict[str, pacing.PairState]:
+        """The stored pacing of these recipients' pairs (a pair without a row has none)."""
+        rows = await connection.execute(
+            q.PAIRS, {"b_phone_number_id": phone_number_id, "b_recipients": sorted(recipients)}
+        )
+        return {row.recipient: pacing.PairState(row.tat, row.reserved_tat) for row in rows}
 
     async def throttle(self, phone_number_id: str, now: float) -> None:
         """Meta said 130429: halve the number's shared rate; it recovers by itself."""
@@ -174,14 +238,20 @@ class SqlQueue:
             )
 
     async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
-        """131056: hold every queued message to this recipient, not the whole number."""
+        """131056: the pair sends nothing before `until_ms`. One row is written: its queued
+        messages stay as they are and are put off, a batch at a time, when claimed."""
         async with begin_write(self.engine) as connection:
+            stored = (await self._pairs(connection, phone_number_id, {recipient})).get(
+                recipient, pacing.PairState()
+            )
+            held = pacing.hold_pair(stored, until_ms * 1000, self.pair_rate)
             await connection.execute(
-                q.HOLD_RECIPIENT,
+                q.set_pair(self.dialect),
                 {
                     "b_phone_number_id": phone_number_id,
                     "b_recipient": recipient,
-                    "b_until": until_ms,
+                    "b_tat": held.tat,
+                    "b_reserved": held.reserved,
                 },
             )
 
@@ -207,10 +277,12 @@ class SqlQueue:
         return int(requeued.rowcount or 0) + int(abandoned.rowcount or 0)
 
     async def expire(self, now: float) -> int:
-        """Fail the queued messages whose TTL passed before they could be handed to Meta."""
+        """Fail the queued messages whose TTL passed before they could be handed to Meta;
+        forget pairs whose pacing has run out (the same as none)."""
         expired_as = _failure(MESSAGE_EXPIRED, EXPIRED_DETAILS, int(now * 1000))
         async with begin_write(self.engine) as connection:
             result = await connection.execute(q.EXPIRE, expired_as)
+            await connection.execute(q.FORGET_PAIRS, {"b_now_us": pacing.to_micros(now)})
         return int(result.rowcount or 0)
 
     async def reconcile(self, now: float) -> int:

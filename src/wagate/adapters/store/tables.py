@@ -81,6 +81,21 @@ PHONE_NUMBER_COLUMNS = [
     for name in ("phone_number_id", "waba_id", "project_id", "upstream", "access_token", "mps")
 ]
 
+# Each (number, recipient) pair's pacing (Meta answers 131056 beyond about one message
+# per 6 s, bursts of 45): the GCRA TAT of its sends and `reserved_tat`, which also
+# counts the messages put off to its later turns (see `domain.pacing.PairState`).
+# Only claims of the number (under its row's lock) and 131056 holds write it; a row
+# whose `reserved_tat` has passed is the same as none and is deleted by the sweep.
+pair_pacing = Table(
+    "pair_pacing",
+    metadata,
+    Column("phone_number_id", String(64), primary_key=True),
+    Column("recipient", String(160), primary_key=True),
+    Column("tat", BigInteger, nullable=False),
+    Column("reserved_tat", BigInteger, nullable=False),
+    Index("ix_pair_pacing_reserved_tat", "reserved_tat"),
+)
+
 # The messages table is also the delivery queue: `state` = 'queued' rows with
 # `due_at` <= now are what a dispatcher claims (leased through `lease_owner` and
 # `lease_expires_at`, so a dead worker's claims come back).

@@ -10,10 +10,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Update, and_, bindparam, func, select, update
+from sqlalchemy import Insert, Select, Update, and_, bindparam, case, delete, func, select, update
 
 from wagate.adapters.store.engine import Dialect
-from wagate.adapters.store.tables import messages, phone_numbers
+from wagate.adapters.store.tables import messages, pair_pacing, phone_numbers
 from wagate.domain.delivery import MAX_REAPS
 
 _QUEUED = messages.c.state == "queued"
@@ -87,17 +87,48 @@ SET_THROTTLE = (
     .values(throttle_factor=bindparam("b_factor"), throttled_at=bindparam("b_throttled_at"))
 )
 
-# 131056: hold every queued message to one recipient until `b_until`.
-HOLD_RECIPIENT = (
-    update(messages)
-    .where(
-        messages.c.phone_number_id == bindparam("b_phone_number_id"),
-        messages.c.recipient == bindparam("b_recipient"),
-        _QUEUED,
-        messages.c.due_at < bindparam("b_until"),
-    )
-    .values(due_at=bindparam("b_until"))
+# A message whose pair has no turn yet stays queued until its turn (by `seq`).
+DEFER = (
+    update(messages).where(messages.c.seq == bindparam("b_seq")).values(due_at=bindparam("b_due"))
 )
+
+# ---- pair pacing ------------------------------------------------------------------------
+
+_THE_PAIRS = pair_pacing.c.phone_number_id == bindparam("b_phone_number_id")
+
+# The pacing of the pairs of a claimed batch's recipients, by primary key.
+PAIRS = select(pair_pacing.c.recipient, pair_pacing.c.tat, pair_pacing.c.reserved_tat).where(
+    _THE_PAIRS, pair_pacing.c.recipient.in_(bindparam("b_recipients", expanding=True))
+)
+
+
+@cache
+def set_pair(dialect: Dialect) -> Insert:
+    """Store a pair's TATs (one row per pair, executed with many); they only move forward.
+
+    Claims of one number are serialised by its row's lock, but a 131056 hold is not:
+    keeping the later of the stored and incoming TAT makes any interleaving safe.
+    """
+    statement = dialect.dialect_insert(pair_pacing).values(
+        phone_number_id=bindparam("b_phone_number_id"),
+        recipient=bindparam("b_recipient"),
+        tat=bindparam("b_tat"),
+        reserved_tat=bindparam("b_reserved"),
+    )
+    incoming = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[pair_pacing.c.phone_number_id, pair_pacing.c.recipient],
+        set_={
+            name: case(
+                (incoming[name] > pair_pacing.c[name], incoming[name]), else_=pair_pacing.c[name]
+            )
+            for name in ("tat", "reserved_tat")
+        },
+    )
+
+
+# Pairs whose pacing has run out are the same as none (through ix_pair_pacing_reserved_tat).
+FORGET_PAIRS = delete(pair_pacing).where(pair_pacing.c.reserved_tat < bindparam("b_now_us"))
 
 # ---- leases that ended, messages that expired -------------------------------------------
 
