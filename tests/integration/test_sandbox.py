@@ -725,7 +725,7 @@ async def test_the_pair_rule_is_configurable_and_refused_in_metas_words() -> Non
         " number in a short period of time."
     )
     state.send("1", _body("+1 555 0800002"), authorized=True)  # another user: not limited
-    clock.now += 0.5
+    clock.at += 0.5
     state.send("1", _body("+1 555 0800001"), authorized=True)
 
 
