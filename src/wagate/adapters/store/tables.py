@@ -132,6 +132,22 @@ messages = Table(
         sqlite_where=Column("state") == "queued",
         postgresql_where=Column("state") == "queued",
     ),
+    # The expiry pass reads only queued messages past their TTL.
+    Index(
+        "ix_messages_expiry",
+        "expires_at",
+        sqlite_where=Column("state") == "queued",
+        postgresql_where=Column("state") == "queued",
+    ),
+    # A 131056 hold reads only that recipient's queued messages.
+    Index(
+        "ix_messages_hold",
+        "recipient",
+        "phone_number_id",
+        "due_at",
+        sqlite_where=Column("state") == "queued",
+        postgresql_where=Column("state") == "queued",
+    ),
     Index(
         "ix_messages_leases",
         "lease_expires_at",
