@@ -45,6 +45,10 @@ class Settings:
     worker: bool = True
     upstream_timeout_seconds: float = 30.0
     lease_seconds: float = 60.0
+    # How often a worker looks for queued work nobody told it of (one query). New work
+    # wakes it at once from its own process and, on PostgreSQL, from any process; on
+    # SQLite, a worker in another process than the API finds it within this time.
+    worker_poll_seconds: float = 1.0
     # The key that encrypts access tokens and the webhook secret at rest. Unset on
     # SQLite: a key generated once into `<database>.key`; required on PostgreSQL.
     secret_key: str = ""
