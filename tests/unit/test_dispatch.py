@@ -802,3 +802,33 @@ async def test_a_message_due_later_is_claimed_at_its_due_time_without_polling_fo
         assert idle.queue.claims == 1
     finally:
         await idle.close()
+
+
+async def test_a_backlog_is_claimed_horizon_after_horizon_without_waiting_for_a_look() -> None:
+    idle, [number] = await idle_worker(poll_s=60.0)
+    try:
+        idle.memory.database.numbers[number.phone_number_id].number = dataclasses.replace(
+            number, mps=10
+        )
+        for _ in range(20):
+            await idle.acceptor.accept(number, json.dumps(STORED_REQUEST).encode())
+        await idle.clock.advance(2.5)
+        # 10 msg/s and a half-second horizon: several claims, one after the other, sent
+        # all 20 in about two seconds, though no look came (they are 60 s apart).
+        assert len(idle.upstream.calls) == 20
+        assert idle.queue.claims >= 4
+    finally:
+        await idle.close()
+
+
+async def test_a_retried_message_is_claimed_again_at_its_due_time() -> None:
+    idle, [number] = await idle_worker(poll_s=60.0)
+    idle.upstream.results = [error(131000, 500), ok()]
+    try:
+        await idle.acceptor.accept(number, json.dumps(STORED_REQUEST).encode())
+        await settle()
+        await idle.clock.advance(3.0)
+        # POLICY retries after 2 s; the worker's timer, not its look, brings it back.
+        assert [call.at for call in idle.upstream.calls] == [START, START + 2.0]
+    finally:
+        await idle.close()

@@ -288,15 +288,19 @@ class Dispatcher:
             return 0
         now = self.clock.now()
         self._next_try[phone_number_id] = now + self._retry_after(phone_number_id)
-        claimed = await self.queue.claim(
-            phone_number_id,
-            self.owner,
-            now,
-            tier_mps=self._tier(number, now),
-            lease_s=self.settings.lease_s,
-            horizon_s=self.settings.horizon_s,
-            limit=self.settings.max_claim,
-        )
+        try:
+            claimed = await self.queue.claim(
+                phone_number_id,
+                self.owner,
+                now,
+                tier_mps=self._tier(number, now),
+                lease_s=self.settings.lease_s,
+                horizon_s=self.settings.horizon_s,
+                limit=self.settings.max_claim,
+            )
+        except Exception:
+            self._missed(phone_number_id, now)  # back off while the database is away
+            raise
         if not claimed:
             self._missed(phone_number_id, now)
             return 0
@@ -304,10 +308,12 @@ class Dispatcher:
         last = claimed[-1]
         self._booked_until[phone_number_id] = last.slot
         if len(claimed) < self.settings.max_claim and (
-            last.slot + last.interval < now + self.settings.horizon_s
+            last.slot + 2 * last.interval <= now + self.settings.horizon_s
         ):
-            # Neither the limit nor the pace stopped the claim: it took every due
-            # message. More will ring the bell, or come due at a time a look finds.
+            # Neither the limit nor the pace stopped the claim (a pace that stops it leaves
+            # its last slot within an interval of the horizon's end; the second interval
+            # is a margin), so it took every due message. More will ring the bell, or
+            # come due at a time a look finds.
             del self._next_try[phone_number_id]
         else:
             self._next_try[phone_number_id] = last.slot - self.settings.horizon_s / 2
