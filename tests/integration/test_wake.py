@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -27,6 +27,9 @@ from tests.support import (
     make_tenant,
     wait_until,
 )
+from wagate.adapters.store.engine import create_engine
+from wagate.adapters.store.listen import WorkListener
+from wagate.adapters.store.queries.messages import WORK_CHANNEL
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -91,3 +94,63 @@ def test_a_worker_in_another_process_claims_a_new_message_at_once_not_at_its_pol
         waited.append(asyncio.run(picked_up_after(dsn, message_id)))
     # One look (every POLL_S) might catch one of them by chance; never all.
     assert max(waited) < PICKUP_S, f"claimed after {waited} s\n{worker.log_text()[-2000:]}"
+
+
+class Heard:
+    """A work signal that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.numbers: list[str] = []
+        self.missed = 0
+        self.changed = asyncio.Event()
+
+    def notify(self, phone_number_id: str) -> None:
+        self.numbers.append(phone_number_id)
+        self.changed.set()
+
+    def look_at_everything(self) -> None:
+        self.missed += 1
+        self.changed.set()
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until `predicate` holds, at most 5 s."""
+        async with asyncio.timeout(5):
+            while not predicate():
+                await self.changed.wait()
+                self.changed.clear()
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[str]:
+    """A fresh PostgreSQL database."""
+    url = database_url_for("postgres", tmp_path)
+    yield url
+    dispose_database(url)
+
+
+async def test_a_listener_whose_connection_drops_listens_again_and_asks_for_a_look(
+    database: str,
+) -> None:
+    url = database
+    engine = create_engine(url)
+    heard = Heard()
+    listener = WorkListener(engine, heard, heard.look_at_everything, retry_s=0.05)
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    sender = await asyncpg.connect(dsn)
+    try:
+        listener.start()
+        await asyncio.wait_for(listener.listening.wait(), 5)
+        assert heard.missed == 1  # whatever came before it listened
+        await sender.execute(f"NOTIFY {WORK_CHANNEL}, '111'")
+        await heard.until(lambda: heard.numbers == ["111"])
+        await sender.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE query LIKE 'LISTEN%{WORK_CHANNEL}%'"
+        )
+        await heard.until(lambda: heard.missed == 2)
+        await sender.execute(f"NOTIFY {WORK_CHANNEL}, '222'")
+        await heard.until(lambda: heard.numbers == ["111", "222"])
+    finally:
+        await sender.close()
+        await listener.close()
+        await engine.dispose()
