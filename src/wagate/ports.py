@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
+from wagate.domain.delivery import Claimed, Outcome, UpstreamResult, Waiting
 from wagate.domain.model import (
     ApiKey,
     KeyOwner,
@@ -195,11 +195,23 @@ class Upstream(Protocol):
         ...
 
 
+class WorkSignal(Protocol):
+    """How the accept path tells this process's worker that a number has new work."""
+
+    def notify(self, phone_number_id: str) -> None:
+        """A message of this number was committed to the queue; never blocks."""
+        ...
+
+
 class Queue(Protocol):
     """The delivery queue."""
 
-    async def numbers(self) -> list[PhoneNumber]:
-        """Every phone number."""
+    async def waiting(self) -> list[Waiting]:
+        """The numbers with queued messages, each with when its earliest one is due.
+
+        One query whose cost grows with the numbers that have work, not with the
+        messages queued nor with the idle numbers.
+        """
         ...
 
     async def claim(
@@ -259,4 +271,5 @@ __all__ = [
     "SystemClock",
     "Timelines",
     "Upstream",
+    "WorkSignal",
 ]

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 
 from wagate.adapters.sandbox import SandboxApp, SandboxConfig, create_sandbox_app
 from wagate.adapters.sandbox.access import GatewayTokens
+from wagate.adapters.store.listen import WorkListener, work_listener
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
 from wagate.adapters.upstream.graph import GraphClient
 from wagate.core.accept import Acceptor
 from wagate.core.access import Access
-from wagate.core.dispatch import Dispatcher, DispatchSettings
+from wagate.core.dispatch import Dispatcher, DispatchSettings, WorkBell
 from wagate.core.ingest import Ingestor
 from wagate.core.reads import Reader
 from wagate.domain.pacing import pair_rate
@@ -60,8 +61,11 @@ class Services:
     queue: Queue
     ingestor: Ingestor
     upstream: Upstream
+    # Rung by this process's accepts (and, on PostgreSQL, other processes'): wakes the worker.
+    bell: WorkBell
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
+    listener: WorkListener | None = None
     # Per-project request limits, in this process's memory (see domain/ratelimit.py).
     limiter: RateLimiter = field(default_factory=RateLimiter)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -80,6 +84,7 @@ class Services:
             secret_key=settings.secret_key,
         )
         statuses = SqlStatusStore(store.engine)
+        bell = WorkBell()
         return cls(
             settings=settings,
             store=store,
@@ -90,6 +95,7 @@ class Services:
                 clock,
                 ttl_seconds=settings.message_ttl_seconds,
                 idempotency_window_seconds=settings.idempotency_window_seconds,
+                work=bell,
             ),
             reader=Reader(store, statuses),
             queue=SqlQueue(
@@ -99,10 +105,16 @@ class Services:
             ),
             ingestor=Ingestor(statuses, clock, settings.meta_app_secret),
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
+            bell=bell,
         )
 
     def dispatcher_for(self) -> Dispatcher:
-        """A delivery worker on these services."""
+        """A delivery worker on these services, woken by their bell; on PostgreSQL, a
+        listener rings the bell for other processes' accepts too."""
+        if self.listener is None:
+            self.listener = work_listener(self.store.engine, self.bell, self.bell.notify_all)
+            if self.listener is not None:
+                self.listener.start()
         return Dispatcher(
             self.queue,
             self.upstream,
@@ -111,7 +123,9 @@ class Services:
             DispatchSettings(
                 graph_version=self.settings.meta_graph_version,
                 lease_s=self.settings.lease_seconds,
+                poll_s=self.settings.worker_poll_seconds,
             ),
+            bell=self.bell,
         )
 
     async def start(self, *, embedded_sandbox: bool, worker: bool) -> None:
@@ -169,6 +183,8 @@ class Services:
         self._stop.set()
         if self._worker is not None:
             await self._worker
+        if self.listener is not None:
+            await self.listener.close()
         if self.sandbox is not None:
             await self.sandbox.aclose()
         await self.queue.close()

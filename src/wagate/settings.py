@@ -51,6 +51,10 @@ class Settings:
     # is kept spare for network jitter, see `domain.pacing.pair_rate`).
     pair_interval_seconds: float = PAIR_INTERVAL_S
     pair_burst: int = PAIR_BURST
+    # How often a worker looks for queued work nobody told it of (one query). New work
+    # wakes it at once from its own process and, on PostgreSQL, from any process; on
+    # SQLite, a worker in another process than the API finds it within this time.
+    worker_poll_seconds: float = 1.0
     # The key that encrypts access tokens and the webhook secret at rest. Unset on
     # SQLite: a key generated once into `<database>.key`; required on PostgreSQL.
     secret_key: str = ""

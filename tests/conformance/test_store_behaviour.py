@@ -16,7 +16,7 @@ from wagate.adapters.store.queue import SqlQueue
 from wagate.core import admin
 from wagate.core.access import hash_key
 from wagate.domain import pacing
-from wagate.domain.delivery import MAX_REAPS, Claimed, Outcome
+from wagate.domain.delivery import MAX_REAPS, Claimed, Outcome, Waiting
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED
 from wagate.domain.model import KeyOwner, MessageQuery, NewMessage, PhoneNumber, Status
 from wagate.domain.statuses import EventRow, PreferenceRow, StatusRow, status_row
@@ -198,7 +198,27 @@ async def test_a_phone_number_reads_back_and_its_id_is_taken_once(backend: Backe
         await backend.store.add_phone_number(
             PhoneNumber("999", "1", "prj_missing", "sandbox", "t", 1), created_at=T0_MS
         )
-    assert number in await backend.queue.numbers()
+
+
+async def test_only_numbers_with_queued_messages_wait_each_with_its_earliest_due_time(
+    backend: Backend,
+) -> None:
+    await new_number(backend)  # idle
+    busy, held = await new_number(backend), await new_number(backend)
+    assert await waiting(backend) == []
+    for at_ms in (T0_MS + 5_000, T0_MS, T0_MS + 9_000):
+        await backend.store.add_message(new_message(busy, at_ms=at_ms))
+    # Due in 30 s (as a retry or a put-off message would be).
+    await backend.store.add_message(new_message(held, at_ms=T0_MS + 30_000))
+    assert await waiting(backend) == [Waiting(busy, T0), Waiting(held, T0 + 30)]
+    # Claimed (sending) and finished messages wait no more.
+    assert len(await claim(backend, busy, T0 + 10)) == 3
+    assert await waiting(backend) == [Waiting(held, T0 + 30)]
+
+
+async def waiting(backend: Backend) -> list[Waiting]:
+    """The numbers with queued work, in the order of their ids."""
+    return sorted(await backend.queue.waiting(), key=lambda w: w.number.phone_number_id)
 
 
 class Ticks:

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from tests.unit.memory import START, FakeClock, Memory
+from wagate.adapters.memory import MemoryQueue
 from wagate.adapters.memory.tables import NumberRow
+from wagate.core.accept import Acceptor
 from wagate.core.dispatch import Dispatcher, DispatchSettings, upstream_payload
-from wagate.domain.delivery import Claimed, Outcome, UpstreamResult
+from wagate.domain.delivery import Claimed, Outcome, UpstreamResult, Waiting
 from wagate.domain.errors import MESSAGE_EXPIRED
 from wagate.domain.model import NewMessage, PhoneNumber, Project, StoredMessage
 from wagate.domain.retry import RetryPolicy
@@ -52,8 +54,8 @@ class FakeQueue:
     held: list[tuple[str, str, int]] = field(default_factory=list)
     tiers: list[int | None] = field(default_factory=list)
 
-    async def numbers(self) -> list[PhoneNumber]:
-        return [NUMBER]
+    async def waiting(self) -> list[Waiting]:
+        return [Waiting(NUMBER, START)]
 
     async def claim(
         self,
@@ -504,8 +506,8 @@ SECOND = dataclasses.replace(NUMBER, phone_number_id="106540352242923")
 class TwoNumbers(FakeQueue):
     """A queue with two phone numbers."""
 
-    async def numbers(self) -> list[PhoneNumber]:
-        return [NUMBER, SECOND]
+    async def waiting(self) -> list[Waiting]:
+        return [Waiting(NUMBER, START), Waiting(SECOND, START)]
 
 
 class DeadTierUpstream(FakeUpstream):
@@ -638,3 +640,199 @@ def test_upstream_payload_leaves_a_bsuid_send_as_it_was() -> None:
     sent = json.loads(upstream_payload(json.dumps(request)))
     assert sent["recipient"] == "US.ENT.11815799212886844830"
     assert "to" not in sent
+
+
+# ---- waking: an idle worker is told of work, it does not poll every number -----------
+
+
+class ManualClock(FakeClock):
+    """A fake clock whose sleepers wait until the test moves time past their deadline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until `advance` reaches now + `seconds`."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (self.at + seconds, woken)
+        self._sleepers.append(entry)
+        try:
+            await woken
+        finally:
+            self._sleepers.remove(entry)
+
+    async def advance(self, seconds: float, step: float = 0.25) -> None:
+        """Move time on in steps, letting whoever wakes at each step run."""
+        target = self.at + seconds
+        while self.at < target:
+            self.at = min(target, self.at + step)
+            for deadline, woken in list(self._sleepers):
+                if deadline <= self.at and not woken.done():
+                    woken.set_result(None)
+            await settle()
+
+
+async def settle() -> None:
+    """Let every task that can run, run (nothing here waits on real time)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+class CountingQueue(MemoryQueue):
+    """The memory queue, counting the claims and looks the worker makes."""
+
+    def __init__(self, memory: Memory) -> None:
+        super().__init__(memory.database)
+        self.claims = 0
+        self.looks = 0
+
+    async def claim(
+        self,
+        phone_number_id: str,
+        owner: str,
+        now: float,
+        *,
+        lease_s: float,
+        horizon_s: float,
+        limit: int,
+        tier_mps: int | None = None,
+    ) -> list[Claimed]:
+        self.claims += 1
+        return await super().claim(
+            phone_number_id,
+            owner,
+            now,
+            lease_s=lease_s,
+            horizon_s=horizon_s,
+            limit=limit,
+            tier_mps=tier_mps,
+        )
+
+    async def waiting(self) -> list[Waiting]:
+        self.looks += 1
+        return await super().waiting()
+
+
+@dataclass
+class Idle:
+    """A worker running on a manual clock, waiting for work."""
+
+    memory: Memory
+    clock: ManualClock
+    queue: CountingQueue
+    upstream: FakeUpstream
+    worker: Dispatcher
+    acceptor: Acceptor
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, timeout=5)
+
+
+async def idle_worker(*, numbers: int = 1, poll_s: float = 60.0) -> tuple[Idle, list[PhoneNumber]]:
+    """A running worker whose fallback look is `poll_s` apart, and `numbers` idle numbers."""
+    clock = ManualClock()
+    memory = Memory(clock=clock)
+    added = [
+        await memory.number(phone_number_id=f"1065403522{n:05d}", mps=80) for n in range(numbers)
+    ]
+    queue = CountingQueue(memory)
+    upstream = FakeUpstream(clock)
+    worker = Dispatcher(
+        queue,
+        upstream,
+        clock,
+        lambda number: f"http://127.0.0.1:9/{number.upstream}",
+        DispatchSettings(retry=POLICY, poll_s=poll_s),
+        owner="worker-1",
+    )
+    acceptor = Acceptor(memory.store, clock, work=worker.bell)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await settle()
+    return Idle(memory, clock, queue, upstream, worker, acceptor, stop, task), added
+
+
+async def test_an_accept_wakes_an_idle_worker_which_sends_at_once() -> None:
+    idle, [number] = await idle_worker(poll_s=60.0)
+    try:
+        await idle.acceptor.accept(number, json.dumps(STORED_REQUEST).encode())
+        await settle()
+        # Time has not moved: the worker did not wait for its look (60 s away) to send.
+        [call] = idle.upstream.calls
+        assert call.at == START
+        assert call.phone_number_id == number.phone_number_id
+    finally:
+        await idle.close()
+
+
+async def test_an_idle_worker_with_many_idle_numbers_makes_no_claim_attempt() -> None:
+    idle, _ = await idle_worker(numbers=1000, poll_s=1.0)
+    try:
+        await idle.clock.advance(10.0)
+        assert idle.queue.claims == 0
+        # It is alive: one look per second at the numbers with work (there are none).
+        assert 10 <= idle.queue.looks <= 12
+    finally:
+        await idle.close()
+
+
+async def test_a_message_due_later_is_claimed_at_its_due_time_without_polling_for_it() -> None:
+    idle, [number] = await idle_worker(poll_s=60.0)
+    try:
+        await idle.acceptor.accept(number, json.dumps(STORED_REQUEST).encode())
+        # Held (a 131056 earlier) until 30 s from now, before the worker could claim it.
+        await idle.queue.hold_recipient(
+            number.phone_number_id, "447700900123", int(START + 30) * 1000
+        )
+        await settle()
+        await idle.clock.advance(29.75)
+        assert idle.upstream.calls == []
+        # The accept's wake-up claimed once, which put the message off to its pair's turn
+        # (the hold lives in the pair's pacing state, not in the backlog), then a few quick
+        # retries, then a timer: no claim for the rest of the 30 s.
+        early = idle.queue.claims
+        # (retries after 0.05, 0.1, 0.2 and 0.4 s: the next would pass the half-second horizon)
+        assert 1 <= early <= 5
+        await idle.clock.advance(0.25)
+        [call] = idle.upstream.calls
+        assert call.at == START + 30
+        assert idle.queue.claims == early + 1
+    finally:
+        await idle.close()
+
+
+async def test_a_backlog_is_claimed_horizon_after_horizon_without_waiting_for_a_look() -> None:
+    idle, [number] = await idle_worker(poll_s=60.0)
+    try:
+        idle.memory.database.numbers[number.phone_number_id].number = dataclasses.replace(
+            number, mps=10
+        )
+        for _ in range(20):
+            await idle.acceptor.accept(number, json.dumps(STORED_REQUEST).encode())
+        await idle.clock.advance(2.5)
+        # 10 msg/s and a half-second horizon: several claims, one after the other, sent
+        # all 20 in about two seconds, though no look came (they are 60 s apart).
+        assert len(idle.upstream.calls) == 20
+        assert idle.queue.claims >= 4
+    finally:
+        await idle.close()
+
+
+async def test_a_retried_message_is_claimed_again_at_its_due_time() -> None:
+    idle, [number] = await idle_worker(poll_s=60.0)
+    idle.upstream.results = [error(131000, 500), ok()]
+    try:
+        await idle.acceptor.accept(number, json.dumps(STORED_REQUEST).encode())
+        await settle()
+        await idle.clock.advance(3.0)
+        # POLICY retries after 2 s; the worker's timer, not its look, brings it back.
+        assert [call.at for call in idle.upstream.calls] == [START, START + 2.0]
+    finally:
+        await idle.close()

@@ -22,7 +22,7 @@ from wagate.domain.requests import (
     MessageRef,
 )
 from wagate.domain.validation import decode_request
-from wagate.ports import Clock, IdempotencyConflict, Outbox
+from wagate.ports import Clock, IdempotencyConflict, Outbox, WorkSignal
 
 _encoder = msgspec.json.Encoder()
 # Printable ASCII without spaces, like the IETF Idempotency-Key draft's examples.
@@ -68,9 +68,12 @@ class Acceptor:
         *,
         ttl_seconds: int = DEFAULT_TTL_S,
         idempotency_window_seconds: int = 24 * 3600,
+        work: WorkSignal | None = None,
     ) -> None:
+        """`work` is told of each committed message (this process's worker wakes at once)."""
         self._store = store
         self._clock = clock
+        self._work = work
         self._ttl_ms = ttl_seconds * 1000
         self._window_ms = idempotency_window_seconds * 1000
         self._in_flight: dict[tuple[str, str], asyncio.Future[Accepted]] = {}
@@ -185,6 +188,8 @@ class Acceptor:
                 request_hash=request_hash,
             )
         )
+        if self._work is not None:
+            self._work.notify(number.phone_number_id)
         return Accepted(response_body(recipient, message_id), message_id)
 
     def _now_ms(self) -> int:

@@ -11,6 +11,13 @@ outcome is written only `WHERE lease_owner = <that worker>`.
 
 Meta's throughput tier of a number is looked up in the background: a slow or dead
 upstream for one number never delays the claims of the others.
+
+How a worker learns of work: it does not poll every number. The accept path rings
+its `WorkBell` (in process; across processes, PostgreSQL's LISTEN/NOTIFY rings it
+too), a retry or a hold sets a timer for its due time, and one query
+(`Queue.waiting`) every `poll_s` finds the numbers with queued messages and when
+each is next due: it catches what no bell announced (another SQLite process, a
+reaped lease, a lost notification). Between those, an idle number costs nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from wagate.domain.delivery import EXPIRED_DETAILS, Claimed, Outcome, UpstreamResult
+from wagate.domain.delivery import EXPIRED_DETAILS, Claimed, Outcome, UpstreamResult, Waiting
 from wagate.domain.errors import MESSAGE_EXPIRED, SOMETHING_WENT_WRONG, GraphError, kind_of
 from wagate.domain.model import PhoneNumber
 from wagate.domain.recipients import normalise_phone
@@ -84,13 +91,56 @@ class DispatchSettings:
     lease_s: float = 60.0
     # How far ahead a worker books send slots; small keeps pacing shared fairly.
     horizon_s: float = 0.5
-    poll_s: float = 0.02
+    # The fallback look at every number with queued work (see the module's docstring).
+    poll_s: float = 1.0
+    # After a claim that found nothing (another worker booked the number's pace, or took
+    # the messages), try again this much later, doubling up to the horizon; then the
+    # bell, a timer or the look brings the number back.
+    claim_retry_s: float = 0.05
     max_claim: int = 500
     housekeeping_s: float = 2.0
     retry: RetryPolicy = DEFAULT_RETRY_POLICY
     # Backoff of an outcome's record that failed (the database was unavailable).
     record_retry_s: float = 0.5
     record_retry_max_s: float = 30.0
+
+
+class WorkBell:
+    """Wakes an idle worker: a number has new work (`notify`), or anything may have (`ring`).
+
+    The accept path of this process rings it after each commit; a listener for other
+    processes (PostgreSQL NOTIFY) too. Ringing never blocks and never fails.
+    """
+
+    def __init__(self) -> None:
+        self._numbers: set[str] = set()
+        self._everything = False
+        self._rung = asyncio.Event()
+
+    def notify(self, phone_number_id: str) -> None:
+        """A message of this number was committed to the queue."""
+        self._numbers.add(phone_number_id)
+        self._rung.set()
+
+    def notify_all(self) -> None:
+        """Work may have come unannounced (a listener reconnected): look at every number."""
+        self._everything = True
+        self._rung.set()
+
+    def ring(self) -> None:
+        """Wake the worker to look at its timers again (or at its stop event)."""
+        self._rung.set()
+
+    def take(self) -> tuple[set[str], bool]:
+        """The numbers notified since the last take, and whether to look at every number."""
+        numbers, everything = self._numbers, self._everything
+        self._numbers, self._everything = set(), False
+        self._rung.clear()
+        return numbers, everything
+
+    async def wait(self) -> None:
+        """Until the bell rings (at once if it rang since the last take)."""
+        await self._rung.wait()
 
 
 class Dispatcher:
@@ -106,6 +156,7 @@ class Dispatcher:
         *,
         owner: str | None = None,
         rng: random.Random | None = None,
+        bell: WorkBell | None = None,
     ) -> None:
         self.queue = queue
         self.upstream = upstream
@@ -114,9 +165,18 @@ class Dispatcher:
         self.settings = settings or DispatchSettings()
         self.owner = owner or worker_name()
         self.rng = rng or random.Random()
+        self.bell = bell or WorkBell()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._numbers: list[PhoneNumber] = []
-        self._numbers_at = -1e18
+        # The numbers seen with work (their tokens and upstreams), refreshed by every look.
+        self._numbers: dict[str, PhoneNumber] = {}
+        # When to try a claim next, per number believed to have due work; idle ones are absent.
+        self._next_try: dict[str, float] = {}
+        # Timers: when a number's earliest queued message comes due (from a look, a retry
+        # or a hold). A claim's plans never erase them.
+        self._due_at: dict[str, float] = {}
+        # Claims in a row that found nothing, per number (for the retry's back-off).
+        self._misses: dict[str, int] = {}
+        self._look_at = -1e18
         self._housekeeping_at = -1e18
         # The last slot this worker booked per number: no need to ask for more
         # while it is still far ahead (another worker may have booked beyond it).
@@ -131,17 +191,37 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then let in-flight sends finish."""
         log.info("worker %s started", self.owner)
+        stopping = asyncio.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: self.bell.ring())
         while not stop.is_set():
             try:
-                claimed = await self.run_once()
+                await self.run_once()
             except Exception:
                 log.exception("worker %s: claim round failed; retrying", self.owner)
-                claimed = 0
-            if claimed == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.poll_s)
+            await self._idle()
+        await stopping
         await self.drain()
         log.info("worker %s stopped", self.owner)
+
+    async def _idle(self) -> None:
+        """Wait for the bell, or until the next timer, look or housekeeping is due."""
+        wake_at = min(
+            self._look_at,
+            self._housekeeping_at + self.settings.housekeeping_s,
+            *self._next_try.values(),
+            *self._due_at.values(),
+        )
+        delay = wake_at - self.clock.now()
+        if delay <= 0:
+            await asyncio.sleep(0)  # let the sends and the accepts run
+            return
+        timer = asyncio.ensure_future(self.clock.sleep(delay))
+        rung = asyncio.ensure_future(self.bell.wait())
+        try:
+            await asyncio.wait((timer, rung), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            rung.cancel()
 
     async def drain(self) -> None:
         """Wait for the sends already started; stop looking up tiers."""
@@ -153,45 +233,118 @@ class Dispatcher:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def run_once(self) -> int:
-        """One round: housekeeping when due, then a claim per number. Returns messages claimed."""
+        """One round: housekeeping and a look when due, then a claim per number whose time
+        has come (notified, timed, or booked nearly to its end). Returns messages claimed."""
         now = self.clock.now()
         if now - self._housekeeping_at >= self.settings.housekeeping_s:
             self._housekeeping_at = now
-            await self.queue.reap_leases(now)
+            if await self.queue.reap_leases(now):
+                self._look_at = now  # requeued messages: look for them at once
             expired = await self.queue.expire(now)
             if expired:
                 log.info("expired %d messages past their TTL", expired)
             await self.queue.reconcile(now)
-        if now - self._numbers_at >= 1.0:
-            self._numbers = await self.queue.numbers()
-            self._numbers_at = now
+        notified, everything = self.bell.take()
+        if everything or not notified.issubset(self._numbers):
+            self._look_at = now
+        for phone_number_id in notified:
+            self._next_try[phone_number_id] = now
+            self._misses.pop(phone_number_id, None)
+        if now >= self._look_at:
+            await self._look(now)
+        for phone_number_id, at in list(self._due_at.items()):
+            if at <= now:
+                del self._due_at[phone_number_id]
+                self._next_try[phone_number_id] = now
+                self._misses.pop(phone_number_id, None)
         total = 0
-        for number in self._numbers:
-            now = self.clock.now()
-            if (
-                self._booked_until.get(number.phone_number_id, 0.0)
-                > now + self.settings.horizon_s / 2
-            ):
+        for phone_number_id, at in list(self._next_try.items()):
+            if at <= self.clock.now():
+                total += await self._claim(phone_number_id)
+        return total
+
+    async def _look(self, now: float) -> None:
+        """Which numbers have queued work, and when each is next due (one query)."""
+        self._look_at = now + self.settings.poll_s
+        waiting: list[Waiting] = await self.queue.waiting()
+        next_try: dict[str, float] = {}
+        for work in waiting:
+            phone_number_id = work.number.phone_number_id
+            self._numbers[phone_number_id] = work.number
+            if work.due > now:
+                self._due_at[phone_number_id] = work.due
                 continue
-            tier = self._tier(number, now)
+            # Not before this worker's booked slots run low (see `_claim`).
+            booked = self._booked_until.get(phone_number_id, 0.0) - self.settings.horizon_s / 2
+            next_try[phone_number_id] = max(work.due, booked)
+        self._next_try = next_try
+        self._misses = {n: m for n, m in self._misses.items() if n in next_try}
+
+    async def _claim(self, phone_number_id: str) -> int:
+        """Claim a number's due messages and start their sends; plan its next try."""
+        number = self._numbers.get(phone_number_id)
+        if number is None:  # notified, but its work was gone by the look
+            del self._next_try[phone_number_id]
+            return 0
+        now = self.clock.now()
+        self._next_try[phone_number_id] = now + self._retry_after(phone_number_id)
+        try:
             claimed = await self.queue.claim(
-                number.phone_number_id,
+                phone_number_id,
                 self.owner,
                 now,
-                tier_mps=tier,
+                tier_mps=self._tier(number, now),
                 lease_s=self.settings.lease_s,
                 horizon_s=self.settings.horizon_s,
                 limit=self.settings.max_claim,
             )
-            if claimed:
-                self._booked_until[number.phone_number_id] = claimed[-1].slot
-            for message in claimed:
-                at = self._local_slot(number.phone_number_id, message)
-                task = asyncio.create_task(self._send_at(number, message, at))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            total += len(claimed)
-        return total
+        except Exception:
+            self._missed(phone_number_id, now)  # back off while the database is away
+            raise
+        if not claimed:
+            self._missed(phone_number_id, now)
+            return 0
+        self._misses.pop(phone_number_id, None)
+        last = claimed[-1]
+        self._booked_until[phone_number_id] = last.slot
+        if len(claimed) < self.settings.max_claim and (
+            last.slot + 2 * last.interval <= now + self.settings.horizon_s
+        ):
+            # Neither the limit nor the pace stopped the claim (a pace that stops it leaves
+            # its last slot within an interval of the horizon's end; the second interval
+            # is a margin), so it took every due message. More will ring the bell, or
+            # come due at a time a look finds.
+            del self._next_try[phone_number_id]
+        else:
+            self._next_try[phone_number_id] = last.slot - self.settings.horizon_s / 2
+        for message in claimed:
+            at = self._local_slot(phone_number_id, message)
+            task = asyncio.create_task(self._send_at(number, message, at))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(claimed)
+
+    def _retry_after(self, phone_number_id: str) -> float:
+        return self.settings.claim_retry_s * 2.0 ** self._misses.get(phone_number_id, 0)
+
+    def _missed(self, phone_number_id: str, now: float) -> None:
+        """A claim found nothing: try again soon, then less often, then leave it to the look."""
+        delay = self._retry_after(phone_number_id)
+        # Other workers book at most a horizon ahead: past that, nothing was due.
+        if delay > self.settings.horizon_s:
+            del self._next_try[phone_number_id]
+            self._misses.pop(phone_number_id, None)
+            # Its messages may have been put off to their recipients' turns (pair
+            # pacing): one look finds when the number is next due and sets a timer.
+            self._look_at = min(self._look_at, now)
+            return
+        self._misses[phone_number_id] = self._misses.get(phone_number_id, 0) + 1
+        self._next_try[phone_number_id] = now + delay
+
+    def _wake_at(self, phone_number_id: str, at: float) -> None:
+        """A message of this number comes due at `at` (a retry, a hold): claim then."""
+        self._due_at[phone_number_id] = min(at, self._due_at.get(phone_number_id, at))
+        self.bell.ring()
 
     def _tier(self, number: PhoneNumber, now: float) -> int | None:
         """Meta's throughput tier of a number as last known (None until known).
@@ -333,6 +486,7 @@ class Dispatcher:
             await self.queue.throttle(number.phone_number_id, at_ms / 1000)
         elif decision.scope == "recipient":
             await self.queue.hold_recipient(number.phone_number_id, message.recipient, due_ms)
+        self._wake_at(number.phone_number_id, due_ms / 1000)
         return Outcome(
             message.seq,
             self.owner,

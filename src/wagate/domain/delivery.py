@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from wagate.domain.model import PhoneNumber
+
 # Marketing messages live 30 days unless told otherwise (API-FACTS section 4): a
 # message Meta has not accepted by then fails with MESSAGE_EXPIRED.
 DEFAULT_TTL_S: Final = 30 * 24 * 3600
@@ -18,6 +20,14 @@ ABANDONED_DETAILS: Final = (
     "outcome of its send was recorded. The message may or may not have "
     "reached Meta; it is not sent again."
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A number with queued messages, and when the earliest of them is due (Unix seconds)."""
+
+    number: PhoneNumber
+    due: float
 
 
 @dataclass(frozen=True, slots=True)

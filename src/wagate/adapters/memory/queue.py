@@ -11,9 +11,9 @@ from wagate.domain.delivery import (
     MAX_REAPS,
     Claimed,
     Outcome,
+    Waiting,
 )
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
-from wagate.domain.model import PhoneNumber
 from wagate.domain.sanitise import without_nul
 from wagate.domain.statuses import UNMATCHED_GIVE_UP_MS
 
@@ -33,9 +33,17 @@ class MemoryQueue:
     async def close(self) -> None:
         """Nothing pending: every outcome is applied at once."""
 
-    async def numbers(self) -> list[PhoneNumber]:
-        """Every phone number."""
-        return [row.number for row in self.database.numbers.values()]
+    async def waiting(self) -> list[Waiting]:
+        """The numbers with queued messages, each with when its earliest one is due."""
+        earliest: dict[str, int] = {}
+        for row in self.database.messages.values():
+            if row.state == "queued":
+                number = row.message.phone_number_id
+                earliest[number] = min(row.due_at, earliest.get(number, row.due_at))
+        return [
+            Waiting(self.database.numbers[number].number, due_at / 1000)
+            for number, due_at in sorted(earliest.items())
+        ]
 
     async def claim(
         self,

@@ -90,6 +90,9 @@ class Dialect:
     skips_locked_rows: bool
     # ALTER TABLE changes little (SQLite): migrations copy the table (Alembic's batch mode).
     alters_by_copy: bool
+    # LISTEN/NOTIFY (PostgreSQL): an accept tells the workers of other processes at its
+    # commit. Without it (SQLite) they find the work by their fallback look.
+    notifies: bool
     # The dialect's own INSERT construct, the one that knows `ON CONFLICT`.
     dialect_insert: Callable[[Table], postgresql.Insert | sqlite.Insert]
 
@@ -128,6 +131,7 @@ SQLITE = Dialect(
     serialises_writes=True,
     skips_locked_rows=False,
     alters_by_copy=True,
+    notifies=False,
     dialect_insert=sqlite.insert,
 )
 POSTGRESQL = Dialect(
@@ -135,6 +139,7 @@ POSTGRESQL = Dialect(
     serialises_writes=False,
     skips_locked_rows=True,
     alters_by_copy=False,
+    notifies=True,
     dialect_insert=postgresql.insert,
 )
 _DIALECTS = {dialect.name: dialect for dialect in (SQLITE, POSTGRESQL)}

@@ -25,17 +25,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from wagate.adapters.store.engine import begin_write, dialect_of
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
-from wagate.adapters.store.queries import directory
 from wagate.adapters.store.queries import queue as q
 from wagate.adapters.store.secrets import SecretBox
 from wagate.adapters.store.sql import phone_number_of
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
 from wagate.adapters.store.tables import messages
 from wagate.domain import pacing
-from wagate.domain.delivery import ABANDONED_DETAILS, EXPIRED_DETAILS, Claimed, Outcome
+from wagate.domain.delivery import (
+    ABANDONED_DETAILS,
+    EXPIRED_DETAILS,
+    Claimed,
+    Outcome,
+    Waiting,
+)
 from wagate.domain.delivery import MAX_REAPS as MAX_REAPS
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
-from wagate.domain.model import PhoneNumber
 from wagate.domain.sanitise import without_nul
 from wagate.domain.statuses import UNMATCHED_GIVE_UP_MS
 
@@ -73,11 +77,14 @@ class SqlQueue:
         """Commit the outcomes still pending."""
         await self.results.close()
 
-    async def numbers(self) -> list[PhoneNumber]:
-        """Every phone number (the dispatcher's round)."""
+    async def waiting(self) -> list[Waiting]:
+        """The numbers with queued messages, each with when its earliest one is due.
+
+        A loose index scan (see `queries.queue.WAITING`): idle numbers cost nothing.
+        """
         async with self.engine.connect() as connection:
-            rows = await connection.execute(directory.ALL_PHONE_NUMBERS)
-            return [phone_number_of(row, self.secrets) for row in rows]
+            rows = (await connection.execute(q.WAITING)).all()
+        return [Waiting(phone_number_of(row, self.secrets), row.due_at / 1000) for row in rows]
 
     async def claim(
         self,

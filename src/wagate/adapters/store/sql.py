@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wagate.adapters.store.engine import begin_write, create_engine, dialect_of, is_sqlite
 from wagate.adapters.store.faults import is_row_fault
@@ -29,13 +29,14 @@ from wagate.domain.model import (
 from wagate.ports import IdempotencyConflict, StoreUnavailable
 
 _NEW_MESSAGE_FIELDS = tuple(f.name for f in fields(NewMessage))
+_PHONE_NUMBER_FIELDS = tuple(f.name for f in fields(PhoneNumber))
 # Re-exported: the installation's facts are named in queries/installation.py.
 WEBHOOK_SECRET_KEY = installation.WEBHOOK_SECRET_KEY
 
 
 def phone_number_of(row: Any, box: SecretBox) -> PhoneNumber:
-    """A `PhoneNumber` from a row of PHONE_NUMBER_COLUMNS, its access token decrypted."""
-    number = PhoneNumber(**row._mapping)
+    """A `PhoneNumber` from a row holding PHONE_NUMBER_COLUMNS, its access token decrypted."""
+    number = PhoneNumber(**{name: row._mapping[name] for name in _PHONE_NUMBER_FIELDS})
     return replace(number, access_token=box.open(number.access_token))
 
 
@@ -47,7 +48,9 @@ class SqlStore:
         self.engine = engine
         self.secrets = secrets or SecretBox(engine.url)
         # Up to 4 batches of accepted messages commit at once where the database allows.
-        writers = dialect_of(engine).writers(at_most=4)
+        dialect = dialect_of(engine)
+        writers = dialect.writers(at_most=4)
+        self._notifies = dialect.notifies
         self.committer = GroupCommitter(self._write_batch, self._write_one, writers=writers)
 
     @classmethod
@@ -97,10 +100,18 @@ class SqlStore:
     async def _write_batch(self, rows: Sequence[Row]) -> None:
         async with begin_write(self.engine) as connection:
             await connection.execute(outbox.INSERT_MESSAGE, list(rows))
+            await self._notify_work(connection, rows)
 
     async def _write_one(self, row: Row) -> None:
         async with begin_write(self.engine) as connection:
             await connection.execute(outbox.INSERT_MESSAGE, row)
+            await self._notify_work(connection, [row])
+
+    async def _notify_work(self, connection: AsyncConnection, rows: Sequence[Row]) -> None:
+        """Tell the workers of other processes which numbers have new work (at the commit)."""
+        if self._notifies:
+            numbers = sorted({row["phone_number_id"] for row in rows})
+            await connection.execute(outbox.NOTIFY_WORK, {"b_numbers": numbers})
 
     async def find_by_idempotency_key(self, project_id: str, key: str) -> StoredMessage | None:
         """The message a project sent with this idempotency key, if any."""

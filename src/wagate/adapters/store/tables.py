@@ -147,6 +147,13 @@ messages = Table(
         sqlite_where=Column("state") == "queued",
         postgresql_where=Column("state") == "queued",
     ),
+    # The expiry pass reads only queued messages past their TTL.
+    Index(
+        "ix_messages_expiry",
+        "expires_at",
+        sqlite_where=Column("state") == "queued",
+        postgresql_where=Column("state") == "queued",
+    ),
     Index(
         "ix_messages_leases",
         "lease_expires_at",

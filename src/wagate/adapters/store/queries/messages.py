@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, insert, select, update
+from sqlalchemy import Select, TextClause, and_, bindparam, insert, select, text, update
 
 from wagate.adapters.store.tables import messages
 from wagate.domain.model import MessageQuery, StoredMessage
@@ -15,6 +15,14 @@ STORED_COLUMNS = [messages.c[f.name] for f in fields(StoredMessage)]
 
 # Rows keyed by column; executed with one row or the group committer's batch.
 INSERT_MESSAGE = insert(messages)
+
+# The channel on which PostgreSQL tells listening workers which numbers have new work.
+WORK_CHANNEL = "wagate_work"
+# In the accept's transaction, once per number of the batch: delivered at its commit
+# (and not at all if it rolls back).
+NOTIFY_WORK: TextClause = text(
+    f"SELECT pg_notify('{WORK_CHANNEL}', n) FROM unnest(CAST(:b_numbers AS text[])) AS n"
+)
 
 # Served by uq_messages_idempotency (partial: keyed rows only).
 FIND_BY_IDEMPOTENCY_KEY = select(*STORED_COLUMNS).where(

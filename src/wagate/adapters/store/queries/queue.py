@@ -1,8 +1,15 @@
 """The delivery queue on the messages table: claims, pacing, leases, send outcomes.
 
-Queued rows are found through ix_messages_queue (partial: `state = 'queued'`),
-ended leases through ix_messages_leases (partial: `state = 'sending'`); every
-outcome is written by `seq`, the primary key.
+Every statement reads only the rows it returns or changes, through an index that
+matches it (tests/integration/test_query_plans.py shows each plan): queued rows
+through ix_messages_queue, expired ones through ix_messages_expiry (both partial:
+`state = 'queued'`), ended leases through ix_messages_leases (partial: `state =
+'sending'`); every outcome and put-off is written by `seq`, the primary key; a
+recipient's pacing by its pair's primary key.
+
+The state is written into the SQL, never bound: a planner only uses a partial
+index when it can see that the query's state is the index's (SQLite never can
+with a parameter, PostgreSQL not in a generic plan of a prepared statement).
 """
 
 from __future__ import annotations
@@ -10,17 +17,76 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, Select, Update, and_, bindparam, case, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+    update,
+)
 
 from wagate.adapters.store.engine import Dialect
-from wagate.adapters.store.tables import messages, pair_pacing, phone_numbers
+from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, pair_pacing, phone_numbers
 from wagate.domain.delivery import MAX_REAPS
 
-_QUEUED = messages.c.state == "queued"
+
+def _in_state(state: str) -> ColumnElement[bool]:
+    """`state = '<state>'`, as a literal so that the partial indexes match (see above)."""
+    return messages.c.state == literal_column(f"'{state}'")
+
+
+_QUEUED = _in_state("queued")
 _DUE = and_(
     messages.c.phone_number_id == bindparam("b_phone_number_id"),
     _QUEUED,
     messages.c.due_at <= bindparam("b_now"),
+)
+
+# ---- which numbers have work -------------------------------------------------------------
+
+# The numbers with queued messages, found by skipping through ix_messages_queue from one
+# number to the next (a loose index scan, as a recursive CTE): its cost grows with the
+# numbers that have work, not with the messages queued nor with the idle numbers.
+_first_queued = (
+    select(messages.c.phone_number_id)
+    .where(_QUEUED)
+    .order_by(messages.c.phone_number_id)
+    .limit(1)
+    .scalar_subquery()
+)
+_queued_numbers = select(_first_queued.label("phone_number_id")).cte(
+    "queued_numbers", recursive=True
+)
+_previous = _queued_numbers.alias("previous")
+_next_queued = (
+    select(messages.c.phone_number_id)
+    .where(_QUEUED, messages.c.phone_number_id > _previous.c.phone_number_id)
+    .order_by(messages.c.phone_number_id)
+    .limit(1)
+    .scalar_subquery()
+)
+_queued_numbers = _queued_numbers.union_all(
+    select(_next_queued).where(_previous.c.phone_number_id.is_not(None))
+)
+_earliest_due = (
+    select(messages.c.due_at)
+    .where(messages.c.phone_number_id == phone_numbers.c.phone_number_id, _QUEUED)
+    .order_by(messages.c.due_at)
+    .limit(1)
+    .scalar_subquery()
+)
+# Each number with queued messages, and when the earliest of them is due.
+WAITING = select(*PHONE_NUMBER_COLUMNS, _earliest_due.label("due_at")).join_from(
+    _queued_numbers,
+    phone_numbers,
+    phone_numbers.c.phone_number_id == _queued_numbers.c.phone_number_id,
 )
 
 # ---- claiming ---------------------------------------------------------------------------
@@ -132,7 +198,7 @@ FORGET_PAIRS = delete(pair_pacing).where(pair_pacing.c.reserved_tat < bindparam(
 
 # ---- leases that ended, messages that expired -------------------------------------------
 
-_ENDED = and_(messages.c.state == "sending", messages.c.lease_expires_at < bindparam("b_now"))
+_ENDED = and_(_in_state("sending"), messages.c.lease_expires_at < bindparam("b_now"))
 _FAILED_BY: dict[str, Any] = {
     "state": "done",
     "status": "failed",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from sqlalchemy import BindParameter, Insert, bindparam, false, select, update
+from sqlalchemy import BindParameter, Insert, bindparam, literal_column, select, update
 
 from wagate.adapters.store.engine import Dialect
 from wagate.adapters.store.tables import (
@@ -22,6 +22,9 @@ from wagate.adapters.store.tables import (
 )
 
 _WAMIDS: BindParameter[str] = bindparam("b_wamids", expanding=True)
+# Written as the partial index's own predicate (`matched = false`): SQLite matches a
+# partial index only on the same expression, and SQLAlchemy renders false() as 0 there.
+_UNMATCHED = message_statuses.c.matched == literal_column("false")
 
 # ---- statuses -----------------------------------------------------------------------------
 
@@ -65,7 +68,7 @@ UNMATCHED = (
         message_statuses.c.upstream_wamid,
         message_statuses.c.received_at,
     )
-    .where(message_statuses.c.matched == false(), message_statuses.c.seq > bindparam("b_after"))
+    .where(_UNMATCHED, message_statuses.c.seq > bindparam("b_after"))
     .order_by(message_statuses.c.seq)
     .limit(bindparam("b_limit"))
 )
@@ -74,7 +77,7 @@ MARK_MATCHED = (
     update(message_statuses)
     .where(
         message_statuses.c.upstream_wamid.in_(_WAMIDS),
-        message_statuses.c.matched == false(),
+        _UNMATCHED,
     )
     .values(matched=True)
 )

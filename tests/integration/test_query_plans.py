@@ -1,0 +1,338 @@
+"""Every queue statement reads only the rows it returns or changes: its plan, on both databases.
+
+A statement that regresses to reading the backlog (a scan of `messages`, or a walk
+through an index that does not match it, such as the number's whole history) fails
+here, long before a million queued messages show it in production.
+
+SQLite is asked as it runs in production (no ANALYZE statistics); PostgreSQL on a
+table with realistic proportions, ANALYZEd, with sequential scans discouraged and
+the *generic* plan of a prepared statement forced: asyncpg prepares every statement
+and PostgreSQL switches to the generic plan after five runs, and a generic plan
+cannot see a bound value (say, a bound `state`) to prove that a partial index fits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import ClauseElement, Dialect, Executable, insert
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from tests.support import database_url_for, dispose_database
+from wagate.adapters.store.engine import POSTGRESQL, SQLITE, create_engine
+from wagate.adapters.store.queries import queue as q
+from wagate.adapters.store.queries import statuses as s
+from wagate.adapters.store.tables import message_statuses, messages, phone_numbers, projects
+
+pytestmark = pytest.mark.postgres
+
+NOW = 1_800_000_000_000
+NUMBERS = 5
+MESSAGES = 4000
+# Tables whose every access must go through an index that fits the statement.
+WATCHED = ("messages", "message_statuses", "phone_numbers", "pair_pacing")
+# Sample values of every parameter the statements bind.
+PARAMETERS: dict[str, Any] = {
+    "b_phone_number_id": "1000000000001",
+    "b_now": NOW,
+    "b_limit": 50,
+    "b_seq": 7,
+    "b_owner": "worker-a",
+    "b_lease": NOW + 60_000,
+    "b_tat": 0,
+    "b_factor": 0.5,
+    "b_throttled_at": 0,
+    "b_recipient": "447700900007",
+    "b_until": NOW + 4_000,
+    "b_code": 131000,
+    "b_title": "title",
+    "b_details": "details",
+    "b_at": NOW,
+    "b_wamid": "wamid.UP7",
+    "b_upstream_status": "accepted",
+    "b_due": NOW + 2_000,
+    "b_after": 0,
+    "b_wamids": ["wamid.UP7", "wamid.UP8"],
+    "b_status": "delivered",
+    "b_recipients": ["447700900007", "447700900008"],
+    "b_reserved": 0,
+    "b_now_us": NOW * 1000,
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A statement and the indexes it may read through (by name, primary keys as pk_<table>)."""
+
+    statement: Executable
+    indexes: frozenset[str]
+    # Indexes it may walk from one end without a condition (it stops at the first row).
+    walks: frozenset[str] = field(default_factory=frozenset)
+
+
+def case(statement: Executable, *indexes: str, walks: tuple[str, ...] = ()) -> Case:
+    return Case(statement, frozenset(indexes), frozenset(walks))
+
+
+QUEUE_CASES: dict[str, Case] = {
+    # It starts at the first queued number and joins the numbers found (the planner may
+    # hash the numbers table: its size is the numbers', never the backlog's).
+    "WAITING": case(
+        q.WAITING,
+        "ix_messages_queue",
+        "pk_phone_numbers",
+        walks=("ix_messages_queue", "pk_phone_numbers"),
+    ),
+    "ANY_DUE": case(q.ANY_DUE, "ix_messages_queue"),
+    "claimable": case(q.claimable(SQLITE), "ix_messages_queue"),
+    "claimable(postgresql)": case(q.claimable(POSTGRESQL), "ix_messages_queue"),
+    "LOCK_NUMBER": case(q.LOCK_NUMBER, "pk_phone_numbers"),
+    "LEASE": case(q.LEASE, "pk_messages"),
+    "SET_PACING_TAT": case(q.SET_PACING_TAT, "pk_phone_numbers"),
+    "SET_THROTTLE": case(q.SET_THROTTLE, "pk_phone_numbers"),
+    # Per-recipient pacing: a put-off message, its pair's state, and the sweep of old pairs.
+    "DEFER": case(q.DEFER, "pk_messages"),
+    "PAIRS": case(q.PAIRS, "pk_pair_pacing"),
+    "FORGET_PAIRS": case(q.FORGET_PAIRS, "ix_pair_pacing_reserved_tat"),
+    "ABANDON_ENDED_LEASES": case(q.ABANDON_ENDED_LEASES, "ix_messages_leases"),
+    "REQUEUE_ENDED_LEASES": case(q.REQUEUE_ENDED_LEASES, "ix_messages_leases"),
+    "EXPIRE": case(q.EXPIRE, "ix_messages_expiry"),
+    "FORWARDED": case(q.FORWARDED, "pk_messages"),
+    "FAILED": case(q.FAILED, "pk_messages"),
+    "RETRY": case(q.RETRY, "pk_messages"),
+}
+# Statistics for tests and benchmarks, never run by a worker or a request.
+NOT_ON_ANY_PATH = {"COUNT_BY_STATE"}
+# The worker's reconciliation of early statuses (and the outcome's, when it records a wamid).
+RECONCILE_CASES: dict[str, Case] = {
+    "UNMATCHED": case(s.UNMATCHED, "ix_message_statuses_unmatched"),
+    "MESSAGES_BY_WAMID": case(s.MESSAGES_BY_WAMID, "ix_messages_upstream_wamid"),
+    "STORED_STATUSES": case(s.STORED_STATUSES, "uq_message_statuses_wamid_status"),
+    "MARK_MATCHED": case(
+        s.MARK_MATCHED, "uq_message_statuses_wamid_status", "ix_message_statuses_unmatched"
+    ),
+    "GIVE_UP": case(s.GIVE_UP, "uq_message_statuses_wamid_status"),
+    "MOVE": case(s.MOVE, "pk_messages"),
+}
+CASES = {**QUEUE_CASES, **RECONCILE_CASES}
+
+
+def test_every_named_queue_statement_has_its_plan_checked() -> None:
+    named = {
+        name
+        for name, value in vars(q).items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, ClauseElement)
+    }
+    named |= {"claimable"}  # built per dialect
+    assert named - NOT_ON_ANY_PATH == {name for name in QUEUE_CASES if "(" not in name}
+
+
+# ---- a database with realistic proportions: mostly history, a little queue ------------------
+
+
+def rows() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(table, row) of a few numbers with mostly finished messages and a few queued ones."""
+    yield "projects", {"id": "prj_plans", "name": "plans", "created_at": NOW}
+    for n in range(NUMBERS):
+        yield (
+            "phone_numbers",
+            {
+                "phone_number_id": f"100000000000{n}",
+                "waba_id": "102290129340398",
+                "project_id": "prj_plans",
+                "upstream": "sandbox",
+                "mps": 80,
+                "created_at": NOW,
+            },
+        )
+    for i in range(MESSAGES):
+        state = "queued" if i % 4 == 0 else "sending" if i % 50 == 1 else "forwarded"
+        yield (
+            "messages",
+            {
+                "id": f"wamid.gateway{i}",
+                "project_id": "prj_plans",
+                "phone_number_id": f"100000000000{i % NUMBERS}",
+                "recipient_input": f"+4477009{i:05d}",
+                "recipient": f"4477009{i:05d}",
+                "recipient_kind": "phone",
+                "request": json.dumps({"i": i}),
+                "template_name": "promo",
+                "template_language": "en_US",
+                "status": "pending" if state != "forwarded" else "delivered",
+                "state": state,
+                "created_at": NOW - i,
+                "updated_at": NOW - i,
+                "due_at": NOW - i,
+                "expires_at": NOW + 86_400_000,
+                "lease_owner": "worker-a" if state == "sending" else None,
+                "lease_expires_at": NOW + 60_000 if state == "sending" else None,
+                "upstream_wamid": f"wamid.UP{i}" if state == "forwarded" else None,
+            },
+        )
+        if state == "forwarded":
+            yield (
+                "message_statuses",
+                {
+                    "upstream_wamid": f"wamid.UP{i}",
+                    "status": "delivered",
+                    "timestamp": NOW,
+                    "received_at": NOW,
+                    "matched": i % 100 != 2,
+                },
+            )
+
+
+async def populate(url: str) -> None:
+    tables = {t.name: t for t in (projects, phone_numbers, messages, message_statuses)}
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for table, row in rows():
+        by_table.setdefault(table, []).append(row)
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            for name, batch in by_table.items():
+                await connection.execute(insert(tables[name]), batch)
+        if not url.startswith("sqlite"):
+            # Production's autovacuum keeps statistics; SQLite runs without (as in production).
+            async with engine.connect() as connection:
+                await connection.exec_driver_sql("ANALYZE")
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated, populated database of each backend, shared by this module."""
+    url = database_url_for(request.param, tmp_path_factory.mktemp(f"plans-{request.param}"))
+    asyncio.run(populate(url))
+    yield url
+    dispose_database(url)
+
+
+# ---- plans ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """One read of a table in a plan: through which index, and whether by a condition."""
+
+    table: str
+    index: str | None
+    by_condition: bool
+
+
+def compiled(statement: Executable, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The SQL and positional values of a statement, IN lists expanded."""
+    assert isinstance(statement, ClauseElement)
+    sql = statement.compile(dialect=dialect)
+    assert isinstance(sql, SQLCompiler)
+    expanded = sql.construct_expanded_state(
+        {name: PARAMETERS[name] for name in sql.params if name.startswith("b_")}
+    )
+    return expanded.statement, list(expanded.positional_parameters)
+
+
+_SQLITE_ACCESS = re.compile(
+    r"^(SCAN|SEARCH) (\w+)(?: AS \w+)?"
+    r"(?: USING (?:COVERING )?INDEX (\w+)| USING INTEGER PRIMARY KEY)?"
+)
+
+
+def sqlite_plan(path: str, statement: Executable) -> tuple[list[Access], str]:
+    """The table reads of SQLite's EXPLAIN QUERY PLAN, and the plan as text."""
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    sql, values = compiled(statement, engine.dialect)
+    with sqlite3.connect(path) as connection:
+        details = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", values)]
+    accesses = []
+    for detail in details:
+        match = _SQLITE_ACCESS.match(detail)
+        if match is None:
+            continue
+        kind, table, index = match.groups()
+        if index is None and "PRIMARY KEY" in detail:
+            index = f"pk_{table}"
+        elif index is not None and index.startswith("sqlite_autoindex_"):
+            index = f"pk_{table}"  # a TEXT primary key's index
+        accesses.append(Access(table, index, kind == "SEARCH"))
+    return accesses, "\n".join(details)
+
+
+async def postgres_plan(url: str, statement: Executable) -> tuple[list[Access], str]:
+    """The table reads of PostgreSQL's generic plan of the prepared statement, and the plan."""
+    engine = create_engine(url)
+    sql, values = compiled(statement, engine.dialect)
+    await engine.dispose()
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    connection = await asyncpg.connect(dsn)
+    try:
+        index_tables = dict(await connection.fetch("SELECT indexname, tablename FROM pg_indexes"))
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute("SET enable_seqscan = off")
+        await connection.execute(f"PREPARE checked AS {sql}")
+        arguments = ", ".join(_literal(value) for value in values)
+        execute = f"EXECUTE checked({arguments})" if values else "EXECUTE checked"
+        [plan] = json.loads(await connection.fetchval(f"EXPLAIN (FORMAT JSON) {execute}"))
+    finally:
+        await connection.close()
+    accesses: list[Access] = []
+    _walk(plan["Plan"], index_tables, accesses)
+    return accesses, json.dumps(plan["Plan"], indent=1)
+
+
+def _walk(node: dict[str, Any], index_tables: dict[str, str], into: list[Access]) -> None:
+    kind = node["Node Type"]
+    if kind == "Seq Scan":
+        into.append(Access(node["Relation Name"], None, False))
+    elif kind in ("Index Scan", "Index Only Scan", "Bitmap Index Scan"):
+        index = node["Index Name"]
+        if index == f"{index_tables[index]}_pkey":
+            index = f"pk_{index_tables[index]}"
+        into.append(Access(index_tables[node["Index Name"]], index, "Index Cond" in node))
+    for child in node.get("Plans", []):
+        _walk(child, index_tables, into)
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_queue_statement_reads_only_through_an_index_that_fits_it(
+    database: str, name: str
+) -> None:
+    checked = CASES[name]
+    if database.startswith("sqlite"):
+        if name.endswith("(postgresql)"):
+            pytest.skip("FOR UPDATE SKIP LOCKED is PostgreSQL's")
+        accesses, plan = sqlite_plan(database.split("///", 1)[1], checked.statement)
+    else:
+        accesses, plan = asyncio.run(postgres_plan(database, checked.statement))
+    watched = [a for a in accesses if a.table in WATCHED]
+    assert watched, f"{name} reads no table?\n{plan}"
+    for access in watched:
+        assert access.index is not None, f"{name} scans all of {access.table}:\n{plan}"
+        assert access.index in checked.indexes, (
+            f"{name} reads {access.table} through {access.index}, not {set(checked.indexes)}:"
+            f"\n{plan}"
+        )
+        assert access.by_condition or access.index in checked.walks, (
+            f"{name} walks all of {access.index}:\n{plan}"
+        )
