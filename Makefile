@@ -17,18 +17,24 @@ $(BIN)/uv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set (some shells and CI
+# images set it) every `wagate` process would otherwise compile SQLAlchemy and the rest
+# from source again, ~1 s of each CLI call.
 # Install (not sync): a venv that already has the test tools keeps them.
 $(RUN_STAMP): requirements.lock pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --require-hashes --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --require-hashes --python $(BIN)/python \
+		-r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(RUN_STAMP)
 
 $(DEV_STAMP): requirements-dev.lock pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip sync --quiet --require-hashes --python $(BIN)/python requirements-dev.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --require-hashes --python $(BIN)/python \
+		requirements-dev.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(DEV_STAMP) $(RUN_STAMP)
 
 serve: $(RUN_STAMP)
+	$(BIN)/python -m compileall -q src
 	$(BIN)/wagate serve --demo --host $(HOST) --port $(PORT)
 
 lint: $(DEV_STAMP)
@@ -39,6 +45,7 @@ types: $(DEV_STAMP)
 	$(BIN)/mypy
 
 test: lint types
+	$(BIN)/python -m compileall -q src
 	$(BIN)/pytest
 
 # The dev lock first; the runtime lock is held to the same versions.
