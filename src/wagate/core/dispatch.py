@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import socket
@@ -248,7 +249,13 @@ class Dispatcher:
         if everything or not notified.issubset(self._numbers):
             self._look_at = now
         for phone_number_id in notified:
-            self._next_try[phone_number_id] = now
+            # Not before this worker's booked slots run low: under a stream of accepts
+            # the bell rings for every commit, and a claim per ring would take SQLite's
+            # write lock from the accepts for nothing (the number has no room yet).
+            self._next_try[phone_number_id] = min(
+                self._next_try.get(phone_number_id, math.inf),
+                self._not_before(phone_number_id, now),
+            )
             self._misses.pop(phone_number_id, None)
         if now >= self._look_at:
             await self._look(now)
@@ -274,11 +281,13 @@ class Dispatcher:
             if work.due > now:
                 self._due_at[phone_number_id] = work.due
                 continue
-            # Not before this worker's booked slots run low (see `_claim`).
-            booked = self._booked_until.get(phone_number_id, 0.0) - self.settings.horizon_s / 2
-            next_try[phone_number_id] = max(work.due, booked)
+            next_try[phone_number_id] = max(work.due, self._not_before(phone_number_id, now))
         self._next_try = next_try
         self._misses = {n: m for n, m in self._misses.items() if n in next_try}
+
+    def _not_before(self, phone_number_id: str, now: float) -> float:
+        """When a claim for this number could find room: once its booked slots run low."""
+        return max(now, self._booked_until.get(phone_number_id, 0.0) - self.settings.horizon_s / 2)
 
     async def _claim(self, phone_number_id: str) -> int:
         """Claim a number's due messages and start their sends; plan its next try."""
