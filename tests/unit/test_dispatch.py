@@ -836,4 +836,3 @@ async def test_a_retried_message_is_claimed_again_at_its_due_time() -> None:
         assert [call.at for call in idle.upstream.calls] == [START, START + 2.0]
     finally:
         await idle.close()
-
