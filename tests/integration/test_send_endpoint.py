@@ -9,32 +9,12 @@ import httpx
 import pytest
 
 from tests.support import GatewayProcess, Tenant, make_tenant, wait_until
-from tests.unit.test_body_rules import BAD_BODIES
+from tests.unit.test_body_rules import BAD_BODIES, SEED, template
+from tests.unit.test_body_rules import body as body
 from tests.unit.test_validation import ENUM_VIOLATIONS
 
-SEED_BODY: dict[str, Any] = {
-    "messaging_product": "whatsapp",
-    "recipient_type": "individual",
-    "recipient": "US.13491208655302741918",
-    "type": "template",
-    "template": {"name": "promo_template", "language": {"code": "en_US"}},
-}
-
-
-def body(**changes: Any) -> dict[str, Any]:
-    """The seed body with fields changed (None removes a field)."""
-    result: dict[str, Any] = json.loads(json.dumps(SEED_BODY))
-    for key, value in changes.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = value
-    return result
-
-
-def template(*components: dict[str, Any], name: str = "seasonal_promo") -> dict[str, Any]:
-    """A template object with components."""
-    return {"name": name, "language": {"code": "en_US"}, "components": list(components)}
+# One seed body and one way to change it, shared with the unit tests of the body rules.
+SEED_BODY = SEED
 
 
 def url(gateway: GatewayProcess, tenant: Tenant, version: str = "v24.0") -> str:
