@@ -96,6 +96,8 @@ class DepthResult:
     distinct: list[Run] = field(default_factory=list)
     flood: list[Run] = field(default_factory=list)
     delivery: list[Delivery] = field(default_factory=list)
+    # The accept number's own sends (what wrk queued: distinct, then one recipient).
+    accept_delivery: list[Delivery] = field(default_factory=list)
     rss_kb: list[dict[str, int]] = field(default_factory=list)
     ops: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -220,11 +222,11 @@ def bench_ceiling(args: argparse.Namespace, tmp: Path, tag: str) -> Run:
 class StatsPoller(threading.Thread):
     """Samples the backlog number's sandbox counters every 0.25 s."""
 
-    def __init__(self, sandbox_url: str, phone_number_id: str) -> None:
+    def __init__(self, sandbox_url: str, phone_number_ids: list[str]) -> None:
         super().__init__(daemon=True)
         self.sandbox_url = sandbox_url
-        self.phone_number_id = phone_number_id
-        self.samples: list[tuple[float, int]] = []
+        self.phone_number_ids = phone_number_ids
+        self.samples: list[tuple[float, dict[str, int]]] = []
         self.last: dict[str, Any] = {}
         self.stopping = threading.Event()
 
@@ -236,19 +238,25 @@ class StatsPoller(threading.Thread):
                 except httpx.HTTPError:
                     stats = None
                 if stats is not None:
-                    number = stats.get("numbers", {}).get(self.phone_number_id, {})
-                    self.samples.append((time.monotonic(), int(number.get("accepted", 0))))
+                    numbers = stats.get("numbers", {})
+                    accepted = {
+                        pnid: int(numbers.get(pnid, {}).get("accepted", 0))
+                        for pnid in self.phone_number_ids
+                    }
+                    self.samples.append((time.monotonic(), accepted))
                     self.last = stats
                 self.stopping.wait(0.25)
 
-    def delivery(self) -> Delivery:
-        if len(self.samples) < 2:
+    def delivery(self, phone_number_id: str) -> Delivery:
+        """One number's sends while polled; the sandbox's errors (all numbers)."""
+        samples = [(t, counts[phone_number_id]) for t, counts in self.samples]
+        if len(samples) < 2:
             return Delivery()
-        (t0, a0), (t1, a1) = self.samples[0], self.samples[-1]
+        (t0, a0), (t1, a1) = samples[0], samples[-1]
         second_max = 0
-        for i, (t, a) in enumerate(self.samples):
+        for i, (t, a) in enumerate(samples):
             # The most sends in any window of (about) one whole second.
-            for u, b in self.samples[i + 1 :]:
+            for u, b in samples[i + 1 :]:
                 if u - t >= 1.0:
                     second_max = max(second_max, round((b - a) / (u - t)))
                     break
@@ -302,7 +310,8 @@ def bench_gateway(
     process = ProcessGroup(cmd, env, tmp / "wagate.log")
     try:
         process.wait_until_up(f"{base}/healthz")
-        poller = StatsPoller(f"{base}/sandbox", backlog_number)
+        numbers = [backlog_number, accept_tenant.phone_number_id]
+        poller = StatsPoller(f"{base}/sandbox", numbers)
         poller.start()
         target = f"{base}/meta/whatsapp/v24.0/{accept_tenant.phone_number_id}/marketing_messages"
         headers = {"Content-Type": "application/json", "X-API-Key": accept_tenant.api_key}
@@ -311,7 +320,8 @@ def bench_gateway(
         result.rss_kb.append(group_rss_kb(process.pid))
         poller.stopping.set()
         poller.join()
-        result.delivery.append(poller.delivery())
+        result.delivery.append(poller.delivery(backlog_number))
+        result.accept_delivery.append(poller.delivery(accept_tenant.phone_number_id))
     finally:
         process.stop()
 
@@ -320,8 +330,9 @@ def bench_gateway(
 
 
 async def measure_ops(
-    url: str, backlog_number: str, accept_number: str
+    url: str, backlog_number: str, accept_number: str, claim_number: str
 ) -> dict[str, tuple[float, float]]:
+    """p50/p99 ms of each queue operation; claims take `claim_number`'s due messages."""
     store = SqlStore.from_url(url, sqlite_synchronous=os.environ["WAGATE_SQLITE_SYNCHRONOUS"])
     queue = SqlQueue(store.engine, store.secrets)
     timings: dict[str, list[float]] = {}
@@ -338,7 +349,7 @@ async def measure_ops(
         for i in range(OPS_RUNS):
             # A simulated clock 1 s apart per claim, so each finds send slots to book.
             claims = queue.claim(
-                backlog_number, "bench", now + i, lease_s=30, horizon_s=1, limit=LIMIT_MPS
+                claim_number, "bench", now + i, lease_s=30, horizon_s=1, limit=LIMIT_MPS
             )
             claimed += len(await timed("claim", claims))
         for i in range(OPS_RUNS):
@@ -354,7 +365,7 @@ async def measure_ops(
             for _ in range(OPS_RUNS):
                 query = MessageQuery(number, status="failed")
                 await timed(f"list {tag} status=failed", store.list_messages(query))
-        print(f"    ops: {OPS_RUNS} claims took {claimed} messages")
+        print(f"    ops: {OPS_RUNS} claims took {claimed} messages of {claim_number}")
     finally:
         await queue.close()
         await store.close()
@@ -383,6 +394,7 @@ def run_depth(args: argparse.Namespace, tmp: Path, depth: int) -> DepthResult:
         result.ceiling.append(ceiling)
         bench_gateway(args, tmp, url, accept_tenant, backlog.phone_number_id, result)
         d, f, dl = result.distinct[-1], result.flood[-1], result.delivery[-1]
+        ad = result.accept_delivery[-1]
         print(
             f"  round {n + 1}: ceiling {ceiling.rate:6.0f} req/s | distinct {d.rate:6.0f}"
             f" ({d.rate / ceiling.rate:.2f}) p50 {d.p50_ms:.1f} p99 {d.p99_ms:.1f} ms"
@@ -390,12 +402,19 @@ def run_depth(args: argparse.Namespace, tmp: Path, depth: int) -> DepthResult:
             f" p50 {f.p50_ms:.1f} p99 {f.p99_ms:.1f} ms non-2xx {f.errors}"
         )
         print(
-            f"    delivery (backlog number) {dl.rate:.1f} msg/s = {dl.rate / LIMIT_MPS:.1%} of"
-            f" {LIMIT_MPS}, max {dl.second_max}/s over {dl.seconds:.0f} s; sandbox errors"
-            f" {dl.errors or 'none'}; RSS kB {result.rss_kb[-1]}"
+            f"    delivery: backlog number {dl.rate:.1f} msg/s = {dl.rate / LIMIT_MPS:.1%} of"
+            f" {LIMIT_MPS}, max {dl.second_max}/s; accept number {ad.rate:.1f} msg/s, max"
+            f" {ad.second_max}/s; over {dl.seconds:.0f} s; sandbox errors {dl.errors or 'none'}"
         )
+        print(f"    RSS kB {result.rss_kb[-1]}")
     result.ops = asyncio.run(
-        measure_ops(url, backlog.phone_number_id, accept_tenant.phone_number_id)
+        measure_ops(
+            url,
+            backlog.phone_number_id,
+            accept_tenant.phone_number_id,
+            # Claims need due work: with no backlog, what wrk queued on the accept number.
+            backlog.phone_number_id if depth else accept_tenant.phone_number_id,
+        )
     )
     for name, (p50, p99) in result.ops.items():
         print(f"    {name:28} p50 {p50:8.2f} ms  p99 {p99:8.2f} ms")
@@ -414,21 +433,28 @@ def summary(args: argparse.Namespace, results: list[DepthResult]) -> None:
     print(
         f"{'depth':>9} {'build r/s':>9} {'ceiling':>7} {'distinct':>8} {'ratio':>5}"
         f" {'p99 ms':>7} {'flood':>6} {'ratio':>5} {'p99 ms':>7} {'deliv %':>7}"
-        f" {'max/s':>5} {'130429':>6} {'131056':>6} {'RSS MB':>6}"
+        f" {'max/s':>5} {'acc m/s':>7} {'130429':>6} {'131056':>6} {'RSS MB':>6}"
     )
     for r in results:
         ceiling = med(x.rate for x in r.ceiling)
         distinct = med(x.rate for x in r.distinct)
         flood = med(x.rate for x in r.flood)
         delivery = med(x.rate for x in r.delivery) / LIMIT_MPS
-        errors = r.delivery[-1].errors
+        accept_mps = med(x.rate for x in r.accept_delivery)
+        # With no backlog the backlog number has nothing to send: no figure.
+        delivery_cell = f"{delivery:7.1%}" if r.depth else f"{'-':>7}"
+        max_cell = max(x.second_max for x in r.delivery) if r.depth else "-"
+        errors: dict[str, int] = {}
+        for x in r.delivery:  # each round's gateway (and sandbox) starts from zero
+            for code, n in x.errors.items():
+                errors[code] = errors.get(code, 0) + n
         workers = [kb for rss in r.rss_kb for k, kb in rss.items() if k.startswith("worker")]
         rss_mb = max(workers or [0]) / 1024
         print(
             f"{r.depth:9,} {r.build_rows_s:9,.0f} {ceiling:7.0f} {distinct:8.0f}"
             f" {distinct / ceiling:5.2f} {med(x.p99_ms for x in r.distinct):7.1f} {flood:6.0f}"
-            f" {flood / ceiling:5.2f} {med(x.p99_ms for x in r.flood):7.1f} {delivery:7.1%}"
-            f" {max(x.second_max for x in r.delivery):5} {errors.get('130429', 0):6}"
+            f" {flood / ceiling:5.2f} {med(x.p99_ms for x in r.flood):7.1f} {delivery_cell}"
+            f" {max_cell:>5} {accept_mps:7.1f} {errors.get('130429', 0):6}"
             f" {errors.get('131056', 0):6} {rss_mb:6.0f}"
         )
     names = list(results[0].ops)
