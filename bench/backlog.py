@@ -1,28 +1,31 @@
 """Accepts, delivery, queue operations and memory with a backlog queued (issue 8, first version).
 
 For each depth (messages queued before the gateway starts) this builds a fresh
-SQLite database, queues the backlog on a second phone number (a second tenant)
-through the store's own batch insert (`SqlStore._write_batch`, the group
-committer's path, with rows shaped as `add_message` shapes them, ~5,000 rows
-per transaction), then:
+SQLite database, queues the backlog (see --backlog-number) through the store's
+own batch insert (`SqlStore._write_batch`, the group committer's path, with rows
+shaped as `add_message` shapes them, ~5,000 rows per transaction), then:
 
 - runs `wagate serve` as users run it (embedded worker on, embedded sandbox at
   80 msg/s) and the framework-free ceiling (`bench/ceiling_app.py`), both granian
   with one worker, alternating, driven by the same `wrk` load: distinct recipients
   and one recipient flooded (the gateway; the ceiling parses no recipient, so it
   runs one load per round). Prints req/s, p50/p99 and the ratio to the ceiling;
-- while the gateway runs: the backlog number's delivery rate against its limit
-  (the embedded sandbox's per-number `_stats`), its highest whole-second count,
+- while the gateway runs (both wrk loads): each number's delivery rate against
+  its limit (the embedded sandbox's per-number `_stats`, polled every 0.25 s),
+  the highest rate over any ~1 s between two polls (not whole-second buckets),
   the 130429 and 131056 the sandbox answered, and the RSS of every process of
   the gateway's process group (the granian worker is the child);
 - after the gateway stops, in process against the same database file with
   `SqlQueue`/`SqlStore`: p50/p99 of claim (a number with due work), reap_leases,
   expire, reconcile, and `list_messages` (first page, and with `status=`).
 
-Why a second number: the accept number's queue then holds only what wrk sends,
-so the one-recipient flood meets pair pacing the same way at every depth, while
-the backlog number is what the claims, indexes and the delivery rate are
-measured on (against its own limit, from its own sandbox counters).
+Which number holds the backlog (--backlog-number): `same` (default) queues it on
+the number wrk sends to, so one number delivers at 80 msg/s at every depth and a
+change across depths is the depth's, not a doubled delivery load; wrk's messages
+then wait behind the backlog (the flood meets pair pacing only at depth 0).
+`other` queues it on a second number (a second tenant): the flood meets pair
+pacing at every depth, but once there is a backlog two numbers deliver (160
+sends/s of outcomes and statuses instead of 80).
 """
 
 from __future__ import annotations
@@ -310,7 +313,7 @@ def bench_gateway(
     process = ProcessGroup(cmd, env, tmp / "wagate.log")
     try:
         process.wait_until_up(f"{base}/healthz")
-        numbers = [backlog_number, accept_tenant.phone_number_id]
+        numbers = sorted({backlog_number, accept_tenant.phone_number_id})
         poller = StatsPoller(f"{base}/sandbox", numbers)
         poller.start()
         target = f"{base}/meta/whatsapp/v24.0/{accept_tenant.phone_number_id}/marketing_messages"
@@ -359,7 +362,8 @@ async def measure_ops(
             await timed("expire", queue.expire(time.time()))
         for _ in range(OPS_RUNS):
             await timed("reconcile", queue.reconcile(time.time()))
-        for number, tag in ((backlog_number, "backlog"), (accept_number, "accept")):
+        pages = {backlog_number: "backlog", accept_number: "accept"}  # one entry if the same
+        for number, tag in pages.items():
             for _ in range(OPS_RUNS):
                 await timed(f"list {tag}", store.list_messages(MessageQuery(number)))
             for _ in range(OPS_RUNS):
@@ -383,8 +387,9 @@ def run_depth(args: argparse.Namespace, tmp: Path, depth: int) -> DepthResult:
     db = tmp / f"backlog-{depth}.db"
     url = f"sqlite+aiosqlite:///{db}"
     migrate(url)
-    backlog = make_tenant(url, mps=LIMIT_MPS)
     accept_tenant = make_tenant(url, mps=LIMIT_MPS)
+    same = args.backlog_number == "same"
+    backlog = accept_tenant if same else make_tenant(url, mps=LIMIT_MPS)
     result.build_rows_s = asyncio.run(
         build_backlog(url, backlog.project_id, backlog.phone_number_id, depth)
     )
@@ -424,11 +429,13 @@ def run_depth(args: argparse.Namespace, tmp: Path, depth: int) -> DepthResult:
 
 def summary(args: argparse.Namespace, results: list[DepthResult]) -> None:
     med = statistics.median
+    same = args.backlog_number == "same"
     print()
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds;"
         f" SQLite WAL synchronous={os.environ['WAGATE_SQLITE_SYNCHRONOUS']}; wagate serve"
-        f" (worker on, embedded sandbox {LIMIT_MPS} msg/s); medians of the rounds"
+        f" (worker on, embedded sandbox {LIMIT_MPS} msg/s); backlog on the"
+        f" {args.backlog_number} number; medians of the rounds"
     )
     print(
         f"{'depth':>9} {'build r/s':>9} {'ceiling':>7} {'distinct':>8} {'ratio':>5}"
@@ -442,8 +449,8 @@ def summary(args: argparse.Namespace, results: list[DepthResult]) -> None:
         delivery = med(x.rate for x in r.delivery) / LIMIT_MPS
         accept_mps = med(x.rate for x in r.accept_delivery)
         # With no backlog the backlog number has nothing to send: no figure.
-        delivery_cell = f"{delivery:7.1%}" if r.depth else f"{'-':>7}"
-        max_cell = max(x.second_max for x in r.delivery) if r.depth else "-"
+        delivery_cell = f"{delivery:7.1%}" if r.depth or same else f"{'-':>7}"
+        max_cell = max(x.second_max for x in r.delivery) if r.depth or same else "-"
         errors: dict[str, int] = {}
         for x in r.delivery:  # each round's gateway (and sandbox) starts from zero
             for code, n in x.errors.items():
@@ -482,6 +489,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per depth")
+    parser.add_argument(
+        "--backlog-number",
+        choices=("same", "other"),
+        default="same",
+        help="queue the backlog on the number wrk sends to (same: one number delivering at"
+        " 80 msg/s at every depth) or on a second number (other: two numbers delivering"
+        " once there is a backlog)",
+    )
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous level")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
