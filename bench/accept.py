@@ -51,17 +51,26 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, headers: dict[str, str], args: argparse.Namespace, lua_dir: Path) -> Run:
-    script = lua_dir / "post.lua"
+def wrk(
+    url: str,
+    headers: dict[str, str],
+    args: argparse.Namespace,
+    script: Path,
+    *,
+    to: str | None = None,
+) -> Run:
+    """One wrk run of sends: each to another recipient, or all to `to` (a flood)."""
     head, tail = BODY_HEAD.split('"to":"+44 7700 9"')
     lines = ['wrk.method = "POST"']
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    lines += [
-        "request = function()",
-        f"  local body = '{head}\"to\":\"+44 7700 9' .. math.random(10000, 99999) .. '\"{tail}'",
-        "  return wrk.format(nil, nil, nil, body)",
-        "end",
-    ]
+    lines += ["request = function()"]
+    if to is None:
+        lines += [
+            f"  local body = '{head}\"to\":\"+44 7700 9' .. math.random(10000, 99999) .. '\"{tail}'"
+        ]
+    else:
+        lines += [f'  local body = \'{head}"to":"{to}"{tail}\'']
+    lines += ["  return wrk.format(nil, nil, nil, body)", "end"]
     script.write_text("\n".join(lines) + "\n")
     out = subprocess.run(
         [
@@ -90,8 +99,8 @@ def wrk(url: str, headers: dict[str, str], args: argparse.Namespace, lua_dir: Pa
     return Run(rate, p50, p99, requests, errors)
 
 
-def bench_ceiling(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int]:
-    db = tmp / f"ceiling-{n}.db"
+def run_ceiling(args: argparse.Namespace, tmp: Path, db: Path) -> Run:
+    """One wrk run against the framework-free ceiling app, committing to `db`."""
     port = free_port()
     env = {
         **os.environ,
@@ -104,9 +113,15 @@ def bench_ceiling(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int
     try:
         # The ceiling answers only sends (a GET gets a 500): any answer means it is up.
         process.wait_until_up(f"http://127.0.0.1:{port}/", any_answer=True)
-        run = wrk(f"http://127.0.0.1:{port}/send", {"Content-Type": "application/json"}, args, tmp)
+        headers = {"Content-Type": "application/json"}
+        return wrk(f"http://127.0.0.1:{port}/send", headers, args, tmp / "ceiling.lua")
     finally:
         process.stop()
+
+
+def bench_ceiling(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int]:
+    db = tmp / f"ceiling-{n}.db"
+    run = run_ceiling(args, tmp, db)
     rows = sqlite3.connect(db).execute("select count(*) from accepted").fetchone()[0]
     return run, int(rows)
 
@@ -138,7 +153,7 @@ def bench_wagate(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int]
             "/marketing_messages"
         )
         headers = {"Content-Type": "application/json", "X-API-Key": tenant.api_key}
-        run = wrk(target, headers, args, tmp)
+        run = wrk(target, headers, args, tmp / "wagate.lua")
     finally:
         process.stop()
     rows = sqlite3.connect(db).execute("select count(*) from messages").fetchone()[0]

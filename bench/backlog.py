@@ -33,11 +33,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -61,7 +59,7 @@ from tests.support import (  # noqa: E402
     make_tenant,
 )
 
-from accept import BODY_HEAD, Run, _ms  # noqa: E402
+from accept import BODY_HEAD, Run, run_ceiling, wrk  # noqa: E402
 from wagate.adapters.store.migrate import migrate  # noqa: E402
 from wagate.adapters.store.queue import SqlQueue  # noqa: E402
 from wagate.adapters.store.sql import SqlStore  # noqa: E402
@@ -173,50 +171,8 @@ async def build_backlog(url: str, project_id: str, phone_number_id: str, depth: 
 # ---- load -------------------------------------------------------------------------------
 
 
-def wrk(
-    url: str, headers: dict[str, str], args: argparse.Namespace, script: Path, flood: bool
-) -> Run:
-    head, tail = BODY_HEAD.split('"to":"+44 7700 9"')
-    lines = ['wrk.method = "POST"']
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    lines += ["request = function()"]
-    if flood:
-        lines += [f'  local body = \'{head}"to":"{FLOOD_TO}"{tail}\'']
-    else:
-        lines += [
-            f"  local body = '{head}\"to\":\"+44 7700 9' .. math.random(10000, 99999) .. '\"{tail}'"
-        ]
-    lines += ["  return wrk.format(nil, nil, nil, body)", "end"]
-    script.write_text("\n".join(lines) + "\n")
-    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s"]
-    cmd += ["--latency", "-s", str(script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = int(errors_match.group(1)) if errors_match else 0
-    return Run(rate, p50, p99, requests, errors)
-
-
 def bench_ceiling(args: argparse.Namespace, tmp: Path, tag: str) -> Run:
-    db = tmp / f"ceiling-{tag}.db"
-    port = free_port()
-    env = {
-        **os.environ,
-        "WAGATE_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-        "PYTHONPATH": str(ROOT / "bench"),
-    }
-    cmd = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--workers", "1", "--no-ws", "ceiling_app:create_app"]
-    process = ProcessGroup(cmd, env, tmp / "ceiling.log")
-    try:
-        process.wait_until_up(f"http://127.0.0.1:{port}/", any_answer=True)
-        headers = {"Content-Type": "application/json"}
-        return wrk(f"http://127.0.0.1:{port}/send", headers, args, tmp / "c.lua", flood=False)
-    finally:
-        process.stop()
+    return run_ceiling(args, tmp, tmp / f"ceiling-{tag}.db")
 
 
 # ---- the gateway's delivery and memory -------------------------------------------------
@@ -318,8 +274,8 @@ def bench_gateway(
         poller.start()
         target = f"{base}/meta/whatsapp/v24.0/{accept_tenant.phone_number_id}/marketing_messages"
         headers = {"Content-Type": "application/json", "X-API-Key": accept_tenant.api_key}
-        result.distinct.append(wrk(target, headers, args, tmp / "d.lua", flood=False))
-        result.flood.append(wrk(target, headers, args, tmp / "f.lua", flood=True))
+        result.distinct.append(wrk(target, headers, args, tmp / "d.lua"))
+        result.flood.append(wrk(target, headers, args, tmp / "f.lua", to=FLOOD_TO))
         result.rss_kb.append(group_rss_kb(process.pid))
         poller.stopping.set()
         poller.join()
