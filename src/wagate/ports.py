@@ -175,6 +175,29 @@ class Admin(Protocol):
         ...
 
 
+class SchemaProbe(Protocol):
+    """The database as readiness sees it (core/health)."""
+
+    async def schema_revision(self) -> str | None:
+        """The schema revision the database is at (None: no schema yet).
+
+        Raises when the database cannot be reached.
+        """
+        ...
+
+
+class Retention(Protocol):
+    """Pruning what nothing needs any more (core/retention)."""
+
+    async def prune(self, final_before_ms: int, limit: int) -> int:
+        """Delete up to `limit` messages that reached a final status before `final_before_ms`
+        (and are out of the queue), with their statuses and events, in one transaction.
+
+        Returns the messages deleted: fewer than `limit` when no more are due.
+        """
+        ...
+
+
 class Upstream(Protocol):
     """Meta's Graph API, or the sandbox."""
 
@@ -266,6 +289,8 @@ __all__ = [
     "MessageReader",
     "Outbox",
     "Queue",
+    "Retention",
+    "SchemaProbe",
     "StatusStore",
     "StoreUnavailable",
     "SystemClock",

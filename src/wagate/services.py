@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from wagate.adapters.sandbox import SandboxApp, SandboxConfig, create_sandbox_app
 from wagate.adapters.sandbox.access import GatewayTokens
 from wagate.adapters.store.listen import WorkListener, work_listener
+from wagate.adapters.store.migrate import HEAD, KNOWN
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
@@ -18,11 +19,13 @@ from wagate.adapters.upstream.graph import GraphClient
 from wagate.core.accept import Acceptor
 from wagate.core.access import Access
 from wagate.core.dispatch import Dispatcher, DispatchSettings, WorkBell
+from wagate.core.health import Health
 from wagate.core.ingest import Ingestor
 from wagate.core.reads import Reader
+from wagate.core.retention import Pruner
 from wagate.domain.pacing import pair_rate
 from wagate.domain.ratelimit import RateLimiter
-from wagate.ports import Clock, Queue, SystemClock, Upstream
+from wagate.ports import Clock, Queue, Retention, SystemClock, Upstream
 from wagate.settings import Settings
 
 log = logging.getLogger("wagate")
@@ -59,10 +62,14 @@ class Services:
     acceptor: Acceptor
     reader: Reader
     queue: Queue
+    # The same SQL queue, as what the worker's retention prunes through.
+    retention: Retention
     ingestor: Ingestor
     upstream: Upstream
     # Rung by this process's accepts (and, on PostgreSQL, other processes'): wakes the worker.
     bell: WorkBell
+    # Readiness (/readyz): the database, its schema and, when this process runs one, the worker.
+    health: Health
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
     listener: WorkListener | None = None
@@ -70,6 +77,7 @@ class Services:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _worker: asyncio.Task[None] | None = None
+    _pruning: asyncio.Task[None] | None = None
     # (monotonic time of the check, whether a sandbox number existed then)
     _sandbox_wanted: tuple[float, bool] = (float("-inf"), False)
     _sandbox_check: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -84,6 +92,11 @@ class Services:
             secret_key=settings.secret_key,
         )
         statuses = SqlStatusStore(store.engine)
+        queue = SqlQueue(
+            store.engine,
+            store.secrets,
+            pair_rate(settings.pair_interval_seconds, settings.pair_burst),
+        )
         bell = WorkBell()
         return cls(
             settings=settings,
@@ -98,14 +111,12 @@ class Services:
                 work=bell,
             ),
             reader=Reader(store, statuses),
-            queue=SqlQueue(
-                store.engine,
-                store.secrets,
-                pair_rate(settings.pair_interval_seconds, settings.pair_burst),
-            ),
+            queue=queue,
+            retention=queue,
             ingestor=Ingestor(statuses, clock, settings.meta_app_secret),
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
             bell=bell,
+            health=Health(store, clock, head=HEAD, known=KNOWN),
         )
 
     def dispatcher_for(self) -> Dispatcher:
@@ -127,6 +138,21 @@ class Services:
             ),
             bell=self.bell,
         )
+
+    def pruner_for(self) -> Pruner:
+        """Retention on these services' queue (does nothing with WAGATE_RETENTION_DAYS=0)."""
+        return Pruner(self.retention, self.clock, days=self.settings.retention_days)
+
+    async def run_worker(self, stop: asyncio.Event) -> None:
+        """A delivery worker and retention until `stop`; readiness follows the worker."""
+        dispatcher = self.dispatcher = self.dispatcher or self.dispatcher_for()
+        self.health.worker_alive = dispatcher.alive
+        pruning = asyncio.create_task(self.pruner_for().run(stop))
+        try:
+            await dispatcher.run(stop)
+        finally:
+            stop.set()
+            await pruning
 
     async def start(self, *, embedded_sandbox: bool, worker: bool) -> None:
         """Build the embedded sandbox (unless WAGATE_SANDBOX=0) and start a worker if asked.
@@ -154,7 +180,7 @@ class Services:
             self.sandbox = create_sandbox_app(config, prefix=SANDBOX_PREFIX, tokens=tokens)
         if worker:
             self.dispatcher = self.dispatcher_for()
-            self._worker = asyncio.create_task(self.dispatcher.run(self._stop))
+            self._worker = asyncio.create_task(self.run_worker(self._stop))
         freeze_startup_objects()
 
     async def start_gateway(self) -> None:

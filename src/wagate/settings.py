@@ -55,6 +55,9 @@ class Settings:
     # wakes it at once from its own process and, on PostgreSQL, from any process; on
     # SQLite, a worker in another process than the API finds it within this time.
     worker_poll_seconds: float = 1.0
+    # Messages final (read or failed) for longer than this are deleted by the workers,
+    # with their statuses and events; 0 keeps everything.
+    retention_days: int = 90
     # The key that encrypts access tokens and the webhook secret at rest. Unset on
     # SQLite: a key generated once into `<database>.key`; required on PostgreSQL.
     secret_key: str = ""
@@ -88,6 +91,10 @@ class Settings:
                 ) from None
         settings = cls(**values)  # type: ignore[arg-type]
         settings.sandbox_mode()  # a bad WAGATE_SANDBOX stops the process now
+        if settings.retention_days < 0:
+            raise SystemExit(
+                f"WAGATE_RETENTION_DAYS={settings.retention_days} is negative (0 keeps everything)"
+            )
         return settings
 
     def sandbox_mode(self) -> Literal["auto", "on", "off"]:

@@ -14,15 +14,29 @@ from wagate.adapters.memory import MemoryDatabase, MemoryQueue, MemoryStatusStor
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
-from wagate.ports import Admin, Directory, MessageReader, Outbox, Queue, StatusStore, Timelines
+from wagate.ports import (
+    Admin,
+    Directory,
+    MessageReader,
+    Outbox,
+    Queue,
+    Retention,
+    SchemaProbe,
+    StatusStore,
+    Timelines,
+)
 
 
-class StoreSide(Directory, Outbox, MessageReader, Admin, Protocol):
+class StoreSide(Directory, Outbox, MessageReader, Admin, SchemaProbe, Protocol):
     """Every port `SqlStore` and `MemoryStore` implement."""
 
     async def close(self) -> None:
         """Release what the store holds."""
         ...
+
+
+class QueueSide(Queue, Retention, Protocol):
+    """Every port `SqlQueue` and `MemoryQueue` implement."""
 
 
 class StatusSide(StatusStore, Timelines, Protocol):
@@ -43,7 +57,7 @@ class Backend:
 
     name: str
     store: StoreSide
-    queue: Queue
+    queue: QueueSide
     statuses: StatusSide
 
 

@@ -24,6 +24,8 @@ from wagate.ports import (
     MessageReader,
     Outbox,
     Queue,
+    Retention,
+    SchemaProbe,
     StatusStore,
     SystemClock,
     Timelines,
@@ -38,6 +40,8 @@ IMPLEMENTATIONS: dict[type[Any], list[type[Any]]] = {
     Timelines: [SqlStatusStore, MemoryStatusStore],
     StatusStore: [SqlStatusStore, MemoryStatusStore],
     Queue: [SqlQueue, MemoryQueue],
+    Retention: [SqlQueue, MemoryQueue],
+    SchemaProbe: [SqlStore, MemoryStore],
     Upstream: [GraphClient],
     Clock: [SystemClock],
 }
@@ -110,11 +114,24 @@ def test_the_check_catches_a_drifted_fake() -> None:
 
 def _typed(
     database: MemoryDatabase, sql: SqlStore, sql_statuses: SqlStatusStore, sql_queue: SqlQueue
-) -> list[tuple[Directory, Outbox, MessageReader, Admin, Timelines, StatusStore, Queue]]:
+) -> list[
+    tuple[
+        Directory,
+        Outbox,
+        MessageReader,
+        Admin,
+        SchemaProbe,
+        Timelines,
+        StatusStore,
+        Queue,
+        Retention,
+    ]
+]:
     """mypy's half of the check: each adapter is assignable to its ports."""
     memory = MemoryStore(database)
     statuses = MemoryStatusStore(database)
+    queue = MemoryQueue(database)
     return [
-        (memory, memory, memory, memory, statuses, statuses, MemoryQueue(database)),
-        (sql, sql, sql, sql, sql_statuses, sql_statuses, sql_queue),
+        (memory, memory, memory, memory, memory, statuses, statuses, queue, queue),
+        (sql, sql, sql, sql, sql, sql_statuses, sql_statuses, sql_queue, sql_queue),
     ]

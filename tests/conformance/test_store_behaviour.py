@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Sequence
@@ -18,7 +19,14 @@ from wagate.core.access import hash_key
 from wagate.domain import pacing
 from wagate.domain.delivery import MAX_REAPS, Claimed, Outcome, Waiting
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED
-from wagate.domain.model import KeyOwner, MessageQuery, NewMessage, PhoneNumber, Status
+from wagate.domain.model import (
+    KeyOwner,
+    MessageQuery,
+    NewMessage,
+    PhoneNumber,
+    Status,
+    StoredMessage,
+)
 from wagate.domain.statuses import EventRow, PreferenceRow, StatusRow, status_row
 from wagate.ports import IdempotencyConflict, SystemClock
 
@@ -556,3 +564,156 @@ async def test_pair_pacing_that_has_run_out_is_forgotten(backend: Backend) -> No
     assert await pair_rows(backend) == 1
     await backend.queue.expire(T0 + pacing.PAIR_INTERVAL_S + 1)
     assert await pair_rows(backend) == 0
+
+
+# ---- what the read API shows of Meta: its wamid, the last upstream error ------------------
+
+
+async def stored(backend: Backend, message: NewMessage) -> StoredMessage:
+    """The message as read back."""
+    found = await backend.store.get_message(message.phone_number_id, message.id)
+    assert found is not None
+    return found
+
+
+def last_error(message: StoredMessage) -> tuple[object, ...]:
+    return (
+        message.last_error_code,
+        message.last_error_title,
+        message.last_error_details,
+        message.last_error_at,
+    )
+
+
+async def test_the_last_upstream_error_shows_while_a_message_retries_and_goes_once_accepted(
+    backend: Backend,
+) -> None:
+    number = await new_number(backend)
+    message = new_message(number)
+    await backend.store.add_message(message)
+    assert last_error(await stored(backend, message)) == (None, None, None, None)
+    [first] = await claim(backend, number, T0)
+    unreachable = Outcome(
+        first.seq,
+        OWNER,
+        "retry",
+        T0_MS + 10,
+        error_code=-1,
+        error_title="Network error",
+        error_details="ClientConnectorError: refused",
+        due_at_ms=T0_MS + 1000,
+    )
+    await backend.queue.record(unreachable)
+    retrying = await stored(backend, message)
+    assert retrying.status == "pending"
+    assert last_error(retrying) == (
+        -1,
+        "Network error",
+        "ClientConnectorError: refused",
+        T0_MS + 10,
+    )
+    [second] = await claim(backend, number, T0 + 1)
+    await backend.queue.record(Outcome(second.seq, OWNER, "forwarded", T0_MS + 1010, wamid="w.L1"))
+    accepted = await stored(backend, message)
+    assert (accepted.upstream_wamid, last_error(accepted)) == ("w.L1", (None, None, None, None))
+
+
+async def test_a_message_that_expires_after_retries_keeps_the_upstream_error_as_its_last(
+    backend: Backend,
+) -> None:
+    number = await new_number(backend)
+    message = new_message(number, ttl_ms=5000)
+    await backend.store.add_message(message)
+    [claimed] = await claim(backend, number, T0)
+    title = "Something went wrong"
+    retry = Outcome(claimed.seq, OWNER, "retry", T0_MS, error_code=131000, error_title=title)
+    await backend.queue.record(
+        dataclasses.replace(retry, error_details="boom", due_at_ms=T0_MS + 60_000)
+    )
+    assert await backend.queue.expire(T0 + 10) == 1
+    expired = await stored(backend, message)
+    assert (expired.status, expired.error_code) == ("failed", MESSAGE_EXPIRED)
+    assert last_error(expired) == (131000, title, "boom", T0_MS)
+    # The dispatcher's own expiry at send time is the gateway's error, not the upstream's.
+    other = new_message(number, ttl_ms=5000)
+    await backend.store.add_message(other)
+    [late] = await claim(backend, number, T0 + 1)
+    await backend.queue.record(
+        Outcome(
+            late.seq, OWNER, "failed", T0_MS + 6000, error_code=MESSAGE_EXPIRED, error_title="x"
+        )
+    )
+    assert last_error(await stored(backend, other)) == (None, None, None, None)
+
+
+async def test_a_listing_finds_a_message_by_metas_wamid(backend: Backend) -> None:
+    number = await new_number(backend)
+    wanted = await forwarded(backend, number, "wamid.FIND1")
+    await forwarded(backend, number, "wamid.FIND2")
+    await backend.store.add_message(new_message(number))
+    phone = number.phone_number_id
+    found = await backend.store.list_messages(MessageQuery(phone, upstream_wamid="wamid.FIND1"))
+    assert [(m.id, m.upstream_wamid) for m in found] == [(wanted.id, "wamid.FIND1")]
+    assert await backend.store.list_messages(MessageQuery(phone, upstream_wamid="wamid.NONE")) == []
+    elsewhere = MessageQuery(
+        (await new_number(backend)).phone_number_id, upstream_wamid="wamid.FIND1"
+    )
+    assert await backend.store.list_messages(elsewhere) == []
+
+
+# ---- retention ----------------------------------------------------------------------------
+
+
+async def settled_message(
+    backend: Backend, number: PhoneNumber, wamid: str, statuses: Sequence[Status], at_s: int
+) -> NewMessage:
+    """A message Meta accepted as `wamid` and then reported `statuses` of, at `at_s`."""
+    message = new_message(number)
+    await backend.store.add_message(message)
+    [claimed] = await claim(backend, number, T0)
+    await backend.queue.record(Outcome(claimed.seq, OWNER, "forwarded", T0_MS, wamid=wamid))
+    rows = [report(wamid, status, at_s) for status in statuses]
+    await backend.statuses.ingest(rows, [], [], at_s * 1000)
+    click = EventRow(wamid, "click", "447700900123", "{}", at_s * 1000, wamid.ljust(64, "k")[:64])
+    await backend.statuses.ingest([], [], [click], at_s * 1000)
+    return message
+
+
+async def present(backend: Backend, message: NewMessage) -> bool:
+    return await backend.store.get_message(message.phone_number_id, message.id) is not None
+
+
+async def test_retention_prunes_final_messages_past_the_cutoff_with_their_statuses_and_events(
+    backend: Backend,
+) -> None:
+    number = await new_number(backend)
+    t0_s = int(T0)
+    old_s, young_s = t0_s + 10, t0_s + 100 * 86_400
+    cutoff_ms = (t0_s + 50 * 86_400) * 1000
+    old_read = await settled_message(backend, number, "w.R1", ["sent", "delivered", "read"], old_s)
+    old_failed = await settled_message(backend, number, "w.F1", ["failed"], old_s)
+    young_read = await settled_message(backend, number, "w.R2", ["sent", "read"], young_s)
+    # Not final: delivered (a read may come), sent, and a message still queued.
+    old_delivered = await settled_message(backend, number, "w.D1", ["sent", "delivered"], old_s)
+    old_sent = await settled_message(backend, number, "w.S1", ["sent"], old_s)
+    queued = new_message(number, at_ms=T0_MS)
+    await backend.store.add_message(queued)
+
+    assert await backend.queue.prune(cutoff_ms, 500) == 2
+    for message in (old_read, old_failed):
+        assert not await present(backend, message)
+    for message in (young_read, old_delivered, old_sent, queued):
+        assert await present(backend, message)
+    timelines = await backend.statuses.timeline(["w.R1", "w.F1", "w.R2", "w.D1"])
+    assert sorted(timelines) == ["w.D1", "w.R2"]
+    assert await backend.statuses.events("w.R1") == []
+    assert await backend.statuses.events("w.R2") != []
+    assert await backend.queue.prune(cutoff_ms, 500) == 0
+
+
+async def test_retention_prunes_in_batches_of_the_size_asked(backend: Backend) -> None:
+    number = await new_number(backend)
+    for n in range(5):
+        await settled_message(backend, number, f"w.B{n}", ["read"], int(T0) + n)
+    cutoff_ms = T0_MS + 86_400_000
+    assert [await backend.queue.prune(cutoff_ms, 2) for _ in range(4)] == [2, 2, 1, 0]

@@ -29,8 +29,15 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from tests.support import database_url_for, dispose_database
 from wagate.adapters.store.engine import POSTGRESQL, SQLITE, create_engine
 from wagate.adapters.store.queries import queue as q
+from wagate.adapters.store.queries import retention as r
 from wagate.adapters.store.queries import statuses as s
-from wagate.adapters.store.tables import message_statuses, messages, phone_numbers, projects
+from wagate.adapters.store.tables import (
+    message_events,
+    message_statuses,
+    messages,
+    phone_numbers,
+    projects,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -38,7 +45,7 @@ NOW = 1_800_000_000_000
 NUMBERS = 5
 MESSAGES = 4000
 # Tables whose every access must go through an index that fits the statement.
-WATCHED = ("messages", "message_statuses", "phone_numbers", "pair_pacing")
+WATCHED = ("messages", "message_statuses", "message_events", "phone_numbers", "pair_pacing")
 # Sample values of every parameter the statements bind.
 PARAMETERS: dict[str, Any] = {
     "b_phone_number_id": "1000000000001",
@@ -65,6 +72,8 @@ PARAMETERS: dict[str, Any] = {
     "b_recipients": ["447700900007", "447700900008"],
     "b_reserved": 0,
     "b_now_us": NOW * 1000,
+    "b_before": NOW - 3_000,
+    "b_seqs": [7, 8],
 }
 
 
@@ -108,6 +117,7 @@ QUEUE_CASES: dict[str, Case] = {
     "FORWARDED": case(q.FORWARDED, "pk_messages"),
     "FAILED": case(q.FAILED, "pk_messages"),
     "RETRY": case(q.RETRY, "pk_messages"),
+    "FAILED_HERE": case(q.FAILED_HERE, "pk_messages"),
 }
 # Statistics for tests and benchmarks, never run by a worker or a request.
 NOT_ON_ANY_PATH = {"COUNT_BY_STATE"}
@@ -122,7 +132,15 @@ RECONCILE_CASES: dict[str, Case] = {
     "GIVE_UP": case(s.GIVE_UP, "uq_message_statuses_wamid_status"),
     "MOVE": case(s.MOVE, "pk_messages"),
 }
-CASES = {**QUEUE_CASES, **RECONCILE_CASES}
+# The worker's retention: old final messages by age, then their rows by key.
+RETENTION_CASES: dict[str, Case] = {
+    "prunable": case(r.prunable(SQLITE), "ix_messages_final"),
+    "prunable(postgresql)": case(r.prunable(POSTGRESQL), "ix_messages_final"),
+    "DELETE_STATUSES": case(r.DELETE_STATUSES, "uq_message_statuses_wamid_status"),
+    "DELETE_EVENTS": case(r.DELETE_EVENTS, "ix_message_events_upstream_wamid"),
+    "DELETE_MESSAGES": case(r.DELETE_MESSAGES, "pk_messages"),
+}
+CASES = {**QUEUE_CASES, **RECONCILE_CASES, **RETENTION_CASES}
 
 
 def test_every_named_queue_statement_has_its_plan_checked() -> None:
@@ -133,6 +151,16 @@ def test_every_named_queue_statement_has_its_plan_checked() -> None:
     }
     named |= {"claimable"}  # built per dialect
     assert named - NOT_ON_ANY_PATH == {name for name in QUEUE_CASES if "(" not in name}
+
+
+def test_every_retention_statement_has_its_plan_checked() -> None:
+    named = {
+        name
+        for name, value in vars(r).items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, ClauseElement)
+    }
+    named |= {"prunable"}  # built per dialect
+    assert named == {name for name in RETENTION_CASES if "(" not in name}
 
 
 # ---- a database with realistic proportions: mostly history, a little queue ------------------
@@ -155,6 +183,8 @@ def rows() -> Iterator[tuple[str, dict[str, Any]]]:
         )
     for i in range(MESSAGES):
         state = "queued" if i % 4 == 0 else "sending" if i % 50 == 1 else "forwarded"
+        # History: most forwarded messages were read; a few are still only delivered.
+        final = "read" if i % 3 else "delivered"
         yield (
             "messages",
             {
@@ -167,7 +197,7 @@ def rows() -> Iterator[tuple[str, dict[str, Any]]]:
                 "request": json.dumps({"i": i}),
                 "template_name": "promo",
                 "template_language": "en_US",
-                "status": "pending" if state != "forwarded" else "delivered",
+                "status": "pending" if state != "forwarded" else final,
                 "state": state,
                 "created_at": NOW - i,
                 "updated_at": NOW - i,
@@ -189,10 +219,22 @@ def rows() -> Iterator[tuple[str, dict[str, Any]]]:
                     "matched": i % 100 != 2,
                 },
             )
+            yield (
+                "message_events",
+                {
+                    "upstream_wamid": f"wamid.UP{i}",
+                    "kind": "click",
+                    "payload": "{}",
+                    "timestamp": NOW,
+                    "received_at": NOW,
+                },
+            )
 
 
 async def populate(url: str) -> None:
-    tables = {t.name: t for t in (projects, phone_numbers, messages, message_statuses)}
+    tables = {
+        t.name: t for t in (projects, phone_numbers, messages, message_statuses, message_events)
+    }
     by_table: dict[str, list[dict[str, Any]]] = {}
     for table, row in rows():
         by_table.setdefault(table, []).append(row)

@@ -69,8 +69,18 @@ def _fail(message: object) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _run(work: Callable[[SqlStore], Awaitable[T]]) -> T:
-    """Migrate and seal secrets, then run `work` against the configured store.
+def require_schema(url: str) -> None:
+    """Stop a long-running process (one line) on a schema that is not this wagate's;
+    create it on a new, empty database."""
+    from wagate.adapters.store.migrate import require_schema as check
+
+    if check(url):
+        console.print(f"created the schema of {shown_url(url)}", markup=False, soft_wrap=True)
+
+
+def _run(work: Callable[[SqlStore], Awaitable[T]], *, migrating: bool = True) -> T:
+    """Migrate (unless not `migrating`) and seal secrets, then run `work` against the
+    configured store.
 
     AdminError and a missing or wrong WAGATE_SECRET_KEY exit 1 with a message.
     """
@@ -78,7 +88,8 @@ def _run(work: Callable[[SqlStore], Awaitable[T]]) -> T:
     from wagate.adapters.store.sql import SqlStore
 
     settings = Settings.from_env()
-    migrate(settings.database_url)
+    if migrating:
+        migrate(settings.database_url)
 
     async def main() -> T:
         store = SqlStore.from_url(
@@ -146,13 +157,16 @@ def serve_command(
     if worker is not None:
         os.environ["WAGATE_WORKER"] = "1" if worker else "0"
     sandbox_allowed = settings.sandbox_mode() != "off"
+    # Schema upgrades are `wagate migrate`'s, run once before new processes start.
+    require_schema(settings.database_url)
     if demo:
         found = _run(
-            lambda store: admin.ensure_demo(store, SystemClock(), sandbox_allowed=sandbox_allowed)
+            lambda store: admin.ensure_demo(store, SystemClock(), sandbox_allowed=sandbox_allowed),
+            migrating=False,
         )
         _print_demo(found, host, port)
     else:
-        _run(_nothing)  # migrate, and stop here with a clear message if the key is wrong
+        _run(_nothing, migrating=False)  # stop here with a clear message if the key is wrong
     from granian.constants import Interfaces
     from granian.server import Server
 
@@ -180,31 +194,58 @@ def _loopback(host: str) -> str:
 
 
 @app.command("worker")
-def worker_command() -> None:
-    """Run a delivery worker alone: claim, pace, send to Meta (or the sandbox), record."""
+def worker_command(
+    health_port: Annotated[
+        int,
+        typer.Option(
+            envvar="WAGATE_WORKER_HEALTH_PORT",
+            show_envvar=True,
+            min=0,
+            max=65535,
+            help="Serve /healthz and /readyz on this port (0: none).",
+        ),
+    ] = 0,
+    health_host: Annotated[
+        str, typer.Option(help="Address the health port listens on.")
+    ] = "127.0.0.1",
+) -> None:
+    """Run a delivery worker alone: claim, pace, send to Meta (or the sandbox), record;
+    prune messages past WAGATE_RETENTION_DAYS.
+
+    Example: wagate worker --health-port 8081   (then: curl localhost:8081/readyz)
+    """
     import signal
 
     from wagate.services import Services, freeze_startup_objects
 
     settings = Settings.from_env()
-    _run(_nothing)
+    require_schema(settings.database_url)
+    _run(_nothing, migrating=False)
 
     async def main() -> None:
+        from wagate.adapters.http.health import start_health_server
+
         services = Services.build(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        dispatcher = services.dispatcher_for()
-        freeze_startup_objects()
-        console.print(
-            f"worker {dispatcher.owner} on {shown_url(settings.database_url)}",
-            markup=False,
-            soft_wrap=True,
-        )
+        services.dispatcher = dispatcher = services.dispatcher_for()
+        health = None
         try:
-            await dispatcher.run(stop)
+            if health_port:
+                health = await start_health_server(services.health, health_host, health_port)
+            freeze_startup_objects()
+            console.print(
+                f"worker {dispatcher.owner} on {shown_url(settings.database_url)}"
+                + (f" (health: http://{_loopback(health_host)}:{health_port})" if health else ""),
+                markup=False,
+                soft_wrap=True,
+            )
+            await services.run_worker(stop)
         finally:
+            if health is not None:
+                await health.cleanup()
             await services.close()
 
     asyncio.run(main())

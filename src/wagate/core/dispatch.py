@@ -49,6 +49,11 @@ _decoder = msgspec.json.Decoder(MarketingMessageRequest)
 _encoder = msgspec.json.Encoder()
 
 
+# A worker whose loop has not turned for this many poll periods (at least
+# HEARTBEAT_MIN_S) is not alive: its loop turns at least once per poll period.
+HEARTBEAT_POLLS = 5
+HEARTBEAT_MIN_S = 5.0
+
 TIER_TTL_S = 600.0
 # After a failed tier lookup, ask again this much later (the last known tier stays).
 TIER_RETRY_S = 60.0
@@ -188,6 +193,13 @@ class Dispatcher:
         self._tiers: dict[str, tuple[int | None, float]] = {}
         self._tier_lookups: dict[str, asyncio.Task[None]] = {}
         self.sent = 0
+        # When the loop last turned (clock time); readiness reads it (`alive`).
+        self.heartbeat = -math.inf
+
+    def alive(self, now: float) -> bool:
+        """Whether the loop turned lately: it turns at least once per poll period, idle or not."""
+        stale_after = max(HEARTBEAT_POLLS * self.settings.poll_s, HEARTBEAT_MIN_S)
+        return now - self.heartbeat <= stale_after
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then let in-flight sends finish."""
@@ -195,11 +207,13 @@ class Dispatcher:
         stopping = asyncio.create_task(stop.wait())
         stopping.add_done_callback(lambda _: self.bell.ring())
         while not stop.is_set():
+            self.heartbeat = self.clock.now()
             try:
                 await self.run_once()
             except Exception:
                 log.exception("worker %s: claim round failed; retrying", self.owner)
             await self._idle()
+        self.heartbeat = -math.inf
         await stopping
         await self.drain()
         log.info("worker %s stopped", self.owner)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED
 from wagate.domain.model import PhoneNumber
 
 # Marketing messages live 30 days unless told otherwise (API-FACTS section 4): a
@@ -20,6 +21,19 @@ ABANDONED_DETAILS: Final = (
     "outcome of its send was recorded. The message may or may not have "
     "reached Meta; it is not sent again."
 )
+
+
+# The errors the gateway decides itself; every other error of a send is the upstream's.
+GATEWAY_ERRORS: Final = frozenset({MESSAGE_EXPIRED, DELIVERY_ABANDONED})
+
+
+def is_upstream_error(code: int | None) -> bool:
+    """Whether an outcome's error came from the upstream (Meta, or the network to it).
+
+    Only those are the message's `last_error`: an expiry after retries keeps showing
+    what the upstream said.
+    """
+    return code is not None and code not in GATEWAY_ERRORS
 
 
 @dataclass(frozen=True, slots=True)

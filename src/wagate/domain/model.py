@@ -102,6 +102,11 @@ class StoredMessage:
     error_code: int | None
     error_title: str | None
     error_details: str | None
+    # The latest upstream error of a send (None once Meta accepted the message); `at` in ms.
+    last_error_code: int | None = None
+    last_error_title: str | None = None
+    last_error_details: str | None = None
+    last_error_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,8 @@ class MessageQuery:
     phone_number_id: str
     limit: int = 20
     status: Status | None = None
+    # Meta's own wamid of the message (exact match).
+    upstream_wamid: str | None = None
     since: int | None = None
     until: int | None = None
     # Keyset cursors over `seq`: `after` pages to older messages, `before` to newer ones.

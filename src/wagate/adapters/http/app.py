@@ -16,6 +16,7 @@ from wagate.adapters.http.bodies import BodyTooLarge, Receive, read_body, receiv
 from wagate.adapters.http.docs import docs_assets, docs_config
 from wagate.adapters.http.graph import error_body, new_trace_id, require_graph_version
 from wagate.adapters.http.headers import api_key_of
+from wagate.adapters.http.health import ReadinessView, readiness_view
 from wagate.adapters.http.reads import (
     MessagePage,
     MessageView,
@@ -77,6 +78,21 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
+@get(
+    "/readyz",
+    tags=["operations"],
+    summary="Readiness",
+    responses={
+        503: ResponseSpec(ReadinessView, description="Not ready: `failed` names the checks"),
+    },
+)
+async def readyz(request: Request[Any, Any, Any]) -> Response[ReadinessView]:
+    """200 when the database answers, its schema is this wagate's and, if this process runs
+    a worker, its loop turns; 503 otherwise, naming the failed checks. No key needed."""
+    status, view = readiness_view(await _services(request).health.readiness())
+    return Response(view, status_code=status)
+
+
 @get(f"{GRAPH_BASE}/messages/{{message_id:str}}", tags=["messages"], responses=_ERRORS)
 async def get_message(
     request: Request[Any, Any, Any], version: str, phone_number_id: str, message_id: str
@@ -94,6 +110,10 @@ StatusFilter = Annotated[
         description="Only messages in this status.",
         schema_extra={"enum": list(STATUSES)},
     ),
+]
+UpstreamWamidFilter = Annotated[
+    str | None,
+    Parameter(description="Only the message Meta knows by this wamid (its `upstream_wamid`)."),
 ]
 SinceFilter = Annotated[
     str | None,
@@ -124,13 +144,15 @@ async def list_messages(
     version: str,
     phone_number_id: str,
     status: StatusFilter = None,
+    upstream_wamid: UpstreamWamidFilter = None,
     since: SinceFilter = None,
     until: UntilFilter = None,
     limit: PageSize = None,
     before: BeforeCursor = None,
     after: AfterCursor = None,
 ) -> MessagePage:
-    """A page of a number's messages, newest first; filter by `status`, `since`, `until`.
+    """A page of a number's messages, newest first; filter by `status`, `upstream_wamid`,
+    `since`, `until`.
 
     Query: `limit` (1-100, default 20), `before`/`after` cursors from `paging`.
     """
@@ -250,6 +272,7 @@ def create_litestar(services: Services) -> Litestar:
     app = Litestar(
         route_handlers=[
             healthz,
+            readyz,
             get_message,
             list_messages,
             verify_meta_webhook,

@@ -11,8 +11,9 @@ import msgspec
 
 from wagate.core.reads import MessageRead, Page
 from wagate.domain.errors import invalid_parameter
-from wagate.domain.model import STATUSES, MessageQuery, Status
+from wagate.domain.model import STATUSES, MessageQuery, Status, StoredMessage
 from wagate.domain.requests import MarketingMessageRequest, Template
+from wagate.domain.sanitise import usable_wamid
 from wagate.domain.statuses import TimelineEntry
 
 _request_decoder = msgspec.json.Decoder(MarketingMessageRequest)
@@ -38,6 +39,15 @@ class MessageErrorView(msgspec.Struct, omit_defaults=True):
     error_data: dict[str, str] | None = None
 
 
+class LastErrorView(msgspec.Struct):
+    """The latest upstream error of a message that retries or failed; `at` in Unix seconds."""
+
+    code: int
+    title: str
+    message: str
+    at: str
+
+
 class MessageView(msgspec.Struct, omit_defaults=True, kw_only=True):
     """A stored message as the read endpoints show it."""
 
@@ -53,6 +63,9 @@ class MessageView(msgspec.Struct, omit_defaults=True, kw_only=True):
     timestamp: str
     status: Status
     statuses: list[MessageStatusView]
+    # No defaults: shown as null rather than left out.
+    upstream_wamid: str | None
+    last_error: LastErrorView | None
     errors: list[MessageErrorView] | None = None
     biz_opaque_callback_data: str | None = None
     phone_number_id: str
@@ -92,6 +105,25 @@ def _status_view(entry: TimelineEntry) -> MessageStatusView:
     )
 
 
+def last_error_view(message: StoredMessage) -> LastErrorView | None:
+    """What went wrong last: while a message waits to be retried, the upstream error that
+    put it back; once it failed, the latest upstream error (else the one it failed with).
+
+    None while nothing went wrong and once Meta accepted the message.
+    """
+    if message.status not in ("pending", "failed"):
+        return None
+    if message.last_error_code is not None:
+        code, title = message.last_error_code, message.last_error_title or ""
+        details, at = message.last_error_details, message.last_error_at or message.updated_at
+    elif message.status == "failed" and message.error_code is not None:
+        code, title = message.error_code, message.error_title or ""
+        details, at = message.error_details, message.updated_at
+    else:
+        return None
+    return LastErrorView(code=code, title=title, message=details or title, at=str(at // 1000))
+
+
 def message_view(read: MessageRead) -> MessageView:
     """The read view of a stored message, with its timeline."""
     message = read.message
@@ -120,6 +152,8 @@ def message_view(read: MessageRead) -> MessageView:
         timestamp=str(message.created_at // 1000),
         status=message.status,
         statuses=[_status_view(entry) for entry in read.timeline],
+        upstream_wamid=message.upstream_wamid,
+        last_error=last_error_view(message),
         errors=errors,
         biz_opaque_callback_data=message.biz_opaque_callback_data,
         phone_number_id=message.phone_number_id,
@@ -170,7 +204,17 @@ def _until(value: str) -> int:
 
 def message_query(phone_number_id: str, params: dict[str, str]) -> MessageQuery:
     """The listing query from the request's query parameters, each checked."""
-    known = {"status", "since", "until", "limit", "before", "after", "fields", "access_token"}
+    known = {
+        "status",
+        "upstream_wamid",
+        "since",
+        "until",
+        "limit",
+        "before",
+        "after",
+        "fields",
+        "access_token",
+    }
     unknown = sorted(set(params) - known)
     if unknown:
         raise invalid_parameter(f"Unknown query parameter(s): {', '.join(unknown)}")
@@ -187,11 +231,21 @@ def message_query(phone_number_id: str, params: dict[str, str]) -> MessageQuery:
         phone_number_id=phone_number_id,
         limit=int(limit_text),
         status=status,
+        upstream_wamid=_upstream_wamid(params.get("upstream_wamid")),
         since=parse_time(params["since"], "since") if "since" in params else None,
         until=_until(params["until"]) if "until" in params else None,
         after_seq=decode_cursor(params["after"], "after") if "after" in params else None,
         before_seq=decode_cursor(params["before"], "before") if "before" in params else None,
     )
+
+
+def _upstream_wamid(value: str | None) -> str | None:
+    """The `upstream_wamid` filter, or a code 100 error for one no message can have."""
+    if value is None:
+        return None
+    if not usable_wamid(value):
+        raise invalid_parameter("`upstream_wamid` must be a wamid Meta returned")
+    return value
 
 
 def message_page(

@@ -12,10 +12,11 @@ from wagate.domain.delivery import (
     Claimed,
     Outcome,
     Waiting,
+    is_upstream_error,
 )
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
 from wagate.domain.sanitise import without_nul
-from wagate.domain.statuses import UNMATCHED_GIVE_UP_MS
+from wagate.domain.statuses import FINAL, UNMATCHED_GIVE_UP_MS
 
 
 class MemoryQueue:
@@ -141,16 +142,51 @@ class MemoryQueue:
             row.state = "forwarded"
             row.upstream_wamid = outcome.wamid
             row.upstream_status = without_nul(outcome.upstream_status)
+            row.last_error_code = row.last_error_title = row.last_error_details = None
+            row.last_error_at = None
             return
         row.error_code = outcome.error_code
         row.error_title = without_nul(outcome.error_title)
         row.error_details = without_nul(outcome.error_details)
+        if is_upstream_error(outcome.error_code):
+            row.last_error_code = row.error_code
+            row.last_error_title = row.error_title
+            row.last_error_details = row.error_details
+            row.last_error_at = outcome.at_ms
         if outcome.kind == "failed":
             row.state = "done"
             row.status = "failed"
         else:
             row.state = "queued"
             row.due_at = outcome.due_at_ms if outcome.due_at_ms is not None else row.due_at
+
+    async def prune(self, final_before_ms: int, limit: int) -> int:
+        """Delete up to `limit` messages final since before `final_before_ms`, out of the
+        queue and not still needed, with their statuses and events."""
+        due = sorted(
+            (
+                row
+                for row in self.database.messages.values()
+                if row.status in FINAL
+                and row.updated_at < final_before_ms
+                and row.state in ("forwarded", "done")
+                and not self.still_needed(row)
+            ),
+            key=lambda row: (row.updated_at, row.seq),
+        )[: max(0, limit)]
+        wamids = {row.upstream_wamid for row in due if row.upstream_wamid}
+        for row in due:
+            del self.database.messages[row.seq]
+        statuses = self.database.statuses
+        for key in [key for key, record in statuses.items() if record.wamid in wamids]:
+            del statuses[key]
+        self.database.events = [e for e in self.database.events if e.wamid not in wamids]
+        return len(due)
+
+    @staticmethod
+    def still_needed(row: MessageRow) -> bool:
+        """The hook of `queries.retention.STILL_NEEDED`: nothing references a final message yet."""
+        return False
 
     async def throttle(self, phone_number_id: str, now: float) -> None:
         """Meta said 130429: halve the number's shared rate; it recovers by itself."""

@@ -14,7 +14,7 @@ from wagate.domain.model import (
     Project,
     StoredMessage,
 )
-from wagate.ports import IdempotencyConflict
+from wagate.ports import IdempotencyConflict, StoreUnavailable
 
 
 class MemoryStore:
@@ -67,6 +67,7 @@ class MemoryStore:
             for row in self.database.messages.values()
             if row.message.phone_number_id == query.phone_number_id
             and (query.status is None or row.status == query.status)
+            and (query.upstream_wamid is None or row.upstream_wamid == query.upstream_wamid)
             and (query.since is None or row.message.created_at >= query.since)
             and (query.until is None or row.message.created_at <= query.until)
             and (query.after_seq is None or row.seq < query.after_seq)
@@ -85,6 +86,14 @@ class MemoryStore:
             if row.idempotency_key == key and row.message.project_id == project_id:
                 return row
         return None
+
+    # ---- readiness -------------------------------------------------------------------
+
+    async def schema_revision(self) -> str | None:
+        """The revision the database says it is at; StoreUnavailable when it is "down"."""
+        if not self.database.reachable:
+            raise StoreUnavailable("the database is down")
+        return self.database.schema_revision
 
     # ---- projects, keys, numbers -----------------------------------------------------
 

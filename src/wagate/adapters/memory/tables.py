@@ -39,6 +39,10 @@ class MessageRow:
     error_details: str | None = None
     idempotency_key: str | None = None
     reaps: int = 0
+    last_error_code: int | None = None
+    last_error_title: str | None = None
+    last_error_details: str | None = None
+    last_error_at: int | None = None
 
     def stored(self) -> StoredMessage:
         """The message as the store reads it back."""
@@ -64,6 +68,10 @@ class MessageRow:
             error_code=self.error_code,
             error_title=self.error_title,
             error_details=self.error_details,
+            last_error_code=self.last_error_code,
+            last_error_title=self.last_error_title,
+            last_error_details=self.last_error_details,
+            last_error_at=self.last_error_at,
         )
 
 
@@ -122,6 +130,9 @@ class MemoryDatabase:
     preferences: dict[tuple[str, str], Preference] = field(default_factory=dict)
     # (phone_number_id, recipient) -> its pacing (the SQL `pair_pacing` table).
     pairs: dict[tuple[str, str], PairState] = field(default_factory=dict)
+    # What a readiness probe finds: the schema's revision, and whether it answers at all.
+    schema_revision: str | None = None
+    reachable: bool = True
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def next_seq(self) -> int:

@@ -26,6 +26,7 @@ from wagate.adapters.store.engine import begin_write, dialect_of
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 from wagate.adapters.store.queries import queue as q
+from wagate.adapters.store.queries import retention as r
 from wagate.adapters.store.secrets import SecretBox
 from wagate.adapters.store.sql import phone_number_of
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
@@ -37,6 +38,7 @@ from wagate.domain.delivery import (
     Claimed,
     Outcome,
     Waiting,
+    is_upstream_error,
 )
 from wagate.domain.delivery import MAX_REAPS as MAX_REAPS
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED, kind_of
@@ -45,6 +47,8 @@ from wagate.domain.statuses import UNMATCHED_GIVE_UP_MS
 
 log = logging.getLogger("wagate.queue")
 
+# Messages pruned per transaction at most: each IN list stays below SQLite's bound limit.
+_PRUNE_CHUNK = 1000
 _UPSTREAM_STATUS_CHARS: int = messages.c.upstream_status.type.length  # type: ignore[attr-defined]
 
 
@@ -302,6 +306,23 @@ class SqlQueue:
         )
         return moved
 
+    async def prune(self, final_before_ms: int, limit: int) -> int:
+        """Delete up to `limit` messages final since before `final_before_ms` (out of the
+        queue, and nothing still needing them: see `queries.retention.STILL_NEEDED`), with
+        their statuses and events, in one short transaction. Returns messages deleted."""
+        limit = max(0, min(limit, _PRUNE_CHUNK))
+        parameters = {"b_before": final_before_ms, "b_limit": limit}
+        async with begin_write(self.engine) as connection:
+            rows = (await connection.execute(r.prunable(self.dialect), parameters)).all()
+            if not rows:
+                return 0
+            wamids = sorted({row.upstream_wamid for row in rows if row.upstream_wamid})
+            if wamids:
+                await connection.execute(r.DELETE_STATUSES, {"b_wamids": wamids})
+                await connection.execute(r.DELETE_EVENTS, {"b_wamids": wamids})
+            await connection.execute(r.DELETE_MESSAGES, {"b_seqs": [row.seq for row in rows]})
+        return len(rows)
+
     async def record(self, outcome: Outcome) -> None:
         """Commit a send's outcome (group-committed with other workers' outcomes).
 
@@ -356,8 +377,11 @@ def _pacing_state(row: Any) -> pacing.PacingState:
 
 def _outcome_row(outcome: Outcome) -> Row:
     upstream_status = without_nul(outcome.upstream_status)
+    kind = outcome.kind
+    if kind == "failed" and not is_upstream_error(outcome.error_code):
+        kind = "failed_here"
     return {
-        "kind": outcome.kind,
+        "kind": kind,
         "b_seq": outcome.seq,
         "b_owner": outcome.owner,
         "b_at": outcome.at_ms,
@@ -371,7 +395,7 @@ def _outcome_row(outcome: Outcome) -> Row:
 
 
 async def _apply_outcomes(connection: AsyncConnection, rows: Sequence[Row]) -> None:
-    by_kind: dict[str, list[Row]] = {"forwarded": [], "failed": [], "retry": []}
+    by_kind: dict[str, list[Row]] = {kind: [] for kind in q.OUTCOMES}
     for row in rows:
         by_kind[row["kind"]].append(row)
     for kind, batch in by_kind.items():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields, replace
+from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from wagate.adapters.store.engine import begin_write, create_engine, dialect_of, is_sqlite
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
+from wagate.adapters.store.migrate import revision_of
 from wagate.adapters.store.queries import directory, installation
 from wagate.adapters.store.queries import messages as outbox
 from wagate.adapters.store.secrets import SecretBox
@@ -152,6 +155,23 @@ class SqlStore:
         async with begin_write(self.engine) as connection:
             result = await connection.execute(statement, parameters)
         return int(result.rowcount or 0)
+
+    # ---- readiness -------------------------------------------------------------------
+
+    async def schema_revision(self) -> str | None:
+        """The schema revision the database is at (None: no schema yet); raises
+        StoreUnavailable when it cannot be reached (a SQLite file gone counts)."""
+        path = self.engine.url.database
+        if (
+            self.is_sqlite
+            and path
+            and path != ":memory:"
+            and not await asyncio.to_thread(Path(path).is_file)
+        ):
+            # A pooled connection would go on reading the deleted file.
+            raise StoreUnavailable("the SQLite database file is gone")
+        async with self.engine.connect() as connection:
+            return await revision_of(connection)
 
     # ---- projects, keys, numbers -----------------------------------------------------
 

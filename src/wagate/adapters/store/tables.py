@@ -22,6 +22,8 @@ from sqlalchemy import (
     true,
 )
 
+from wagate.domain.statuses import FINAL
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
 SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -138,6 +140,13 @@ messages = Table(
     # How many times a worker's lease on the message ran out before it recorded an
     # outcome; after a few the message fails instead of being sent yet again.
     Column("reaps", Integer, nullable=False, server_default="0"),
+    # The latest upstream error (Meta's or the network's) of a send: written by the
+    # outcome that retries or fails the message, cleared when Meta accepts it. Apart
+    # from `error_*`: an expiry after retries still shows what the upstream said.
+    Column("last_error_code", Integer, nullable=True),
+    Column("last_error_title", Text, nullable=True),
+    Column("last_error_details", Text, nullable=True),
+    Column("last_error_at", BigInteger, nullable=True),
     # Partial: only queued rows are in the queue index, so it stays small.
     Index(
         "ix_messages_queue",
@@ -161,6 +170,13 @@ messages = Table(
         postgresql_where=Column("state") == "sending",
     ),
     Index("ix_messages_listing", "phone_number_id", "seq"),
+    # Retention's: final messages by age (partial: the accept path never writes it).
+    Index(
+        "ix_messages_final",
+        "updated_at",
+        sqlite_where=Column("status").in_(sorted(FINAL)),
+        postgresql_where=Column("status").in_(sorted(FINAL)),
+    ),
     Index("ix_messages_status", "phone_number_id", "status", "seq"),
     # Partial indexes: most rows have no wamid yet and no idempotency key, and
     # leaving them out keeps the accept path's insert cheaper.
@@ -231,6 +247,8 @@ message_events = Table(
     # A hash of what makes the event unique (Meta's click_id): stored once.
     Column("dedupe_key", String(64), nullable=True),
     Index("uq_message_events_dedupe_key", "dedupe_key", unique=True),
+    # A message's clicks, read and pruned by its wamid.
+    Index("ix_message_events_upstream_wamid", "upstream_wamid"),
 )
 
 # Small facts of the installation (e.g. the generated webhook secret of the sandbox).

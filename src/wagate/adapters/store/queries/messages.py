@@ -43,11 +43,15 @@ GET_MESSAGE = select(*STORED_COLUMNS).where(
 def list_messages(query: MessageQuery) -> Select[Any]:
     """A page of a number's messages, newest first (oldest first when paging `before`).
 
-    Served by ix_messages_listing, or ix_messages_status when filtered by status.
+    Served by ix_messages_listing, ix_messages_status when filtered by status, or
+    ix_messages_upstream_wamid when filtered by Meta's wamid.
     """
     conditions: list[Any] = [messages.c.phone_number_id == query.phone_number_id]
     if query.status is not None:
         conditions.append(messages.c.status == query.status)
+    if query.upstream_wamid is not None:
+        # Through ix_messages_upstream_wamid (partial: `= value` implies NOT NULL).
+        conditions.append(messages.c.upstream_wamid == query.upstream_wamid)
     if query.since is not None:
         conditions.append(messages.c.created_at >= query.since)
     if query.until is not None:

@@ -247,14 +247,26 @@ _ERROR: dict[str, Any] = {
     "error_title": bindparam("b_title"),
     "error_details": bindparam("b_details"),
 }
+# The upstream's error also goes to `last_error_*` (the read API's `last_error`), which
+# an expiry or an abandoned lease leaves as it is; Meta's acceptance clears it.
+_LAST_ERROR: dict[str, Any] = {
+    "last_error_code": bindparam("b_code"),
+    "last_error_title": bindparam("b_title"),
+    "last_error_details": bindparam("b_details"),
+    "last_error_at": bindparam("b_at"),
+}
+_NO_LAST_ERROR: dict[str, Any] = dict.fromkeys(_LAST_ERROR)
 # Each executed with the rows of one kind of outcome (see `SqlQueue.record`).
 FORWARDED = _by_lease_holder(
     state="forwarded",
     upstream_wamid=bindparam("b_wamid"),
     upstream_status=bindparam("b_upstream_status"),
+    **_NO_LAST_ERROR,
 )
-FAILED = _by_lease_holder(state="done", status="failed", **_ERROR)
-RETRY = _by_lease_holder(state="queued", due_at=bindparam("b_due"), **_ERROR)
-OUTCOMES = {"forwarded": FORWARDED, "failed": FAILED, "retry": RETRY}
+FAILED = _by_lease_holder(state="done", status="failed", **_ERROR, **_LAST_ERROR)
+# A failure the gateway decided (the message expired before its send): last_error stays.
+FAILED_HERE = _by_lease_holder(state="done", status="failed", **_ERROR)
+RETRY = _by_lease_holder(state="queued", due_at=bindparam("b_due"), **_ERROR, **_LAST_ERROR)
+OUTCOMES = {"forwarded": FORWARDED, "failed": FAILED, "failed_here": FAILED_HERE, "retry": RETRY}
 
 COUNT_BY_STATE = select(messages.c.state, func.count()).group_by(messages.c.state)
