@@ -203,6 +203,47 @@ def test_a_server_error_twice_is_retried_until_the_message_is_read(
     assert number["errors"].get("131000") == 2
 
 
+def test_the_read_api_shows_the_last_upstream_error_while_retrying_then_metas_wamid(
+    gateway: GatewayProcess, served: Tenant
+) -> None:
+    message_id = accept(gateway, served, to=unique_phone("9500"))
+
+    def retrying() -> dict[str, Any] | None:
+        message = read_message(gateway, served, message_id)
+        return message if message["last_error"] is not None else None
+
+    message = wait_until(retrying, RETRY_DEADLINE_S, interval=0.02, what="a last_error")
+    assert message["status"] == "pending"
+    assert message["upstream_wamid"] is None
+    error = message["last_error"]
+    assert (error["code"], error["title"]) == (131000, "Something went wrong")
+    assert error["message"]
+    assert abs(int(error["at"]) - time.time()) < 30
+    assert "errors" not in message  # `errors` stays the failure's; the message has not failed
+
+    message = settled(gateway, served, message_id, timeout=RETRY_DEADLINE_S)
+    assert message["status"] == "read"
+    assert message["last_error"] is None
+    wamid = upstream_wamid(gateway.database_url, message_id)
+    assert message["upstream_wamid"] == wamid != message_id
+    listing = f"{gateway.base_url}/meta/whatsapp/v24.0/{served.phone_number_id}/messages"
+    keyed = {"X-API-Key": served.api_key}
+    found = httpx.get(listing, params={"upstream_wamid": wamid}, headers=keyed, timeout=10)
+    assert found.status_code == 200, found.text
+    assert [(m["id"], m["upstream_wamid"]) for m in found.json()["data"]] == [(message_id, wamid)]
+    listed = httpx.get(listing, params={"limit": "100"}, headers=keyed, timeout=10).json()["data"]
+    assert {"upstream_wamid", "last_error"} <= set(listed[0])
+    empty = httpx.get(listing, params={"upstream_wamid": "wamid.nobody"}, headers=keyed, timeout=10)
+    assert empty.json()["data"] == []
+    # Another project's key finds nothing by the wamid: the number is not its own.
+    other = make_tenant(gateway.database_url)
+    foreign = httpx.get(
+        listing, params={"upstream_wamid": wamid}, headers={"X-API-Key": other.api_key}, timeout=10
+    )
+    assert foreign.status_code == 400
+    assert foreign.json()["error"]["error_subcode"] == 33
+
+
 def test_a_clicked_message_is_read_and_its_click_is_stored(
     gateway: GatewayProcess, served: Tenant
 ) -> None:
