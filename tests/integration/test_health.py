@@ -1,0 +1,157 @@
+"""Health of real processes: /readyz of `wagate serve` and of `wagate worker --health-port`,
+and the refusal to start on a schema that is not this wagate's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic.command import upgrade as command_upgrade
+from sqlalchemy import text
+
+from tests.support import (
+    PG_ADMIN_URL,
+    WAGATE,
+    ProcessGroup,
+    database_url_for,
+    dispose_database,
+    free_port,
+    run_cli,
+    running_gateway,
+    sql,
+    wait_until,
+)
+from wagate.adapters.store.engine import create_engine
+from wagate.adapters.store.migrate import HEAD, alembic_config
+
+# Readiness caches its database check for a second; a few seconds covers a loaded machine.
+DEADLINE_S = 10.0
+
+
+def readyz(base_url: str) -> tuple[int, dict[str, Any]]:
+    response = httpx.get(f"{base_url}/readyz", timeout=10)
+    return response.status_code, response.json()
+
+
+def becomes(base_url: str, status: int) -> dict[str, Any]:
+    """The /readyz body once it answers `status`."""
+
+    def answer() -> dict[str, Any] | None:
+        code, body = readyz(base_url)
+        return body if code == status else None
+
+    return wait_until(answer, DEADLINE_S, interval=0.1, what=f"/readyz {status}")
+
+
+async def _admin(statement: str) -> None:
+    engine = create_engine(PG_ADMIN_URL)
+    try:
+        async with engine.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def set_revision(url: str, revision: str) -> None:
+    sql(url, text(f"UPDATE alembic_version SET version_num = '{revision}'"))
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_readyz_fails_while_the_database_is_down_and_recovers(backend: str, tmp_path: Path) -> None:
+    url = database_url_for(backend, tmp_path)
+    try:
+        with running_gateway(url, tmp_path / "gateway.log") as gateway:
+            body = becomes(gateway.base_url, 200)  # no key needed
+            assert body == {
+                "status": "ready",
+                "checks": {"database": "ok", "schema": "ok", "worker": "ok"},
+                "failed": [],
+            }
+            if backend == "sqlite":
+                path = Path(url.split("///", 1)[1])
+                path.rename(path.with_suffix(".away"))
+                down = becomes(gateway.base_url, 503)
+                path.with_suffix(".away").rename(path)
+            else:
+                name = url.rsplit("/", 1)[1]
+                asyncio.run(_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+                asyncio.run(
+                    _admin(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                    )
+                )
+                down = becomes(gateway.base_url, 503)
+                asyncio.run(_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            assert down["status"] == "unavailable"
+            assert "database" in down["failed"]
+            assert "postgres" not in str(down)
+            assert str(tmp_path) not in str(down)
+            becomes(gateway.base_url, 200)
+
+            set_revision(url, "0999")  # a newer wagate migrated the database under it
+            behind = becomes(gateway.base_url, 503)
+            assert behind["failed"] == ["schema"]
+            assert "wagate migrate" in behind["checks"]["schema"]
+            set_revision(url, HEAD)
+            becomes(gateway.base_url, 200)
+    finally:
+        dispose_database(url)
+
+
+def test_a_standalone_worker_serves_its_health_and_its_port_is_its_own(tmp_path: Path) -> None:
+    url = database_url_for("sqlite", tmp_path)
+    port = free_port()
+    env = {**os.environ, "WAGATE_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    worker = ProcessGroup(
+        [WAGATE, "worker", "--health-port", str(port)], env, tmp_path / "worker.log"
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        worker.wait_until_up(f"{base}/healthz")
+        assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
+        body = becomes(base, 200)
+        assert body["checks"] == {"database": "ok", "schema": "ok", "worker": "ok"}
+        assert f"health: http://127.0.0.1:{port}" in worker.log_text()
+
+        second = run_cli(
+            "worker", database_url=url, check=False, env={"WAGATE_WORKER_HEALTH_PORT": str(port)}
+        )
+        assert second.returncode != 0
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1, second.stderr
+        assert str(port) in lines[0]
+        assert "in use" in lines[0]
+    finally:
+        worker.stop()
+    assert worker.process.returncode == 0, worker.log_text()[-2000:]
+
+
+@pytest.mark.parametrize("revision", ["0005", "0999"])
+@pytest.mark.parametrize("command", [["worker"], ["serve", "--port", "0"]])
+def test_a_process_refuses_to_start_on_a_schema_it_does_not_know(
+    tmp_path: Path, revision: str, command: list[str]
+) -> None:
+    if revision == "0005":  # behind: a database as the previous release left it
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+        command_upgrade(alembic_config(url), revision)
+    else:  # unknown: a newer wagate migrated it
+        url = database_url_for("sqlite", tmp_path)
+        set_revision(url, revision)
+    refused = run_cli(*command, database_url=url, check=False)
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert revision in lines[0]
+    assert "wagate migrate" in lines[0]
+    migrated = run_cli("migrate", database_url=url, check=False)
+    if revision == "0005":  # behind: `wagate migrate` brings it up
+        assert migrated.returncode == 0, migrated.stderr
+        assert sql(url, text("SELECT version_num FROM alembic_version"))[0][0] == HEAD
