@@ -11,7 +11,15 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, delete, literal_column, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    bindparam,
+    delete,
+    literal_column,
+    select,
+)
 
 from wagate.adapters.store.engine import Dialect
 from wagate.adapters.store.tables import message_events, message_statuses, messages
@@ -53,7 +61,7 @@ def prunable(dialect: Dialect) -> Select[Any]:
     return dialect.locking_claimable(query)
 
 
-_WAMIDS = bindparam("b_wamids", expanding=True)
+_WAMIDS: BindParameter[str] = bindparam("b_wamids", expanding=True)
 
 DELETE_STATUSES = delete(message_statuses).where(message_statuses.c.upstream_wamid.in_(_WAMIDS))
 DELETE_EVENTS = delete(message_events).where(message_events.c.upstream_wamid.in_(_WAMIDS))
