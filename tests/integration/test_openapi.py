@@ -187,8 +187,12 @@ def test_reading_one_message_is_documented(document: dict[str, Any]) -> None:
         "statuses",
         "errors",
         "biz_opaque_callback_data",
+        "upstream_wamid",
+        "last_error",
     } <= set(message["properties"])
     assert {"id", "type", "template", "timestamp", "status", "statuses"} <= set(message["required"])
+    # Always present, null when there is none.
+    assert {"upstream_wamid", "last_error"} <= set(message["required"])
     assert set(message["properties"]["status"]["enum"]) == {
         "pending",
         "sent",
@@ -201,7 +205,7 @@ def test_reading_one_message_is_documented(document: dict[str, Any]) -> None:
 def test_the_listing_and_its_query_parameters_are_documented(document: dict[str, Any]) -> None:
     operation = document["paths"][LIST]["get"]
     query = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
-    assert set(query) == {"status", "since", "until", "limit", "before", "after"}
+    assert set(query) == {"status", "upstream_wamid", "since", "until", "limit", "before", "after"}
     assert query["limit"]["schema"]["minimum"] == 1
     assert query["limit"]["schema"]["maximum"] == 100
     assert "read" in query["status"]["schema"]["enum"]
@@ -216,6 +220,13 @@ def test_the_listing_and_its_query_parameters_are_documented(document: dict[str,
 def test_healthz_is_documented(document: dict[str, Any]) -> None:
     health = json_schema(document, document["paths"]["/healthz"]["get"], "200")
     assert "status" in health["properties"]
+
+
+def test_readyz_and_its_503_are_documented(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/readyz"]["get"]
+    for status in ("200", "503"):
+        readiness = json_schema(document, operation, status)
+        assert {"status", "checks", "failed"} <= set(readiness["properties"])
 
 
 # ---- live answers against the document ---------------------------------------------
@@ -262,9 +273,10 @@ def test_live_answers_match_their_documented_schemas(
         listing.Case(path_parameters=where, headers=key, query={"limit": 1}),
         listing.Case(path_parameters=where, headers=key, query={"limit": 0}),
         schema["/healthz"]["GET"].Case(),
+        schema["/readyz"]["GET"].Case(),
     ]
     answers += [case.call(base_url=gateway.base_url, timeout=10) for case in cases[3:]]
-    assert [answer.status_code for answer in answers[3:]] == [200, 400, 401, 200, 400, 200]
+    assert [answer.status_code for answer in answers[3:]] == [200, 400, 401, 200, 400, 200, 200]
     assert answers[6].json()["paging"]["next"]
     for case, answer in zip(cases, answers, strict=True):
         case.validate_response(answer, checks=CHECKS)
