@@ -83,3 +83,20 @@ async def test_the_worker_prunes_at_start_and_then_every_period() -> None:
     assert memory.database.messages == {}
     stop.set()
     await asyncio.wait_for(running, 1)
+
+
+async def test_a_stopping_worker_stops_pruning_between_batches() -> None:
+    memory = Memory()
+    for _ in range(5):
+        settled(memory, "failed", DAYS + 1)
+    retention = CountingRetention(memory)
+    stop = asyncio.Event()
+
+    class StopAfterFirst(CountingRetention):
+        async def prune(self, final_before_ms: int, limit: int) -> int:
+            stop.set()
+            return await retention.prune(final_before_ms, limit)
+
+    pruner = Pruner(StopAfterFirst(memory), memory.clock, days=DAYS, batch=2)
+    assert await pruner.prune_now(stop) == 2
+    assert len(memory.database.messages) == 3

@@ -43,13 +43,14 @@ class Pruner:
         """Whether anything is ever pruned (WAGATE_RETENTION_DAYS=0 keeps everything)."""
         return self.days > 0
 
-    async def prune_now(self) -> int:
-        """Prune everything due now, a batch at a time with a pause between; how many."""
+    async def prune_now(self, stop: asyncio.Event | None = None) -> int:
+        """Prune everything due now, a batch at a time with a pause between, until done or
+        `stop` is set; how many."""
         if not self.enabled:
             return 0
         cutoff_ms = int(self.clock.now() * 1000) - int(self.days * DAY_MS)
         total = 0
-        while True:
+        while stop is None or not stop.is_set():
             pruned = await self.retention.prune(cutoff_ms, self.batch)
             total += pruned
             if pruned < self.batch:
@@ -65,7 +66,7 @@ class Pruner:
             return
         while not stop.is_set():
             try:
-                await self.prune_now()
+                await self.prune_now(stop)
             except Exception as exc:
                 log.warning("retention: pruning failed (%s); trying again later", exc)
             waiting = asyncio.ensure_future(self.clock.sleep(self.every_s))
