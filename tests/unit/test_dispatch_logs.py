@@ -23,9 +23,7 @@ REFUSED = UpstreamResult(
 def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     """The dispatcher's messages logged at exactly `level`."""
     return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "wagate.dispatch" and r.levelno == level
+        r.getMessage() for r in caplog.records if r.name == "wagate.dispatch" and r.levelno == level
     ]
 
 
@@ -110,3 +108,17 @@ async def test_a_meta_numbers_warning_names_metas_setting(
     await r.dispatcher.send(dataclasses.replace(NUMBER, upstream="meta"), claimed())
     [warning] = lines(caplog, logging.WARNING)
     assert "WAGATE_META_BASE_URL" in warning
+
+
+async def test_a_message_accepted_after_retries_says_so_with_metas_wamid(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "wagate.dispatch")
+    r = rig(ok("wamid.FROM_META"))
+    await r.dispatcher.send(NUMBER, claimed(seq=1))  # a first attempt: nothing to tell
+    assert lines(caplog, logging.INFO) == []
+    await r.dispatcher.send(NUMBER, claimed(seq=2, attempts=3))
+    [line] = lines(caplog, logging.INFO)
+    assert "wamid.gateway2" in line
+    assert "attempt 3" in line
+    assert "wamid.FROM_META" in line

@@ -217,10 +217,11 @@ def worker_command() -> None:
     import signal
 
     from wagate.adapters.logs import process_started, process_stopped
-    from wagate.services import Services, freeze_startup_objects
 
     settings = Settings.from_env()
     _run(_nothing)
+    # After the checks: a mistake is told without importing the whole gateway first.
+    from wagate.services import Services, freeze_startup_objects
 
     async def main() -> None:
         services = Services.build(settings)

@@ -134,8 +134,7 @@ def prepare_database_dir(database_url: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SystemExit(
-            f"cannot create the data directory {folder} (WAGATE_DATA_DIR): "
-            f"{exc.strerror or exc}"
+            f"cannot create the data directory {folder} (WAGATE_DATA_DIR): {exc.strerror or exc}"
         ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise SystemExit(f"the data directory {folder} (WAGATE_DATA_DIR) is not writable")

@@ -516,6 +516,14 @@ class Dispatcher:
             self.unreachable.reached(number, base_url)
         if result.ok:
             self.sent += 1
+            if message.attempts > 1:  # its earlier attempts were logged: say how it ended
+                log.info(
+                    "message %s (number %s, attempt %d): accepted upstream as %s",
+                    message.id,
+                    number.phone_number_id,
+                    message.attempts,
+                    result.wamid,
+                )
             return Outcome(
                 message.seq,
                 self.owner,
@@ -549,7 +557,8 @@ class Dispatcher:
         said = (
             f"message {message.id} (number {number.phone_number_id}, attempt {message.attempts}):"
             f" upstream error {code} {result.error_title or ''}"
-            f" (HTTP {result.http_status or '-'}): {result.error_details or '-'}"
+            + (f" (HTTP {result.http_status})" if result.http_status else "")
+            + f": {result.error_details or '-'}"
         )
         if decision is None:
             log.info("%s; failed, not retried", said)
