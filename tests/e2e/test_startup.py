@@ -171,7 +171,7 @@ def mistakes(tmp_path: Path) -> dict[str, tuple[list[str], dict[str, str], tuple
             ("cannot reach the database", "is it running"),
         ),
         "WAGATE_SQLITE_SYNCHRONOUS=bogus": (
-            ["migrate"],
+            ["numbers", "add", "--project", "prj_x", "--phone-number-id", "1"],
             {"WAGATE_SQLITE_SYNCHRONOUS": "bogus", "WAGATE_DATA_DIR": str(tmp_path / "d1")},
             ("WAGATE_SQLITE_SYNCHRONOUS", "bogus", "FULL"),
         ),
@@ -179,6 +179,11 @@ def mistakes(tmp_path: Path) -> dict[str, tuple[list[str], dict[str, str], tuple
             ["worker"],
             {"WAGATE_LEASE_SECONDS": "a minute", "WAGATE_DATA_DIR": str(tmp_path / "d2")},
             ("WAGATE_LEASE_SECONDS", "a minute"),
+        ),
+        "a sandbox setting that is not a number": (
+            ["sandbox", "--port", str(free_port())],
+            {"WAGATE_SANDBOX_MPS": "fast"},
+            ("WAGATE_SANDBOX_MPS", "fast"),
         ),
         "a data directory that cannot be made": (
             ["serve", "--port", str(free_port())],

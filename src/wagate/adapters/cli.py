@@ -162,9 +162,11 @@ def serve_command(
 
     Example: WAGATE_DATA_DIR=/var/lib/wagate wagate serve --host 0.0.0.0 --port 8080
     """
+    from wagate.adapters.sandbox.config import SandboxConfig
     from wagate.adapters.startup import require_free_port
 
     settings = Settings.from_env()
+    SandboxConfig.from_env()  # the embedded sandbox's settings: a mistake stops us here
     require_free_port(host, port)
     console.print(f"database: {shown_url(settings.database_url)}", markup=False, soft_wrap=True)
     os.environ.setdefault("WAGATE_PUBLIC_URL", f"http://{_loopback(host)}:{port}")
@@ -296,9 +298,10 @@ def sandbox_command(
     Example: wagate sandbox --port 9000 --webhook-url http://127.0.0.1:8080/webhooks/meta
     """
     from wagate.adapters.logs import process_started, process_stopped
-    from wagate.adapters.sandbox import run_sandbox
+    from wagate.adapters.sandbox import SandboxConfig, run_sandbox
     from wagate.adapters.startup import require_free_port
 
+    SandboxConfig.from_env()  # a bad WAGATE_SANDBOX_* stops it before it listens
     require_free_port(host, port)
     console.print(f"sandbox on http://{_loopback(host)}:{port} (stats: /_stats)")
     process_started("sandbox", None, listen=f"{host}:{port}")
