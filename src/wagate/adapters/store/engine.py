@@ -18,26 +18,48 @@ from typing import Any
 from sqlalchemy import ColumnElement, Insert, Select, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+from wagate.settings import SQLITE_SYNCHRONOUS
+
 # The async driver of each database wagate runs on; SQLAlchemy loads it by this name.
 DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 
 
+# What WAGATE_DATABASE_URL may look like, for the message that refuses another form.
+URL_FORMS = "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST:PORT/DB"
+
+
+class DatabaseUrlError(ValueError):
+    """WAGATE_DATABASE_URL names no database wagate can use."""
+
+
 def database_url(url: str) -> URL:
-    """`url` with its async driver: `postgresql://` means `postgresql+asyncpg://`."""
-    parsed = make_url(url)
+    """`url` with its async driver: `postgresql://` (or `postgres://`) means
+    `postgresql+asyncpg://`."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUrlError(f"WAGATE_DATABASE_URL is not a URL: use {URL_FORMS}") from None
     backend = parsed.get_backend_name()
+    if backend == "postgres":  # Heroku's and libpq's spelling
+        parsed = parsed.set(drivername="postgresql")
+        backend = "postgresql"
     if backend not in DRIVERS:
-        raise ValueError(
-            f"unsupported database {backend!r}: use sqlite+aiosqlite:///PATH "
-            "or postgresql+asyncpg://USER@HOST:PORT/DB"
-        )
+        raise DatabaseUrlError(f"unsupported database {backend!r}: use {URL_FORMS}")
     if parsed.get_driver_name() != DRIVERS[backend]:
         parsed = parsed.set(drivername=f"{backend}+{DRIVERS[backend]}")
     return parsed
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for PostgreSQL or an in-memory database."""
+    parsed = database_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def is_sqlite(url: str | URL) -> bool:
