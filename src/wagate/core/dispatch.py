@@ -43,6 +43,7 @@ from wagate.domain.errors import (
     kind_of,
 )
 from wagate.domain.model import PhoneNumber
+from wagate.domain.pacing import SendWindow, to_micros, to_seconds, window_limit
 from wagate.domain.recipients import normalise_phone
 from wagate.domain.requests import MarketingMessageRequest
 from wagate.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy, decide
@@ -244,6 +245,8 @@ class Dispatcher:
         # while it is still far ahead (another worker may have booked beyond it).
         self._booked_until: dict[str, float] = {}
         self._next_local: dict[str, float] = {}
+        # Each sending number's latest send times: no second carries more than its rate.
+        self._windows: dict[str, SendWindow] = {}
         # Meta's throughput tier per number (msg/s) and when to ask again; at most
         # one lookup in flight per number.
         self._tiers: dict[str, tuple[int | None, float]] = {}
@@ -307,6 +310,12 @@ class Dispatcher:
             if expired:
                 log.info("expired %d messages past their TTL", expired)
             await self.queue.reconcile(now)
+            now_us = to_micros(now)
+            self._windows = {
+                number: window
+                for number, window in self._windows.items()
+                if not window.idle_since(now_us)
+            }
         notified, everything = self.bell.take()
         if everything or not notified.issubset(self._numbers):
             self._look_at = now
@@ -462,12 +471,29 @@ class Dispatcher:
     async def _send_at(self, number: PhoneNumber, message: Claimed, at: float) -> None:
         try:
             await self.clock.sleep(at - self.clock.now())
+            await self._window_turn(number.phone_number_id, message.interval)
             outcome = await self.send(number, message)
         except Exception:
             # The lease will end and another round will pick the message up again.
             log.exception("send of %s failed; it is retried after its lease", message.id)
             return
         await self.record(outcome, message.id)
+
+    async def _window_turn(self, phone_number_id: str, interval: float) -> None:
+        """Wait until the number's last second of sends leaves room for one more; take it."""
+        limit = window_limit(interval)
+        window = self._windows.get(phone_number_id)
+        if window is None:
+            window = self._windows[phone_number_id] = SendWindow(limit)
+        else:
+            window.resize(limit)
+        while True:
+            now = to_micros(self.clock.now())
+            earliest = window.earliest(now)
+            if earliest <= now:
+                window.record(now)
+                return
+            await self.clock.sleep(to_seconds(earliest - now))
 
     async def record(self, outcome: Outcome, message_id: str) -> None:
         """Commit an outcome, retrying the write (never the send) until it lands."""
