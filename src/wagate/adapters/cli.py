@@ -28,6 +28,8 @@ app = typer.Typer(
     help="wagate: a self-hosted WhatsApp marketing-messages gateway (Kapso-compatible).",
     no_args_is_help=True,
     add_completion=False,
+    # main() tells errors in one line (or, with --debug, with a plain traceback).
+    pretty_exceptions_enable=False,
 )
 projects_app = typer.Typer(help="Create, list and update projects.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -59,9 +61,9 @@ def migrate(url: str) -> None:
 
 def shown_url(url: str) -> str:
     """A database URL fit to print: the password masked."""
-    from sqlalchemy.engine import make_url
+    from wagate.adapters.startup import printable_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    return printable_url(url)
 
 
 def _fail(message: object) -> typer.Exit:
@@ -69,27 +71,34 @@ def _fail(message: object) -> typer.Exit:
     return typer.Exit(1)
 
 
-def require_schema(url: str) -> None:
-    """Stop a long-running process (one line) on a schema that is not this wagate's;
-    create it on a new, empty database."""
-    from wagate.adapters.store.migrate import require_schema as check
+def _run(
+    work: Callable[[SqlStore], Awaitable[T]], *, create: bool = False, upgrade: bool = True
+) -> T:
+    """Migrate (or, not `upgrade`, require the schema) and seal secrets, then run `work`
+    against the configured store.
 
-    if check(url):
-        console.print(f"created the schema of {shown_url(url)}", markup=False, soft_wrap=True)
-
-
-def _run(work: Callable[[SqlStore], Awaitable[T]], *, migrating: bool = True) -> T:
-    """Migrate (unless not `migrating`) and seal secrets, then run `work` against the
-    configured store.
-
-    AdminError and a missing or wrong WAGATE_SECRET_KEY exit 1 with a message.
+    Only `create` (serve) makes a new SQLite database; every other command refuses
+    a missing one, so that a command run from another directory does not quietly
+    work on a new, empty database. Long-running processes (serve, worker) pass
+    `upgrade=False`: they never migrate a schema that is behind, and refuse one they do
+    not know (`require_schema`). AdminError and a missing or wrong WAGATE_SECRET_KEY
+    exit 1 with a message.
     """
+    from wagate.adapters.startup import prepare_database_dir, require_database_file
     from wagate.adapters.store.secrets import SecretKeyError
     from wagate.adapters.store.sql import SqlStore
 
     settings = Settings.from_env()
-    if migrating:
+    if create:
+        prepare_database_dir(settings.database_url)
+    else:
+        require_database_file(
+            settings.database_url, settings.data_dir, is_default=settings.database_is_default
+        )
+    if upgrade:
         migrate(settings.database_url)
+    else:
+        require_schema(settings.database_url)
 
     async def main() -> T:
         store = SqlStore.from_url(
@@ -109,6 +118,15 @@ def _run(work: Callable[[SqlStore], Awaitable[T]], *, migrating: bool = True) ->
         raise _fail(exc) from None
 
 
+def require_schema(url: str) -> None:
+    """Stop a long-running process (one line) on a schema that is not this wagate's;
+    give a new, empty database its schema."""
+    from wagate.adapters.store.migrate import require_schema as check
+
+    if check(url):
+        console.print(f"created the schema of {shown_url(url)}", markup=False, soft_wrap=True)
+
+
 async def _nothing(store: SqlStore) -> None:
     return None
 
@@ -119,8 +137,15 @@ def _print_json(value: Any) -> None:
 
 @app.command("migrate")
 def migrate_command() -> None:
-    """Bring the database (WAGATE_DATABASE_URL) up to the newest schema."""
+    """Bring the database up to the newest schema (creating a SQLite one if missing).
+
+    The database is WAGATE_DATABASE_URL, else wagate.db under WAGATE_DATA_DIR (./data).
+    Example: WAGATE_DATABASE_URL=postgresql://wagate@db:5432/wagate wagate migrate
+    """
+    from wagate.adapters.startup import prepare_database_dir
+
     settings = Settings.from_env()
+    prepare_database_dir(settings.database_url)
     migrate(settings.database_url)
     console.print(f"migrated {shown_url(settings.database_url)}", markup=False, soft_wrap=True)
 
@@ -150,23 +175,33 @@ def serve_command(
         ),
     ] = None,
 ) -> None:
-    """Migrate the database, then serve the API (and, unless --no-worker, deliver)."""
+    """Serve the API (and, unless --no-worker, deliver) on a database `wagate migrate`
+    brought to this version's schema (an empty one is given it).
+
+    Example: WAGATE_DATA_DIR=/var/lib/wagate wagate serve --host 0.0.0.0 --port 8080
+    """
+    from wagate.adapters.sandbox.config import SandboxConfig
+    from wagate.adapters.startup import require_free_port
+
     settings = Settings.from_env()
+    SandboxConfig.from_env()  # the embedded sandbox's settings: a mistake stops us here
+    require_free_port(host, port)
+    console.print(f"database: {shown_url(settings.database_url)}", markup=False, soft_wrap=True)
     os.environ.setdefault("WAGATE_PUBLIC_URL", f"http://{_loopback(host)}:{port}")
     # Only an explicit flag overrides WAGATE_WORKER (README: WAGATE_WORKER=0 turns it off).
     if worker is not None:
         os.environ["WAGATE_WORKER"] = "1" if worker else "0"
     sandbox_allowed = settings.sandbox_mode() != "off"
-    # Schema upgrades are `wagate migrate`'s, run once before new processes start.
-    require_schema(settings.database_url)
     if demo:
         found = _run(
             lambda store: admin.ensure_demo(store, SystemClock(), sandbox_allowed=sandbox_allowed),
-            migrating=False,
+            create=True,
+            upgrade=False,
         )
         _print_demo(found, host, port)
     else:
-        _run(_nothing, migrating=False)  # stop here with a clear message if the key is wrong
+        # Check the schema, and stop here with a clear message if the key is wrong.
+        _run(_nothing, create=True, upgrade=False)
     from granian.constants import Interfaces
     from granian.server import Server
 
@@ -210,17 +245,20 @@ def worker_command(
     ] = "127.0.0.1",
 ) -> None:
     """Run a delivery worker alone: claim, pace, send to Meta (or the sandbox), record;
-    prune messages past WAGATE_RETENTION_DAYS.
+    prune messages final for longer than WAGATE_RETENTION_DAYS.
 
-    Example: wagate worker --health-port 8081   (then: curl localhost:8081/readyz)
+    Sandbox numbers are sent to WAGATE_SANDBOX_URL (default: WAGATE_PUBLIC_URL/sandbox).
+    Example: WAGATE_SANDBOX_URL=http://127.0.0.1:18601/sandbox wagate worker
+    Example: wagate worker --health-port 8081   (then: curl 127.0.0.1:8081/readyz)
     """
     import signal
 
-    from wagate.services import Services, freeze_startup_objects
+    from wagate.adapters.logs import process_started, process_stopped
 
     settings = Settings.from_env()
-    require_schema(settings.database_url)
-    _run(_nothing, migrating=False)
+    _run(_nothing, upgrade=False)
+    # After the checks: a mistake is told without importing the whole gateway first.
+    from wagate.services import Services, freeze_startup_objects
 
     async def main() -> None:
         from wagate.adapters.http.health import start_health_server
@@ -242,13 +280,30 @@ def worker_command(
                 markup=False,
                 soft_wrap=True,
             )
+            process_started(
+                "worker",
+                shown_url(settings.database_url),
+                worker=dispatcher.owner,
+                sandbox_upstream=_sandbox_upstream(settings),
+                meta_upstream=settings.meta_base_url,
+                retention=f"{settings.retention_days}d" if settings.retention_days else "off",
+            )
             await services.run_worker(stop)
         finally:
             if health is not None:
                 await health.cleanup()
             await services.close()
+            process_stopped("worker")
 
     asyncio.run(main())
+
+
+def _sandbox_upstream(settings: Settings) -> str:
+    """Where sandbox numbers' messages go, and whether that was only a guess."""
+    url = settings.upstream_base("sandbox")
+    if settings.sandbox_url or settings.public_url:
+        return url
+    return f"{url} (a guess: set WAGATE_SANDBOX_URL to the gateway's /sandbox)"
 
 
 @app.command("sandbox")
@@ -282,11 +337,22 @@ def sandbox_command(
         ),
     ] = None,
 ) -> None:
-    """Run the Meta emulator standalone; point WAGATE_META_BASE_URL at it."""
-    from wagate.adapters.sandbox import run_sandbox
+    """Run the Meta emulator standalone; point WAGATE_META_BASE_URL at it.
 
+    Example: wagate sandbox --port 9000 --webhook-url http://127.0.0.1:8080/webhooks/meta
+    """
+    from wagate.adapters.logs import process_started, process_stopped
+    from wagate.adapters.sandbox import SandboxConfig, run_sandbox
+    from wagate.adapters.startup import require_free_port
+
+    SandboxConfig.from_env()  # a bad WAGATE_SANDBOX_* stops it before it listens
+    require_free_port(host, port)
     console.print(f"sandbox on http://{_loopback(host)}:{port} (stats: /_stats)")
-    run_sandbox(host, port, mps, webhook_url, app_secret, admin_token=admin_token, token=token)
+    process_started("sandbox", None, listen=f"{host}:{port}")
+    try:
+        run_sandbox(host, port, mps, webhook_url, app_secret, admin_token=admin_token, token=token)
+    finally:
+        process_stopped("sandbox")
 
 
 def _print_demo(demo: admin.Demo, host: str, port: int) -> None:
@@ -512,8 +578,62 @@ def numbers_add(
         console.print(result)
 
 
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="WAGATE_DEBUG",
+            help="Show the traceback of a startup or configuration error (else one line).",
+        ),
+    ] = False,
+) -> None:
+    """wagate: a self-hosted WhatsApp marketing-messages gateway (Kapso-compatible)."""
+    if debug:
+        os.environ["WAGATE_DEBUG"] = "1"
+
+
+def _debugging() -> bool:
+    return os.environ.get("WAGATE_DEBUG", "").strip().lower() in ("1", "true", "yes")
+
+
+def _database_url_or_none() -> str | None:
+    try:
+        return Settings.from_env().database_url
+    except BaseException:  # the settings themselves may be what failed
+        return None
+
+
 def main() -> None:
-    """Console-script entry point: escaped log lines, then the command."""
+    """Console-script entry point: escaped log lines, then the command.
+
+    Every error of a command ends here: a known kind (see `startup.one_line`) is one
+    line on stderr and exit 1; `--debug` (WAGATE_DEBUG=1) adds its traceback.
+    """
+    import traceback
+
+    from wagate.adapters.startup import DEBUG_HINT, one_line
+
     level = os.environ.get("WAGATE_LOG_LEVEL") or "INFO"
     configure_logging(level if level.upper() in logging.getLevelNamesMapping() else "INFO")
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if isinstance(exc.code, int | None):
+            raise
+        # `raise SystemExit("one line")`: a mistake the code found itself.
+        if _debugging():
+            traceback.print_exc()
+        sys.stderr.write(f"error: {exc.code}\n")
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if _debugging():
+            traceback.print_exc()
+        line = one_line(exc, _database_url_or_none())
+        if line is None:
+            line = f"{type(exc).__name__}: {' '.join(str(exc).split())} {DEBUG_HINT}"
+        sys.stderr.write(f"error: {line}\n")
+        raise SystemExit(1) from None
