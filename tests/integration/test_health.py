@@ -129,6 +129,7 @@ def test_a_standalone_worker_serves_its_health_and_its_port_is_its_own(tmp_path:
         assert len(lines) == 1, second.stderr
         assert str(port) in lines[0]
         assert "in use" in lines[0]
+        assert "error: error" not in lines[0]
     finally:
         worker.stop()
     assert worker.process.returncode == 0, worker.log_text()[-2000:]

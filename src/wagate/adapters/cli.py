@@ -256,6 +256,10 @@ def worker_command(
     from wagate.adapters.logs import process_started, process_stopped
 
     settings = Settings.from_env()
+    if health_port:
+        from wagate.adapters.startup import require_free_port
+
+        require_free_port(health_host, health_port)
     _run(_nothing, upgrade=False)
     # After the checks: a mistake is told without importing the whole gateway first.
     from wagate.services import Services, freeze_startup_objects

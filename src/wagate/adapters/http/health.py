@@ -62,6 +62,6 @@ async def start_health_server(health: Health, host: str, port: int) -> web.AppRu
     except OSError as exc:
         await runner.cleanup()
         if exc.errno == errno.EADDRINUSE:
-            raise SystemExit(f"error: health port {port} on {host} is already in use") from None
-        raise SystemExit(f"error: cannot serve health on {host}:{port}: {exc.strerror}") from None
+            raise SystemExit(f"health port {port} on {host} is already in use") from None
+        raise SystemExit(f"cannot serve health on {host}:{port}: {exc.strerror}") from None
     return runner

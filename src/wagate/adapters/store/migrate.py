@@ -86,5 +86,5 @@ def require_schema(url: str) -> bool:
         return True
     problem = schema_problem(revision, HEAD, KNOWN)
     if problem is not None:
-        raise SystemExit(f"error: {problem}")
+        raise SystemExit(problem)
     return False
