@@ -35,6 +35,7 @@ $(DEV_STAMP): requirements-dev.lock pyproject.toml | $(BIN)/uv
 
 serve: $(RUN_STAMP)
 	$(BIN)/python -m compileall -q src
+	$(BIN)/wagate migrate
 	$(BIN)/wagate serve --demo --host $(HOST) --port $(PORT)
 
 lint: $(DEV_STAMP)

@@ -136,7 +136,8 @@ def test_a_standalone_worker_serves_its_health_and_its_port_is_its_own(tmp_path:
 
 
 @pytest.mark.parametrize(
-    ("command", "revision"), [(["worker"], "0005"), (["serve", "--port", "0"], "0999")]
+    ("command", "revision"),
+    [(["worker"], "0005"), (["serve", "--port", "0"], "0999"), (["projects", "list"], "0999")],
 )
 def test_a_process_refuses_to_start_on_a_schema_it_does_not_know(
     tmp_path: Path, command: list[str], revision: str

@@ -71,18 +71,15 @@ def _fail(message: object) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _run(
-    work: Callable[[SqlStore], Awaitable[T]], *, create: bool = False, upgrade: bool = True
-) -> T:
-    """Migrate (or, not `upgrade`, require the schema) and seal secrets, then run `work`
-    against the configured store.
+def _run(work: Callable[[SqlStore], Awaitable[T]], *, create: bool = False) -> T:
+    """Check the schema and seal secrets, then run `work` against the configured store.
 
     Only `create` (serve) makes a new SQLite database; every other command refuses
     a missing one, so that a command run from another directory does not quietly
-    work on a new, empty database. Long-running processes (serve, worker) pass
-    `upgrade=False`: they never migrate a schema that is behind, and refuse one they do
-    not know (`require_schema`). AdminError and a missing or wrong WAGATE_SECRET_KEY
-    exit 1 with a message.
+    work on a new, empty database. No command but `wagate migrate` upgrades a schema:
+    one behind or unknown stops the command with one line (`require_schema`), so that
+    a newer CLI never migrates a database under running processes. AdminError and a
+    missing or wrong WAGATE_SECRET_KEY exit 1 with a message.
     """
     from wagate.adapters.startup import prepare_database_dir, require_database_file
     from wagate.adapters.store.secrets import SecretKeyError
@@ -95,10 +92,7 @@ def _run(
         require_database_file(
             settings.database_url, settings.data_dir, is_default=settings.database_is_default
         )
-    if upgrade:
-        migrate(settings.database_url)
-    else:
-        require_schema(settings.database_url)
+    require_schema(settings.database_url)
 
     async def main() -> T:
         store = SqlStore.from_url(
@@ -119,8 +113,8 @@ def _run(
 
 
 def require_schema(url: str) -> None:
-    """Stop a long-running process (one line) on a schema that is not this wagate's;
-    give a new, empty database its schema."""
+    """Stop (one line) on a schema that is not this wagate's; give a new, empty database
+    its schema."""
     from wagate.adapters.store.migrate import require_schema as check
 
     if check(url):
@@ -196,12 +190,11 @@ def serve_command(
         found = _run(
             lambda store: admin.ensure_demo(store, SystemClock(), sandbox_allowed=sandbox_allowed),
             create=True,
-            upgrade=False,
         )
         _print_demo(found, host, port)
     else:
         # Check the schema, and stop here with a clear message if the key is wrong.
-        _run(_nothing, create=True, upgrade=False)
+        _run(_nothing, create=True)
     from granian.constants import Interfaces
     from granian.server import Server
 
@@ -260,7 +253,7 @@ def worker_command(
         from wagate.adapters.startup import require_free_port
 
         require_free_port(health_host, health_port)
-    _run(_nothing, upgrade=False)
+    _run(_nothing)
     # After the checks: a mistake is told without importing the whole gateway first.
     from wagate.services import Services, freeze_startup_objects
 
