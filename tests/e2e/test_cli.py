@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 KNOWN_COMMANDS = [
     [],
     ["migrate"],
+    ["backup"],
     ["serve"],
     ["projects"],
     ["projects", "create"],
