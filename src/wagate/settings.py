@@ -61,6 +61,10 @@ class Settings:
     # Bearer token of the operator routes (the sandbox's /_stats, /_reset, /_numbers);
     # unset: those routes are refused.
     admin_token: str = ""
+    # Peers whose X-Forwarded-Proto and X-Forwarded-Host are believed for the links the
+    # API returns (`paging.next`): addresses or networks, comma-separated; `*` is every
+    # peer, empty is nobody. Default: a reverse proxy on the same machine.
+    trusted_proxies: str = "127.0.0.1,::1"
     # The embedded sandbox: "1" always served, "0" never (sandbox numbers refused),
     # unset: served while at least one sandbox number exists.
     sandbox: str = ""

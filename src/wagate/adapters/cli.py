@@ -181,7 +181,10 @@ def serve_command(
     ] = None,
 ) -> None:
     """Migrate the database, then serve the API (and, unless --no-worker, deliver)."""
+    from wagate.adapters.http.proxies import TrustedProxies
+
     settings = Settings.from_env()
+    TrustedProxies.parse(settings.trusted_proxies)  # a bad entry stops here, in one line
     os.environ.setdefault("WAGATE_PUBLIC_URL", f"http://{_loopback(host)}:{port}")
     # Only an explicit flag overrides WAGATE_WORKER (README: WAGATE_WORKER=0 turns it off).
     if worker is not None:

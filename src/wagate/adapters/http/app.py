@@ -21,6 +21,7 @@ from wagate.adapters.http.docs import (
 )
 from wagate.adapters.http.graph import error_body, new_trace_id, require_graph_version
 from wagate.adapters.http.headers import api_key_of
+from wagate.adapters.http.proxies import TrustedProxies, public_url
 from wagate.adapters.http.reads import (
     MessagePage,
     MessageView,
@@ -162,7 +163,13 @@ async def list_messages(
     params = dict(request.query_params)
     query = message_query(phone_number_id, params)
     page = await _services(request).reader.page(query)
-    base = str(request.url).split("?", 1)[0]
+    client = request.scope.get("client")
+    base = public_url(
+        str(request.url).split("?", 1)[0],
+        client[0] if client else None,
+        request.headers,
+        request.app.state.trusted_proxies,
+    )
     return message_page(page, query, base, params)
 
 
@@ -336,6 +343,7 @@ def create_litestar(services: Services) -> Litestar:
         logging_config=None,
     )
     app.state.services = services
+    app.state.trusted_proxies = TrustedProxies.parse(services.settings.trusted_proxies)
     document_send(app.openapi_schema)
     document_trace_ids(app.openapi_schema)
     return app
