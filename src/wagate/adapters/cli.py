@@ -106,7 +106,10 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value) + "\n")
 
 
-@app.command("migrate")
+@app.command(
+    "migrate",
+    epilog="Example: WAGATE_DATABASE_URL=postgresql+asyncpg://wagate@db:5432/wagate wagate migrate",
+)
 def migrate_command() -> None:
     """Bring the database (WAGATE_DATABASE_URL) up to the newest schema."""
     settings = Settings.from_env()
@@ -155,7 +158,10 @@ def backup_command(
         )
 
 
-@app.command("secret-key")
+@app.command(
+    "secret-key",
+    epilog="Example: export WAGATE_SECRET_KEY=$(wagate secret-key)",
+)
 def secret_key_command() -> None:
     """Print a new random key for WAGATE_SECRET_KEY (give every process the same one)."""
     from wagate.adapters.store.secrets import new_secret_key
@@ -163,7 +169,10 @@ def secret_key_command() -> None:
     sys.stdout.write(new_secret_key() + "\n")
 
 
-@app.command("serve")
+@app.command(
+    "serve",
+    epilog="Example: wagate serve --host 127.0.0.1 --port 8081 --no-worker",
+)
 def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
@@ -223,7 +232,10 @@ def _loopback(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-@app.command("worker")
+@app.command(
+    "worker",
+    epilog="Example: WAGATE_DATABASE_URL=postgresql+asyncpg://wagate@db:5432/wagate wagate worker",
+)
 def worker_command() -> None:
     """Run a delivery worker alone: claim, pace, send to Meta (or the sandbox), record."""
     import signal
@@ -254,7 +266,11 @@ def worker_command() -> None:
     asyncio.run(main())
 
 
-@app.command("sandbox")
+@app.command(
+    "sandbox",
+    epilog="Example: wagate sandbox --port 9000"
+    " --webhook-url http://127.0.0.1:8080/webhooks/meta --app-secret S",
+)
 def sandbox_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,
@@ -335,7 +351,10 @@ def _rate_limit_text(rate_limit: int | None) -> str:
     return "unlimited" if rate_limit is None else f"{rate_limit}/min"
 
 
-@projects_app.command("create")
+@projects_app.command(
+    "create",
+    epilog="Example: wagate projects create shop --rate-limit 600 --json",
+)
 def projects_create(
     name: Annotated[str, typer.Argument(help="The project's name.")],
     rate_limit: RateLimitOption = None,
@@ -362,7 +381,10 @@ def projects_create(
         console.print(f"API key (shown once): {key.secret}")
 
 
-@projects_app.command("update")
+@projects_app.command(
+    "update",
+    epilog="Example: wagate projects update prj_123 --rate-limit 1200",
+)
 def projects_update(
     project_id: Annotated[str, typer.Argument(help="The project's id.")],
     rate_limit: RateLimitOption = None,
@@ -385,7 +407,10 @@ def projects_update(
         )
 
 
-@projects_app.command("list")
+@projects_app.command(
+    "list",
+    epilog="Example: wagate projects list --json",
+)
 def projects_list(as_json: JsonFlag = False) -> None:
     """List projects."""
     found = _run(lambda store: store.list_projects())
@@ -403,7 +428,10 @@ def projects_list(as_json: JsonFlag = False) -> None:
     console.print(table)
 
 
-@keys_app.command("create")
+@keys_app.command(
+    "create",
+    epilog="Example: wagate keys create --project prj_123 --label billing --json",
+)
 def keys_create(
     project: Annotated[str, typer.Option(help="Project id.")],
     label: Annotated[str, typer.Option(help="A note to tell keys apart.")] = "",
@@ -419,7 +447,10 @@ def keys_create(
         console.print(f"key {issued.key.id}: {issued.secret} (shown once)")
 
 
-@keys_app.command("list")
+@keys_app.command(
+    "list",
+    epilog="Example: wagate keys list --project prj_123",
+)
 def keys_list(
     project: Annotated[str, typer.Option(help="Project id.")], as_json: JsonFlag = False
 ) -> None:
@@ -444,14 +475,21 @@ def keys_list(
     console.print(table)
 
 
-@keys_app.command("revoke")
+@keys_app.command(
+    "revoke",
+    epilog="Example: wagate keys revoke key_123",
+)
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (not the key).")]) -> None:
     """Revoke an API key."""
     _run(lambda store: admin.revoke_key(store, SystemClock(), key_id))
     console.print(f"revoked {key_id}")
 
 
-@numbers_app.command("add")
+@numbers_app.command(
+    "add",
+    epilog="Example: wagate numbers add --project prj_123 --phone-number-id 123456789012345"
+    " --waba-id 987654321098765 --upstream meta --access-token-file ./token --json",
+)
 def numbers_add(
     project: Annotated[str, typer.Option(help="Project id.")],
     phone_number_id: Annotated[str, typer.Option(help="Meta's phone number id.")],
