@@ -1,4 +1,4 @@
-"""Settings from `WAGATE_*` environment variables (documented in the README)."""
+"""Settings from `WAGATE_*` environment variables (documented in docs/settings.md)."""
 
 from __future__ import annotations
 
