@@ -232,7 +232,7 @@ OPERATION_IDS = {
     "healthz",
     "readyz",
 }
-API_KEY_SECURITY = [{"ApiKey": []}, {"Bearer": []}]
+API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
