@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import itertools
 import json
@@ -836,3 +837,41 @@ async def test_a_retried_message_is_claimed_again_at_its_due_time() -> None:
         assert [call.at for call in idle.upstream.calls] == [START, START + 2.0]
     finally:
         await idle.close()
+
+
+# ---- never more than the rate in any second, even when wake-ups come late ----------
+
+
+def most_in_a_second(times: list[float]) -> int:
+    """The most sends in any half-open window of one second."""
+    ordered = sorted(times)
+    return max(
+        (bisect.bisect_left(ordered, start + 1.0) - i for i, start in enumerate(ordered)),
+        default=0,
+    )
+
+
+async def test_a_late_wake_up_does_not_put_more_than_the_rate_into_a_second() -> None:
+    # Two seconds of slots at the number's 80 msg/s, then the process stalls for
+    # 300 ms (a long claim, a GC pause): the slots of the stall come due at once,
+    # beside the on-time ones after it.
+    clock = ManualClock()
+    rate = NUMBER.mps
+    slots = [START + 0.5 + i / rate for i in range(3 * rate)]
+    queue = FakeQueue(to_claim=[claimed(i + 1, slot=slot) for i, slot in enumerate(slots)])
+    upstream = FakeUpstream(clock)
+    worker = dispatcher(queue, upstream, clock)
+    worker.settings = dataclasses.replace(worker.settings, max_claim=len(slots))
+
+    await worker.run_once()
+    await clock.advance(1.0, step=0.001)
+    await clock.advance(0.3, step=0.3)  # the stall
+    await clock.advance(4.0, step=0.001)
+    await worker.drain()
+
+    times = [call.at for call in upstream.calls]
+    assert len(times) == len(slots)
+    assert most_in_a_second(times) <= rate
+    # Held back only as long as the window needs: the last send is at most one
+    # interval per stalled-and-caught-up send late.
+    assert max(times) <= slots[-1] + 0.3 + 1 / rate

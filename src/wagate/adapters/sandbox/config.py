@@ -62,11 +62,22 @@ class SandboxConfig:
 
         def number(name: str, fallback: float) -> float:
             raw = get(name)
-            return fallback if raw is None else float(raw)
+            try:
+                return fallback if raw is None else float(raw)
+            except ValueError:
+                raise SystemExit(f"{ENV_PREFIX}{name}={raw!r} is not a number") from None
 
         def integer(name: str, fallback: int) -> int:
             raw = get(name)
-            return fallback if raw is None else int(raw)
+            try:
+                return fallback if raw is None else int(raw)
+            except ValueError:
+                raise SystemExit(f"{ENV_PREFIX}{name}={raw!r} is not a whole number") from None
+
+        try:
+            numbers = parse_numbers(get("NUMBERS") or "")
+        except ValueError as exc:
+            raise SystemExit(f"{ENV_PREFIX}NUMBERS: {exc}") from None
 
         return cls(
             mps=number("MPS", default.mps),
@@ -81,7 +92,7 @@ class SandboxConfig:
             webhook_retries=integer("WEBHOOK_RETRIES", default.webhook_retries),
             webhook_backoff=number("WEBHOOK_BACKOFF", default.webhook_backoff),
             webhook_timeout=number("WEBHOOK_TIMEOUT", default.webhook_timeout),
-            numbers=parse_numbers(get("NUMBERS") or ""),
+            numbers=numbers,
             admin_token=get("ADMIN_TOKEN") or env.get("WAGATE_ADMIN_TOKEN") or "",
             token=get("TOKEN") or "",
         )
