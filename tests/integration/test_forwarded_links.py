@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from tests.integration.test_send_endpoint import SEED_BODY, send
-from tests.support import GatewayProcess, Tenant
+from tests.support import GatewayProcess, Tenant, free_port, run_cli
 
 
 def test_paging_links_use_the_forwarded_scheme_and_host(
@@ -31,3 +33,19 @@ def test_paging_links_use_the_forwarded_scheme_and_host(
     assert len(following.json()["data"]) == 1
     direct = httpx.get(listing, params={"limit": 1}, headers=key, timeout=10)
     assert direct.json()["paging"]["next"].startswith(f"{gateway.base_url}{path}")
+
+
+def test_a_bad_trusted_proxy_stops_serve_in_one_line(tmp_path: Path) -> None:
+    result = run_cli(
+        "serve",
+        "--port",
+        str(free_port()),
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'wagate.db'}",
+        env={"WAGATE_TRUSTED_PROXIES": "127.0.0.1,proxy.lan"},
+        check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "WAGATE_TRUSTED_PROXIES: 'proxy.lan'" in lines[0]
+    assert not (tmp_path / "wagate.db").exists()
