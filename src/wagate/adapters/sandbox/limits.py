@@ -54,16 +54,16 @@ class KeyedLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, key: Hashable, now: float, rate: float | None = None) -> bool:
+    def take(self, key: Hashable, now: float, own: tuple[float, float] | None = None) -> bool:
         """Take one token from the bucket of `key`.
 
-        `rate` (tokens/s, and as many tokens of capacity) overrides the limiter's for a
-        key with a limit of its own (a number registered with its own mps).
+        `own` (capacity, rate) overrides the limiter's for a key with a limit of its
+        own (a number registered with its own mps).
         """
         bucket = self._buckets.get(key)
         if bucket is None:
-            capacity, refill = (self.capacity, self.rate) if rate is None else (rate, rate)
-            bucket = self._buckets[key] = TokenBucket(max(1.0, capacity), refill, now)
+            capacity, rate = (self.capacity, self.rate) if own is None else own
+            bucket = self._buckets[key] = TokenBucket(capacity, rate, now)
         else:
             self._buckets.move_to_end(key)
         allowed = bucket.take(now)

@@ -41,6 +41,8 @@ from wagate.ports import Clock, SystemClock
 _encode = msgspec.json.encode
 # Meta's phone numbers are at most 15 digits; anything far longer is refused unread.
 MAX_TO_LENGTH = 64
+# The least burst of a number's own throughput bucket (see SandboxState._own_limit).
+OWN_BURST = 2.0
 NO_TOKEN = "An access token is required: Authorization: Bearer <token>"
 
 
@@ -176,6 +178,17 @@ class SandboxState:
         """A number's throughput in msg/s: its own if registered with one, else the sandbox's."""
         return self._mps.get(phone_number_id, self.config.mps)
 
+    def _own_limit(self, phone_number_id: str) -> tuple[float, float] | None:
+        """(capacity, rate) of a number's own throughput bucket; None: the sandbox's.
+
+        One second of its rate, as for the sandbox's, but never less than OWN_BURST
+        messages: a sender pacing at exactly 1 msg/s reaches the sandbox a few
+        milliseconds early or late, and a one-message bucket would refuse that jitter
+        (Meta's tiers start at 80 msg/s, where one second holds 80).
+        """
+        mps = self._mps.get(phone_number_id)
+        return None if mps is None else (max(OWN_BURST, mps), mps)
+
     def throughput_level(self, phone_number_id: str) -> str:
         """Meta's throughput level for a number's rate."""
         return "HIGH" if self.mps_of(phone_number_id) >= 1000 else "STANDARD"
@@ -234,7 +247,7 @@ class SandboxState:
                 SERVICE_UNAVAILABLE, "Sandbox overloaded: too many status updates pending"
             )
         # Only well-formed sends take throughput, so pacing at exactly mps never trips it.
-        if not self._throughput.take(phone_number_id, now, self._mps.get(phone_number_id)):
+        if not self._throughput.take(phone_number_id, now, self._own_limit(phone_number_id)):
             raise GraphError(
                 THROUGHPUT_RATE_LIMIT,
                 f"Throughput of {self.mps_of(phone_number_id):g} messages/s exceeded for phone"
