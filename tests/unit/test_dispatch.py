@@ -8,7 +8,7 @@ import itertools
 import json
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -484,6 +484,37 @@ async def test_late_slots_are_spaced_again_not_sent_in_a_burst() -> None:
     assert min(gaps) >= 1 / NUMBER.mps - 1e-9
 
 
+class PausingClock(FakeClock):
+    """A fake clock on which the first sleep oversleeps by `pause` (the process stalled)."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds + self.pause)
+        self.pause = 0.0
+
+
+async def test_sends_that_wake_late_together_go_spaced_not_in_a_burst() -> None:
+    # Slots claimed on time and evenly spaced; then the worker stalls past all of them.
+    interval = 1 / NUMBER.mps
+    clock = PausingClock(pause=1.0)
+    slots = [START + n * interval for n in range(5)]
+    queue = FakeQueue(to_claim=[claimed(n + 1, slot=slot) for n, slot in enumerate(slots)])
+    upstream = FakeUpstream(clock)
+    worker = dispatcher(queue, upstream, clock)
+
+    await worker.run_once()
+    await worker.drain()
+
+    times = sorted(call.at for call in upstream.calls)
+    assert len(times) == 5
+    assert times[0] >= START + 1.0  # they all woke after the stall...
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= interval - 1e-9  # ...and still went one interval apart
+
+
 async def test_metas_throughput_tier_is_asked_once_and_passed_to_every_claim() -> None:
     clock = FakeClock()
     queue = FakeQueue()
@@ -545,7 +576,9 @@ async def test_a_tier_lookup_that_never_answers_delays_no_claim() -> None:
     clock.at += 1.0
     await asyncio.wait_for(worker.run_once(), timeout=2)
     # The second number's tier arrived; the first is still unknown and asked only once.
-    assert queue.tiers == [None, None, None, 40]
+    # (A worker claims its numbers in an order of its own: compare without the order.)
+    assert queue.tiers[:2] == [None, None]
+    assert sorted(queue.tiers[2:], key=str) == [40, None]
     assert upstream.tier_asks == 2
     await asyncio.wait_for(worker.drain(), timeout=2)
     assert len(upstream.calls) == 2
@@ -836,3 +869,53 @@ async def test_a_retried_message_is_claimed_again_at_its_due_time() -> None:
         assert [call.at for call in idle.upstream.calls] == [START, START + 2.0]
     finally:
         await idle.close()
+
+
+class ManyNumbers(FakeQueue):
+    """Twelve numbers, all with due work; every claim is recorded and finds nothing."""
+
+    numbers: ClassVar[list[PhoneNumber]] = [
+        dataclasses.replace(NUMBER, phone_number_id=f"1065403522429{n:02d}") for n in range(12)
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: list[str] = []
+
+    async def waiting(self) -> list[Waiting]:
+        return [Waiting(number, START) for number in self.numbers]
+
+    async def claim(
+        self,
+        phone_number_id: str,
+        owner: str,
+        now: float,
+        *,
+        lease_s: float,
+        horizon_s: float,
+        limit: int,
+        tier_mps: int | None = None,
+    ) -> list[Claimed]:
+        self.claims.append(phone_number_id)
+        return []
+
+
+async def test_workers_go_round_robin_over_many_numbers_each_from_its_own_start() -> None:
+    clock = FakeClock()
+    ids = sorted(number.phone_number_id for number in ManyNumbers.numbers)
+    starts = []
+    for seed in (1, 2):
+        queue = ManyNumbers()
+        worker = dispatcher(queue, FakeUpstream(clock), clock)
+        worker.rng = random.Random(seed)
+        await worker.run_once()
+        first_round = list(queue.claims)
+        # Each number once, in order, from somewhere: a rotation of the sorted numbers.
+        start = ids.index(first_round[0])
+        assert first_round == ids[start:] + ids[:start]
+        starts.append(start)
+        # The next round goes on after the last number claimed, not from the top.
+        clock.at += 0.06
+        await worker.run_once()
+        assert queue.claims[len(first_round)] == ids[start]
+    assert starts[0] != starts[1]

@@ -23,6 +23,7 @@ reaped lease, a lost notification). Between those, an idle number costs nothing.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -177,12 +178,17 @@ class Dispatcher:
         self._due_at: dict[str, float] = {}
         # Claims in a row that found nothing, per number (for the retry's back-off).
         self._misses: dict[str, int] = {}
+        # Where this worker's round robin over the numbers is (see `_turns`).
+        self._claimed_last: str | None = None
         self._look_at = -1e18
         self._housekeeping_at = -1e18
         # The last slot this worker booked per number: no need to ask for more
         # while it is still far ahead (another worker may have booked beyond it).
         self._booked_until: dict[str, float] = {}
         self._next_local: dict[str, float] = {}
+        # When this worker last sent (or will next send) per number: sends that wake late
+        # together are spaced again at the time they actually go (see `_turn`).
+        self._sent_at: dict[str, float] = {}
         # Meta's throughput tier per number (msg/s) and when to ask again; at most
         # one lookup in flight per number.
         self._tiers: dict[str, tuple[int | None, float]] = {}
@@ -265,10 +271,30 @@ class Dispatcher:
                 self._next_try[phone_number_id] = now
                 self._misses.pop(phone_number_id, None)
         total = 0
-        for phone_number_id, at in list(self._next_try.items()):
+        for phone_number_id, at in self._turns():
             if at <= self.clock.now():
                 total += await self._claim(phone_number_id)
+                self._claimed_last = phone_number_id
         return total
+
+    def _turns(self) -> list[tuple[str, float]]:
+        """The numbers to try, in order of phone_number_id from just after the last one
+        this worker claimed, round and round (its first round starts at random).
+
+        Round robin: a round over many numbers takes a while, and a round that always
+        started at the same number would serve the first ones again and again before
+        the last. Starting each worker somewhere else keeps workers that share the
+        numbers off each other: in step, each would wait on the others' lock of the
+        same number's row and then find its pace booked.
+        """
+        turns = sorted(self._next_try.items())
+        if not turns:
+            return turns
+        if self._claimed_last is None:
+            start = self.rng.randrange(len(turns))
+        else:
+            start = bisect.bisect_right(turns, (self._claimed_last, math.inf))
+        return turns[start:] + turns[:start]
 
     async def _look(self, now: float) -> None:
         """Which numbers have queued work, and when each is next due (one query)."""
@@ -397,9 +423,22 @@ class Dispatcher:
         self._next_local[phone_number_id] = at + message.interval
         return at
 
+    def _turn(self, phone_number_id: str, interval: float) -> float:
+        """When a send that woke now may go: now, or an interval after this worker's last.
+
+        `_local_slot` spaces slots that were already past when claimed; this spaces
+        sends whose slots passed while they waited (the process paused, or its loop
+        was busy): their timers fire together and would reach Meta as a burst.
+        """
+        at = max(self.clock.now(), self._sent_at.get(phone_number_id, -math.inf) + interval)
+        self._sent_at[phone_number_id] = at
+        return at
+
     async def _send_at(self, number: PhoneNumber, message: Claimed, at: float) -> None:
         try:
             await self.clock.sleep(at - self.clock.now())
+            turn = self._turn(number.phone_number_id, message.interval)
+            await self.clock.sleep(turn - self.clock.now())
             outcome = await self.send(number, message)
         except Exception:
             # The lease will end and another round will pick the message up again.
