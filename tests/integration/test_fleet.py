@@ -352,7 +352,7 @@ async def all_forwarded(dsn: str) -> bool:
         left = await connection.fetchval("SELECT count(*) FROM messages WHERE state <> 'forwarded'")
     finally:
         await connection.close()
-    return left == 0
+    return bool(left == 0)
 
 
 async def transactions_so_far(dsn: str) -> int:
