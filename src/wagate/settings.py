@@ -70,7 +70,7 @@ class Settings:
     # The key that encrypts access tokens and the webhook secret at rest. Unset on
     # SQLite: a key generated once into `<database>.key`; required on PostgreSQL.
     secret_key: str = ""
-    # Bearer token of the operator routes (the sandbox's /_stats, /_reset, /_numbers);
+    # Bearer token of the operator routes (the sandbox's /_stats, /_sends, /_reset, /_numbers);
     # unset: those routes are refused.
     admin_token: str = ""
     # Peers whose X-Forwarded-Proto and X-Forwarded-Host are believed for the links the

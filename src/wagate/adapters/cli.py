@@ -326,7 +326,7 @@ def sandbox_command(
         typer.Option(
             envvar="WAGATE_ADMIN_TOKEN",
             show_envvar=True,
-            help="Bearer token of the operator routes /_stats, /_reset, /_numbers"
+            help="Bearer token of the operator routes /_stats, /_sends, /_reset, /_numbers"
             " (unset: those routes are refused).",
         ),
     ] = None,
