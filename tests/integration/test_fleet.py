@@ -13,9 +13,11 @@ sandbox's own records (`_stats` and the `_sends` log):
   above a number's rate), and a worker lets at most `limit` sends of a number leave in
   any second (`domain.pacing.SendWindow`), so at most `limit` arrive in any window of a
   second less the jitter between leaving and arriving at the sandbox (JITTER_S);
-- none starved: every number had its first send before the median number had its last
-  (a fleet served round after round gives each number a turn before it serves any
-  number its third; the machine's speed changes how long that takes, not the order);
+- none starved: the first sends of the numbers are spread over about one round of
+  claims, as round robin spreads them: the last number's first send came no later than
+  STARVED_FACTOR times the median number's (plus a second). A worker that started every
+  round at the same numbers serves those again before it reaches the last ones, and the
+  tail of first sends grows;
 - once drained, the idle workers issue (almost) no queries: no per-number polling.
 """
 
@@ -73,6 +75,9 @@ TOKEN = "fleet-access-token"
 # 2-core machine (seen: up to 0.37 s, the sandbox's own queue of requests included).
 JITTER_S = 0.5
 DRAIN_S = 60.0
+# First sends spread evenly over a round have their last at about twice their median
+# (a slow start, the tier lookups of a thousand numbers, can skew it: some margin).
+STARVED_FACTOR = 3.0
 # The idle check: pg_stat_activity sampled every SAMPLE_S for IDLE_S seconds.
 IDLE_S = 2.0
 SAMPLE_S = 0.01
@@ -325,8 +330,9 @@ def test_a_thousand_numbers_each_paced_at_its_own_limit_by_three_workers_sent_on
     # No number above its own limit.
     too_close = {n: densest[n] for n in densest if densest[n] > fleet.limits[n]}
     assert not too_close, f"{len(too_close)} numbers sent above their limit: {too_close}"
-    # None starved: every number had its first send before half of them had finished.
-    late = {n: round(s, 2) for n, s in first_sends.items() if s > finished}
+    # None starved: the first sends spread over one round, not a long tail.
+    bound = STARVED_FACTOR * statistics.median(first_sends.values()) + 1.0
+    late = {n: round(s, 2) for n, s in first_sends.items() if s > bound}
     assert not late, f"{len(late)} numbers waited for their first send: {late}"
     # Idle numbers cost nothing.
     assert idle <= IDLE_STATEMENTS_PER_WORKER_S * WORKERS * IDLE_S, idle

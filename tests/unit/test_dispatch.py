@@ -399,8 +399,9 @@ async def test_a_throughput_limit_in_a_round_halves_the_numbers_next_claims() ->
 
 
 async def test_a_pair_rate_limit_in_a_round_holds_that_recipient_not_the_others() -> None:
-    # 1 msg/s and a half-second horizon: each round claims one message.
+    # 1 msg/s and claims of one message: each round claims one message.
     memory, upstream, worker = on_memory(error(131056), ok(), mps=1)
+    worker.settings = dataclasses.replace(worker.settings, max_claim=1)
     first, held = await queued(memory, 2, recipient="447700900001")
     [other] = await queued(memory, 1, recipient="447700900002")
     assert await worker.run_once() == 1
