@@ -1,4 +1,4 @@
-"""Settings from `WAGATE_*` environment variables (documented in the README)."""
+"""Settings from `WAGATE_*` environment variables (documented in docs/settings.md)."""
 
 from __future__ import annotations
 
@@ -73,9 +73,13 @@ class Settings:
     # The key that encrypts access tokens and the webhook secret at rest. Unset on
     # SQLite: a key generated once into `<database>.key`; required on PostgreSQL.
     secret_key: str = ""
-    # Bearer token of the operator routes (the sandbox's /_stats, /_reset, /_numbers);
+    # Bearer token of the operator routes (the sandbox's /_stats, /_sends, /_reset, /_numbers);
     # unset: those routes are refused.
     admin_token: str = ""
+    # Peers whose X-Forwarded-Proto and X-Forwarded-Host are believed for the links the
+    # API returns (`paging.next`): addresses or networks, comma-separated; `*` is every
+    # peer, empty is nobody. Default: a reverse proxy on the same machine.
+    trusted_proxies: str = "127.0.0.1,::1"
     # The embedded sandbox: "1" always served, "0" never (sandbox numbers refused),
     # unset: served while at least one sandbox number exists.
     sandbox: str = ""

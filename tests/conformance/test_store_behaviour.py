@@ -275,13 +275,23 @@ async def test_a_claim_takes_due_messages_once_at_slots_spaced_by_the_rate(
 async def test_the_horizon_bounds_a_claim_and_the_next_one_goes_on_from_its_slots(
     backend: Backend,
 ) -> None:
-    number = await new_number(backend, mps=2)
+    number = await new_number(backend, mps=4)
+    for _ in range(6):
+        await backend.store.add_message(new_message(number))
+    first = await claim(backend, number, T0)
+    assert [c.slot for c in first] == pytest.approx([T0, T0 + 0.25, T0 + 0.5])
+    second = await claim(backend, number, T0 + 0.5)
+    assert [c.slot for c in second] == pytest.approx([T0 + 0.75, T0 + 1.0])
+
+
+async def test_a_claim_of_a_slow_number_books_two_intervals_ahead(backend: Backend) -> None:
+    # 1 msg/s against a half-second horizon: one slot per claim would send once per
+    # round of claims over every number, far below the number's rate.
+    number = await new_number(backend, mps=1)
     for _ in range(5):
         await backend.store.add_message(new_message(number))
     first = await claim(backend, number, T0)
-    assert [c.slot for c in first] == pytest.approx([T0, T0 + 0.5])
-    second = await claim(backend, number, T0 + 0.5)
-    assert [c.slot for c in second] == pytest.approx([T0 + 1.0])
+    assert [c.slot for c in first] == pytest.approx([T0, T0 + 1.0, T0 + 2.0])
 
 
 async def test_a_throttle_halves_the_numbers_rate(backend: Backend) -> None:

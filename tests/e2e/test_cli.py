@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 KNOWN_COMMANDS = [
     [],
     ["migrate"],
+    ["backup"],
     ["serve"],
     ["projects"],
     ["projects", "create"],
@@ -126,6 +127,9 @@ def test_help_works_on_every_command_and_subcommand(tmp_path: Path) -> None:
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage:" in result.stdout, command
         assert "Traceback" not in result.stdout + result.stderr
+        leaf = command and not (len(command) == 1 and command[0] in ("projects", "keys", "numbers"))
+        if leaf:
+            assert "Example:" in result.stdout, command
     by_command = dict(zip((" ".join(c) for c in commands), results, strict=True))
     for option in ("--phone-number-id", "--waba-id", "--upstream", "--access-token", "--mps"):
         assert option in by_command["numbers add"].stdout

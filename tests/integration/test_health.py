@@ -133,7 +133,7 @@ def test_a_gateway_prunes_old_final_messages_and_its_readyz_fails_while_the_data
             assert str(tmp_path) not in str(down)
             becomes(gateway.base_url, 200)
 
-            set_revision(url, "0999")  # a newer wagate migrated the database under it
+            set_revision(url, "0005")  # as if it were behind this wagate (restored from a backup)
             behind = becomes(gateway.base_url, 503)
             assert behind["failed"] == ["schema"]
             assert "wagate migrate" in behind["checks"]["schema"]

@@ -9,7 +9,7 @@ import itertools
 import json
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -399,8 +399,9 @@ async def test_a_throughput_limit_in_a_round_halves_the_numbers_next_claims() ->
 
 
 async def test_a_pair_rate_limit_in_a_round_holds_that_recipient_not_the_others() -> None:
-    # 1 msg/s and a half-second horizon: each round claims one message.
+    # 1 msg/s and claims of one message: each round claims one message.
     memory, upstream, worker = on_memory(error(131056), ok(), mps=1)
+    worker.settings = dataclasses.replace(worker.settings, max_claim=1)
     first, held = await queued(memory, 2, recipient="447700900001")
     [other] = await queued(memory, 1, recipient="447700900002")
     assert await worker.run_once() == 1
@@ -546,7 +547,9 @@ async def test_a_tier_lookup_that_never_answers_delays_no_claim() -> None:
     clock.at += 1.0
     await asyncio.wait_for(worker.run_once(), timeout=2)
     # The second number's tier arrived; the first is still unknown and asked only once.
-    assert queue.tiers == [None, None, None, 40]
+    # (A worker claims its numbers in an order of its own: compare without the order.)
+    assert queue.tiers[:2] == [None, None]
+    assert sorted(queue.tiers[2:], key=str) == [40, None]
     assert upstream.tier_asks == 2
     await asyncio.wait_for(worker.drain(), timeout=2)
     assert len(upstream.calls) == 2
@@ -875,3 +878,53 @@ async def test_a_late_wake_up_does_not_put_more_than_the_rate_into_a_second() ->
     # Held back only as long as the window needs: the last send is at most one
     # interval per stalled-and-caught-up send late.
     assert max(times) <= slots[-1] + 0.3 + 1 / rate
+
+
+class ManyNumbers(FakeQueue):
+    """Twelve numbers, all with due work; every claim is recorded and finds nothing."""
+
+    numbers: ClassVar[list[PhoneNumber]] = [
+        dataclasses.replace(NUMBER, phone_number_id=f"1065403522429{n:02d}") for n in range(12)
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: list[str] = []
+
+    async def waiting(self) -> list[Waiting]:
+        return [Waiting(number, START) for number in self.numbers]
+
+    async def claim(
+        self,
+        phone_number_id: str,
+        owner: str,
+        now: float,
+        *,
+        lease_s: float,
+        horizon_s: float,
+        limit: int,
+        tier_mps: int | None = None,
+    ) -> list[Claimed]:
+        self.claims.append(phone_number_id)
+        return []
+
+
+async def test_workers_go_round_robin_over_many_numbers_each_from_its_own_start() -> None:
+    clock = FakeClock()
+    ids = sorted(number.phone_number_id for number in ManyNumbers.numbers)
+    starts = []
+    for seed in (1, 2):
+        queue = ManyNumbers()
+        worker = dispatcher(queue, FakeUpstream(clock), clock)
+        worker.rng = random.Random(seed)
+        await worker.run_once()
+        first_round = list(queue.claims)
+        # Each number once, in order, from somewhere: a rotation of the sorted numbers.
+        start = ids.index(first_round[0])
+        assert first_round == ids[start:] + ids[:start]
+        starts.append(start)
+        # The next round goes on after the last number claimed, not from the top.
+        clock.at += 0.06
+        await worker.run_once()
+        assert queue.claims[len(first_round)] == ids[start]
+    assert starts[0] != starts[1]

@@ -61,12 +61,23 @@ async def test_the_database_is_asked_at_most_once_per_cache_period() -> None:
     assert probe.asked == 2
 
 
-async def test_a_schema_behind_or_unknown_is_not_ready_and_says_to_migrate() -> None:
-    for revision, words in (("0005", "behind"), ("0099", "unknown"), (None, "no schema")):
+async def test_a_schema_behind_or_missing_is_not_ready_and_says_to_migrate() -> None:
+    for revision, words in (("0005", "behind"), (None, "no schema")):
         readiness = await health_on(Memory(), revision)[0].readiness()
         assert readiness.failed == ["schema"]
         assert words in readiness.checks["schema"]
         assert "wagate migrate" in readiness.checks["schema"]
+
+
+async def test_a_schema_a_newer_release_migrated_keeps_a_running_process_ready() -> None:
+    # A rolling upgrade: `wagate migrate` of the new release runs while this one serves.
+    assert (await health_on(Memory(), "0099")[0].readiness()).ready
+
+
+def test_a_process_refuses_to_start_on_a_schema_it_does_not_know() -> None:
+    problem = schema_problem("0099", HEAD, KNOWN)
+    assert problem is not None
+    assert "unknown" in problem
 
 
 async def test_a_database_that_does_not_answer_in_time_is_not_ready() -> None:

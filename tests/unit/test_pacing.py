@@ -140,7 +140,8 @@ def test_no_window_holds_more_than_the_rate_allows(
         now += gap
         slots, state = plan(state, now, rate, horizon, count)
         assert len(slots) <= count
-        assert all(now <= slot <= now + horizon for slot in slots)
+        reach = max(horizon, pacing.MIN_CLAIM_INTERVALS * rate.interval)
+        assert all(now <= slot <= now + reach for slot in slots)
         booked += slots
     assert most_in_window(booked, window) <= window_limit(rate, window)
 
@@ -492,3 +493,12 @@ def test_a_send_window_at_a_pace_allows_that_many_a_second() -> None:
     assert pacing.window_limit(Rate.per_second(3).interval / S) == 3  # 333,334 us
     assert pacing.window_limit(Rate.per_second(7).interval / S) == 7
     assert pacing.window_limit(1 / 2.5) == 3  # slots at 0, 0.4 and 0.8 s
+
+
+def test_a_claim_of_a_slow_number_books_more_than_one_slot() -> None:
+    # 1 msg/s and a half-second horizon: the horizon stretches to two intervals.
+    slots, _ = plan(PacingState(), T0, Rate.per_second(1), S // 2, 10)
+    assert slots == [T0, T0 + S, T0 + 2 * S]
+    # A fast number keeps to the horizon.
+    slots, _ = plan(PacingState(), T0, Rate.per_second(80), S // 2, 100)
+    assert len(slots) == 41

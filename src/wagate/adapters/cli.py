@@ -144,9 +144,52 @@ def migrate_command() -> None:
     console.print(f"migrated {shown_url(settings.database_url)}", markup=False, soft_wrap=True)
 
 
+@app.command("backup")
+def backup_command(
+    destination: Annotated[
+        Path, typer.Argument(help="The file to write (or a directory to write it into).")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace DESTINATION if it exists.")
+    ] = False,
+) -> None:
+    """Copy the SQLite database with SQLite's online backup, safe while the gateway runs.
+
+    The copy is one committed state, checked with `PRAGMA integrity_check`. The
+    generated key file (`wagate.db.key`), if any, is copied beside it as
+    DESTINATION.key: keep the two together. On PostgreSQL use pg_dump (exit 2).
+
+    Example: wagate backup /var/backups/wagate-$(date +%F).db
+    """
+    from wagate.adapters.store.backup import BackupError, NotSqlite, backup_sqlite
+
+    settings = Settings.from_env()
+    try:
+        done = backup_sqlite(settings.database_url, destination, overwrite=force)
+    except NotSqlite as exc:
+        errors.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    except BackupError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"backed up {done.source} to {done.destination} ({done.pages} pages, integrity ok)",
+        markup=False,
+        soft_wrap=True,
+    )
+    if done.key_file is not None:
+        console.print(
+            f"copied the secret key file to {done.key_file}: keep it with the backup",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
 @app.command("secret-key")
 def secret_key_command() -> None:
-    """Print a new random key for WAGATE_SECRET_KEY (give every process the same one)."""
+    """Print a new random key for WAGATE_SECRET_KEY (give every process the same one).
+
+    Example: export WAGATE_SECRET_KEY=$(wagate secret-key)
+    """
     from wagate.adapters.store.secrets import new_secret_key
 
     sys.stdout.write(new_secret_key() + "\n")
@@ -174,11 +217,13 @@ def serve_command(
 
     Example: WAGATE_DATA_DIR=/var/lib/wagate wagate serve --host 0.0.0.0 --port 8080
     """
+    from wagate.adapters.http.proxies import TrustedProxies
     from wagate.adapters.sandbox.config import SandboxConfig
     from wagate.adapters.startup import require_free_port
 
     settings = Settings.from_env()
     SandboxConfig.from_env()  # the embedded sandbox's settings: a mistake stops us here
+    TrustedProxies.parse(settings.trusted_proxies)  # a bad entry stops here, in one line
     require_free_port(host, port)
     console.print(f"database: {shown_url(settings.database_url)}", markup=False, soft_wrap=True)
     os.environ.setdefault("WAGATE_PUBLIC_URL", f"http://{_loopback(host)}:{port}")
@@ -322,7 +367,7 @@ def sandbox_command(
         typer.Option(
             envvar="WAGATE_ADMIN_TOKEN",
             show_envvar=True,
-            help="Bearer token of the operator routes /_stats, /_reset, /_numbers"
+            help="Bearer token of the operator routes /_stats, /_sends, /_reset, /_numbers"
             " (unset: those routes are refused).",
         ),
     ] = None,
@@ -401,7 +446,10 @@ def projects_create(
     rate_limit: RateLimitOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create a project and its first API key (shown once); no rate limit unless given."""
+    """Create a project and its first API key (shown once); no rate limit unless given.
+
+    Example: wagate projects create shop --rate-limit 600 --json
+    """
     limit = rate_limit or None
     project, key = _run(
         lambda store: admin.create_project(store, SystemClock(), name, rate_limit=limit)
@@ -431,7 +479,10 @@ def projects_update(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Change a project's rate limit; running gateways apply it within the auth cache time."""
+    """Change a project's rate limit; running gateways apply it within the auth cache time.
+
+    Example: wagate projects update prj_123 --rate-limit 1200
+    """
     if (rate_limit is None) == (not no_rate_limit):
         errors.print("[red]error:[/red] give one of --rate-limit N or --no-rate-limit")
         raise typer.Exit(2)
@@ -447,7 +498,10 @@ def projects_update(
 
 @projects_app.command("list")
 def projects_list(as_json: JsonFlag = False) -> None:
-    """List projects."""
+    """List projects.
+
+    Example: wagate projects list --json
+    """
     found = _run(lambda store: store.list_projects())
     if as_json:
         _print_json(
@@ -469,7 +523,10 @@ def keys_create(
     label: Annotated[str, typer.Option(help="A note to tell keys apart.")] = "",
     as_json: JsonFlag = False,
 ) -> None:
-    """Create an API key (shown once)."""
+    """Create an API key (shown once).
+
+    Example: wagate keys create --project prj_123 --label billing --json
+    """
     issued = _run(lambda store: admin.create_key(store, SystemClock(), project, label))
     if as_json:
         _print_json(
@@ -483,7 +540,10 @@ def keys_create(
 def keys_list(
     project: Annotated[str, typer.Option(help="Project id.")], as_json: JsonFlag = False
 ) -> None:
-    """List a project's keys (prefixes only; keys are never stored)."""
+    """List a project's keys (prefixes only; keys are never stored).
+
+    Example: wagate keys list --project prj_123
+    """
     found = _run(lambda store: admin.list_keys(store, project))
     rows = [
         {
@@ -506,7 +566,10 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (not the key).")]) -> None:
-    """Revoke an API key."""
+    """Revoke an API key.
+
+    Example: wagate keys revoke key_123
+    """
     _run(lambda store: admin.revoke_key(store, SystemClock(), key_id))
     console.print(f"revoked {key_id}")
 
@@ -539,7 +602,11 @@ def numbers_add(
     mps: Annotated[int, typer.Option(help="Messages per second allowed (20, 80, 1000).")] = 80,
     as_json: JsonFlag = False,
 ) -> None:
-    """Register a phone number with a project (its access token is stored encrypted)."""
+    """Register a phone number with a project (its access token is stored encrypted).
+
+    Example: wagate numbers add --project prj_123 --phone-number-id 123456789012345
+    --waba-id 987654321098765 --upstream meta --access-token-file ./token --json
+    """
     if access_token_file is not None and access_token:
         raise _fail("give the access token once: --access-token or --access-token-file")
     if access_token_file is not None:

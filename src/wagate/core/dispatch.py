@@ -23,6 +23,7 @@ reaped lease, a lost notification). Between those, an idle number costs nothing.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -244,6 +245,8 @@ class Dispatcher:
         self._due_at: dict[str, float] = {}
         # Claims in a row that found nothing, per number (for the retry's back-off).
         self._misses: dict[str, int] = {}
+        # Where this worker's round robin over the numbers is (see `_turns`).
+        self._claimed_last: str | None = None
         self._look_at = -1e18
         self._housekeeping_at = -1e18
         # The last slot this worker booked per number: no need to ask for more
@@ -350,10 +353,30 @@ class Dispatcher:
                 self._next_try[phone_number_id] = now
                 self._misses.pop(phone_number_id, None)
         total = 0
-        for phone_number_id, at in list(self._next_try.items()):
+        for phone_number_id, at in self._turns():
             if at <= self.clock.now():
                 total += await self._claim(phone_number_id)
+                self._claimed_last = phone_number_id
         return total
+
+    def _turns(self) -> list[tuple[str, float]]:
+        """The numbers to try, in order of phone_number_id from just after the last one
+        this worker claimed, round and round (its first round starts at random).
+
+        Round robin: a round over many numbers takes a while, and a round that always
+        started at the same number would serve the first ones again and again before
+        the last. Starting each worker somewhere else keeps workers that share the
+        numbers off each other: in step, each would wait on the others' lock of the
+        same number's row and then find its pace booked.
+        """
+        turns = sorted(self._next_try.items())
+        if not turns:
+            return turns
+        if self._claimed_last is None:
+            start = self.rng.randrange(len(turns))
+        else:
+            start = bisect.bisect_right(turns, (self._claimed_last, math.inf))
+        return turns[start:] + turns[:start]
 
     async def _look(self, now: float) -> None:
         """Which numbers have queued work, and when each is next due (one query)."""

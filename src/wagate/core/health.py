@@ -99,4 +99,13 @@ class Health:
             return {"database": f"no answer within {self.timeout_s:g} s", "schema": "unknown"}
         except Exception as exc:
             return {"database": f"unreachable ({type(exc).__name__})", "schema": "unknown"}
-        return {"database": OK, "schema": schema_problem(revision, self.head, self.known) or OK}
+        return {"database": OK, "schema": self._schema_verdict(revision)}
+
+    def _schema_verdict(self, revision: str | None) -> str:
+        """OK at head; also on a schema a newer release migrated to while this process
+        runs (a rolling upgrade: `wagate migrate` runs before the new processes start, and
+        the old ones keep serving until replaced; a release whose migration they cannot
+        run beside says so). No schema, or one behind this code, is not ready."""
+        if revision is not None and revision != self.head and revision not in self.known:
+            return OK
+        return schema_problem(revision, self.head, self.known) or OK

@@ -49,6 +49,8 @@ PAIR_BURST: Final = 45
 # batch fills them; a flood to one recipient costs a claim a few batches at most
 # (each of its messages is put off once), never a scan of its backlog.
 CLAIM_ROUNDS: Final = 4
+# A claim books at least this many intervals ahead (see `plan`).
+MIN_CLAIM_INTERVALS: Final = 2
 
 
 def batch_size(round_: int, free_slots: int, limit: int) -> int:
@@ -146,6 +148,11 @@ def plan(
 ) -> tuple[list[Micros], PacingState]:
     """Book up to `count` send slots in [now, now + horizon]; the slots and the state after.
 
+    The horizon stretches to MIN_CLAIM_INTERVALS intervals for a slow rate: a claim
+    of a number at 1 msg/s then books a few of its slots, not one per claim (with a
+    thousand numbers a round of claims takes seconds, and such a number would send
+    once a round, far below its rate).
+
     GCRA, scheduling rather than refusing: each send gets the first conforming
     time, max(now, tat - tolerance), and moves the TAT to max(tat, now) + interval.
     Every booking moves the one TAT forward, so workers that share the state (and
@@ -154,7 +161,7 @@ def plan(
     """
     slots: list[Micros] = []
     tat = state.tat
-    deadline = now + horizon
+    deadline = now + max(horizon, MIN_CLAIM_INTERVALS * rate.interval)
     for _ in range(count):
         slot = max(now, tat - rate.tolerance)
         if slot > deadline:
