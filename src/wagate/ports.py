@@ -170,6 +170,27 @@ class Admin(Protocol):
         """Add a phone number; raises ValueError if its id is taken or its project unknown."""
         ...
 
+    async def list_phone_numbers(self, project_id: str | None) -> list[PhoneNumber]:
+        """A project's phone numbers (every number when None), ordered by id."""
+        ...
+
+    async def update_phone_number(
+        self,
+        phone_number_id: str,
+        *,
+        access_token: str | None,
+        mps: int | None,
+        waba_id: str | None,
+    ) -> bool:
+        """Change what is given (None: keep it); False if there is no such number."""
+        ...
+
+    async def remove_phone_number(self, phone_number_id: str, *, force: bool) -> int | None:
+        """Count the number's undelivered (queued or sending) messages and, if there are none
+        or `force`, delete the number with every message, status and event of it, in one
+        transaction. None if there is no such number."""
+        ...
+
     async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
         """A phone number by its id."""
         ...

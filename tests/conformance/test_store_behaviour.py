@@ -36,6 +36,7 @@ async def new_number(backend: Backend, *, mps: int = 80, upstream: str = "sandbo
         SystemClock(),
         project_id=project.id,
         phone_number_id=f"10{next(_ids):013d}",
+        waba_id="102290129340398",
         mps=mps,
         upstream="meta" if upstream == "meta" else "sandbox",
         access_token="token",

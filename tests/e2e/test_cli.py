@@ -243,7 +243,7 @@ def test_numbers_add_refuses_what_an_operator_must_correct(database_url: str) ->
             [*add, tenant.phone_number_id],
             [*add, "2", "--upstream", "meta"],
             [*add, "3", "--mps", "0"],
-            [*add, "4", "--upstream", "meta", "--access-token", "EAAG-token", "--json"],
+            [*add, "4", "--upstream", "meta", "--waba-id", "44", "--access-token", "EAAG-x", "--json"],
         ],
         database_url,
     )
@@ -254,4 +254,4 @@ def test_numbers_add_refuses_what_an_operator_must_correct(database_url: str) ->
     added = as_json(meta)
     assert set(added) == {"phone_number_id", "waba_id", "project_id", "upstream", "mps"}
     assert added["upstream"] == "meta"
-    assert "EAAG-token" not in meta.stdout
+    assert "EAAG-x" not in meta.stdout

@@ -197,3 +197,28 @@ async def test_a_wall_clock_stepping_back_does_not_stretch_the_embedded_sandboxs
     clock.at -= 3600.0  # NTP corrects the clock by an hour
 
     assert await tokens.number("1", "sbx_a") == "waba"
+
+
+async def test_a_rotated_token_stays_valid_for_the_grace_then_only_the_new_one_works() -> None:
+    clock = FakeClock()
+    stored = {"1": ("waba", "sbx_old")}
+
+    async def credential(phone_number_id: str) -> tuple[str, str] | None:
+        return stored.get(phone_number_id)
+
+    async def waba_tokens(waba_id: str) -> frozenset[str]:
+        return frozenset()
+
+    tokens = GatewayTokens(credential, waba_tokens, ttl=2.0, clock=clock)
+    assert await tokens.number("1", "sbx_old") == "waba"
+    stored["1"] = ("waba", "sbx_new")  # `wagate numbers update --access-token-file ...`
+    clock.at += 2.0
+    # In-flight sends claimed with the old token still pass, and the new one works at once.
+    assert await tokens.number("1", "sbx_new") == "waba"
+    assert await tokens.number("1", "sbx_old") == "waba"
+    clock.at += tokens.grace - 0.1
+    assert await tokens.number("1", "sbx_old") == "waba"  # refreshed meanwhile, still in grace
+    clock.at += 0.2
+    assert await tokens.number("1", "sbx_old") is None
+    assert await tokens.number("1", "sbx_new") == "waba"
+    assert await tokens.number("1", "sbx_other") is None

@@ -91,6 +91,23 @@ class FirstUseTokens:
 
 # How many phone numbers and WABAs the embedded sandbox remembers lookups of.
 _REMEMBERED = 10_000
+# After `wagate numbers update` rotates a sandbox number's token, the token it replaced
+# is still accepted for this long, as Meta keeps an old token valid until it is revoked:
+# sends a worker claimed with the old token (before its next look) still go through.
+ROTATION_GRACE_SECONDS = 10.0
+
+
+class _Known:
+    """What the embedded sandbox knows of a number: when it asked, what it was told, and
+    the token a rotation replaced with the time it stops being accepted."""
+
+    __slots__ = ("at", "credential", "previous", "previous_until")
+
+    def __init__(self, at: float, credential: NumberCredential | None) -> None:
+        self.at = at
+        self.credential = credential
+        self.previous = ""
+        self.previous_until = float("-inf")
 
 
 class GatewayTokens:
@@ -113,7 +130,8 @@ class GatewayTokens:
         self._waba_tokens = waba_tokens
         self.ttl = ttl
         self.clock = clock or SystemClock()
-        self._numbers: Lru[str, tuple[float, NumberCredential | None]] = Lru(_REMEMBERED)
+        self.grace = ROTATION_GRACE_SECONDS
+        self._numbers: Lru[str, _Known] = Lru(_REMEMBERED)
         self._wabas: Lru[str, tuple[float, frozenset[str]]] = Lru(_REMEMBERED)
 
     async def number(self, phone_number_id: str, token: str) -> str | None:
@@ -121,13 +139,23 @@ class GatewayTokens:
         now = self.clock.now()
         known = self._numbers.get(phone_number_id)
         # A clock stepped back must not keep an answer for longer than the ttl.
-        if known is None or not 0 <= now - known[0] < self.ttl:
-            known = (now, await self._credential(phone_number_id))
+        if known is None or not 0 <= now - known.at < self.ttl:
+            fresh = _Known(now, await self._credential(phone_number_id))
+            if known is not None:
+                fresh.previous, fresh.previous_until = known.previous, known.previous_until
+                replaced, current = known.credential, fresh.credential
+                if replaced and current and replaced[1] != current[1]:
+                    # Rotated: the old token stays valid a while.
+                    fresh.previous, fresh.previous_until = replaced[1], now + self.grace
+            known = fresh
             self._numbers.put(phone_number_id, known)
-        credential = known[1]
-        if credential is None or not same_token(token, credential[1]):
+        credential = known.credential
+        if credential is None:
             return None
-        return credential[0]
+        current = same_token(token, credential[1])
+        # Compared whatever the first answer, to keep the time flat.
+        previous = same_token(token, known.previous) and now < known.previous_until
+        return credential[0] if current or previous else None
 
     async def waba(self, waba_id: str, token: str) -> bool:
         """Whether `token` is the token of one of the WABA's sandbox numbers."""
