@@ -237,13 +237,14 @@ def test_an_operator_sets_up_a_project_and_its_keys_work_until_revoked(
 def test_numbers_add_refuses_what_an_operator_must_correct(database_url: str) -> None:
     tenant = make_tenant(database_url)
     add = ["numbers", "add", "--project", tenant.project_id, "--phone-number-id"]
+    meta_args = ("--upstream", "meta", "--waba-id", "44", "--access-token", "EAAG-x")
     unknown_project, duplicate, meta_without_token, zero_mps, meta = run_all(
         [
             ["numbers", "add", "--project", "prj_nope", "--phone-number-id", "1"],
             [*add, tenant.phone_number_id],
             [*add, "2", "--upstream", "meta"],
             [*add, "3", "--mps", "0"],
-            [*add, "4", "--upstream", "meta", "--waba-id", "44", "--access-token", "EAAG-x", "--json"],
+            [*add, "4", *meta_args, "--json"],
         ],
         database_url,
     )

@@ -16,6 +16,7 @@ from wagate.adapters.http.bodies import BodyTooLarge, Receive, read_body, receiv
 from wagate.adapters.http.docs import docs_assets, docs_config
 from wagate.adapters.http.graph import error_body, new_trace_id, require_graph_version
 from wagate.adapters.http.headers import api_key_of
+from wagate.adapters.http.numbers import NUMBER_ROUTES, document_numbers
 from wagate.adapters.http.reads import (
     MessagePage,
     MessageView,
@@ -254,6 +255,7 @@ def create_litestar(services: Services) -> Litestar:
             list_messages,
             verify_meta_webhook,
             receive_meta_webhook,
+            *NUMBER_ROUTES,
             docs_assets(),
         ],
         exception_handlers={Exception: _graph_error_response},
@@ -274,6 +276,7 @@ def create_litestar(services: Services) -> Litestar:
     )
     app.state.services = services
     document_send(app.openapi_schema)
+    document_numbers(app.openapi_schema)
     return app
 
 

@@ -91,10 +91,6 @@ class FirstUseTokens:
 
 # How many phone numbers and WABAs the embedded sandbox remembers lookups of.
 _REMEMBERED = 10_000
-# After `wagate numbers update` rotates a sandbox number's token, the token it replaced
-# is still accepted for this long, as Meta keeps an old token valid until it is revoked:
-# sends a worker claimed with the old token (before its next look) still go through.
-ROTATION_GRACE_SECONDS = 10.0
 
 
 class _Known:
@@ -123,14 +119,16 @@ class GatewayTokens:
         waba_tokens: Callable[[str], Awaitable[frozenset[str]]],
         *,
         ttl: float = 2.0,
+        grace: float = 10.0,
         clock: Clock | None = None,
     ) -> None:
-        """Lookups by phone_number_id and by WABA, each answer trusted for `ttl` seconds."""
+        """Lookups by phone_number_id and by WABA, each answer trusted for `ttl` seconds;
+        a rotated token is still accepted for `grace` seconds (see SandboxConfig)."""
         self._credential = credential
         self._waba_tokens = waba_tokens
         self.ttl = ttl
         self.clock = clock or SystemClock()
-        self.grace = ROTATION_GRACE_SECONDS
+        self.grace = grace
         self._numbers: Lru[str, _Known] = Lru(_REMEMBERED)
         self._wabas: Lru[str, tuple[float, frozenset[str]]] = Lru(_REMEMBERED)
 
