@@ -54,6 +54,11 @@ class IdempotencyConflict(Exception):
     """Another request committed the same idempotency key first."""
 
 
+class PhoneNumberGone(Exception):
+    """The message's phone number was removed between the door's check and the commit:
+    nothing was stored."""
+
+
 class StoreUnavailable(Exception):
     """The database could not commit (down, unreachable, timed out): nothing was stored.
 
@@ -83,7 +88,8 @@ class Outbox(Protocol):
     """Where accepted messages are committed, once per idempotency key (core/accept)."""
 
     async def add_message(self, message: NewMessage) -> None:
-        """Commit one message durably; return only once it is on disk.
+        """Commit one message durably; return only once it is on disk (PhoneNumberGone if
+        its number was removed meanwhile).
 
         Raises IdempotencyConflict if the project already has its idempotency key, and
         StoreUnavailable if the database could not commit (nothing was stored).

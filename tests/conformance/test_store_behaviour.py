@@ -21,7 +21,7 @@ from wagate.domain.delivery import MAX_REAPS, Claimed, Outcome, Waiting
 from wagate.domain.errors import DELIVERY_ABANDONED, MESSAGE_EXPIRED
 from wagate.domain.model import KeyOwner, MessageQuery, NewMessage, PhoneNumber, Status
 from wagate.domain.statuses import EventRow, PreferenceRow, StatusRow, status_row
-from wagate.ports import IdempotencyConflict, SystemClock
+from wagate.ports import IdempotencyConflict, PhoneNumberGone, SystemClock
 
 T0 = 1_800_000_000.0
 T0_MS = int(T0 * 1000)
@@ -248,6 +248,9 @@ async def test_a_number_with_undelivered_messages_is_removed_only_when_forced(
     assert await waiting(backend) == [Waiting(other, T0)]
     assert await backend.store.get_message(other.phone_number_id, kept.id) is not None
     assert await backend.store.remove_phone_number(number.phone_number_id, force=True) is None
+    # A send that passed the door before the removal is not stored.
+    with pytest.raises(PhoneNumberGone):
+        await backend.store.add_message(new_message(number))
     # Its id can be registered again, from scratch.
     await backend.store.add_phone_number(number, created_at=T0_MS)
 

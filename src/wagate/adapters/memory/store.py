@@ -14,7 +14,7 @@ from wagate.domain.model import (
     Project,
     StoredMessage,
 )
-from wagate.ports import IdempotencyConflict
+from wagate.ports import IdempotencyConflict, PhoneNumberGone
 
 
 class MemoryStore:
@@ -33,6 +33,8 @@ class MemoryStore:
         key = message.idempotency_key
         if key is not None and self._by_idempotency_key(message.project_id, key) is not None:
             raise IdempotencyConflict(key)
+        if message.phone_number_id not in self.database.numbers:
+            raise PhoneNumberGone(message.phone_number_id)
         seq = self.database.next_seq()
         self.database.messages[seq] = MessageRow(
             seq=seq,

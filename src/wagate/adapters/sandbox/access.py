@@ -93,17 +93,23 @@ class FirstUseTokens:
 _REMEMBERED = 10_000
 
 
+# How often a token the cache does not know may send the embedded sandbox back to the
+# database before the ttl is up (a wrong token costs at most this many queries a second).
+RECHECK_SECONDS = 0.25
+
+
 class _Known:
     """What the embedded sandbox knows of a number: when it asked, what it was told, and
     the token a rotation replaced with the time it stops being accepted."""
 
-    __slots__ = ("at", "credential", "previous", "previous_until")
+    __slots__ = ("at", "credential", "previous", "previous_until", "rechecked_at")
 
     def __init__(self, at: float, credential: NumberCredential | None) -> None:
         self.at = at
         self.credential = credential
         self.previous = ""
         self.previous_until = float("-inf")
+        self.rechecked_at = float("-inf")
 
 
 class GatewayTokens:
@@ -133,20 +139,41 @@ class GatewayTokens:
         self._wabas: Lru[str, tuple[float, frozenset[str]]] = Lru(_REMEMBERED)
 
     async def number(self, phone_number_id: str, token: str) -> str | None:
-        """The stored WABA of a sandbox number whose stored token is `token`."""
+        """The stored WABA of a sandbox number whose stored token is `token`.
+
+        A token that matches neither the cached token nor the one a rotation replaced
+        sends it back to the database (at most every RECHECK_SECONDS): a worker may
+        learn of a rotation before this cache does, and its sends must pass.
+        """
         now = self.clock.now()
         known = self._numbers.get(phone_number_id)
         # A clock stepped back must not keep an answer for longer than the ttl.
         if known is None or not 0 <= now - known.at < self.ttl:
-            fresh = _Known(now, await self._credential(phone_number_id))
-            if known is not None:
-                fresh.previous, fresh.previous_until = known.previous, known.previous_until
-                replaced, current = known.credential, fresh.credential
-                if replaced and current and replaced[1] != current[1]:
-                    # Rotated: the old token stays valid a while.
-                    fresh.previous, fresh.previous_until = replaced[1], now + self.grace
-            known = fresh
-            self._numbers.put(phone_number_id, known)
+            known = await self._refresh(phone_number_id, known, now)
+        waba_id = self._accepts(known, token, now)
+        # Timed apart from the ttl: only unknown tokens spend this budget.
+        recheck = not 0 <= now - known.rechecked_at < RECHECK_SECONDS
+        if waba_id is None and known.credential is not None and recheck:
+            known = await self._refresh(phone_number_id, known, now)
+            known.rechecked_at = now
+            waba_id = self._accepts(known, token, now)
+        return waba_id
+
+    async def _refresh(self, phone_number_id: str, known: _Known | None, now: float) -> _Known:
+        """Ask the database; a changed token is kept as the previous one for `grace` s."""
+        fresh = _Known(now, await self._credential(phone_number_id))
+        if known is not None:
+            fresh.previous, fresh.previous_until = known.previous, known.previous_until
+            fresh.rechecked_at = known.rechecked_at
+            replaced, current = known.credential, fresh.credential
+            if replaced and current and replaced[1] != current[1]:
+                fresh.previous, fresh.previous_until = replaced[1], now + self.grace
+        self._numbers.put(phone_number_id, fresh)
+        return fresh
+
+    @staticmethod
+    def _accepts(known: _Known, token: str, now: float) -> str | None:
+        """The WABA if `token` is the number's token, or the replaced one within its grace."""
         credential = known.credential
         if credential is None:
             return None

@@ -26,7 +26,7 @@ from wagate.domain.model import (
     Project,
     StoredMessage,
 )
-from wagate.ports import IdempotencyConflict, StoreUnavailable
+from wagate.ports import IdempotencyConflict, PhoneNumberGone, StoreUnavailable
 
 _NEW_MESSAGE_FIELDS = tuple(f.name for f in fields(NewMessage))
 _PHONE_NUMBER_FIELDS = tuple(f.name for f in fields(PhoneNumber))
@@ -90,6 +90,8 @@ class SqlStore:
                 message.project_id, message.idempotency_key
             ):
                 raise IdempotencyConflict(message.idempotency_key) from exc
+            if await self.get_phone_number(message.phone_number_id) is None:
+                raise PhoneNumberGone(message.phone_number_id) from exc
             raise
         except Exception as exc:
             if is_row_fault(exc):
