@@ -44,7 +44,8 @@ def statuses(database_url: str, phone_number_id: str) -> dict[str, int]:
         .where(messages.c.phone_number_id == phone_number_id)
         .group_by(messages.c.status),
     )
-    return {str(status): int(count) for status, count in rows}
+    found: list[Any] = list(rows)
+    return {str(row[0]): int(row[1]) for row in found}
 
 
 class Sender(threading.Thread):
@@ -108,7 +109,6 @@ def test_a_token_rotated_while_messages_flow_loses_none_and_is_used_afterwards(
 
         def all_delivered() -> dict[str, int] | None:
             counts = statuses(url, pnid)
-            print(counts)
             return counts if set(counts) <= {"delivered", "read"} else None
 
         counts = wait_until(all_delivered, timeout=20, what="every message delivered")
