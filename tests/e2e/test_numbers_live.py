@@ -4,6 +4,8 @@ sandbox that checks each number's token) and the real CLI beside it."""
 from __future__ import annotations
 
 import itertools
+import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -14,8 +16,11 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support import (
+    WAGATE,
+    ProcessGroup,
     Tenant,
     database_url_for,
+    free_port,
     make_tenant,
     run_cli,
     running_gateway,
@@ -165,3 +170,36 @@ def test_a_number_with_queued_messages_is_removed_only_with_force_and_the_worker
     log = gateway.log_text()
     assert "Traceback" not in log
     assert "claim round failed" not in log
+
+
+def test_the_demo_key_keeps_working_across_restarts_and_is_printed_once(tmp_path: Path) -> None:
+    url = database_url_for("sqlite", tmp_path)
+    first = demo_start(url, tmp_path / "first.log")
+    [secret] = set(re.findall(r"wg_[A-Za-z0-9_-]{40,}", first))  # the key, and in the curl
+    second = demo_start(url, tmp_path / "second.log", send_with=secret)
+    assert secret not in second
+    assert secret[:10] + "…" in second
+    assert "wagate keys create --project prj_" in second
+
+
+def demo_start(url: str, log: Path, send_with: str | None = None) -> str:
+    """Start `wagate serve --demo`, optionally send with a key once it is up; what it printed."""
+    port = free_port()
+    group = ProcessGroup(
+        [WAGATE, "serve", "--demo", "--port", str(port)],
+        {**os.environ, "WAGATE_DATABASE_URL": url, "WAGATE_AUTH_CACHE_SECONDS": "0"},
+        log,
+    )
+    try:
+        group.wait_until_up(f"http://127.0.0.1:{port}/healthz")
+        if send_with is not None:
+            sent = httpx.post(
+                f"http://127.0.0.1:{port}/meta/whatsapp/v24.0/100000000000001/marketing_messages",
+                json=body(),
+                headers={"X-API-Key": send_with},
+                timeout=10,
+            )
+            assert sent.status_code == 200, sent.text
+    finally:
+        group.stop()
+    return group.log_text()

@@ -351,7 +351,7 @@ def _rate_limit_text(rate_limit: int | None) -> str:
     "create", epilog=example("wagate projects create 'Acme Shoes' --rate-limit 600")
 )
 def projects_create(
-    name: Annotated[str, typer.Argument(help="The project's name.")],
+    name: Annotated[str, typer.Argument(help="The project's name.", metavar="NAME")],
     rate_limit: RateLimitOption = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -384,7 +384,7 @@ def projects_create(
     ),
 )
 def projects_update(
-    project_id: Annotated[str, typer.Argument(help="The project's id.")],
+    project_id: Annotated[str, typer.Argument(help="The project's id.", metavar="PROJECT_ID")],
     rate_limit: RateLimitOption = None,
     no_rate_limit: Annotated[
         bool, typer.Option("--no-rate-limit", help="Remove the project's rate limit.")
@@ -467,7 +467,9 @@ def keys_list(
 
 
 @keys_app.command("revoke", epilog=example("wagate keys revoke key_0123456789abcdef"))
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (not the key).")]) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (not the key).", metavar="KEY_ID")],
+) -> None:
     """Revoke an API key."""
     _run(lambda store: admin.revoke_key(store, SystemClock(), key_id))
     console.print(f"revoked {key_id}", markup=False)
