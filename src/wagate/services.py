@@ -8,8 +8,10 @@ import gc
 import logging
 from dataclasses import dataclass, field
 
+from wagate.adapters.logs import process_started, process_stopped
 from wagate.adapters.sandbox import SandboxApp, SandboxConfig, create_sandbox_app
 from wagate.adapters.sandbox.access import GatewayTokens
+from wagate.adapters.startup import printable_url
 from wagate.adapters.store.listen import WorkListener, work_listener
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
@@ -73,6 +75,8 @@ class Services:
     # (monotonic time of the check, whether a sandbox number existed then)
     _sandbox_wanted: tuple[float, bool] = (float("-inf"), False)
     _sandbox_check: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # What `start` logged this process as (api, api+worker); None before it.
+    _role: str | None = None
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Services:
@@ -156,6 +160,12 @@ class Services:
         if worker:
             self.dispatcher = self.dispatcher_for()
             self._worker = asyncio.create_task(self.dispatcher.run(self._stop))
+        self._role = "api+worker" if worker else "api"
+        process_started(
+            self._role,
+            printable_url(self.settings.database_url),
+            sandbox="embedded" if self.sandbox is not None else "off",
+        )
         freeze_startup_objects()
 
     async def start_gateway(self) -> None:
@@ -191,3 +201,5 @@ class Services:
         await self.queue.close()
         await self.upstream.close()
         await self.store.close()
+        if self._role is not None:
+            process_stopped(self._role)

@@ -1,23 +1,35 @@
-"""Settings from `WAGATE_*` environment variables (documented in the README)."""
+"""Settings from `WAGATE_*` environment variables (documented in docs/settings.md)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Literal
 
 from wagate.domain.delivery import DEFAULT_TTL_S
 from wagate.domain.pacing import PAIR_BURST, PAIR_INTERVAL_S
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/wagate.db"
+# Where the default SQLite database lives (WAGATE_DATA_DIR): relative paths are taken
+# from the directory the process starts in and made absolute at once.
+DEFAULT_DATA_DIR = "./data"
+DATABASE_FILE = "wagate.db"
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def default_database_url(data_dir: str) -> str:
+    """The SQLite database under a data directory, as an absolute URL."""
+    return f"sqlite+aiosqlite:///{Path(data_dir, DATABASE_FILE)}"
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway reads from its environment, with the defaults it uses."""
 
-    database_url: str = DEFAULT_DATABASE_URL
+    # Empty: the SQLite file `wagate.db` under `data_dir` (see __post_init__).
+    database_url: str = ""
+    data_dir: str = DEFAULT_DATA_DIR
     # SQLite durability: FULL fsyncs the WAL on every commit, so an acknowledged
     # message survives power loss, not only a process crash; group commit pays
     # that fsync once per batch rather than once per message.
@@ -58,12 +70,29 @@ class Settings:
     # The key that encrypts access tokens and the webhook secret at rest. Unset on
     # SQLite: a key generated once into `<database>.key`; required on PostgreSQL.
     secret_key: str = ""
-    # Bearer token of the operator routes (the sandbox's /_stats, /_reset, /_numbers);
+    # Bearer token of the operator routes (the sandbox's /_stats, /_sends, /_reset, /_numbers);
     # unset: those routes are refused.
     admin_token: str = ""
+    # Peers whose X-Forwarded-Proto and X-Forwarded-Host are believed for the links the
+    # API returns (`paging.next`): addresses or networks, comma-separated; `*` is every
+    # peer, empty is nobody. Default: a reverse proxy on the same machine.
+    trusted_proxies: str = "127.0.0.1,::1"
     # The embedded sandbox: "1" always served, "0" never (sandbox numbers refused),
     # unset: served while at least one sandbox number exists.
     sandbox: str = ""
+
+    def __post_init__(self) -> None:
+        # Absolute at once: a later chdir, or a command run from another directory,
+        # must name the same file in what it prints.
+        data_dir = os.path.abspath(os.path.expanduser(self.data_dir))
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", default_database_url(data_dir))
+
+    @property
+    def database_is_default(self) -> bool:
+        """Whether the database is the default file under WAGATE_DATA_DIR."""
+        return self.database_url == default_database_url(self.data_dir)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +117,11 @@ class Settings:
                 ) from None
         settings = cls(**values)  # type: ignore[arg-type]
         settings.sandbox_mode()  # a bad WAGATE_SANDBOX stops the process now
+        if settings.sqlite_synchronous.upper() not in SQLITE_SYNCHRONOUS:
+            raise SystemExit(
+                f"WAGATE_SQLITE_SYNCHRONOUS={settings.sqlite_synchronous!r} is not one of "
+                + ", ".join(SQLITE_SYNCHRONOUS)
+            )
         return settings
 
     def sandbox_mode(self) -> Literal["auto", "on", "off"]:

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 KNOWN_COMMANDS = [
     [],
     ["migrate"],
+    ["backup"],
     ["serve"],
     ["projects"],
     ["projects", "create"],
@@ -131,11 +132,14 @@ def test_help_works_on_every_command_and_subcommand(tmp_path: Path) -> None:
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage:" in result.stdout, command
         assert "Traceback" not in result.stdout + result.stderr
+        leaf = command and not (len(command) == 1 and command[0] in ("projects", "keys", "numbers"))
+        if leaf:
+            assert re.search(r"Examples?:", result.stdout), command
     for command, result in zip(commands, results, strict=True):
         # An example to copy on every command and group, and no `<bool>` beside a flag.
         assert "Example" in result.stdout, command
-        example_lines = result.stdout.split("Example", 1)[1].splitlines()[1:]
-        assert any("wagate " in line for line in example_lines), (command, result.stdout)
+        after = result.stdout.split("Example", 1)[1]
+        assert "wagate " in after, (command, result.stdout)
         assert "<bool>" not in result.stdout, command
     by_command = dict(zip((" ".join(c) for c in commands), results, strict=True))
     for option in ("--phone-number-id", "--waba-id", "--upstream", "--access-token", "--mps"):
@@ -155,8 +159,9 @@ def test_help_examples_name_only_commands_and_options_that_exist() -> None:
         command: Any = root
         for name in path:
             command = command.commands[name]  # a group's subcommands, by name
-        epilog = command.epilog or ""
-        examples = [line.strip() for line in epilog.splitlines() if "wagate " in line]
+        # Examples are in the epilog, or (h-ops' style) an `Example:` line of the docstring.
+        text = (command.help or "") + "\n" + (command.epilog or "")
+        examples = [line.strip() for line in text.splitlines() if re.search(r"\bwagate\s", line)]
         assert examples, path
         for example in examples:
             command_line = re.search(r"(?:^|[\s(|])wagate\s+(.*)", example)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -20,6 +21,7 @@ from schemathesis.checks import (
 
 from tests.integration.test_send_endpoint import EVERY_COMPONENT, SEED_BODY, body, send
 from tests.support import GatewayProcess, Tenant
+from wagate.adapters.http.send_openapi import SEND_EXAMPLES
 
 SEND = "/meta/whatsapp/{version}/{phone_number_id}/marketing_messages"
 ONE = "/meta/whatsapp/{version}/{phone_number_id}/messages/{message_id}"
@@ -111,11 +113,12 @@ def test_every_reference_resolves(document: dict[str, Any]) -> None:
         assert isinstance(resolve(document, ref), dict), ref
 
 
-def test_the_send_body_is_one_of_a_phone_send_and_a_bsuid_send(document: dict[str, Any]) -> None:
+def test_the_send_body_is_any_of_a_phone_send_and_a_bsuid_send(document: dict[str, Any]) -> None:
     operation = document["paths"][SEND]["post"]
     request_body = operation["requestBody"]
     assert request_body["required"] is True
-    variants = request_body["content"]["application/json"]["schema"]["oneOf"]
+    # anyOf: a body with both `to` and `recipient` is valid (`to` wins) and matches both.
+    variants = request_body["content"]["application/json"]["schema"]["anyOf"]
     phone, bsuid = (deref(document, variant) for variant in variants)
     for variant in (phone, bsuid):
         assert {"messaging_product", "type", "template"} <= set(variant["required"])
@@ -128,7 +131,7 @@ def test_the_send_body_is_one_of_a_phone_send_and_a_bsuid_send(document: dict[st
 
 def test_the_send_body_describes_the_template_components(document: dict[str, Any]) -> None:
     variants = document["paths"][SEND]["post"]["requestBody"]["content"]["application/json"]
-    phone = deref(document, variants["schema"]["oneOf"][0])
+    phone = deref(document, variants["schema"]["anyOf"][0])
     template = deref(document, phone["properties"]["template"])
     assert {"name", "language"} <= set(template["required"])
     [array] = [s for s in template["properties"]["components"]["anyOf"] if s.get("type") == "array"]
@@ -216,6 +219,140 @@ def test_the_listing_and_its_query_parameters_are_documented(document: dict[str,
 def test_healthz_is_documented(document: dict[str, Any]) -> None:
     health = json_schema(document, document["paths"]["/healthz"]["get"], "200")
     assert "status" in health["properties"]
+
+
+# Readable operation ids, chosen, not generated from the path; `readyz` is the health
+# check's (issue 11).
+OPERATION_IDS = {
+    "sendMarketingMessage",
+    "getMessage",
+    "listMessages",
+    "verifyMetaWebhook",
+    "receiveMetaWebhook",
+    "healthz",
+    "readyz",
+}
+API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(path, method, operation) for every operation of the document."""
+    for path, item in document["paths"].items():
+        for method in METHODS:
+            if method in item:
+                yield path, method, item[method]
+
+
+def validator(document: dict[str, Any], schema: dict[str, Any]) -> jsonschema_rs.Validator:
+    """A strict JSON Schema 2020-12 validator of `schema`, its references into the document."""
+    return jsonschema_rs.Draft202012Validator({**schema, "components": document["components"]})
+
+
+def test_the_document_is_openapi_3_1_with_an_answer_for_every_operation(
+    document: dict[str, Any],
+) -> None:
+    assert document["openapi"].startswith("3.1")
+    assert {"title", "version"} <= set(document["info"])
+    found = list(operations(document))
+    assert len(found) >= 6
+    for path, method, operation in found:
+        assert operation["responses"], (path, method)
+        for status in operation["responses"]:
+            assert status == "default" or (status.isdigit() and len(status) == 3), status
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+        assert declared == set(re.findall(r"{(\w+)}", path)), (path, method)
+
+
+def test_every_operation_has_a_readable_operation_id(document: dict[str, Any]) -> None:
+    ids = [operation.get("operationId") for _, _, operation in operations(document)]
+    assert len(ids) == len(set(ids)), ids
+    assert set(ids) <= OPERATION_IDS, ids
+    assert OPERATION_IDS - {"readyz"} <= set(ids)
+
+
+def test_every_authenticated_operation_takes_an_api_key_or_a_bearer_token(
+    document: dict[str, Any],
+) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["ApiKey"] == {
+        "type": "apiKey",
+        "name": "X-API-Key",
+        "in": "header",
+        "description": schemes["ApiKey"]["description"],
+    }
+    assert schemes["Bearer"]["type"] == "http"
+    assert schemes["Bearer"]["scheme"] == "bearer"
+    for path, method, operation in operations(document):
+        if path.startswith("/meta/"):
+            assert operation.get("security") == API_KEY_SECURITY, (path, method)
+            assert "401" in operation["responses"], (path, method)
+        else:  # health, and Meta's webhooks (signed, not keyed)
+            assert not operation.get("security"), (path, method)
+
+
+def test_every_header_and_status_is_documented(document: dict[str, Any]) -> None:
+    for path, method, operation in operations(document):
+        for status, response in operation["responses"].items():
+            if status[0] in "45":
+                assert "x-fb-trace-id" in response.get("headers", {}), (path, method, status)
+    send = document["paths"][SEND]["post"]
+    assert {"idempotent-replayed", "x-fb-trace-id"} <= set(send["responses"]["200"]["headers"])
+    assert "Retry-After" in send["responses"]["429"]["headers"]
+    assert {"400", "401", "408", "413", "415", "422", "429", "500"} <= set(send["responses"])
+    headers = {p["name"] for p in send["parameters"] if p["in"] == "header"}
+    assert "Idempotency-Key" in headers
+    verify = document["paths"]["/webhooks/meta"]["get"]
+    assert {"200", "403"} <= set(verify["responses"])
+    assert {p["name"] for p in verify["parameters"]} >= {"hub.mode", "hub.verify_token"}
+    receive = document["paths"]["/webhooks/meta"]["post"]
+    assert {"200", "400", "401", "408", "413", "503"} <= set(receive["responses"])
+    assert "X-Hub-Signature-256" in {p["name"] for p in receive["parameters"]}
+
+
+def media_examples(document: dict[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    """(where, example, schema) for every example of a request or response body."""
+    for path, method, operation in operations(document):
+        bodies = [("request", operation.get("requestBody", {}))]
+        bodies += list(operation["responses"].items())
+        for status, holder in bodies:
+            for media in holder.get("content", {}).values():
+                where = f"{method} {path} {status}"
+                if "example" in media:
+                    yield where, media["example"], media["schema"]
+                for name, example in media.get("examples", {}).items():
+                    yield f"{where} {name}", example["value"], media["schema"]
+
+
+def test_every_documented_example_is_valid_under_a_strict_validator(
+    document: dict[str, Any],
+) -> None:
+    found = list(media_examples(document))
+    send_body = document["paths"][SEND]["post"]["requestBody"]["content"]["application/json"]
+    assert set(send_body["examples"]) == set(SEND_EXAMPLES)
+    assert len(found) >= len(SEND_EXAMPLES) + 2
+    for where, example, schema in found:
+        errors = [str(e) for e in validator(document, schema).iter_errors(example)]
+        assert not errors, (where, errors)
+
+
+def test_the_send_schema_refuses_what_the_gateway_refuses(document: dict[str, Any]) -> None:
+    send_body = document["paths"][SEND]["post"]["requestBody"]["content"]["application/json"]
+    check = validator(document, send_body["schema"])
+    both = send_body["examples"]["phone_and_bsuid"]["value"]
+    assert check.is_valid(both)
+    assert not check.is_valid({k: v for k, v in both.items() if k not in ("to", "recipient")})
+    assert not check.is_valid({**both, "colour": "red"})
+    assert not check.is_valid({**both, "to": None, "recipient": None})
+    assert not check.is_valid({**both, "recipient": "not a bsuid", "to": None})
+
+
+@pytest.mark.parametrize("name", sorted(SEND_EXAMPLES))
+def test_every_documented_send_body_is_accepted_by_the_gateway(
+    gateway: GatewayProcess, tenant: Tenant, name: str
+) -> None:
+    answer = send(gateway, tenant, SEND_EXAMPLES[name][1])
+    assert answer.status_code == 200, answer.text
 
 
 # ---- live answers against the document ---------------------------------------------

@@ -533,6 +533,55 @@ async def test_the_throughput_level_follows_the_configured_rate(sandbox: Sandbox
     assert body == {"throughput": {"level": "STANDARD", "mps": 80.0}, "id": "123456"}
 
 
+async def test_a_number_registered_with_its_own_mps_is_limited_and_tiered_by_it(
+    sandbox: Sandbox,
+) -> None:
+    pnid = _phone_number_id()
+    registration = {"phone_number_id": pnid, "waba_id": pnid, "mps": 2}
+    status, _ = await sandbox.call("POST", "/_numbers", registration, headers=ADMIN)
+    assert status == 200
+
+    _, tier = await sandbox.call("GET", f"/v24.0/{pnid}?fields=throughput")
+    answers = [await sandbox.send(pnid, _message(f"+1 555 11{i:05d}")) for i in range(3)]
+
+    assert tier["throughput"] == {"level": "STANDARD", "mps": 2.0}
+    # A one-second bucket of its own 2 msg/s: two at once, the third refused.
+    assert [status for status, _ in answers] == [200, 200, 400]
+    assert _error_code(answers[2][1]) == 130429
+    assert "2 messages/s" in str(answers[2][1])
+
+
+async def test_an_unusable_mps_is_refused_with_code_100(sandbox: Sandbox) -> None:
+    pnid = _phone_number_id()
+    for mps in (0, -1, "fast"):
+        registration = {"phone_number_id": pnid, "waba_id": pnid, "mps": mps}
+        status, body = await sandbox.call("POST", "/_numbers", registration, headers=ADMIN)
+        assert (status, _error_code(body)) == (400, 100), body
+
+
+async def test_sends_lists_each_accepted_send_with_its_time_for_the_operator_only(
+    sandbox: Sandbox,
+) -> None:
+    pnid, other = _phone_number_id(), _phone_number_id()
+    before = time.time()
+    await sandbox.send(pnid, _message("+1 555 120 0001"))
+    await sandbox.send(other, _message("+1 555 120 0002"))
+    await sandbox.send(pnid, _message(template=_template("no_such_template")))
+    await sandbox.send(pnid, _message("+1 555 120 0003"))
+
+    status, listed = await sandbox.call("GET", f"/_sends?phone_number_id={pnid}", headers=ADMIN)
+    refused, _ = await sandbox.call("GET", "/_sends")
+
+    assert status == 200
+    assert [(s["phone_number_id"], s["to"]) for s in listed["data"]] == [
+        (pnid, "15551200001"),
+        (pnid, "15551200003"),
+    ]
+    first, second = (s["at"] for s in listed["data"])
+    assert before <= first <= second <= time.time()
+    assert refused == 401
+
+
 # ---- templates ----------------------------------------------------------------------
 
 SEEDED = [
@@ -695,6 +744,30 @@ async def test_one_second_of_burst_then_130429() -> None:
     assert refused.value.code == 130429
     clock.at += 1 / 80
     state.send("1", _body("+1 555 0700001"), authorized=True)
+
+
+async def test_a_numbers_own_mps_refills_at_its_rate_and_a_reset_forgets_it() -> None:
+    clock = FakeClock()
+    state = SandboxState(SandboxConfig(mps=80), clock)
+    state.register_number("1", "w", mps=1)
+    # At least two messages of burst, so that jitter around 1 msg/s is no 130429...
+    state.send("1", _body("+1 555 1300000"), authorized=True)
+    state.send("1", _body("+1 555 1300001"), authorized=True)
+    with pytest.raises(GraphError) as refused:
+        state.send("1", _body("+1 555 1300002"), authorized=True)
+    assert refused.value.code == 130429
+    # ...and then one a second.
+    clock.at += 1.0
+    state.send("1", _body("+1 555 1300002"), authorized=True)
+    with pytest.raises(GraphError):
+        state.send("1", _body("+1 555 1300003"), authorized=True)
+    state.attach("1", "another-waba")  # re-attached: its own rate stays
+    assert state.mps_of("1") == 1
+
+    state.reset()
+
+    assert state.mps_of("1") == 80
+    assert list(state.sends) == []
 
 
 async def test_the_pair_limit_refills_one_message_per_interval() -> None:

@@ -438,3 +438,57 @@ def test_the_pair_rate_keeps_one_message_of_metas_burst_spare() -> None:
         pair_rate(6.0, 0)
     with pytest.raises(ValueError, match="interval"):
         pair_rate(0.0, 45)
+
+
+# ---- the send window: what leaves, not what was booked --------------------------------
+
+
+@given(
+    limit=st.integers(1, 50),
+    wakes=st.lists(st.integers(0, 3 * S), min_size=1, max_size=300),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_send_window_never_lets_more_than_its_limit_into_a_second(
+    limit: int, wakes: list[int]
+) -> None:
+    # Sends wake at arbitrary (late, bunched) times, in order; each leaves when the
+    # window allows.
+    window = pacing.SendWindow(limit)
+    sent: list[int] = []
+    for wake in sorted(wakes):
+        at = window.earliest(max(wake, sent[-1] if sent else 0))
+        window.record(at)
+        sent.append(at)
+    assert most_in_window(sent, S) <= limit
+    assert most_in_window(sent, window.span) <= limit
+
+
+def test_a_send_window_holds_nothing_back_below_its_limit() -> None:
+    window = pacing.SendWindow(3)
+    for at in (T0, T0 + 1, T0 + 2):
+        assert window.earliest(at) == at
+        window.record(at)
+    # The fourth waits until the first has left the window.
+    assert window.earliest(T0 + 3) == T0 + window.span
+    assert not window.idle_since(T0 + window.span + 1)
+    assert window.idle_since(T0 + 2 + window.span)
+
+
+def test_a_resized_send_window_keeps_the_latest_sends() -> None:
+    window = pacing.SendWindow(4)
+    for at in range(T0, T0 + 4):
+        window.record(at)
+    window.resize(2)  # throttled: half the rate
+    assert window.limit == 2
+    assert window.earliest(T0 + 4) == T0 + 2 + window.span
+    window.resize(8)  # recovered
+    assert window.earliest(T0 + 4) == T0 + 4
+
+
+def test_a_send_window_at_a_pace_allows_that_many_a_second() -> None:
+    assert pacing.window_limit(1 / 80) == 80
+    assert pacing.window_limit(1 / 1000) == 1000
+    assert pacing.window_limit(6.0) == 1  # slower than one a second: one per window
+    assert pacing.window_limit(Rate.per_second(3).interval / S) == 3  # 333,334 us
+    assert pacing.window_limit(Rate.per_second(7).interval / S) == 7
+    assert pacing.window_limit(1 / 2.5) == 3  # slots at 0, 0.4 and 0.8 s

@@ -39,6 +39,8 @@ app = typer.Typer(
     help="wagate: a self-hosted WhatsApp marketing-messages gateway (Kapso-compatible).",
     epilog=example("wagate serve --demo", "wagate projects create 'Acme Shoes'"),
     add_completion=False,
+    # main() tells errors in one line (or, with --debug, with a plain traceback).
+    pretty_exceptions_enable=False,
     **HELP,  # type: ignore[arg-type]
 )
 projects_app = typer.Typer(
@@ -83,9 +85,9 @@ def migrate(url: str) -> None:
 
 def shown_url(url: str) -> str:
     """A database URL fit to print: the password masked."""
-    from sqlalchemy.engine import make_url
+    from wagate.adapters.startup import printable_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    return printable_url(url)
 
 
 def _fail(message: object) -> typer.Exit:
@@ -93,15 +95,25 @@ def _fail(message: object) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _run(work: Callable[[SqlStore], Awaitable[T]]) -> T:
+def _run(work: Callable[[SqlStore], Awaitable[T]], *, create: bool = False) -> T:
     """Migrate and seal secrets, then run `work` against the configured store.
 
-    AdminError and a missing or wrong WAGATE_SECRET_KEY exit 1 with a message.
+    Only `create` (serve) makes a new SQLite database; every other command refuses
+    a missing one, so that a command run from another directory does not quietly
+    work on a new, empty database. AdminError and a missing or wrong
+    WAGATE_SECRET_KEY exit 1 with a message.
     """
+    from wagate.adapters.startup import prepare_database_dir, require_database_file
     from wagate.adapters.store.secrets import SecretKeyError
     from wagate.adapters.store.sql import SqlStore
 
     settings = Settings.from_env()
+    if create:
+        prepare_database_dir(settings.database_url)
+    else:
+        require_database_file(
+            settings.database_url, settings.data_dir, is_default=settings.database_is_default
+        )
     migrate(settings.database_url)
 
     async def main() -> T:
@@ -130,29 +142,73 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value) + "\n")
 
 
-@app.command(
-    "migrate",
-    epilog=example("WAGATE_DATABASE_URL=postgresql+asyncpg://wagate@db/wagate wagate migrate"),
-)
+@app.command("migrate")
 def migrate_command() -> None:
-    """Bring the database (WAGATE_DATABASE_URL) up to the newest schema."""
+    """Bring the database up to the newest schema (creating a SQLite one if missing).
+
+    The database is WAGATE_DATABASE_URL, else wagate.db under WAGATE_DATA_DIR (./data).
+    Example: WAGATE_DATABASE_URL=postgresql://wagate@db:5432/wagate wagate migrate
+    """
+    from wagate.adapters.startup import prepare_database_dir
+
     settings = Settings.from_env()
+    prepare_database_dir(settings.database_url)
     migrate(settings.database_url)
     console.print(f"migrated {shown_url(settings.database_url)}", markup=False, soft_wrap=True)
 
 
-@app.command("secret-key", epilog=example("export WAGATE_SECRET_KEY=$(wagate secret-key)"))
+@app.command("backup")
+def backup_command(
+    destination: Annotated[
+        Path, typer.Argument(help="The file to write (or a directory to write it into).")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace DESTINATION if it exists.")
+    ] = False,
+) -> None:
+    """Copy the SQLite database with SQLite's online backup, safe while the gateway runs.
+
+    The copy is one committed state, checked with `PRAGMA integrity_check`. The
+    generated key file (`wagate.db.key`), if any, is copied beside it as
+    DESTINATION.key: keep the two together. On PostgreSQL use pg_dump (exit 2).
+
+    Example: wagate backup /var/backups/wagate-$(date +%F).db
+    """
+    from wagate.adapters.store.backup import BackupError, NotSqlite, backup_sqlite
+
+    settings = Settings.from_env()
+    try:
+        done = backup_sqlite(settings.database_url, destination, overwrite=force)
+    except NotSqlite as exc:
+        errors.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    except BackupError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"backed up {done.source} to {done.destination} ({done.pages} pages, integrity ok)",
+        markup=False,
+        soft_wrap=True,
+    )
+    if done.key_file is not None:
+        console.print(
+            f"copied the secret key file to {done.key_file}: keep it with the backup",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@app.command("secret-key")
 def secret_key_command() -> None:
-    """Print a new random key for WAGATE_SECRET_KEY (give every process the same one)."""
+    """Print a new random key for WAGATE_SECRET_KEY (give every process the same one).
+
+    Example: export WAGATE_SECRET_KEY=$(wagate secret-key)
+    """
     from wagate.adapters.store.secrets import new_secret_key
 
     sys.stdout.write(new_secret_key() + "\n")
 
 
-@app.command(
-    "serve",
-    epilog=example("wagate serve --demo", "wagate serve --host 0.0.0.0 --port 8080 --no-worker"),
-)
+@app.command("serve")
 def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
@@ -174,8 +230,19 @@ def serve_command(
         ),
     ] = None,
 ) -> None:
-    """Migrate the database, then serve the API (and, unless --no-worker, deliver)."""
+    """Migrate the database, then serve the API (and, unless --no-worker, deliver).
+
+    Example: WAGATE_DATA_DIR=/var/lib/wagate wagate serve --host 0.0.0.0 --port 8080
+    """
+    from wagate.adapters.http.proxies import TrustedProxies
+    from wagate.adapters.sandbox.config import SandboxConfig
+    from wagate.adapters.startup import require_free_port
+
     settings = Settings.from_env()
+    SandboxConfig.from_env()  # the embedded sandbox's settings: a mistake stops us here
+    TrustedProxies.parse(settings.trusted_proxies)  # a bad entry stops here, in one line
+    require_free_port(host, port)
+    console.print(f"database: {shown_url(settings.database_url)}", markup=False, soft_wrap=True)
     os.environ.setdefault("WAGATE_PUBLIC_URL", f"http://{_loopback(host)}:{port}")
     # Only an explicit flag overrides WAGATE_WORKER (README: WAGATE_WORKER=0 turns it off).
     if worker is not None:
@@ -183,11 +250,13 @@ def serve_command(
     sandbox_allowed = settings.sandbox_mode() != "off"
     if demo:
         found = _run(
-            lambda store: admin.ensure_demo(store, SystemClock(), sandbox_allowed=sandbox_allowed)
+            lambda store: admin.ensure_demo(store, SystemClock(), sandbox_allowed=sandbox_allowed),
+            create=True,
         )
         _print_demo(found, host, port)
     else:
-        _run(_nothing)  # migrate, and stop here with a clear message if the key is wrong
+        # Migrate, and stop here with a clear message if the key is wrong.
+        _run(_nothing, create=True)
     from granian.constants import Interfaces
     from granian.server import Server
 
@@ -214,18 +283,21 @@ def _loopback(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-@app.command(
-    "worker",
-    epilog=example("WAGATE_DATABASE_URL=postgresql+asyncpg://wagate@db/wagate wagate worker"),
-)
+@app.command("worker")
 def worker_command() -> None:
-    """Run a delivery worker alone: claim, pace, send to Meta (or the sandbox), record."""
+    """Run a delivery worker alone: claim, pace, send to Meta (or the sandbox), record.
+
+    Sandbox numbers are sent to WAGATE_SANDBOX_URL (default: WAGATE_PUBLIC_URL/sandbox).
+    Example: WAGATE_SANDBOX_URL=http://127.0.0.1:18601/sandbox wagate worker
+    """
     import signal
 
-    from wagate.services import Services, freeze_startup_objects
+    from wagate.adapters.logs import process_started, process_stopped
 
     settings = Settings.from_env()
     _run(_nothing)
+    # After the checks: a mistake is told without importing the whole gateway first.
+    from wagate.services import Services, freeze_startup_objects
 
     async def main() -> None:
         services = Services.build(settings)
@@ -240,21 +312,31 @@ def worker_command() -> None:
             markup=False,
             soft_wrap=True,
         )
+        process_started(
+            "worker",
+            shown_url(settings.database_url),
+            worker=dispatcher.owner,
+            sandbox_upstream=_sandbox_upstream(settings),
+            meta_upstream=settings.meta_base_url,
+        )
         try:
             await dispatcher.run(stop)
         finally:
             await services.close()
+            process_stopped("worker")
 
     asyncio.run(main())
 
 
-@app.command(
-    "sandbox",
-    epilog=example(
-        "wagate sandbox --port 9000 --webhook-url http://127.0.0.1:8080/webhooks/meta"
-        " --app-secret s3cret"
-    ),
-)
+def _sandbox_upstream(settings: Settings) -> str:
+    """Where sandbox numbers' messages go, and whether that was only a guess."""
+    url = settings.upstream_base("sandbox")
+    if settings.sandbox_url or settings.public_url:
+        return url
+    return f"{url} (a guess: set WAGATE_SANDBOX_URL to the gateway's /sandbox)"
+
+
+@app.command("sandbox")
 def sandbox_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,
@@ -273,7 +355,7 @@ def sandbox_command(
         typer.Option(
             envvar="WAGATE_ADMIN_TOKEN",
             show_envvar=True,
-            help="Bearer token of the operator routes /_stats, /_reset, /_numbers"
+            help="Bearer token of the operator routes /_stats, /_sends, /_reset, /_numbers"
             " (unset: those routes are refused).",
         ),
     ] = None,
@@ -285,11 +367,22 @@ def sandbox_command(
         ),
     ] = None,
 ) -> None:
-    """Run the Meta emulator standalone; point WAGATE_META_BASE_URL at it."""
-    from wagate.adapters.sandbox import run_sandbox
+    """Run the Meta emulator standalone; point WAGATE_META_BASE_URL at it.
 
+    Example: wagate sandbox --port 9000 --webhook-url http://127.0.0.1:8080/webhooks/meta
+    """
+    from wagate.adapters.logs import process_started, process_stopped
+    from wagate.adapters.sandbox import SandboxConfig, run_sandbox
+    from wagate.adapters.startup import require_free_port
+
+    SandboxConfig.from_env()  # a bad WAGATE_SANDBOX_* stops it before it listens
+    require_free_port(host, port)
     console.print(f"sandbox on http://{_loopback(host)}:{port} (stats: /_stats)")
-    run_sandbox(host, port, mps, webhook_url, app_secret, admin_token=admin_token, token=token)
+    process_started("sandbox", None, listen=f"{host}:{port}")
+    try:
+        run_sandbox(host, port, mps, webhook_url, app_secret, admin_token=admin_token, token=token)
+    finally:
+        process_stopped("sandbox")
 
 
 def _print_demo(demo: admin.Demo, host: str, port: int) -> None:
@@ -347,15 +440,16 @@ def _rate_limit_text(rate_limit: int | None) -> str:
     return "unlimited" if rate_limit is None else f"{rate_limit}/min"
 
 
-@projects_app.command(
-    "create", epilog=example("wagate projects create 'Acme Shoes' --rate-limit 600")
-)
+@projects_app.command("create")
 def projects_create(
     name: Annotated[str, typer.Argument(help="The project's name.", metavar="NAME")],
     rate_limit: RateLimitOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create a project and its first API key (shown once); no rate limit unless given."""
+    """Create a project and its first API key (shown once); no rate limit unless given.
+
+    Example: wagate projects create shop --rate-limit 600 --json
+    """
     limit = rate_limit or None
     project, key = _run(
         lambda store: admin.create_project(store, SystemClock(), name, rate_limit=limit)
@@ -376,13 +470,7 @@ def projects_create(
         console.print(f"API key (shown once): {key.secret}")
 
 
-@projects_app.command(
-    "update",
-    epilog=example(
-        "wagate projects update prj_0123456789abcdef --rate-limit 600",
-        "wagate projects update prj_0123456789abcdef --no-rate-limit",
-    ),
-)
+@projects_app.command("update")
 def projects_update(
     project_id: Annotated[str, typer.Argument(help="The project's id.", metavar="PROJECT_ID")],
     rate_limit: RateLimitOption = None,
@@ -391,7 +479,10 @@ def projects_update(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Change a project's rate limit; running gateways apply it within the auth cache time."""
+    """Change a project's rate limit; running gateways apply it within the auth cache time.
+
+    Example: wagate projects update prj_123 --rate-limit 1200
+    """
     if (rate_limit is None) == (not no_rate_limit):
         errors.print("[red]error:[/red] give one of --rate-limit N or --no-rate-limit")
         raise typer.Exit(2)
@@ -405,9 +496,12 @@ def projects_update(
         )
 
 
-@projects_app.command("list", epilog=example("wagate projects list --json"))
+@projects_app.command("list")
 def projects_list(as_json: JsonFlag = False) -> None:
-    """List projects."""
+    """List projects.
+
+    Example: wagate projects list --json
+    """
     found = _run(lambda store: store.list_projects())
     if as_json:
         _print_json(
@@ -423,15 +517,16 @@ def projects_list(as_json: JsonFlag = False) -> None:
     console.print(table)
 
 
-@keys_app.command(
-    "create", epilog=example("wagate keys create --project prj_0123456789abcdef --label billing")
-)
+@keys_app.command("create")
 def keys_create(
     project: Annotated[str, typer.Option(help="Project id.")],
     label: Annotated[str, typer.Option(help="A note to tell keys apart.")] = "",
     as_json: JsonFlag = False,
 ) -> None:
-    """Create an API key (shown once)."""
+    """Create an API key (shown once).
+
+    Example: wagate keys create --project prj_123 --label billing --json
+    """
     issued = _run(lambda store: admin.create_key(store, SystemClock(), project, label))
     if as_json:
         _print_json(
@@ -441,11 +536,14 @@ def keys_create(
         console.print(f"key {issued.key.id}: {issued.secret} (shown once)", markup=False)
 
 
-@keys_app.command("list", epilog=example("wagate keys list --project prj_0123456789abcdef"))
+@keys_app.command("list")
 def keys_list(
     project: Annotated[str, typer.Option(help="Project id.")], as_json: JsonFlag = False
 ) -> None:
-    """List a project's keys (prefixes only; keys are never stored)."""
+    """List a project's keys (prefixes only; keys are never stored).
+
+    Example: wagate keys list --project prj_123
+    """
     found = _run(lambda store: admin.list_keys(store, project))
     rows = [
         {
@@ -466,11 +564,14 @@ def keys_list(
     console.print(table)
 
 
-@keys_app.command("revoke", epilog=example("wagate keys revoke key_0123456789abcdef"))
+@keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (not the key).", metavar="KEY_ID")],
 ) -> None:
-    """Revoke an API key."""
+    """Revoke an API key.
+
+    Example: wagate keys revoke key_123
+    """
     _run(lambda store: admin.revoke_key(store, SystemClock(), key_id))
     console.print(f"revoked {key_id}", markup=False)
 
@@ -700,8 +801,62 @@ def numbers_remove(
     console.print(f"removed phone number {phone_number_id}{suffix}", markup=False)
 
 
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="WAGATE_DEBUG",
+            help="Show the traceback of a startup or configuration error (else one line).",
+        ),
+    ] = False,
+) -> None:
+    """wagate: a self-hosted WhatsApp marketing-messages gateway (Kapso-compatible)."""
+    if debug:
+        os.environ["WAGATE_DEBUG"] = "1"
+
+
+def _debugging() -> bool:
+    return os.environ.get("WAGATE_DEBUG", "").strip().lower() in ("1", "true", "yes")
+
+
+def _database_url_or_none() -> str | None:
+    try:
+        return Settings.from_env().database_url
+    except BaseException:  # the settings themselves may be what failed
+        return None
+
+
 def main() -> None:
-    """Console-script entry point: escaped log lines, then the command."""
+    """Console-script entry point: escaped log lines, then the command.
+
+    Every error of a command ends here: a known kind (see `startup.one_line`) is one
+    line on stderr and exit 1; `--debug` (WAGATE_DEBUG=1) adds its traceback.
+    """
+    import traceback
+
+    from wagate.adapters.startup import DEBUG_HINT, one_line
+
     level = os.environ.get("WAGATE_LOG_LEVEL") or "INFO"
     configure_logging(level if level.upper() in logging.getLevelNamesMapping() else "INFO")
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if isinstance(exc.code, int | None):
+            raise
+        # `raise SystemExit("one line")`: a mistake the code found itself.
+        if _debugging():
+            traceback.print_exc()
+        sys.stderr.write(f"error: {exc.code}\n")
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if _debugging():
+            traceback.print_exc()
+        line = one_line(exc, _database_url_or_none())
+        if line is None:
+            line = f"{type(exc).__name__}: {' '.join(str(exc).split())} {DEBUG_HINT}"
+        sys.stderr.write(f"error: {line}\n")
+        raise SystemExit(1) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 # C0 controls, DEL, and the C1/Unicode line breaks some log viewers honour.
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, 0x85)}
@@ -36,3 +37,36 @@ def configure_logging(level: str) -> None:
     # Alembic narrates every plugin it loads at INFO: only its warnings are news.
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def version() -> str:
+    """The installed wagate's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("wagate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+_processes = logging.getLogger("wagate.process")
+
+
+def process_started(role: str, database: str | None, **details: object) -> None:
+    """Log a process's start: version, role (api, api+worker, worker, sandbox), database
+    (already without its password) and whatever else tells this process apart."""
+    extra = "".join(f" {name}={value}" for name, value in details.items())
+    _processes.info(
+        "wagate %s started: role=%s pid=%d database=%s%s",
+        version(),
+        role,
+        os.getpid(),
+        database or "-",
+        extra,
+    )
+
+
+def process_stopped(role: str) -> None:
+    """Log a process's stop."""
+    _processes.info("wagate %s stopped: role=%s pid=%d", version(), role, os.getpid())

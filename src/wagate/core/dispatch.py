@@ -23,6 +23,7 @@ reaped lease, a lost notification). Between those, an idle number costs nothing.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -35,8 +36,15 @@ from dataclasses import dataclass
 import msgspec
 
 from wagate.domain.delivery import EXPIRED_DETAILS, Claimed, Outcome, UpstreamResult, Waiting
-from wagate.domain.errors import MESSAGE_EXPIRED, SOMETHING_WENT_WRONG, GraphError, kind_of
+from wagate.domain.errors import (
+    MESSAGE_EXPIRED,
+    NETWORK_ERROR,
+    SOMETHING_WENT_WRONG,
+    GraphError,
+    kind_of,
+)
 from wagate.domain.model import PhoneNumber
+from wagate.domain.pacing import SendWindow, to_micros, to_seconds, window_limit
 from wagate.domain.recipients import normalise_phone
 from wagate.domain.requests import MarketingMessageRequest
 from wagate.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy, decide
@@ -52,6 +60,12 @@ _encoder = msgspec.json.Encoder()
 TIER_TTL_S = 600.0
 # After a failed tier lookup, ask again this much later (the last known tier stays).
 TIER_RETRY_S = 60.0
+# A number whose upstream cannot be reached is warned of at once, then at most once
+# per this many seconds (with the count of failed sends between): a dead upstream
+# must be seen, not flood the log.
+UNREACHABLE_WARNING_S = 60.0
+# The setting that names each upstream kind's address, for the warning's hint.
+UPSTREAM_SETTING = {"meta": "WAGATE_META_BASE_URL", "sandbox": "WAGATE_SANDBOX_URL"}
 
 
 def upstream_payload(stored_request: str) -> bytes:
@@ -144,6 +158,55 @@ class WorkBell:
         await self._rung.wait()
 
 
+class UnreachableWarnings:
+    """Says loudly that a number's upstream cannot be reached (connection refused, timeout):
+    at the first failure, then at most once per `every_s` with the failures counted."""
+
+    def __init__(self, clock: Clock, every_s: float = UNREACHABLE_WARNING_S) -> None:
+        self.clock = clock
+        self.every_s = every_s
+        # Per number: when it was last warned of, and the failures since.
+        self._warned_at: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+
+    def failed(self, number: PhoneNumber, base_url: str, details: str | None) -> bool:
+        """One send could not reach the upstream; True if this one was warned of."""
+        phone_number_id = number.phone_number_id
+        failures = self._failures.get(phone_number_id, 0) + 1
+        now = self.clock.now()
+        warned_at = self._warned_at.get(phone_number_id)
+        if warned_at is not None and now - warned_at < self.every_s:
+            self._failures[phone_number_id] = failures
+            return False
+        self._warned_at[phone_number_id] = now
+        self._failures[phone_number_id] = 0
+        since = "" if warned_at is None else f" in the last {now - warned_at:.0f} s"
+        log.warning(
+            "UPSTREAM UNREACHABLE: number %s cannot reach %s (%s); %d send(s) failed%s, "
+            "its messages stay queued and are retried; check %s",
+            phone_number_id,
+            base_url,
+            details or "no answer",
+            failures,
+            since,
+            UPSTREAM_SETTING.get(number.upstream, "the upstream's URL"),
+        )
+        return True
+
+    def reached(self, number: PhoneNumber, base_url: str) -> None:
+        """A send reached the upstream: say so if it had been unreachable."""
+        phone_number_id = number.phone_number_id
+        if self._warned_at.pop(phone_number_id, None) is None:
+            return
+        unwarned = self._failures.pop(phone_number_id, 0)
+        log.warning(
+            "number %s reaches %s again (%d more failed send(s) since the last warning)",
+            phone_number_id,
+            base_url,
+            unwarned,
+        )
+
+
 class Dispatcher:
     """One worker: its loop claims, its tasks send, the queue records outcomes."""
 
@@ -177,16 +240,21 @@ class Dispatcher:
         self._due_at: dict[str, float] = {}
         # Claims in a row that found nothing, per number (for the retry's back-off).
         self._misses: dict[str, int] = {}
+        # Where this worker's round robin over the numbers is (see `_turns`).
+        self._claimed_last: str | None = None
         self._look_at = -1e18
         self._housekeeping_at = -1e18
         # The last slot this worker booked per number: no need to ask for more
         # while it is still far ahead (another worker may have booked beyond it).
         self._booked_until: dict[str, float] = {}
         self._next_local: dict[str, float] = {}
+        # Each sending number's latest send times: no second carries more than its rate.
+        self._windows: dict[str, SendWindow] = {}
         # Meta's throughput tier per number (msg/s) and when to ask again; at most
         # one lookup in flight per number.
         self._tiers: dict[str, tuple[int | None, float]] = {}
         self._tier_lookups: dict[str, asyncio.Task[None]] = {}
+        self.unreachable = UnreachableWarnings(clock)
         self.sent = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -245,6 +313,12 @@ class Dispatcher:
             if expired:
                 log.info("expired %d messages past their TTL", expired)
             await self.queue.reconcile(now)
+            now_us = to_micros(now)
+            self._windows = {
+                number: window
+                for number, window in self._windows.items()
+                if not window.idle_since(now_us)
+            }
         notified, everything = self.bell.take()
         if everything or not notified.issubset(self._numbers):
             self._look_at = now
@@ -265,10 +339,30 @@ class Dispatcher:
                 self._next_try[phone_number_id] = now
                 self._misses.pop(phone_number_id, None)
         total = 0
-        for phone_number_id, at in list(self._next_try.items()):
+        for phone_number_id, at in self._turns():
             if at <= self.clock.now():
                 total += await self._claim(phone_number_id)
+                self._claimed_last = phone_number_id
         return total
+
+    def _turns(self) -> list[tuple[str, float]]:
+        """The numbers to try, in order of phone_number_id from just after the last one
+        this worker claimed, round and round (its first round starts at random).
+
+        Round robin: a round over many numbers takes a while, and a round that always
+        started at the same number would serve the first ones again and again before
+        the last. Starting each worker somewhere else keeps workers that share the
+        numbers off each other: in step, each would wait on the others' lock of the
+        same number's row and then find its pace booked.
+        """
+        turns = sorted(self._next_try.items())
+        if not turns:
+            return turns
+        if self._claimed_last is None:
+            start = self.rng.randrange(len(turns))
+        else:
+            start = bisect.bisect_right(turns, (self._claimed_last, math.inf))
+        return turns[start:] + turns[:start]
 
     async def _look(self, now: float) -> None:
         """Which numbers have queued work, and when each is next due (one query)."""
@@ -403,12 +497,29 @@ class Dispatcher:
     async def _send_at(self, number: PhoneNumber, message: Claimed, at: float) -> None:
         try:
             await self.clock.sleep(at - self.clock.now())
+            await self._window_turn(number.phone_number_id, message.interval)
             outcome = await self.send(number, message)
         except Exception:
             # The lease will end and another round will pick the message up again.
             log.exception("send of %s failed; it is retried after its lease", message.id)
             return
         await self.record(outcome, message.id)
+
+    async def _window_turn(self, phone_number_id: str, interval: float) -> None:
+        """Wait until the number's last second of sends leaves room for one more; take it."""
+        limit = window_limit(interval)
+        window = self._windows.get(phone_number_id)
+        if window is None:
+            window = self._windows[phone_number_id] = SendWindow(limit)
+        else:
+            window.resize(limit)
+        while True:
+            now = to_micros(self.clock.now())
+            earliest = window.earliest(now)
+            if earliest <= now:
+                window.record(now)
+                return
+            await self.clock.sleep(to_seconds(earliest - now))
 
     async def record(self, outcome: Outcome, message_id: str) -> None:
         """Commit an outcome, retrying the write (never the send) until it lands."""
@@ -442,16 +553,29 @@ class Dispatcher:
                 error_title=kind.title,
                 error_details=EXPIRED_DETAILS,
             )
+        base_url = self.base_url_for(number)
         result = await self.upstream.send(
-            self.base_url_for(number),
+            base_url,
             self.settings.graph_version,
             number.phone_number_id,
             number.access_token or "sandbox",
             upstream_payload(message.request),
         )
         done_ms = int(self.clock.now() * 1000)
+        if result.error_code == NETWORK_ERROR:
+            self.unreachable.failed(number, base_url, result.error_details)
+        else:
+            self.unreachable.reached(number, base_url)
         if result.ok:
             self.sent += 1
+            if message.attempts > 1:  # its earlier attempts were logged: say how it ended
+                log.info(
+                    "message %s (number %s, attempt %d): accepted upstream as %s",
+                    message.id,
+                    number.phone_number_id,
+                    message.attempts,
+                    result.wamid,
+                )
             return Outcome(
                 message.seq,
                 self.owner,
@@ -482,8 +606,14 @@ class Dispatcher:
     ) -> Outcome:
         code = result.error_code if result.error_code is not None else SOMETHING_WENT_WRONG
         decision = decide(message.attempts, code, result.http_status, self.rng, self.settings.retry)
+        said = (
+            f"message {message.id} (number {number.phone_number_id}, attempt {message.attempts}):"
+            f" upstream error {code} {result.error_title or ''}"
+            + (f" (HTTP {result.http_status})" if result.http_status else "")
+            + f": {result.error_details or '-'}"
+        )
         if decision is None:
-            log.info("message %s failed with %s: %s", message.id, code, result.error_details)
+            log.info("%s; failed, not retried", said)
             return Outcome(
                 message.seq,
                 self.owner,
@@ -494,6 +624,14 @@ class Dispatcher:
                 error_details=result.error_details,
             )
         due_ms = at_ms + int(decision.delay * 1000)
+        log.info(
+            "%s; retry in %.1f s%s",
+            said,
+            decision.delay,
+            {"number": ", the number slowed down", "recipient": ", the recipient held"}.get(
+                decision.scope, ""
+            ),
+        )
         if decision.scope == "number":
             await self.queue.throttle(number.phone_number_id, at_ms / 1000)
         elif decision.scope == "recipient":

@@ -13,10 +13,16 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from wagate.adapters.http.bodies import BodyTooLarge, Receive, read_body, receive_before
-from wagate.adapters.http.docs import docs_assets, docs_config
+from wagate.adapters.http.docs import (
+    API_KEY_SECURITY,
+    docs_assets,
+    docs_config,
+    document_trace_ids,
+)
 from wagate.adapters.http.graph import error_body, new_trace_id, require_graph_version
 from wagate.adapters.http.headers import api_key_of
 from wagate.adapters.http.numbers import NUMBER_ROUTES, document_numbers
+from wagate.adapters.http.proxies import TrustedProxies, public_url
 from wagate.adapters.http.reads import (
     MessagePage,
     MessageView,
@@ -44,9 +50,14 @@ log = logging.getLogger("wagate.http")
 
 GRAPH_BASE = "/meta/whatsapp/{version:str}/{phone_number_id:str}"
 LIST_PATH = "/meta/whatsapp/{version}/{phone_number_id}/messages"
+_INTERNAL = ResponseSpec(GraphErrorResponse, description="Internal error (code 131000)")
 _ERRORS = {
-    400: ResponseSpec(GraphErrorResponse, description="Invalid request (Graph error envelope)"),
+    400: ResponseSpec(
+        GraphErrorResponse,
+        description="Invalid request, or a number not yours or unknown (code 100)",
+    ),
     401: ResponseSpec(GraphErrorResponse, description="Missing or invalid API key (code 190)"),
+    500: _INTERNAL,
 }
 
 
@@ -72,13 +83,20 @@ async def _phone_number_for(
     await _services(request).access.authorize(api_key, phone_number_id, "get", admit=known_version)
 
 
-@get("/healthz", tags=["operations"], summary="Liveness")
+@get("/healthz", tags=["operations"], summary="Liveness", operation_id="healthz")
 async def healthz() -> Health:
     """200 while the process serves requests."""
     return Health(status="ok")
 
 
-@get(f"{GRAPH_BASE}/messages/{{message_id:str}}", tags=["messages"], responses=_ERRORS)
+@get(
+    f"{GRAPH_BASE}/messages/{{message_id:str}}",
+    tags=["messages"],
+    summary="Read one message",
+    operation_id="getMessage",
+    security=API_KEY_SECURITY,
+    responses=_ERRORS,
+)
 async def get_message(
     request: Request[Any, Any, Any], version: str, phone_number_id: str, message_id: str
 ) -> MessageView:
@@ -119,7 +137,14 @@ AfterCursor = Annotated[
 ]
 
 
-@get(f"{GRAPH_BASE}/messages", tags=["messages"], responses=_ERRORS)
+@get(
+    f"{GRAPH_BASE}/messages",
+    tags=["messages"],
+    summary="List messages",
+    operation_id="listMessages",
+    security=API_KEY_SECURITY,
+    responses=_ERRORS,
+)
 async def list_messages(
     request: Request[Any, Any, Any],
     version: str,
@@ -139,19 +164,51 @@ async def list_messages(
     params = dict(request.query_params)
     query = message_query(phone_number_id, params)
     page = await _services(request).reader.page(query)
-    base = str(request.url).split("?", 1)[0]
+    client = request.scope.get("client")
+    base = public_url(
+        str(request.url).split("?", 1)[0],
+        client[0] if client else None,
+        request.headers,
+        request.app.state.trusted_proxies,
+    )
     return message_page(page, query, base, params)
 
 
-@get("/webhooks/meta", tags=["webhooks"], media_type="text/plain")
-async def verify_meta_webhook(request: Request[Any, Any, Any]) -> str:
+@get(
+    "/webhooks/meta",
+    tags=["webhooks"],
+    media_type="text/plain",
+    summary="Meta's webhook verification",
+    operation_id="verifyMetaWebhook",
+    responses={
+        403: ResponseSpec(
+            GraphErrorResponse,
+            description="Wrong `hub.verify_token` or `hub.mode` (code 10)",
+        ),
+        500: _INTERNAL,
+    },
+)
+async def verify_meta_webhook(
+    request: Request[Any, Any, Any],
+    mode: Annotated[
+        str | None, Parameter(query="hub.mode", description="`subscribe`", required=False)
+    ] = None,
+    verify_token: Annotated[
+        str | None,
+        Parameter(
+            query="hub.verify_token",
+            description="Must equal WAGATE_META_VERIFY_TOKEN",
+            required=False,
+        ),
+    ] = None,
+    challenge: Annotated[
+        str | None,
+        Parameter(query="hub.challenge", description="Echoed back on success", required=False),
+    ] = None,
+) -> str:
     """Meta's subscription check: echo `hub.challenge` when `hub.verify_token` matches."""
-    params = request.query_params
     return _services(request).ingestor.verify(
-        params.get("hub.mode"),
-        params.get("hub.verify_token"),
-        params.get("hub.challenge"),
-        _services(request).settings.meta_verify_token,
+        mode, verify_token, challenge, _services(request).settings.meta_verify_token
     )
 
 
@@ -181,21 +238,34 @@ _webhook_reads = asyncio.Semaphore(WEBHOOK_CONCURRENT_READS)
     tags=["webhooks"],
     status_code=200,
     request_max_body_size=WEBHOOK_MAX_BODY_BYTES,
+    summary="Statuses from Meta",
+    operation_id="receiveMetaWebhook",
     responses={
+        400: ResponseSpec(GraphErrorResponse, description="Not Meta's payload (code 100)"),
         401: ResponseSpec(GraphErrorResponse, description="Signature missing or wrong (code 190)"),
         408: ResponseSpec(GraphErrorResponse, description="Body too slow (code 100)"),
         413: ResponseSpec(GraphErrorResponse, description="Body over 4 MiB (code 100)"),
         503: ResponseSpec(GraphErrorResponse, description="Too many bodies in flight (code 2)"),
+        500: _INTERNAL,
     },
 )
-async def receive_meta_webhook(request: Request[Any, Any, Any]) -> WebhookAnswer:
+async def receive_meta_webhook(
+    request: Request[Any, Any, Any],
+    signature: Annotated[
+        str | None,
+        Parameter(
+            header="X-Hub-Signature-256",
+            description="`sha256=` and the hex HMAC-SHA256 of the raw body under the app secret",
+            required=False,
+        ),
+    ] = None,
+) -> WebhookAnswer:
     """Statuses, opt-outs and clicks from Meta, signed with the app secret (X-Hub-Signature-256).
 
     The embedded sandbox signs with the installation's own secret instead; what it
     signs can only touch messages of sandbox numbers. A missing or malformed
     signature is refused (401) before the body is read.
     """
-    signature = request.headers.get("x-hub-signature-256")
     if not signature_is_well_formed(signature):
         raise GraphError(
             INVALID_ACCESS_TOKEN,
@@ -275,8 +345,10 @@ def create_litestar(services: Services) -> Litestar:
         logging_config=None,
     )
     app.state.services = services
+    app.state.trusted_proxies = TrustedProxies.parse(services.settings.trusted_proxies)
     document_send(app.openapi_schema)
     document_numbers(app.openapi_schema)
+    document_trace_ids(app.openapi_schema)
     return app
 
 

@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIHeader,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+    SecurityScheme,
+)
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
@@ -22,6 +32,47 @@ _ASSETS = {
     "css": "swagger-ui.css",
     "icon": "favicon-32x32.png",
 }
+
+# The two ways to give an API key; either one is enough (a list of alternatives).
+API_KEY_SCHEME = "ApiKey"
+BEARER_SCHEME = "Bearer"
+API_KEY_SECURITY: list[dict[str, list[str]]] = [{API_KEY_SCHEME: []}, {BEARER_SCHEME: []}]
+TRACE_HEADER = "x-fb-trace-id"
+
+
+def security_schemes() -> dict[str, SecurityScheme]:
+    """`X-API-Key: <key>` and `Authorization: Bearer <key>`, so the docs page can send a key."""
+    return {
+        API_KEY_SCHEME: SecurityScheme(
+            type="apiKey",
+            name="X-API-Key",
+            security_scheme_in="header",
+            description="A project's API key (`wagate projects create`, `wagate keys create`).",
+        ),
+        BEARER_SCHEME: SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="The same API key as `Authorization: Bearer <key>` (as pywa sends it).",
+        ),
+    }
+
+
+def trace_header() -> OpenAPIHeader:
+    """The `x-fb-trace-id` header every error answer carries (also its `fbtrace_id`)."""
+    return OpenAPIHeader(
+        schema=Schema(type=OpenAPIType.STRING),
+        description="The answer's `fbtrace_id`, also written to the gateway's log line",
+    )
+
+
+def document_trace_ids(openapi: OpenAPI) -> None:
+    """Declare `x-fb-trace-id` on every error answer of every operation."""
+    for item in (openapi.paths or {}).values():
+        for method in ("get", "post", "patch", "put", "delete"):
+            operation: Operation | None = getattr(item, method)
+            for status, response in ((operation and operation.responses) or {}).items():
+                if status[0] in "45" and isinstance(response, OpenAPIResponse):
+                    response.headers = {**(response.headers or {}), TRACE_HEADER: trace_header()}
 
 
 def docs_config(title: str, version: str, description: str) -> OpenAPIConfig:
@@ -38,6 +89,7 @@ def docs_config(title: str, version: str, description: str) -> OpenAPIConfig:
         version=version,
         description=description,
         path=DOCS_PATH,
+        components=Components(security_schemes=dict(security_schemes())),
         render_plugins=[swagger, JsonRenderPlugin(), YamlRenderPlugin()],
     )
 
@@ -53,4 +105,13 @@ def docs_assets() -> Router:
     )
 
 
-__all__ = ["ASSETS_PATH", "DOCS_PATH", "docs_assets", "docs_config"]
+__all__ = [
+    "API_KEY_SECURITY",
+    "ASSETS_PATH",
+    "DOCS_PATH",
+    "TRACE_HEADER",
+    "docs_assets",
+    "docs_config",
+    "document_trace_ids",
+    "trace_header",
+]

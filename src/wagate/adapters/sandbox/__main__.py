@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--numbers", help="phone_number_id:waba_id pairs, comma-separated")
     parser.add_argument(
         "--admin-token",
-        help="bearer token of /_stats, /_reset, /_numbers (default WAGATE_ADMIN_TOKEN;"
+        help="bearer token of /_stats, /_sends, /_reset, /_numbers (default WAGATE_ADMIN_TOKEN;"
         " unset: refused)",
     )
     parser.add_argument(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, cast
+from typing import Annotated, Any, cast
 from urllib.parse import urlencode
 
 import msgspec
@@ -406,7 +406,10 @@ async def phone_number(request: AnyRequest, phone_number_id: FromPath[str]) -> d
         "platform_type": "CLOUD_API",
         # `mps` is the sandbox's own addition: its limit need not be one of Meta's
         # tiers (a test may limit it to 100/s), and a client that reads it paces to it.
-        "throughput": {"level": state.throughput_level(), "mps": state.config.mps},
+        "throughput": {
+            "level": state.throughput_level(phone_number_id),
+            "mps": state.mps_of(phone_number_id),
+        },
     }
     fields = _filter_values(request, "fields")
     chosen = {k: v for k, v in known.items() if fields is None or k in fields}
@@ -434,6 +437,8 @@ class NumberRegistration(msgspec.Struct, forbid_unknown_fields=True):
     phone_number_id: str
     waba_id: str
     display_phone_number: str | None = None
+    # The number's own throughput (msg/s); unset: the sandbox's --mps.
+    mps: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] | None = None
 
 
 @post("/_numbers", status_code=200)
@@ -445,8 +450,22 @@ async def register_number(request: AnyRequest) -> dict[str, Any]:
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise invalid_parameter(str(exc)) from None
     state = _sandbox(request).state
-    state.register_number(body.phone_number_id, body.waba_id, body.display_phone_number)
+    state.register_number(body.phone_number_id, body.waba_id, body.display_phone_number, body.mps)
     return {"success": True}
+
+
+@get("/_sends", sync_to_thread=False)
+def sends(request: AnyRequest) -> dict[str, Any]:
+    """The last accepted sends, oldest first (`at`: Unix seconds); `?phone_number_id=` filters."""
+    _require_admin(request)
+    wanted = request.query_params.get("phone_number_id")
+    return {
+        "data": [
+            sent.to_json()
+            for sent in _sandbox(request).state.sends
+            if wanted is None or sent.phone_number_id == wanted
+        ]
+    }
 
 
 def _build_litestar(sandbox: SandboxApp) -> Litestar:
@@ -459,6 +478,7 @@ def _build_litestar(sandbox: SandboxApp) -> Litestar:
             stats,
             reset,
             register_number,
+            sends,
         ],
         exception_handlers={
             GraphError: _graph_error,

@@ -34,7 +34,7 @@ class SandboxConfig:
     webhook_timeout: float = 10.0
     # phone_number_id -> waba_id; a number not listed is a WABA of its own.
     numbers: Mapping[str, str] = field(default_factory=dict)
-    # Bearer token of the operator routes (/_stats, /_reset, /_numbers); "" refuses them.
+    # Bearer token of the operator routes (/_stats, /_sends, /_reset, /_numbers); "" refuses them.
     admin_token: str = ""
     # Standalone only: the one access token every number and WABA accepts. "" binds
     # each number and WABA to the first token that uses it.
@@ -66,11 +66,22 @@ class SandboxConfig:
 
         def number(name: str, fallback: float) -> float:
             raw = get(name)
-            return fallback if raw is None else float(raw)
+            try:
+                return fallback if raw is None else float(raw)
+            except ValueError:
+                raise SystemExit(f"{ENV_PREFIX}{name}={raw!r} is not a number") from None
 
         def integer(name: str, fallback: int) -> int:
             raw = get(name)
-            return fallback if raw is None else int(raw)
+            try:
+                return fallback if raw is None else int(raw)
+            except ValueError:
+                raise SystemExit(f"{ENV_PREFIX}{name}={raw!r} is not a whole number") from None
+
+        try:
+            numbers = parse_numbers(get("NUMBERS") or "")
+        except ValueError as exc:
+            raise SystemExit(f"{ENV_PREFIX}NUMBERS: {exc}") from None
 
         return cls(
             mps=number("MPS", default.mps),
@@ -85,7 +96,7 @@ class SandboxConfig:
             webhook_retries=integer("WEBHOOK_RETRIES", default.webhook_retries),
             webhook_backoff=number("WEBHOOK_BACKOFF", default.webhook_backoff),
             webhook_timeout=number("WEBHOOK_TIMEOUT", default.webhook_timeout),
-            numbers=parse_numbers(get("NUMBERS") or ""),
+            numbers=numbers,
             admin_token=get("ADMIN_TOKEN") or env.get("WAGATE_ADMIN_TOKEN") or "",
             token=get("TOKEN") or "",
             token_grace=number("TOKEN_GRACE", default.token_grace),

@@ -54,16 +54,25 @@ class KeyedLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, key: Hashable, now: float) -> bool:
-        """Take one token from the bucket of `key`."""
+    def take(self, key: Hashable, now: float, own: tuple[float, float] | None = None) -> bool:
+        """Take one token from the bucket of `key`.
+
+        `own` (capacity, rate) overrides the limiter's for a key with a limit of its
+        own (a number registered with its own mps).
+        """
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self.capacity, self.rate, now)
+            capacity, rate = (self.capacity, self.rate) if own is None else own
+            bucket = self._buckets[key] = TokenBucket(capacity, rate, now)
         else:
             self._buckets.move_to_end(key)
         allowed = bucket.take(now)
         self._forget_full(now)
         return allowed
+
+    def forget(self, key: Hashable) -> None:
+        """Forget the bucket of `key` (its limit changed: the next take starts a full one)."""
+        self._buckets.pop(key, None)
 
     def clear(self) -> None:
         """Forget every bucket."""
@@ -72,6 +81,6 @@ class KeyedLimiter:
     def _forget_full(self, now: float) -> None:
         while self._buckets:
             key, oldest = next(iter(self._buckets.items()))
-            if oldest.level(now) < self.capacity:
+            if oldest.level(now) < oldest.capacity:
                 return
             del self._buckets[key]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ from wagate.ports import Clock, SystemClock
 _encode = msgspec.json.encode
 # Meta's phone numbers are at most 15 digits; anything far longer is refused unread.
 MAX_TO_LENGTH = 64
+# The least burst of a number's own throughput bucket (see SandboxState._own_limit).
+OWN_BURST = 2.0
 NO_TOKEN = "An access token is required: Authorization: Bearer <token>"
 
 
@@ -70,6 +73,19 @@ class WebhookCounters:
     updates: int = 0
     retries: int = 0
     failed_posts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One accepted send as the operator's `_sends` lists it: when, from which number, to whom."""
+
+    at: float
+    phone_number_id: str
+    to: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The send as `_sends` shows it (`to`: the recipient's digits or BSUID)."""
+        return {"at": self.at, "phone_number_id": self.phone_number_id, "to": self.to}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +121,10 @@ class SandboxState:
         self.per_number: dict[str, Counters] = {}
         self.webhook_counters = WebhookCounters()
         self._numbers: dict[str, Number] = {}
+        # Throughput of the numbers registered with one of their own (msg/s); others: config.mps.
+        self._mps: dict[str, float] = {}
+        # The last accepted sends, oldest first (what `_sends` lists).
+        self.sends: deque[Sent] = deque(maxlen=config.max_remembered_sends)
         self._throughput = KeyedLimiter(config.mps, config.mps)
         self._pairs = KeyedLimiter(config.pair_burst, 1.0 / config.pair_interval)
         # hash of (number, recipient, template payload) of recently accepted sends
@@ -125,15 +145,26 @@ class SandboxState:
         return number
 
     def register_number(
-        self, phone_number_id: str, waba_id: str, display_phone_number: str | None = None
+        self,
+        phone_number_id: str,
+        waba_id: str,
+        display_phone_number: str | None = None,
+        mps: float | None = None,
     ) -> Number:
-        """Attach a phone number to a WABA (until the next reset); refused beyond the cap."""
+        """Attach a phone number to a WABA (until the next reset); refused beyond the cap.
+
+        `mps` gives the number a throughput of its own (its 130429 and its tier follow
+        it); None keeps what it had (the sandbox's `mps` unless registered with one).
+        """
         if phone_number_id not in self._numbers and len(self._numbers) >= self.config.max_numbers:
             raise GraphError(
                 INVALID_PARAMETER, f"Sandbox limit: at most {self.config.max_numbers} phone numbers"
             )
         number = Number(waba_id, display_phone_number or display_number_for(phone_number_id))
         self._numbers[phone_number_id] = number
+        if mps is not None:
+            self._mps[phone_number_id] = mps
+            self._throughput.forget(phone_number_id)
         return number
 
     def attach(self, phone_number_id: str, waba_id: str) -> Number:
@@ -143,9 +174,24 @@ class SandboxState:
             return number
         return self.register_number(phone_number_id, waba_id)
 
-    def throughput_level(self) -> str:
-        """Meta's throughput level for the configured rate."""
-        return "HIGH" if self.config.mps >= 1000 else "STANDARD"
+    def mps_of(self, phone_number_id: str) -> float:
+        """A number's throughput in msg/s: its own if registered with one, else the sandbox's."""
+        return self._mps.get(phone_number_id, self.config.mps)
+
+    def _own_limit(self, phone_number_id: str) -> tuple[float, float] | None:
+        """(capacity, rate) of a number's own throughput bucket; None: the sandbox's.
+
+        One second of its rate, as for the sandbox's, but never less than OWN_BURST
+        messages: a sender pacing at exactly 1 msg/s reaches the sandbox a few
+        milliseconds early or late, and a one-message bucket would refuse that jitter
+        (Meta's tiers start at 80 msg/s, where one second holds 80).
+        """
+        mps = self._mps.get(phone_number_id)
+        return None if mps is None else (max(OWN_BURST, mps), mps)
+
+    def throughput_level(self, phone_number_id: str) -> str:
+        """Meta's throughput level for a number's rate."""
+        return "HIGH" if self.mps_of(phone_number_id) >= 1000 else "STANDARD"
 
     # ---- the send use case ----------------------------------------------------------
 
@@ -201,11 +247,11 @@ class SandboxState:
                 SERVICE_UNAVAILABLE, "Sandbox overloaded: too many status updates pending"
             )
         # Only well-formed sends take throughput, so pacing at exactly mps never trips it.
-        if not self._throughput.take(phone_number_id, now):
+        if not self._throughput.take(phone_number_id, now, self._own_limit(phone_number_id)):
             raise GraphError(
                 THROUGHPUT_RATE_LIMIT,
-                f"Throughput of {self.config.mps:g} messages/s exceeded for phone number"
-                f" {phone_number_id}",
+                f"Throughput of {self.mps_of(phone_number_id):g} messages/s exceeded for phone"
+                f" number {phone_number_id}",
             )
         address = recipient.address
         payload_key = hash((phone_number_id, address, _encode(request.template)))
@@ -224,6 +270,7 @@ class SandboxState:
             )
         duplicate = payload_key in self._sent
         self._sent.put(payload_key, True)
+        self.sends.append(Sent(now, phone_number_id, address))
         wamid = self._new_wamid(address)
         if self.webhooks_enabled:
             message = AcceptedMessage(
@@ -276,6 +323,8 @@ class SandboxState:
         self.per_number.clear()
         self.webhook_counters = WebhookCounters()
         self._numbers.clear()
+        self._mps.clear()
+        self.sends.clear()
         self._throughput.clear()
         self._pairs.clear()
         self._sent.clear()

@@ -7,7 +7,6 @@ module reads the dialect's name.
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -18,26 +17,49 @@ from typing import Any
 from sqlalchemy import ColumnElement, Insert, Select, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+from wagate.adapters.store.writer import SharedWriter
+from wagate.settings import SQLITE_SYNCHRONOUS
+
 # The async driver of each database wagate runs on; SQLAlchemy loads it by this name.
 DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 
 
+# What WAGATE_DATABASE_URL may look like, for the message that refuses another form.
+URL_FORMS = "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST:PORT/DB"
+
+
+class DatabaseUrlError(ValueError):
+    """WAGATE_DATABASE_URL names no database wagate can use."""
+
+
 def database_url(url: str) -> URL:
-    """`url` with its async driver: `postgresql://` means `postgresql+asyncpg://`."""
-    parsed = make_url(url)
+    """`url` with its async driver: `postgresql://` (or `postgres://`) means
+    `postgresql+asyncpg://`."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUrlError(f"WAGATE_DATABASE_URL is not a URL: use {URL_FORMS}") from None
     backend = parsed.get_backend_name()
+    if backend == "postgres":  # Heroku's and libpq's spelling
+        parsed = parsed.set(drivername="postgresql")
+        backend = "postgresql"
     if backend not in DRIVERS:
-        raise ValueError(
-            f"unsupported database {backend!r}: use sqlite+aiosqlite:///PATH "
-            "or postgresql+asyncpg://USER@HOST:PORT/DB"
-        )
+        raise DatabaseUrlError(f"unsupported database {backend!r}: use {URL_FORMS}")
     if parsed.get_driver_name() != DRIVERS[backend]:
         parsed = parsed.set(drivername=f"{backend}+{DRIVERS[backend]}")
     return parsed
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for PostgreSQL or an in-memory database."""
+    parsed = database_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -150,25 +172,36 @@ def dialect_of(bind: AsyncEngine | AsyncConnection | Connection) -> Dialect:
     return _DIALECTS[bind.dialect.name]
 
 
-_write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+_writers: weakref.WeakKeyDictionary[AsyncEngine, SharedWriter] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
 async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A write transaction; on SQLite, writers of this process take turns in FIFO order.
+    """A write transaction; on SQLite, a session of the process's one shared transaction.
 
-    SQLite has one writer at a time, and a writer that finds the lock taken sleeps
-    with growing back-off: under steady load (the worker's outcome commits) a
-    webhook's write could wait a second. Queueing the process's own writers on an
-    asyncio lock hands the database over in arrival order instead; other processes
-    still meet `busy_timeout`.
+    SQLite has one writer at a time and each commit costs an fsync: the process's
+    writes of every kind (accepts, claims, outcomes, status webhooks) are committed
+    together by one writer (see `writer.py`), in arrival order, and each caller
+    resumes once its writes are durable. Other processes still meet `busy_timeout`.
     """
     if not dialect_of(engine).serialises_writes:
         async with engine.begin() as connection:
             yield connection
         return
-    lock = _write_locks.get(engine)
-    if lock is None:
-        lock = _write_locks[engine] = asyncio.Lock()
-    async with lock, engine.begin() as connection:
+    writer = _writers.get(engine)
+    if writer is None:
+        writer = _writers[engine] = SharedWriter(engine)
+    async with writer.session() as connection:
         yield connection
+
+
+def shared_writer(engine: AsyncEngine) -> SharedWriter | None:
+    """The writer of a SQLite engine's write sessions, once it has written (for figures)."""
+    return _writers.get(engine)
+
+
+async def close_writer(engine: AsyncEngine) -> None:
+    """Commit the write sessions waiting on `engine` and stop its writer (before dispose)."""
+    writer = _writers.get(engine)
+    if writer is not None:
+        await writer.close()

@@ -11,7 +11,13 @@ from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from wagate.adapters.store.engine import begin_write, create_engine, dialect_of, is_sqlite
+from wagate.adapters.store.engine import (
+    begin_write,
+    close_writer,
+    create_engine,
+    dialect_of,
+    is_sqlite,
+)
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 from wagate.adapters.store.queries import directory, installation
@@ -69,6 +75,7 @@ class SqlStore:
     async def close(self) -> None:
         """Flush pending commits and release connections."""
         await self.committer.close()
+        await close_writer(self.engine)
         await self.engine.dispose()
 
     # ---- messages --------------------------------------------------------------------
