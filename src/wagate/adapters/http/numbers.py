@@ -19,6 +19,7 @@ from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, RequestBody, Schema
 from litestar.params import Parameter
 
 from wagate.adapters.http.bodies import BodyTooLarge, Receive, read_body
+from wagate.adapters.http.docs import API_KEY_SECURITY
 from wagate.adapters.http.headers import api_key_of
 from wagate.core import admin
 from wagate.core.access import phone_number_not_found
@@ -176,7 +177,13 @@ async def _as_graph_errors(
             _services(request).access.forget()
 
 
-@get(NUMBERS_PATH, tags=["phone numbers"], operation_id="listPhoneNumbers", responses=_ERRORS)
+@get(
+    NUMBERS_PATH,
+    tags=["phone numbers"],
+    operation_id="listPhoneNumbers",
+    security=API_KEY_SECURITY,
+    responses=_ERRORS,
+)
 async def list_phone_numbers(request: Request[Any, Any, Any]) -> PhoneNumberList:
     """The phone numbers of the key's project, ordered by id."""
     project_id = await _project(request)
@@ -188,6 +195,7 @@ async def list_phone_numbers(request: Request[Any, Any, Any]) -> PhoneNumberList
     NUMBERS_PATH,
     tags=["phone numbers"],
     operation_id="createPhoneNumber",
+    security=API_KEY_SECURITY,
     status_code=201,
     responses={
         **_BODY_ERRORS,
@@ -224,7 +232,13 @@ async def create_phone_number(request: Request[Any, Any, Any]) -> PhoneNumberAns
     return PhoneNumberAnswer(data=_view(number))
 
 
-@get(NUMBER_PATH, tags=["phone numbers"], operation_id="getPhoneNumber", responses=_ERRORS)
+@get(
+    NUMBER_PATH,
+    tags=["phone numbers"],
+    operation_id="getPhoneNumber",
+    security=API_KEY_SECURITY,
+    responses=_ERRORS,
+)
 async def get_phone_number(
     request: Request[Any, Any, Any], phone_number_id: str
 ) -> PhoneNumberAnswer:
@@ -236,7 +250,11 @@ async def get_phone_number(
 
 
 @patch(
-    NUMBER_PATH, tags=["phone numbers"], operation_id="updatePhoneNumber", responses=_BODY_ERRORS
+    NUMBER_PATH,
+    tags=["phone numbers"],
+    operation_id="updatePhoneNumber",
+    security=API_KEY_SECURITY,
+    responses=_BODY_ERRORS,
 )
 async def update_phone_number(
     request: Request[Any, Any, Any], phone_number_id: str
@@ -272,6 +290,7 @@ ForceFlag = Annotated[
     NUMBER_PATH,
     tags=["phone numbers"],
     operation_id="deletePhoneNumber",
+    security=API_KEY_SECURITY,
     status_code=200,
     responses={
         **_ERRORS,
