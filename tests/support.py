@@ -209,6 +209,8 @@ def make_tenant(
                 clock,
                 project_id=project.id,
                 phone_number_id=str(uuid.uuid4().int % 10**15),
+                # A WABA of its own, as `numbers add` made one up before meta numbers needed it.
+                waba_id=str(uuid.uuid4().int % 10**15) if upstream == "meta" else None,
                 upstream=upstream,
                 access_token=access_token,
                 mps=mps,

@@ -54,6 +54,11 @@ class IdempotencyConflict(Exception):
     """Another request committed the same idempotency key first."""
 
 
+class PhoneNumberGone(Exception):
+    """The message's phone number was removed between the door's check and the commit:
+    nothing was stored."""
+
+
 class StoreUnavailable(Exception):
     """The database could not commit (down, unreachable, timed out): nothing was stored.
 
@@ -83,7 +88,8 @@ class Outbox(Protocol):
     """Where accepted messages are committed, once per idempotency key (core/accept)."""
 
     async def add_message(self, message: NewMessage) -> None:
-        """Commit one message durably; return only once it is on disk.
+        """Commit one message durably; return only once it is on disk (PhoneNumberGone if
+        its number was removed meanwhile).
 
         Raises IdempotencyConflict if the project already has its idempotency key, and
         StoreUnavailable if the database could not commit (nothing was stored).
@@ -168,6 +174,27 @@ class Admin(Protocol):
 
     async def add_phone_number(self, number: PhoneNumber, *, created_at: int) -> None:
         """Add a phone number; raises ValueError if its id is taken or its project unknown."""
+        ...
+
+    async def list_phone_numbers(self, project_id: str | None) -> list[PhoneNumber]:
+        """A project's phone numbers (every number when None), ordered by id."""
+        ...
+
+    async def update_phone_number(
+        self,
+        phone_number_id: str,
+        *,
+        access_token: str | None,
+        mps: int | None,
+        waba_id: str | None,
+    ) -> bool:
+        """Change what is given (None: keep it); False if there is no such number."""
+        ...
+
+    async def remove_phone_number(self, phone_number_id: str, *, force: bool) -> int | None:
+        """Count the number's undelivered (queued or sending) messages and, if there are none
+        or `force`, delete the number with every message, status and event of it, in one
+        transaction. None if there is no such number."""
         ...
 
     async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:

@@ -179,6 +179,7 @@ class Services:
                 self.store.sandbox_credential,
                 self.store.sandbox_waba_tokens,
                 ttl=SANDBOX_LOOKUP_SECONDS,
+                grace=config.token_grace,
             )
             # Its webhook sender starts with the first send it accepts.
             self.sandbox = create_sandbox_app(config, prefix=SANDBOX_PREFIX, tokens=tokens)

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, select
@@ -28,7 +29,7 @@ from wagate.domain.model import (
     StoredMessage,
 )
 from wagate.domain.statuses import EventRow, PreferenceRow, StatusRow, status_row
-from wagate.ports import IdempotencyConflict, SystemClock
+from wagate.ports import IdempotencyConflict, PhoneNumberGone, SystemClock
 
 T0 = 1_800_000_000.0
 T0_MS = int(T0 * 1000)
@@ -44,6 +45,7 @@ async def new_number(backend: Backend, *, mps: int = 80, upstream: str = "sandbo
         SystemClock(),
         project_id=project.id,
         phone_number_id=f"10{next(_ids):013d}",
+        waba_id="102290129340398",
         mps=mps,
         upstream="meta" if upstream == "meta" else "sandbox",
         access_token="token",
@@ -206,6 +208,59 @@ async def test_a_phone_number_reads_back_and_its_id_is_taken_once(backend: Backe
         await backend.store.add_phone_number(
             PhoneNumber("999", "1", "prj_missing", "sandbox", "t", 1), created_at=T0_MS
         )
+
+
+async def test_numbers_list_by_project_and_update_only_what_is_given(backend: Backend) -> None:
+    first = await new_number(backend, mps=7)
+    second = await new_number(backend)
+    assert await backend.store.list_phone_numbers(first.project_id) == [first]
+    everything = await backend.store.list_phone_numbers(None)
+    assert {first, second} <= set(everything)
+    ids = [n.phone_number_id for n in everything]
+    assert ids == sorted(ids)
+    store = backend.store
+    assert await store.update_phone_number(
+        first.phone_number_id, access_token="rotated", mps=None, waba_id=None
+    )
+    assert await store.get_phone_number(first.phone_number_id) == replace(
+        first, access_token="rotated"
+    )
+    assert await store.update_phone_number(
+        first.phone_number_id, access_token=None, mps=20, waba_id="42"
+    )
+    assert await store.get_phone_number(first.phone_number_id) == replace(
+        first, access_token="rotated", mps=20, waba_id="42"
+    )
+    assert not await store.update_phone_number("404", access_token="x", mps=None, waba_id=None)
+    assert await store.get_phone_number(second.phone_number_id) == second
+
+
+async def test_a_number_with_undelivered_messages_is_removed_only_when_forced(
+    backend: Backend,
+) -> None:
+    number, other = await new_number(backend), await new_number(backend)
+    delivered = await forwarded(backend, number, "wamid.R1")
+    await backend.statuses.ingest([report("wamid.R1", "delivered", 1)], [], [], T0_MS)
+    await backend.store.add_message(new_message(number))  # queued
+    await backend.store.add_message(new_message(number))
+    await claim(backend, number, T0 + 1)  # ... and both now being sent
+    kept = new_message(other)
+    await backend.store.add_message(kept)
+
+    assert await backend.store.remove_phone_number(number.phone_number_id, force=False) == 2
+    assert await backend.store.get_phone_number(number.phone_number_id) == number
+    assert await backend.store.remove_phone_number(number.phone_number_id, force=True) == 2
+    assert await backend.store.get_phone_number(number.phone_number_id) is None
+    assert await backend.store.get_message(number.phone_number_id, delivered.id) is None
+    assert await backend.statuses.timeline(["wamid.R1"]) in ({}, {"wamid.R1": []})
+    assert await waiting(backend) == [Waiting(other, T0)]
+    assert await backend.store.get_message(other.phone_number_id, kept.id) is not None
+    assert await backend.store.remove_phone_number(number.phone_number_id, force=True) is None
+    # A send that passed the door before the removal is not stored.
+    with pytest.raises(PhoneNumberGone):
+        await backend.store.add_message(new_message(number))
+    # Its id can be registered again, from scratch.
+    await backend.store.add_phone_number(number, created_at=T0_MS)
 
 
 async def test_only_numbers_with_queued_messages_wait_each_with_its_earliest_due_time(

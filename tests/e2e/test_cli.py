@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -43,6 +44,10 @@ KNOWN_COMMANDS = [
     ["keys", "revoke"],
     ["numbers"],
     ["numbers", "add"],
+    ["numbers", "list"],
+    ["numbers", "show"],
+    ["numbers", "update"],
+    ["numbers", "remove"],
 ]
 
 
@@ -129,11 +134,70 @@ def test_help_works_on_every_command_and_subcommand(tmp_path: Path) -> None:
         assert "Traceback" not in result.stdout + result.stderr
         leaf = command and not (len(command) == 1 and command[0] in ("projects", "keys", "numbers"))
         if leaf:
-            assert "Example:" in result.stdout, command
+            assert re.search(r"Examples?:", result.stdout), command
+    for command, result in zip(commands, results, strict=True):
+        # An example to copy on every command and group, and no `<bool>` beside a flag.
+        assert "Example" in result.stdout, command
+        after = result.stdout.split("Example", 1)[1]
+        assert "wagate " in after, (command, result.stdout)
+        assert "<bool>" not in result.stdout, command
     by_command = dict(zip((" ".join(c) for c in commands), results, strict=True))
     for option in ("--phone-number-id", "--waba-id", "--upstream", "--access-token", "--mps"):
         assert option in by_command["numbers add"].stdout
     assert not (tmp_path / "unused.db").exists(), "help must not touch the database"
+
+
+def test_help_examples_name_only_commands_and_options_that_exist() -> None:
+    """Walk the typer app: each example line runs a registered command with its own options."""
+    import typer.main
+
+    from wagate.adapters.cli import app
+
+    root = typer.main.get_command(app)
+    checked = 0
+    for path in every_command():
+        command: Any = root
+        for name in path:
+            command = command.commands[name]  # a group's subcommands, by name
+        # Examples are in the epilog, or (h-ops' style) an `Example:` line of the docstring.
+        text = (command.help or "") + "\n" + (command.epilog or "")
+        examples = [line.strip() for line in text.splitlines() if re.search(r"\bwagate\s", line)]
+        assert examples, path
+        for example in examples:
+            command_line = re.search(r"(?:^|[\s(|])wagate\s+(.*)", example)
+            assert command_line is not None, (path, example)
+            words = command_line.group(1).rstrip(")").split()
+            target: Any = root
+            named: list[str] = []
+            while words and words[0] in getattr(target, "commands", {}):
+                named.append(words[0])
+                target = target.commands[words.pop(0)]
+            # An example runs this command, or (for a group) one of its subcommands.
+            assert named[: len(path)] == path, (path, example)
+            assert not hasattr(target, "commands"), (path, example)
+            options = {opt for param in target.params for opt in param.opts + param.secondary_opts}
+            used = {word.split("=")[0] for word in words if word.startswith("--")}
+            assert used <= options, (path, example, used - options)
+            checked += 1
+    assert checked >= len(KNOWN_COMMANDS)
+
+
+def test_a_phone_number_id_that_is_not_digits_is_refused_before_the_database(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"
+    results = run_all(
+        [
+            ["numbers", "add", "--project", "prj_x", "--phone-number-id", "abc"],
+            ["numbers", "show", "12a"],
+            ["numbers", "update", "abc", "--mps", "2"],
+            ["numbers", "remove", "x"],
+        ],
+        url,
+    )
+    for result in results:
+        refused(result, "digits only")
+    assert not (tmp_path / "unused.db").exists()
 
 
 def test_an_unknown_upstream_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
@@ -241,13 +305,14 @@ def test_an_operator_sets_up_a_project_and_its_keys_work_until_revoked(
 def test_numbers_add_refuses_what_an_operator_must_correct(database_url: str) -> None:
     tenant = make_tenant(database_url)
     add = ["numbers", "add", "--project", tenant.project_id, "--phone-number-id"]
+    meta_args = ("--upstream", "meta", "--waba-id", "44", "--access-token", "EAAG-x")
     unknown_project, duplicate, meta_without_token, zero_mps, meta = run_all(
         [
             ["numbers", "add", "--project", "prj_nope", "--phone-number-id", "1"],
             [*add, tenant.phone_number_id],
             [*add, "2", "--upstream", "meta"],
             [*add, "3", "--mps", "0"],
-            [*add, "4", "--upstream", "meta", "--access-token", "EAAG-token", "--json"],
+            [*add, "4", *meta_args, "--json"],
         ],
         database_url,
     )
@@ -258,4 +323,43 @@ def test_numbers_add_refuses_what_an_operator_must_correct(database_url: str) ->
     added = as_json(meta)
     assert set(added) == {"phone_number_id", "waba_id", "project_id", "upstream", "mps"}
     assert added["upstream"] == "meta"
-    assert "EAAG-token" not in meta.stdout
+    assert "EAAG-x" not in meta.stdout
+
+
+def test_an_operator_lists_shows_updates_and_removes_numbers(database_url: str) -> None:
+    tenant = make_tenant(database_url)
+    pnid = tenant.phone_number_id
+    added, listed, shown = run_all(
+        [
+            ["numbers", "add", "--project", tenant.project_id, "--phone-number-id", "5550100"],
+            ["numbers", "list", "--project", tenant.project_id, "--json"],
+            ["numbers", "show", pnid],
+        ],
+        database_url,
+    )
+    assert added.returncode == 0, added.stderr
+    assert "5550100" in added.stdout
+    assert "{" not in added.stdout, "a table, not a Python dict"
+    # The listing may run before or after the add: the tenant's number is there either way.
+    assert pnid in {n["phone_number_id"] for n in as_json(listed)}
+    assert pnid in shown.stdout
+    assert "mps" in shown.stdout
+
+    updated = as_json(
+        run_cli(
+            *("numbers", "update", pnid, "--mps", "20", "--access-token", "-", "--json"),
+            database_url=database_url,
+            input="sbx_rotated\n",
+        )
+    )
+    assert updated["mps"] == 20
+    assert "sbx_rotated" not in json.dumps(updated)
+    nothing, gone = run_all(
+        [["numbers", "update", pnid], ["numbers", "show", "999999"]], database_url
+    )
+    refused(nothing, "nothing to change")
+    refused(gone, "999999")
+
+    run_cli("numbers", "remove", "5550100", database_url=database_url)
+    left = as_json(run_cli("numbers", "list", "--json", database_url=database_url))
+    assert "5550100" not in {n["phone_number_id"] for n in left}

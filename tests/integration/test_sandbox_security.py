@@ -491,7 +491,8 @@ def test_tokens_never_lie_in_clear_in_the_sqlite_files_or_the_output(tmp_path: P
 
     added = run_cli(
         *("numbers", "add", "--project", project, "--phone-number-id", "6660001"),
-        *("--upstream", "meta", "--access-token-file", str(token_file), "--json"),
+        *("--upstream", "meta", "--waba-id", "6660009"),
+        *("--access-token-file", str(token_file), "--json"),
         database_url=url,
         env=NO_ENV_KEY,
     )
@@ -550,7 +551,7 @@ def test_numbers_add_takes_the_token_from_stdin_a_file_or_the_environment(
     project = new_project(url)
     token = "EAAG" + secrets.token_hex(16)
     args = ["numbers", "add", "--project", project, "--phone-number-id", "7770001"]
-    args += ["--upstream", "meta"]
+    args += ["--upstream", "meta", "--waba-id", "7770009"]
     stdin: str | None = None
     env: dict[str, str] = {}
     if source == "stdin":
@@ -576,7 +577,7 @@ def test_a_meta_number_without_any_token_is_refused(tmp_path: Path) -> None:
     project = new_project(url)
     refused = run_cli(
         *("numbers", "add", "--project", project, "--phone-number-id", "7770002"),
-        *("--upstream", "meta"),
+        *("--upstream", "meta", "--waba-id", "7770009"),
         database_url=url,
         check=False,
         env={"WAGATE_ACCESS_TOKEN": ""},

@@ -105,3 +105,15 @@ async def test_a_malformed_idempotency_key_is_refused_before_anything_is_stored(
         await acceptor.accept(number, body(), key)
     assert refused.value.code == 100
     assert await stored(memory, number) == 0
+
+
+async def test_a_send_racing_the_removal_of_its_number_is_refused_as_unknown_and_not_stored() -> (
+    None
+):
+    memory, acceptor, number = await setup()
+    # The door found the number; `wagate numbers remove` commits before the send does.
+    await memory.store.remove_phone_number(number.phone_number_id, force=True)
+    with pytest.raises(GraphError) as refused:
+        await acceptor.accept(number, body())
+    assert (refused.value.code, refused.value.subcode) == (100, 33)
+    assert memory.database.messages == {}

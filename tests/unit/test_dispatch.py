@@ -842,6 +842,26 @@ async def test_a_retried_message_is_claimed_again_at_its_due_time() -> None:
         await idle.close()
 
 
+async def test_a_rotated_token_is_used_from_the_next_look_even_if_no_look_saw_work_waiting() -> (
+    None
+):
+    memory, upstream, worker = on_memory(ok("wamid.A"), ok("wamid.B"))
+    await queued(memory, 1)
+    assert await worker.run_once() == 1
+    await worker.drain()
+    # Idle at the next look: its messages never wait long enough for a look to see them.
+    memory.clock.at += worker.settings.poll_s + 0.1
+    await worker.run_once()
+    await memory.store.update_phone_number(
+        NUMBER.phone_number_id, access_token="rotated", mps=None, waba_id=None
+    )
+    await queued(memory, 1)
+    worker.bell.notify(NUMBER.phone_number_id)  # as the accept does
+    assert await worker.run_once() == 1
+    await worker.drain()
+    assert [call.token for call in upstream.calls] == [NUMBER.access_token, "rotated"]
+
+
 # ---- never more than the rate in any second, even when wake-ups come late ----------
 
 

@@ -32,6 +32,24 @@ def test_what_is_not_a_phone_number_is_131009(typed: str) -> None:
     assert caught.value.code == 131009
 
 
+@pytest.mark.parametrize("typed", ["07700900123", "07700 900123", "(020) 7946 0018", "0"])
+def test_a_local_number_is_told_to_add_its_country_code_in_our_words(typed: str) -> None:
+    with pytest.raises(GraphError) as caught:
+        normalise_phone(typed)
+    assert caught.value.code == 131009
+    assert "country code" in caught.value.details
+    assert "E.164" in caught.value.details
+    # Not the phone library's own text ("Could not interpret numbers after plus-sign").
+    assert "plus-sign" not in caught.value.details
+
+
+def test_no_refusal_quotes_the_phone_librarys_text() -> None:
+    for typed in ("", "+", "12", "+999 1234567"):
+        with pytest.raises(GraphError) as caught:
+            normalise_phone(typed)
+        assert "(" not in caught.value.details.replace(repr(typed), "")
+
+
 def test_to_wins_over_recipient() -> None:
     chosen = resolve_recipient("+44 7700 900123", "US.1234")
     assert (chosen.kind, chosen.address, chosen.input) == (

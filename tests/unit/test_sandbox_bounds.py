@@ -175,8 +175,9 @@ async def test_the_embedded_sandbox_asks_the_database_at_most_once_per_ttl() -> 
     assert await tokens.number("1", "sbx_a") is None  # the unknown id is trusted for the ttl
     clock.at += 2.0
     assert await tokens.number("1", "sbx_a") == "waba"
+    assert await tokens.number("1", "sbx_b") is None  # asks once more: a rotation?
     assert await tokens.number("1", "sbx_b") is None
-    assert asked == ["1", "1"]
+    assert asked == ["1", "1", "1"]
     assert await tokens.waba("waba", "sbx_a")
     assert not await tokens.waba("waba", "sbx_b")
 
@@ -197,3 +198,29 @@ async def test_a_wall_clock_stepping_back_does_not_stretch_the_embedded_sandboxs
     clock.at -= 3600.0  # NTP corrects the clock by an hour
 
     assert await tokens.number("1", "sbx_a") == "waba"
+
+
+async def test_a_rotated_token_stays_valid_for_the_grace_then_only_the_new_one_works() -> None:
+    clock = FakeClock()
+    stored = {"1": ("waba", "sbx_old")}
+
+    async def credential(phone_number_id: str) -> tuple[str, str] | None:
+        return stored.get(phone_number_id)
+
+    async def waba_tokens(waba_id: str) -> frozenset[str]:
+        return frozenset()
+
+    tokens = GatewayTokens(credential, waba_tokens, ttl=2.0, clock=clock)
+    assert await tokens.number("1", "sbx_old") == "waba"
+    stored["1"] = ("waba", "sbx_new")  # `wagate numbers update --access-token-file ...`
+    clock.at += 0.5
+    # A worker that learnt of the rotation first: the new token works before the ttl is up,
+    # and sends claimed with the old token still pass.
+    assert await tokens.number("1", "sbx_new") == "waba"
+    assert await tokens.number("1", "sbx_old") == "waba"
+    clock.at += tokens.grace - 0.1
+    assert await tokens.number("1", "sbx_old") == "waba"  # refreshed meanwhile, still in grace
+    clock.at += 0.2
+    assert await tokens.number("1", "sbx_old") is None
+    assert await tokens.number("1", "sbx_new") == "waba"
+    assert await tokens.number("1", "sbx_other") is None

@@ -18,22 +18,46 @@ from rich.table import Table
 
 from wagate.adapters.logs import configure_logging
 from wagate.core import admin
+from wagate.domain.model import PhoneNumber
 from wagate.ports import SystemClock
 from wagate.settings import Settings
 
 if TYPE_CHECKING:
     from wagate.adapters.store.sql import SqlStore
 
+
+def example(*lines: str) -> str:
+    """A help epilog: `Example(s):` and the command lines as written (click keeps `\b` blocks)."""
+    title = "Example:" if len(lines) == 1 else "Examples:"
+    return "\b\n" + title + "\n" + "\n".join("  " + line for line in lines)
+
+
+# Plain click help, not typer's rich panels: those print `<bool>` beside every flag.
+HELP = {"rich_markup_mode": None, "no_args_is_help": True}
+
 app = typer.Typer(
     help="wagate: a self-hosted WhatsApp marketing-messages gateway (Kapso-compatible).",
-    no_args_is_help=True,
+    epilog=example("wagate serve --demo", "wagate projects create 'Acme Shoes'"),
     add_completion=False,
     # main() tells errors in one line (or, with --debug, with a plain traceback).
     pretty_exceptions_enable=False,
+    **HELP,  # type: ignore[arg-type]
 )
-projects_app = typer.Typer(help="Create, list and update projects.", no_args_is_help=True)
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-numbers_app = typer.Typer(help="Register WhatsApp phone numbers.", no_args_is_help=True)
+projects_app = typer.Typer(
+    help="Create, list and update projects.",
+    epilog=example("wagate projects list"),
+    **HELP,  # type: ignore[arg-type]
+)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys.",
+    epilog=example("wagate keys list --project prj_0123456789abcdef"),
+    **HELP,  # type: ignore[arg-type]
+)
+numbers_app = typer.Typer(
+    help="Register, list, update (rotate a token, change mps) and remove WhatsApp phone numbers.",
+    epilog=example("wagate numbers list"),
+    **HELP,  # type: ignore[arg-type]
+)
 app.add_typer(projects_app, name="projects")
 app.add_typer(keys_app, name="keys")
 app.add_typer(numbers_app, name="numbers")
@@ -201,7 +225,12 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     workers: Annotated[int, typer.Option(help="Worker processes (SQLite: keep 1).")] = 1,
     demo: Annotated[
-        bool, typer.Option(help="Ensure a demo project and sandbox number; print a key and a curl.")
+        bool,
+        typer.Option(
+            "--demo",
+            help="Ensure a demo project, sandbox number and key (kept across restarts);"
+            " print a curl.",
+        ),
     ] = False,
     worker: Annotated[
         bool | None,
@@ -411,13 +440,25 @@ def _print_demo(demo: admin.Demo, host: str, port: int) -> None:
         f"http://{host}:{port}/meta/whatsapp/v24.0/{demo.number.phone_number_id}/marketing_messages"
     )
     console.print(
-        f"demo project: {demo.project.id}   sandbox number: {demo.number.phone_number_id}"
+        f"demo project: {demo.project.id}   sandbox number: {demo.number.phone_number_id}",
+        markup=False,
     )
-    console.print(f"API key (shown once): [bold]{demo.key.secret}[/bold]")
+    if demo.secret is None:
+        # The key itself was shown when it was created; only its hash is stored.
+        console.print(
+            f"API key: the existing demo key {demo.key.prefix}… ({demo.key.id}) is kept."
+            f" Lost it? Mint a new one: wagate keys create --project {demo.project.id}",
+            markup=False,
+            soft_wrap=True,
+        )
+        key = "$WAGATE_API_KEY"
+    else:
+        console.print(f"API key (shown once): [bold]{demo.secret}[/bold]")
+        key = demo.secret
     console.print("try:")
     sys.stdout.write(
         f"curl -sS -X POST '{url}' -H 'Content-Type: application/json' "
-        f"-H 'X-API-Key: {demo.key.secret}' -d '{body}'\n"
+        f"-H \"X-API-Key: {key}\" -d '{body}'\n"
     )
     sys.stdout.flush()
 
@@ -442,7 +483,7 @@ def _rate_limit_text(rate_limit: int | None) -> str:
 
 @projects_app.command("create")
 def projects_create(
-    name: Annotated[str, typer.Argument(help="The project's name.")],
+    name: Annotated[str, typer.Argument(help="The project's name.", metavar="NAME")],
     rate_limit: RateLimitOption = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -472,7 +513,7 @@ def projects_create(
 
 @projects_app.command("update")
 def projects_update(
-    project_id: Annotated[str, typer.Argument(help="The project's id.")],
+    project_id: Annotated[str, typer.Argument(help="The project's id.", metavar="PROJECT_ID")],
     rate_limit: RateLimitOption = None,
     no_rate_limit: Annotated[
         bool, typer.Option("--no-rate-limit", help="Remove the project's rate limit.")
@@ -533,7 +574,7 @@ def keys_create(
             {"id": issued.key.id, "project_id": project, "api_key": issued.secret, "label": label}
         )
     else:
-        console.print(f"key {issued.key.id}: {issued.secret} (shown once)")
+        console.print(f"key {issued.key.id}: {issued.secret} (shown once)", markup=False)
 
 
 @keys_app.command("list")
@@ -565,56 +606,117 @@ def keys_list(
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (not the key).")]) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (not the key).", metavar="KEY_ID")],
+) -> None:
     """Revoke an API key.
 
     Example: wagate keys revoke key_123
     """
     _run(lambda store: admin.revoke_key(store, SystemClock(), key_id))
-    console.print(f"revoked {key_id}")
+    console.print(f"revoked {key_id}", markup=False)
 
 
-@numbers_app.command("add")
+AccessTokenOption = Annotated[
+    str,
+    typer.Option(
+        help="Meta access token. '-' reads it from standard input. Default: WAGATE_ACCESS_TOKEN."
+        " Prefer stdin, --access-token-file or the variable: an argument shows in `ps`.",
+        show_default=False,
+    ),
+]
+AccessTokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Read the access token from this file (surrounding whitespace ignored).",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+    ),
+]
+PhoneNumberIdArgument = Annotated[
+    str, typer.Argument(help="Meta's phone number id (digits).", metavar="PHONE_NUMBER_ID")
+]
+
+
+def _access_token(access_token: str, access_token_file: Path | None) -> str:
+    """The token from --access-token-file, --access-token (`-`: stdin) or WAGATE_ACCESS_TOKEN."""
+    if access_token_file is not None and access_token:
+        raise _fail("give the access token once: --access-token or --access-token-file")
+    if access_token_file is not None:
+        return access_token_file.read_text().strip()
+    if access_token == "-":
+        return sys.stdin.read().strip()
+    if access_token:
+        return access_token
+    return os.environ.get("WAGATE_ACCESS_TOKEN", "").strip()
+
+
+def _number_row(number: PhoneNumber) -> dict[str, Any]:
+    """A number as the CLI prints it: never its access token."""
+    return {
+        "phone_number_id": number.phone_number_id,
+        "waba_id": number.waba_id,
+        "project_id": number.project_id,
+        "upstream": number.upstream,
+        "mps": number.mps,
+    }
+
+
+def _print_numbers(numbers: list[PhoneNumber]) -> None:
+    table = Table("phone number id", "WABA id", "project", "upstream", "mps")
+    for number in numbers:
+        table.add_row(
+            number.phone_number_id,
+            number.waba_id,
+            number.project_id,
+            number.upstream,
+            str(number.mps),
+        )
+    console.print(table)
+
+
+def _check_id(value: str, what: str) -> None:
+    """Refuse a malformed id before the database is opened."""
+    try:
+        admin.check_meta_id(value, what)
+    except admin.AdminError as exc:
+        raise _fail(exc) from None
+
+
+@numbers_app.command(
+    "add",
+    epilog=example(
+        "wagate numbers add --project prj_0123456789abcdef --phone-number-id 106540352242922",
+        "wagate numbers add --project prj_0123456789abcdef --phone-number-id 106540352242922"
+        " --upstream meta --waba-id 102290129340398 --access-token-file meta-token.txt",
+    ),
+)
 def numbers_add(
     project: Annotated[str, typer.Option(help="Project id.")],
-    phone_number_id: Annotated[str, typer.Option(help="Meta's phone number id.")],
-    waba_id: Annotated[str | None, typer.Option(help="WhatsApp Business Account id.")] = None,
+    phone_number_id: Annotated[str, typer.Option(help="Meta's phone number id (digits).")],
+    waba_id: Annotated[
+        str | None,
+        typer.Option(
+            help="WhatsApp Business Account id (digits); required for --upstream meta, made up"
+            " for a sandbox number when omitted."
+        ),
+    ] = None,
     upstream: Annotated[
         UpstreamChoice, typer.Option(help="sandbox (built-in emulator) or meta.")
     ] = UpstreamChoice.sandbox,
-    access_token: Annotated[
-        str,
-        typer.Option(
-            help="Meta access token (needed for meta; a sandbox number gets a generated one)."
-            " '-' reads it from standard input. Default: WAGATE_ACCESS_TOKEN. Prefer stdin,"
-            " --access-token-file or the variable: an argument shows in `ps`.",
-        ),
-    ] = "",
-    access_token_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Read the access token from this file (surrounding whitespace ignored).",
-            exists=True,
-            dir_okay=False,
-            readable=True,
-        ),
-    ] = None,
+    access_token: AccessTokenOption = "",
+    access_token_file: AccessTokenFileOption = None,
     mps: Annotated[int, typer.Option(help="Messages per second allowed (20, 80, 1000).")] = 80,
     as_json: JsonFlag = False,
 ) -> None:
     """Register a phone number with a project (its access token is stored encrypted).
 
-    Example: wagate numbers add --project prj_123 --phone-number-id 123456789012345
-    --waba-id 987654321098765 --upstream meta --access-token-file ./token --json
+    A meta number needs --waba-id and an access token; a sandbox number without a
+    token gets a generated one.
     """
-    if access_token_file is not None and access_token:
-        raise _fail("give the access token once: --access-token or --access-token-file")
-    if access_token_file is not None:
-        access_token = access_token_file.read_text().strip()
-    elif access_token == "-":
-        access_token = sys.stdin.read().strip()
-    elif not access_token:
-        access_token = os.environ.get("WAGATE_ACCESS_TOKEN", "").strip()
+    _check_id(phone_number_id, "--phone-number-id")
+    token = _access_token(access_token, access_token_file)
     sandbox_allowed = Settings.from_env().sandbox_mode() != "off"
     number = _run(
         lambda store: admin.add_number(
@@ -624,22 +726,120 @@ def numbers_add(
             phone_number_id=phone_number_id,
             waba_id=waba_id,
             upstream=upstream.value,
-            access_token=access_token,
+            access_token=token,
             mps=mps,
             sandbox_allowed=sandbox_allowed,
         )
     )
-    result = {
-        "phone_number_id": number.phone_number_id,
-        "waba_id": number.waba_id,
-        "project_id": number.project_id,
-        "upstream": number.upstream,
-        "mps": number.mps,
-    }
     if as_json:
-        _print_json(result)
+        _print_json(_number_row(number))
     else:
-        console.print(result)
+        console.print(f"added phone number {number.phone_number_id}", markup=False)
+        _print_numbers([number])
+
+
+@numbers_app.command(
+    "list",
+    epilog=example(
+        "wagate numbers list", "wagate numbers list --project prj_0123456789abcdef --json"
+    ),
+)
+def numbers_list(
+    project: Annotated[
+        str | None, typer.Option(help="Only this project's numbers (default: every number).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List phone numbers (never their access tokens)."""
+    found = _run(lambda store: admin.list_numbers(store, project))
+    if as_json:
+        _print_json([_number_row(number) for number in found])
+    else:
+        _print_numbers(found)
+
+
+@numbers_app.command("show", epilog=example("wagate numbers show 106540352242922 --json"))
+def numbers_show(phone_number_id: PhoneNumberIdArgument, as_json: JsonFlag = False) -> None:
+    """Show one phone number (never its access token)."""
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    number = _run(lambda store: admin.show_number(store, phone_number_id))
+    if as_json:
+        _print_json(_number_row(number))
+    else:
+        _print_numbers([number])
+
+
+@numbers_app.command(
+    "update",
+    epilog=example(
+        "wagate numbers update 106540352242922 --access-token-file new-token.txt",
+        "wagate numbers update 106540352242922 --mps 20",
+        'printf %s "$TOKEN" | wagate numbers update 106540352242922 --access-token -',
+    ),
+)
+def numbers_update(
+    phone_number_id: PhoneNumberIdArgument,
+    access_token: AccessTokenOption = "",
+    access_token_file: AccessTokenFileOption = None,
+    mps: Annotated[
+        int | None, typer.Option(help="New messages per second allowed.", show_default=False)
+    ] = None,
+    waba_id: Annotated[
+        str | None, typer.Option(help="New WhatsApp Business Account id.", show_default=False)
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Rotate a number's access token, change its mps or WABA id, without a restart.
+
+    Running gateways and workers use the change within their cache time (a few
+    seconds); sends already under way finish with the old token, so revoke the old
+    token at Meta only a minute after the update.
+    """
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    token = _access_token(access_token, access_token_file) or None
+    number = _run(
+        lambda store: admin.update_number(
+            store, phone_number_id, access_token=token, mps=mps, waba_id=waba_id
+        )
+    )
+    if as_json:
+        _print_json(_number_row(number))
+        return
+    changed = [
+        what
+        for what, given in (("access token", token), ("mps", mps), ("WABA id", waba_id))
+        if given is not None
+    ]
+    console.print(f"updated {', '.join(changed)} of {number.phone_number_id}", markup=False)
+    _print_numbers([number])
+
+
+@numbers_app.command(
+    "remove",
+    epilog=example(
+        "wagate numbers remove 106540352242922", "wagate numbers remove 106540352242922 --force"
+    ),
+)
+def numbers_remove(
+    phone_number_id: PhoneNumberIdArgument,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Remove it even with undelivered messages: they are deleted unsent.",
+        ),
+    ] = False,
+) -> None:
+    """Remove a phone number with its messages and statuses; refused while messages are
+    queued or being sent, unless --force."""
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    removed = _run(lambda store: admin.remove_number(store, phone_number_id, force=force))
+    suffix = (
+        f" ({removed.deleted_undelivered} undelivered message(s) deleted unsent)"
+        if removed.deleted_undelivered
+        else ""
+    )
+    console.print(f"removed phone number {phone_number_id}{suffix}", markup=False)
 
 
 @app.callback()

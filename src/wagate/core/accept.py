@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from wagate.core.access import phone_number_not_found
 from wagate.domain.delivery import DEFAULT_TTL_S
 from wagate.domain.errors import INVALID_PARAMETER, TEMPORARILY_UNAVAILABLE, GraphError
 from wagate.domain.model import NewMessage, PhoneNumber, StoredMessage
@@ -22,7 +23,7 @@ from wagate.domain.requests import (
     MessageRef,
 )
 from wagate.domain.validation import decode_request
-from wagate.ports import Clock, IdempotencyConflict, Outbox, WorkSignal
+from wagate.ports import Clock, IdempotencyConflict, Outbox, PhoneNumberGone, WorkSignal
 
 _encoder = msgspec.json.Encoder()
 # Printable ASCII without spaces, like the IETF Idempotency-Key draft's examples.
@@ -170,27 +171,46 @@ class Acceptor:
     ) -> Accepted:
         now_ms = self._now_ms()
         message_id = new_message_id()
-        await self._store.add_message(
-            NewMessage(
-                id=message_id,
-                project_id=number.project_id,
-                phone_number_id=number.phone_number_id,
-                recipient_input=recipient.input,
-                recipient=recipient.address,
-                recipient_kind=recipient.kind,
-                request=canonical.decode(),
-                template_name=request.template.name,
-                template_language=request.template.language.code,
-                biz_opaque_callback_data=request.biz_opaque_callback_data,
-                created_at=now_ms,
-                expires_at=now_ms + self._ttl_ms,
-                idempotency_key=key,
-                request_hash=request_hash,
+        try:
+            await self._store.add_message(
+                self._new_message(
+                    number, request, canonical, recipient, message_id, now_ms, key, request_hash
+                )
             )
-        )
+        except PhoneNumberGone:
+            # `wagate numbers remove` won the race with this send: as if it were unknown.
+            raise phone_number_not_found(number.phone_number_id) from None
         if self._work is not None:
             self._work.notify(number.phone_number_id)
         return Accepted(response_body(recipient, message_id), message_id)
+
+    def _new_message(
+        self,
+        number: PhoneNumber,
+        request: MarketingMessageRequest,
+        canonical: bytes,
+        recipient: Recipient,
+        message_id: str,
+        now_ms: int,
+        key: str | None,
+        request_hash: str | None,
+    ) -> NewMessage:
+        return NewMessage(
+            id=message_id,
+            project_id=number.project_id,
+            phone_number_id=number.phone_number_id,
+            recipient_input=recipient.input,
+            recipient=recipient.address,
+            recipient_kind=recipient.kind,
+            request=canonical.decode(),
+            template_name=request.template.name,
+            template_language=request.template.language.code,
+            biz_opaque_callback_data=request.biz_opaque_callback_data,
+            created_at=now_ms,
+            expires_at=now_ms + self._ttl_ms,
+            idempotency_key=key,
+            request_hash=request_hash,
+        )
 
     def _now_ms(self) -> int:
         return int(self._clock.now() * 1000)

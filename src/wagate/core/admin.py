@@ -102,6 +102,24 @@ def new_sandbox_token() -> str:
     return "sbx_" + secrets.token_urlsafe(32)
 
 
+# Meta's ids (phone number, WhatsApp Business Account) are decimal digits.
+MAX_ID_DIGITS = 64
+
+
+def check_meta_id(value: str, what: str) -> str:
+    """`value` if it is a Meta id (digits only), else an AdminError naming `what`."""
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_ID_DIGITS):
+        raise AdminError(
+            f"{what} must be digits only, like Meta's ids (e.g. 106540352242922), got {value!r}"
+        )
+    return value
+
+
+def _check_mps(mps: int) -> None:
+    if mps < 1:
+        raise AdminError("--mps must be at least 1")
+
+
 async def add_number(
     store: Admin,
     clock: Clock,
@@ -114,16 +132,25 @@ async def add_number(
     mps: int = DEFAULT_MPS,
     sandbox_allowed: bool = True,
 ) -> PhoneNumber:
-    """Register a phone number with a project; a sandbox number without a token gets one."""
+    """Register a phone number with a project; a sandbox number without a token gets one.
+
+    A `meta` number needs its real WABA id (Meta's templates and webhooks name it);
+    a sandbox number without one gets a made-up WABA.
+    """
     if upstream == "sandbox" and not sandbox_allowed:
         raise AdminError(SANDBOX_OFF)
     await _require_project(store, project_id)
-    if not phone_number_id.strip() or "/" in phone_number_id:
-        raise AdminError("a phone number id is a non-empty id without '/'")
-    if mps < 1:
-        raise AdminError("--mps must be at least 1")
+    check_meta_id(phone_number_id, "--phone-number-id")
+    if waba_id:
+        check_meta_id(waba_id, "--waba-id")
+    _check_mps(mps)
     if upstream == "meta" and not access_token:
         raise AdminError("a number with --upstream meta needs --access-token")
+    if upstream == "meta" and not waba_id:
+        raise AdminError(
+            "a number with --upstream meta needs --waba-id: its WhatsApp Business Account id"
+            " (WhatsApp Manager, or the `whatsapp_business_account` of Meta's webhooks)"
+        )
     number = PhoneNumber(
         phone_number_id=phone_number_id,
         waba_id=waba_id or str(10**14 + secrets.randbelow(9 * 10**14)),
@@ -139,13 +166,104 @@ async def add_number(
     return number
 
 
+class NumberNotFound(AdminError):
+    """No such phone number (or, for a project-scoped caller, not one of its numbers)."""
+
+
+class NumberBusy(AdminError):
+    """A number with undelivered messages, which `remove` without force leaves alone."""
+
+    def __init__(self, phone_number_id: str, undelivered: int) -> None:
+        super().__init__(
+            f"phone number {phone_number_id} has {undelivered} undelivered message(s) (queued or"
+            " being sent): wait for them, or remove it anyway with --force (they are deleted"
+            " unsent)"
+        )
+        self.undelivered = undelivered
+
+
+async def list_numbers(store: Admin, project_id: str | None = None) -> list[PhoneNumber]:
+    """A project's phone numbers (every number when None), ordered by id."""
+    if project_id is not None:
+        await _require_project(store, project_id)
+    return await store.list_phone_numbers(project_id)
+
+
+async def show_number(
+    store: Admin, phone_number_id: str, project_id: str | None = None
+) -> PhoneNumber:
+    """A phone number; with `project_id`, only if it is that project's."""
+    number = await store.get_phone_number(phone_number_id)
+    if number is None or (project_id is not None and number.project_id != project_id):
+        raise NumberNotFound(f"no phone number {phone_number_id!r} (see `wagate numbers list`)")
+    return number
+
+
+async def update_number(
+    store: Admin,
+    phone_number_id: str,
+    *,
+    access_token: str | None = None,
+    mps: int | None = None,
+    waba_id: str | None = None,
+    project_id: str | None = None,
+) -> PhoneNumber:
+    """Rotate a number's access token, change its mps or WABA id; what is None stays.
+
+    Running processes pick the change up within their cache time (a worker at
+    its next look, WAGATE_WORKER_POLL_SECONDS); sends in flight finish with the
+    token they started with, so the old token must stay valid at Meta until then.
+    """
+    if access_token is None and mps is None and waba_id is None:
+        raise AdminError("nothing to change: give an access token, --mps or --waba-id")
+    if access_token is not None and not access_token.strip():
+        raise AdminError("the new access token is empty")
+    if mps is not None:
+        _check_mps(mps)
+    if waba_id is not None:
+        check_meta_id(waba_id, "--waba-id")
+    await show_number(store, phone_number_id, project_id)
+    token = None if access_token is None else access_token.strip()
+    if not await store.update_phone_number(
+        phone_number_id, access_token=token, mps=mps, waba_id=waba_id
+    ):
+        raise NumberNotFound(f"no phone number {phone_number_id!r} (see `wagate numbers list`)")
+    return await show_number(store, phone_number_id, project_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """A removed number and how many undelivered messages went with it (`force` only)."""
+
+    number: PhoneNumber
+    deleted_undelivered: int
+
+
+async def remove_number(
+    store: Admin, phone_number_id: str, *, force: bool = False, project_id: str | None = None
+) -> Removed:
+    """Delete a number with its messages, statuses and events; NumberBusy if messages are
+    still undelivered, unless `force` (then they are deleted unsent)."""
+    number = await show_number(store, phone_number_id, project_id)
+    undelivered = await store.remove_phone_number(phone_number_id, force=force)
+    if undelivered is None:
+        raise NumberNotFound(f"no phone number {phone_number_id!r} (see `wagate numbers list`)")
+    if undelivered and not force:
+        raise NumberBusy(phone_number_id, undelivered)
+    return Removed(number, undelivered)
+
+
 @dataclass(frozen=True, slots=True)
 class Demo:
-    """What `wagate serve --demo` prints: a project, a sandbox number and a fresh key."""
+    """What `wagate serve --demo` prints: a project, a sandbox number and its live key.
+
+    `secret` is the key itself, only when this call created it (it is never stored).
+    """
 
     project: Project
     number: PhoneNumber
-    key: IssuedKey
+    key: ApiKey
+    secret: str | None
 
 
 DEMO_PROJECT = "demo"
@@ -154,24 +272,29 @@ DEMO_KEY_LABEL = "demo (make serve)"
 
 
 async def ensure_demo(store: Admin, clock: Clock, *, sandbox_allowed: bool = True) -> Demo:
-    """The demo project and sandbox number, created once; a new key on every call.
+    """The demo project, sandbox number and key, created once and kept across restarts.
 
-    The key is shown only once, so each `make serve` mints one and revokes the
-    previous demo key: there is always exactly one live demo key, the printed one.
+    Clients set up against the demo key keep working after a restart: an existing
+    live key is kept (only its prefix can be shown); a new one is minted only when
+    the project has none left (all revoked).
     """
     if not sandbox_allowed:
         raise AdminError(f"--demo needs a sandbox number, but {SANDBOX_OFF}")
     projects = [p for p in await store.list_projects() if p.name == DEMO_PROJECT]
+    issued: IssuedKey | None = None
     if projects:
         project = projects[0]
     else:
-        project, _ = await create_project(store, clock, DEMO_PROJECT)
+        project, issued = await create_project(store, clock, DEMO_PROJECT)
     number = await store.get_phone_number(DEMO_NUMBER)
     if number is None:
         number = await add_number(
             store, clock, project_id=project.id, phone_number_id=DEMO_NUMBER, mps=DEFAULT_MPS
         )
-    for key in await store.list_api_keys(project.id):
-        if key.revoked_at is None:
-            await store.revoke_api_key(key.id, _now_ms(clock))
-    return Demo(project, number, await create_key(store, clock, project.id, DEMO_KEY_LABEL))
+    if issued is not None:
+        return Demo(project, number, issued.key, issued.secret)
+    live = [key for key in await store.list_api_keys(project.id) if key.revoked_at is None]
+    if live:
+        return Demo(project, number, live[-1], None)
+    issued = await create_key(store, clock, project.id, DEMO_KEY_LABEL)
+    return Demo(project, number, issued.key, issued.secret)

@@ -383,9 +383,12 @@ class Dispatcher:
         self._look_at = now + self.settings.poll_s
         waiting: list[Waiting] = await self.queue.waiting()
         next_try: dict[str, float] = {}
+        # Numbers idle at this look are forgotten: the next bell for one brings a look
+        # that reads it afresh, so a rotated token or a new mps is used within a poll,
+        # even by a number whose messages never wait long enough for a look to see them.
+        self._numbers = {work.number.phone_number_id: work.number for work in waiting}
         for work in waiting:
             phone_number_id = work.number.phone_number_id
-            self._numbers[phone_number_id] = work.number
             if work.due > now:
                 self._due_at[phone_number_id] = work.due
                 continue

@@ -51,11 +51,15 @@ def normalise_phone(raw: str) -> str:
         raise invalid_value(f"Parameter `to` is not a phone number: {raw!r}")
     if not text.startswith("+") and digits.startswith("00"):
         digits = digits[2:]
+    if digits.startswith("0"):
+        # No country code starts with 0: this is a number as dialled at home (07700 900123).
+        raise invalid_value(
+            f"Parameter `to` looks like a local number without its country code: {raw!r}; "
+            "send it in international (E.164) form, e.g. +44 7700 900123 for 07700 900123"
+        )
     try:
         return _e164(digits)
-    except phonenumbers.NumberParseException as exc:
-        raise invalid_value(f"Parameter `to` is not a phone number: {raw!r} ({exc})") from None
-    except ValueError:
+    except (phonenumbers.NumberParseException, ValueError):
         raise invalid_value(
             f"Parameter `to` is not a possible phone number: {raw!r}; "
             "send it with its country code, e.g. +44 7700 900123"

@@ -22,6 +22,7 @@ from wagate.adapters.http.docs import (
 from wagate.adapters.http.graph import error_body, new_trace_id, require_graph_version
 from wagate.adapters.http.headers import api_key_of
 from wagate.adapters.http.health import ReadinessView, readiness_view
+from wagate.adapters.http.numbers import NUMBER_ROUTES, document_numbers
 from wagate.adapters.http.proxies import TrustedProxies, public_url
 from wagate.adapters.http.reads import (
     MessagePage,
@@ -348,6 +349,7 @@ def create_litestar(services: Services) -> Litestar:
             list_messages,
             verify_meta_webhook,
             receive_meta_webhook,
+            *NUMBER_ROUTES,
             docs_assets(),
         ],
         exception_handlers={Exception: _graph_error_response},
@@ -369,6 +371,7 @@ def create_litestar(services: Services) -> Litestar:
     app.state.services = services
     app.state.trusted_proxies = TrustedProxies.parse(services.settings.trusted_proxies)
     document_send(app.openapi_schema)
+    document_numbers(app.openapi_schema)
     document_trace_ids(app.openapi_schema)
     return app
 

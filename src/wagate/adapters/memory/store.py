@@ -14,7 +14,7 @@ from wagate.domain.model import (
     Project,
     StoredMessage,
 )
-from wagate.ports import IdempotencyConflict, StoreUnavailable
+from wagate.ports import IdempotencyConflict, PhoneNumberGone, StoreUnavailable
 
 
 class MemoryStore:
@@ -33,6 +33,8 @@ class MemoryStore:
         key = message.idempotency_key
         if key is not None and self._by_idempotency_key(message.project_id, key) is not None:
             raise IdempotencyConflict(key)
+        if message.phone_number_id not in self.database.numbers:
+            raise PhoneNumberGone(message.phone_number_id)
         seq = self.database.next_seq()
         self.database.messages[seq] = MessageRow(
             seq=seq,
@@ -158,3 +160,58 @@ class MemoryStore:
                 f"phone number {number.phone_number_id} exists already or its project does not"
             )
         self.database.numbers[number.phone_number_id] = NumberRow(number, created_at)
+
+    async def list_phone_numbers(self, project_id: str | None) -> list[PhoneNumber]:
+        """A project's phone numbers (every number when None), ordered by id."""
+        return [
+            row.number
+            for _, row in sorted(self.database.numbers.items())
+            if project_id is None or row.number.project_id == project_id
+        ]
+
+    async def update_phone_number(
+        self,
+        phone_number_id: str,
+        *,
+        access_token: str | None,
+        mps: int | None,
+        waba_id: str | None,
+    ) -> bool:
+        """Change what is given (None: keep it); False if there is no such number."""
+        row = self.database.numbers.get(phone_number_id)
+        if row is None:
+            return False
+        number = row.number
+        if access_token is not None:
+            number = dataclasses.replace(number, access_token=access_token)
+        if mps is not None:
+            number = dataclasses.replace(number, mps=mps)
+        if waba_id is not None:
+            number = dataclasses.replace(number, waba_id=waba_id)
+        row.number = number
+        return True
+
+    async def remove_phone_number(self, phone_number_id: str, *, force: bool) -> int | None:
+        """Count the number's undelivered messages; delete it and its history if none or forced."""
+        database = self.database
+        if phone_number_id not in database.numbers:
+            return None
+        mine = {
+            seq: row
+            for seq, row in database.messages.items()
+            if row.message.phone_number_id == phone_number_id
+        }
+        undelivered = sum(row.state in ("queued", "sending") for row in mine.values())
+        if undelivered and not force:
+            return undelivered
+        wamids = {row.upstream_wamid for row in mine.values() if row.upstream_wamid is not None}
+        for seq in mine:
+            del database.messages[seq]
+        # In place: the other memory adapters hold the same tables.
+        for status_key in [k for k, v in database.statuses.items() if v.wamid in wamids]:
+            del database.statuses[status_key]
+        database.events[:] = [event for event in database.events if event.wamid not in wamids]
+        for pair in [k for k in database.pairs if k[0] == phone_number_id]:
+            del database.pairs[pair]
+        del database.numbers[phone_number_id]
+        return undelivered

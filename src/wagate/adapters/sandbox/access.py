@@ -93,6 +93,25 @@ class FirstUseTokens:
 _REMEMBERED = 10_000
 
 
+# How often a token the cache does not know may send the embedded sandbox back to the
+# database before the ttl is up (a wrong token costs at most this many queries a second).
+RECHECK_SECONDS = 0.25
+
+
+class _Known:
+    """What the embedded sandbox knows of a number: when it asked, what it was told, and
+    the token a rotation replaced with the time it stops being accepted."""
+
+    __slots__ = ("at", "credential", "previous", "previous_until", "rechecked_at")
+
+    def __init__(self, at: float, credential: NumberCredential | None) -> None:
+        self.at = at
+        self.credential = credential
+        self.previous = ""
+        self.previous_until = float("-inf")
+        self.rechecked_at = float("-inf")
+
+
 class GatewayTokens:
     """The embedded sandbox: tokens of sandbox numbers from the gateway's database, cached briefly.
 
@@ -106,28 +125,62 @@ class GatewayTokens:
         waba_tokens: Callable[[str], Awaitable[frozenset[str]]],
         *,
         ttl: float = 2.0,
+        grace: float = 10.0,
         clock: Clock | None = None,
     ) -> None:
-        """Lookups by phone_number_id and by WABA, each answer trusted for `ttl` seconds."""
+        """Lookups by phone_number_id and by WABA, each answer trusted for `ttl` seconds;
+        a rotated token is still accepted for `grace` seconds (see SandboxConfig)."""
         self._credential = credential
         self._waba_tokens = waba_tokens
         self.ttl = ttl
         self.clock = clock or SystemClock()
-        self._numbers: Lru[str, tuple[float, NumberCredential | None]] = Lru(_REMEMBERED)
+        self.grace = grace
+        self._numbers: Lru[str, _Known] = Lru(_REMEMBERED)
         self._wabas: Lru[str, tuple[float, frozenset[str]]] = Lru(_REMEMBERED)
 
     async def number(self, phone_number_id: str, token: str) -> str | None:
-        """The stored WABA of a sandbox number whose stored token is `token`."""
+        """The stored WABA of a sandbox number whose stored token is `token`.
+
+        A token that matches neither the cached token nor the one a rotation replaced
+        sends it back to the database (at most every RECHECK_SECONDS): a worker may
+        learn of a rotation before this cache does, and its sends must pass.
+        """
         now = self.clock.now()
         known = self._numbers.get(phone_number_id)
         # A clock stepped back must not keep an answer for longer than the ttl.
-        if known is None or not 0 <= now - known[0] < self.ttl:
-            known = (now, await self._credential(phone_number_id))
-            self._numbers.put(phone_number_id, known)
-        credential = known[1]
-        if credential is None or not same_token(token, credential[1]):
+        if known is None or not 0 <= now - known.at < self.ttl:
+            known = await self._refresh(phone_number_id, known, now)
+        waba_id = self._accepts(known, token, now)
+        # Timed apart from the ttl: only unknown tokens spend this budget.
+        recheck = not 0 <= now - known.rechecked_at < RECHECK_SECONDS
+        if waba_id is None and known.credential is not None and recheck:
+            known = await self._refresh(phone_number_id, known, now)
+            known.rechecked_at = now
+            waba_id = self._accepts(known, token, now)
+        return waba_id
+
+    async def _refresh(self, phone_number_id: str, known: _Known | None, now: float) -> _Known:
+        """Ask the database; a changed token is kept as the previous one for `grace` s."""
+        fresh = _Known(now, await self._credential(phone_number_id))
+        if known is not None:
+            fresh.previous, fresh.previous_until = known.previous, known.previous_until
+            fresh.rechecked_at = known.rechecked_at
+            replaced, current = known.credential, fresh.credential
+            if replaced and current and replaced[1] != current[1]:
+                fresh.previous, fresh.previous_until = replaced[1], now + self.grace
+        self._numbers.put(phone_number_id, fresh)
+        return fresh
+
+    @staticmethod
+    def _accepts(known: _Known, token: str, now: float) -> str | None:
+        """The WABA if `token` is the number's token, or the replaced one within its grace."""
+        credential = known.credential
+        if credential is None:
             return None
-        return credential[0]
+        current = same_token(token, credential[1])
+        # Compared whatever the first answer, to keep the time flat.
+        previous = same_token(token, known.previous) and now < known.previous_until
+        return credential[0] if current or previous else None
 
     async def waba(self, waba_id: str, token: str) -> bool:
         """Whether `token` is the token of one of the WABA's sandbox numbers."""

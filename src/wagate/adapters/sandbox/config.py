@@ -39,6 +39,10 @@ class SandboxConfig:
     # Standalone only: the one access token every number and WABA accepts. "" binds
     # each number and WABA to the first token that uses it.
     token: str = ""
+    # Embedded only: seconds a sandbox number's replaced access token is still accepted
+    # after `wagate numbers update` rotates it (Meta keeps an old token valid until it
+    # is revoked), so sends claimed with the old token still go through.
+    token_grace: float = 10.0
     # Bounds on what clients can make the sandbox remember. Meta caps a WABA at 250
     # templates; the rest keep a misbehaving client from growing memory without end.
     max_numbers: int = 10_000
@@ -95,6 +99,7 @@ class SandboxConfig:
             numbers=numbers,
             admin_token=get("ADMIN_TOKEN") or env.get("WAGATE_ADMIN_TOKEN") or "",
             token=get("TOKEN") or "",
+            token_grace=number("TOKEN_GRACE", default.token_grace),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -115,6 +120,7 @@ class SandboxConfig:
             "NUMBERS": ",".join(f"{pnid}:{waba}" for pnid, waba in self.numbers.items()),
             "ADMIN_TOKEN": self.admin_token,
             "TOKEN": self.token,
+            "TOKEN_GRACE": repr(self.token_grace),
         }
         return {ENV_PREFIX + name: value for name, value in env.items()}
 

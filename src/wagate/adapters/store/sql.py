@@ -35,7 +35,7 @@ from wagate.domain.model import (
     Project,
     StoredMessage,
 )
-from wagate.ports import IdempotencyConflict, StoreUnavailable
+from wagate.ports import IdempotencyConflict, PhoneNumberGone, StoreUnavailable
 
 _NEW_MESSAGE_FIELDS = tuple(f.name for f in fields(NewMessage))
 _PHONE_NUMBER_FIELDS = tuple(f.name for f in fields(PhoneNumber))
@@ -100,6 +100,8 @@ class SqlStore:
                 message.project_id, message.idempotency_key
             ):
                 raise IdempotencyConflict(message.idempotency_key) from exc
+            if await self.get_phone_number(message.phone_number_id) is None:
+                raise PhoneNumberGone(message.phone_number_id) from exc
             raise
         except Exception as exc:
             if is_row_fault(exc):
@@ -234,6 +236,63 @@ class SqlStore:
             raise ValueError(
                 f"phone number {number.phone_number_id} exists already or its project does not"
             ) from exc
+
+    async def list_phone_numbers(self, project_id: str | None) -> list[PhoneNumber]:
+        """A project's phone numbers (every number when None), ordered by id."""
+        async with self.engine.connect() as connection:
+            if project_id is None:
+                rows = await connection.execute(directory.EVERY_NUMBER)
+            else:
+                rows = await connection.execute(
+                    directory.NUMBERS_OF_PROJECT, {"b_project_id": project_id}
+                )
+            return [phone_number_of(row, self.secrets) for row in rows]
+
+    async def update_phone_number(
+        self,
+        phone_number_id: str,
+        *,
+        access_token: str | None,
+        mps: int | None,
+        waba_id: str | None,
+    ) -> bool:
+        """Change what is given (None: keep it); False if there is no such number."""
+        key = {"b_phone_number_id": phone_number_id}
+        changes: list[tuple[Executable, dict[str, Any]]] = []
+        if access_token is not None:
+            sealed = self.secrets.seal(access_token)
+            changes.append((directory.SET_ACCESS_TOKEN, {**key, "b_access_token": sealed}))
+        if mps is not None:
+            changes.append((directory.SET_MPS, {**key, "b_mps": mps}))
+        if waba_id is not None:
+            changes.append((directory.SET_WABA_ID, {**key, "b_waba_id": waba_id}))
+        async with begin_write(self.engine) as connection:
+            if (await connection.execute(directory.PHONE_NUMBER, key)).first() is None:
+                return False
+            for statement, parameters in changes:
+                await connection.execute(statement, parameters)
+        return True
+
+    async def remove_phone_number(self, phone_number_id: str, *, force: bool) -> int | None:
+        """Count the number's undelivered messages; delete it and its history if none or forced."""
+        key = {"b_phone_number_id": phone_number_id}
+        async with begin_write(self.engine) as connection:
+            if (await connection.execute(directory.PHONE_NUMBER, key)).first() is None:
+                return None
+            undelivered = int(
+                (await connection.execute(directory.UNDELIVERED_COUNT, key)).scalar_one()
+            )
+            if undelivered and not force:
+                return undelivered
+            for statement in (
+                directory.DELETE_NUMBER_STATUSES,
+                directory.DELETE_NUMBER_EVENTS,
+                directory.DELETE_NUMBER_MESSAGES,
+                directory.DELETE_NUMBER_PAIRS,
+                directory.DELETE_NUMBER,
+            ):
+                await connection.execute(statement, key)
+        return undelivered
 
     # ---- secrets and the embedded sandbox's view of its numbers ------------------------
 

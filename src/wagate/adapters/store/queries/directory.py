@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
-from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, api_keys, phone_numbers, projects
+from wagate.adapters.store.tables import (
+    PHONE_NUMBER_COLUMNS,
+    api_keys,
+    message_events,
+    message_statuses,
+    messages,
+    pair_pacing,
+    phone_numbers,
+    projects,
+)
 
 # ---- projects and keys ------------------------------------------------------------------
 
@@ -55,6 +64,48 @@ INSERT_PHONE_NUMBER = insert(phone_numbers)
 # Rows of PHONE_NUMBER_COLUMNS (see `phone_number_of`): every number, or one.
 ALL_PHONE_NUMBERS = select(*PHONE_NUMBER_COLUMNS)
 PHONE_NUMBER = ALL_PHONE_NUMBERS.where(
+    phone_numbers.c.phone_number_id == bindparam("b_phone_number_id")
+)
+
+NUMBERS_OF_PROJECT = ALL_PHONE_NUMBERS.where(
+    phone_numbers.c.project_id == bindparam("b_project_id")
+).order_by(phone_numbers.c.phone_number_id)
+EVERY_NUMBER = ALL_PHONE_NUMBERS.order_by(phone_numbers.c.phone_number_id)
+
+# What `numbers update` changes; each statement sets one column, so what is not
+# given is not rewritten (and a token rotation never touches the pacing columns).
+SET_MPS = (
+    update(phone_numbers)
+    .where(phone_numbers.c.phone_number_id == bindparam("b_phone_number_id"))
+    .values(mps=bindparam("b_mps"))
+)
+SET_WABA_ID = (
+    update(phone_numbers)
+    .where(phone_numbers.c.phone_number_id == bindparam("b_phone_number_id"))
+    .values(waba_id=bindparam("b_waba_id"))
+)
+
+# ---- removing a number and everything stored for it --------------------------------------
+
+_OF_NUMBER = messages.c.phone_number_id == bindparam("b_phone_number_id")
+
+# Messages not yet handed to Meta: queued, or claimed by a worker and being sent.
+# Reads the queue's partial indexes (state is a literal) plus the leases index.
+UNDELIVERED_COUNT = select(func.count()).where(
+    _OF_NUMBER, messages.c.state.in_(("queued", "sending"))
+)
+_WAMIDS = select(messages.c.upstream_wamid).where(
+    _OF_NUMBER, messages.c.upstream_wamid.is_not(None)
+)
+DELETE_NUMBER_STATUSES = delete(message_statuses).where(
+    message_statuses.c.upstream_wamid.in_(_WAMIDS)
+)
+DELETE_NUMBER_EVENTS = delete(message_events).where(message_events.c.upstream_wamid.in_(_WAMIDS))
+DELETE_NUMBER_MESSAGES = delete(messages).where(_OF_NUMBER)
+DELETE_NUMBER_PAIRS = delete(pair_pacing).where(
+    pair_pacing.c.phone_number_id == bindparam("b_phone_number_id")
+)
+DELETE_NUMBER = delete(phone_numbers).where(
     phone_numbers.c.phone_number_id == bindparam("b_phone_number_id")
 )
 
