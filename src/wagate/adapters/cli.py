@@ -241,8 +241,8 @@ def serve_command(
         ),
     ] = None,
 ) -> None:
-    """Serve the API (and, unless --no-worker, deliver) on a database `wagate migrate`
-    brought to this version's schema (an empty one is given it).
+    """Serve the API (and, unless --no-worker, deliver); the database's schema must be
+    this version's (run migrate first after an upgrade; an empty database is given it).
 
     Example: WAGATE_DATA_DIR=/var/lib/wagate wagate serve --host 0.0.0.0 --port 8080
     """
