@@ -157,6 +157,7 @@ async def build(fleet: Fleet) -> None:
                     clock,
                     project_id=project.id,
                     phone_number_id=f"7{index:014d}",
+                    waba_id=f"8{index:014d}",
                     upstream="meta",
                     access_token=TOKEN,
                     mps=limit_of(index),
