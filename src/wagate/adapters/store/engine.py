@@ -7,6 +7,7 @@ module reads the dialect's name.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -21,7 +22,6 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-from wagate.adapters.store.writer import SharedWriter
 from wagate.settings import SQLITE_SYNCHRONOUS
 
 # The async driver of each database wagate runs on; SQLAlchemy loads it by this name.
@@ -172,36 +172,30 @@ def dialect_of(bind: AsyncEngine | AsyncConnection | Connection) -> Dialect:
     return _DIALECTS[bind.dialect.name]
 
 
-_writers: weakref.WeakKeyDictionary[AsyncEngine, SharedWriter] = weakref.WeakKeyDictionary()
+_write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
 async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A write transaction; on SQLite, a session of the process's one shared transaction.
+    """A write transaction; on SQLite, writers of this process take turns in FIFO order.
 
-    SQLite has one writer at a time and each commit costs an fsync: the process's
-    writes of every kind (accepts, claims, outcomes, status webhooks) are committed
-    together by one writer (see `writer.py`), in arrival order, and each caller
-    resumes once its writes are durable. Other processes still meet `busy_timeout`.
+    SQLite has one writer at a time, and a writer that finds the lock taken sleeps
+    with growing back-off: under steady load (the worker's outcome commits) a
+    webhook's write could wait a second. Queueing the process's own writers on an
+    asyncio lock hands the database over in arrival order instead; other processes
+    still meet `busy_timeout`.
+
+    (One writer task committing every kind of pending write in one shared
+    transaction was tried and measured for issue 8: see BENCHMARKS.md. Writes of
+    different kinds rarely wait at the same moment, so it merged 1.1-1.3 sessions a
+    transaction and the accept rate did not move; this lock is the simpler of the two.)
     """
     if not dialect_of(engine).serialises_writes:
         async with engine.begin() as connection:
             yield connection
         return
-    writer = _writers.get(engine)
-    if writer is None:
-        writer = _writers[engine] = SharedWriter(engine)
-    async with writer.session() as connection:
+    lock = _write_locks.get(engine)
+    if lock is None:
+        lock = _write_locks[engine] = asyncio.Lock()
+    async with lock, engine.begin() as connection:
         yield connection
-
-
-def shared_writer(engine: AsyncEngine) -> SharedWriter | None:
-    """The writer of a SQLite engine's write sessions, once it has written (for figures)."""
-    return _writers.get(engine)
-
-
-async def close_writer(engine: AsyncEngine) -> None:
-    """Commit the write sessions waiting on `engine` and stop its writer (before dispose)."""
-    writer = _writers.get(engine)
-    if writer is not None:
-        await writer.close()

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wagate.adapters.store.engine import (
     begin_write,
-    close_writer,
     create_engine,
     dialect_of,
     is_sqlite,
@@ -78,7 +77,6 @@ class SqlStore:
     async def close(self) -> None:
         """Flush pending commits and release connections."""
         await self.committer.close()
-        await close_writer(self.engine)
         await self.engine.dispose()
 
     # ---- messages --------------------------------------------------------------------
