@@ -47,7 +47,7 @@ types: $(DEV_STAMP)
 
 test: lint types
 	$(BIN)/python -m compileall -q src
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope
 
 # The dev lock first; the runtime lock is held to the same versions.
 lock: $(BIN)/uv

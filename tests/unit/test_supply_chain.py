@@ -82,6 +82,7 @@ def test_every_declared_runtime_dependency_is_imported_by_the_gateway() -> None:
 def test_every_declared_test_tool_is_used() -> None:
     _, dev = _declared()
     used = _distributions_of(_imported_top_level("tests") | _imported_top_level("bench"))
-    # Tools run as commands rather than imported.
-    unused = [name for name in dev if name not in used and name not in ("ruff", "mypy")]
+    # Tools run as commands (or pytest plugins named on its command line) rather than imported.
+    commands = ("ruff", "mypy", "pytest-xdist")
+    unused = [name for name in dev if name not in used and name not in commands]
     assert not unused, f"declared test dependencies never imported by tests/ or bench/: {unused}"
