@@ -12,6 +12,7 @@ from wagate.adapters.logs import process_started, process_stopped
 from wagate.adapters.sandbox import SandboxApp, SandboxConfig, create_sandbox_app
 from wagate.adapters.sandbox.access import GatewayTokens
 from wagate.adapters.startup import printable_url
+from wagate.adapters.store.engine import dialect_of
 from wagate.adapters.store.listen import WorkListener, work_listener
 from wagate.adapters.store.migrate import HEAD, KNOWN
 from wagate.adapters.store.queue import SqlQueue
@@ -139,6 +140,7 @@ class Services:
                 graph_version=self.settings.meta_graph_version,
                 lease_s=self.settings.lease_seconds,
                 poll_s=self.settings.worker_poll_seconds,
+                claim_concurrency=1 if dialect_of(self.store.engine).serialises_writes else 8,
             ),
             bell=self.bell,
         )

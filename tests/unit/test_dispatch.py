@@ -948,3 +948,49 @@ async def test_workers_go_round_robin_over_many_numbers_each_from_its_own_start(
         await worker.run_once()
         assert queue.claims[len(first_round)] == ids[start]
     assert starts[0] != starts[1]
+
+
+class SlowClaims(ManyNumbers):
+    """Twelve numbers whose claims take a moment: counts how many are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def claim(
+        self,
+        phone_number_id: str,
+        owner: str,
+        now: float,
+        *,
+        lease_s: float,
+        horizon_s: float,
+        limit: int,
+        tier_mps: int | None = None,
+    ) -> list[Claimed]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return await super().claim(
+                phone_number_id, owner, now, lease_s=lease_s, horizon_s=horizon_s, limit=limit
+            )
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_claims_of_different_numbers_run_side_by_side_up_to_the_setting(
+    concurrency: int,
+) -> None:
+    clock = FakeClock()
+    queue = SlowClaims()
+    worker = dispatcher(queue, FakeUpstream(clock), clock)
+    worker.settings = dataclasses.replace(worker.settings, claim_concurrency=concurrency)
+
+    await worker.run_once()
+
+    assert sorted(queue.claims) == sorted(n.phone_number_id for n in ManyNumbers.numbers)
+    assert queue.most_in_flight == concurrency
