@@ -291,9 +291,13 @@ def test_three_workers_share_the_numbers_pace_and_send_each_message_once(rig: Ri
     assert final["duplicate_sends"] == 0
     assert "130429" not in final["errors"], final["errors"]
     assert final["errors"] == {}
-    # COUNT sends evenly spaced at MPS span (COUNT - 1) / MPS seconds: never faster.
+    # Slots are booked at MPS, so COUNT sends span about (COUNT - 1) / MPS seconds. A send
+    # never leaves before its slot, but sends that woke late may catch up as long as no
+    # second carries more than MPS (domain.pacing.SendWindow; the sandbox, refusing
+    # nothing above, checks Meta's rule): at the least (COUNT - MPS) / MPS seconds.
     span = (COUNT - 1) / MPS
-    assert span * 0.95 <= seconds <= span * 1.4, f"delivery took {seconds:.2f} s"
+    fastest = (COUNT - MPS) / MPS
+    assert fastest <= seconds <= span * 1.4, f"delivery took {seconds:.2f} s"
 
     read = wait_for(rig, lambda found: found.get(("forwarded", "read"), 0) == COUNT)
     assert read == {("forwarded", "read"): COUNT}, read
