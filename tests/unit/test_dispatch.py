@@ -901,7 +901,8 @@ async def test_a_late_wake_up_does_not_put_more_than_the_rate_into_a_second() ->
 
 
 class ManyNumbers(FakeQueue):
-    """Twelve numbers, all with due work; every claim is recorded and finds nothing."""
+    """Twelve numbers, all with due work; every claim takes a moment, is recorded and finds
+    nothing (and the claims in flight at once are counted)."""
 
     numbers: ClassVar[list[PhoneNumber]] = [
         dataclasses.replace(NUMBER, phone_number_id=f"1065403522429{n:02d}") for n in range(12)
@@ -910,6 +911,8 @@ class ManyNumbers(FakeQueue):
     def __init__(self) -> None:
         super().__init__()
         self.claims: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
 
     async def waiting(self) -> list[Waiting]:
         return [Waiting(number, START) for number in self.numbers]
@@ -926,7 +929,14 @@ class ManyNumbers(FakeQueue):
         tier_mps: int | None = None,
     ) -> list[Claimed]:
         self.claims.append(phone_number_id)
-        return []
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return []
+        finally:
+            self.in_flight -= 1
 
 
 async def test_workers_go_round_robin_over_many_numbers_each_from_its_own_start() -> None:
@@ -950,43 +960,12 @@ async def test_workers_go_round_robin_over_many_numbers_each_from_its_own_start(
     assert starts[0] != starts[1]
 
 
-class SlowClaims(ManyNumbers):
-    """Twelve numbers whose claims take a moment: counts how many are in flight at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.in_flight = 0
-        self.most_in_flight = 0
-
-    async def claim(
-        self,
-        phone_number_id: str,
-        owner: str,
-        now: float,
-        *,
-        lease_s: float,
-        horizon_s: float,
-        limit: int,
-        tier_mps: int | None = None,
-    ) -> list[Claimed]:
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            for _ in range(3):
-                await asyncio.sleep(0)
-            return await super().claim(
-                phone_number_id, owner, now, lease_s=lease_s, horizon_s=horizon_s, limit=limit
-            )
-        finally:
-            self.in_flight -= 1
-
-
 @pytest.mark.parametrize("concurrency", [1, 4])
 async def test_claims_of_different_numbers_run_side_by_side_up_to_the_setting(
     concurrency: int,
 ) -> None:
     clock = FakeClock()
-    queue = SlowClaims()
+    queue = ManyNumbers()
     worker = dispatcher(queue, FakeUpstream(clock), clock)
     worker.settings = dataclasses.replace(worker.settings, claim_concurrency=concurrency)
 
