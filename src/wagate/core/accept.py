@@ -173,8 +173,21 @@ class Acceptor:
         message_id = new_message_id()
         try:
             await self._store.add_message(
-                self._new_message(
-                    number, request, canonical, recipient, message_id, now_ms, key, request_hash
+                NewMessage(
+                    id=message_id,
+                    project_id=number.project_id,
+                    phone_number_id=number.phone_number_id,
+                    recipient_input=recipient.input,
+                    recipient=recipient.address,
+                    recipient_kind=recipient.kind,
+                    request=canonical.decode(),
+                    template_name=request.template.name,
+                    template_language=request.template.language.code,
+                    biz_opaque_callback_data=request.biz_opaque_callback_data,
+                    created_at=now_ms,
+                    expires_at=now_ms + self._ttl_ms,
+                    idempotency_key=key,
+                    request_hash=request_hash,
                 )
             )
         except PhoneNumberGone:
@@ -183,34 +196,6 @@ class Acceptor:
         if self._work is not None:
             self._work.notify(number.phone_number_id)
         return Accepted(response_body(recipient, message_id), message_id)
-
-    def _new_message(
-        self,
-        number: PhoneNumber,
-        request: MarketingMessageRequest,
-        canonical: bytes,
-        recipient: Recipient,
-        message_id: str,
-        now_ms: int,
-        key: str | None,
-        request_hash: str | None,
-    ) -> NewMessage:
-        return NewMessage(
-            id=message_id,
-            project_id=number.project_id,
-            phone_number_id=number.phone_number_id,
-            recipient_input=recipient.input,
-            recipient=recipient.address,
-            recipient_kind=recipient.kind,
-            request=canonical.decode(),
-            template_name=request.template.name,
-            template_language=request.template.language.code,
-            biz_opaque_callback_data=request.biz_opaque_callback_data,
-            created_at=now_ms,
-            expires_at=now_ms + self._ttl_ms,
-            idempotency_key=key,
-            request_hash=request_hash,
-        )
 
     def _now_ms(self) -> int:
         return int(self._clock.now() * 1000)

@@ -355,14 +355,13 @@ class Dispatcher:
                 del self._due_at[phone_number_id]
                 self._next_try[phone_number_id] = now
                 self._misses.pop(phone_number_id, None)
+        due = self._turns(self.clock.now())
         if self.settings.claim_concurrency > 1:
-            due = [number for number, at in self._turns() if at <= self.clock.now()]
             return await self._claim_each(due)
         total = 0
-        for phone_number_id, at in self._turns():
-            if at <= self.clock.now():
-                total += await self._claim(phone_number_id)
-                self._claimed_last = phone_number_id
+        for phone_number_id in due:
+            total += await self._claim(phone_number_id)
+            self._claimed_last = phone_number_id
         return total
 
     async def _claim_each(self, numbers: list[str]) -> int:
@@ -387,24 +386,25 @@ class Dispatcher:
                 raise result
         return sum(result for result in results if isinstance(result, int))
 
-    def _turns(self) -> list[tuple[str, float]]:
-        """The numbers to try, in order of phone_number_id from just after the last one
-        this worker claimed, round and round (its first round starts at random).
+    def _turns(self, now: float) -> list[str]:
+        """The numbers due for a claim at `now`, in order of phone_number_id from just after
+        the last one this worker claimed, round and round (its first round starts at random).
 
         Round robin: a round over many numbers takes a while, and a round that always
         started at the same number would serve the first ones again and again before
         the last. Starting each worker somewhere else keeps workers that share the
         numbers off each other: in step, each would wait on the others' lock of the
-        same number's row and then find its pace booked.
+        same number's row and then find its pace booked. Only the due numbers are
+        sorted: the loop turns at every accept's bell.
         """
-        turns = sorted(self._next_try.items())
-        if not turns:
-            return turns
+        due = sorted(number for number, at in self._next_try.items() if at <= now)
+        if not due:
+            return due
         if self._claimed_last is None:
-            start = self.rng.randrange(len(turns))
+            start = self.rng.randrange(len(due))
         else:
-            start = bisect.bisect_right(turns, (self._claimed_last, math.inf))
-        return turns[start:] + turns[:start]
+            start = bisect.bisect_right(due, self._claimed_last)
+        return due[start:] + due[:start]
 
     async def _look(self, now: float) -> None:
         """Which numbers have queued work, and when each is next due (one query)."""
