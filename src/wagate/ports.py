@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from wagate.domain.delivery import Claimed, Outcome, UpstreamResult, Waiting
@@ -16,6 +16,14 @@ from wagate.domain.model import (
     PhoneNumber,
     Project,
     StoredMessage,
+)
+from wagate.domain.notifications import (
+    AttemptRecord,
+    AttemptView,
+    ClaimedDelivery,
+    DeliveryState,
+    DeliveryView,
+    WebhookEndpoint,
 )
 from wagate.domain.statuses import (
     EventRow,
@@ -308,13 +316,136 @@ class Queue(Protocol):
         ...
 
 
+class WebhookEndpoints(Protocol):
+    """Customer webhook endpoints as the management API and CLI change them (core/notify).
+
+    Secrets and headers are sealed at rest by the SQL store; callers see plaintext.
+    """
+
+    async def add_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        """Add an endpoint; raises ValueError if its phone number is unknown."""
+        ...
+
+    async def get_endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """An endpoint by its id."""
+        ...
+
+    async def list_endpoints(self, phone_number_id: str) -> list[WebhookEndpoint]:
+        """A phone number's endpoints, oldest first."""
+        ...
+
+    async def update_endpoint(self, endpoint: WebhookEndpoint) -> bool:
+        """Replace a stored endpoint by this one (same id); False if there is none.
+
+        Turning `paused_at` from set to None (a resume) makes its waiting deliveries due now.
+        """
+        ...
+
+    async def remove_endpoint(self, endpoint_id: str) -> bool:
+        """Delete an endpoint with its deliveries and attempts; False if there is none."""
+        ...
+
+
+class Notifications(Protocol):
+    """The outbox of customer webhook deliveries (core/notify).
+
+    Deliveries are written by the stores themselves, in the transaction of the status
+    move (ingest, outcomes, expiry) or opt-out that causes them (see
+    `domain.notifications.fan_out`), or by `add_test_delivery`.
+    """
+
+    async def claim_deliveries(
+        self, owner: str, now_ms: int, *, limit: int, per_endpoint: int, lease_ms: int
+    ) -> list[ClaimedDelivery]:
+        """Lease up to `limit` due deliveries to `owner`, oldest first.
+
+        Due: `pending` with `next_attempt_at <= now_ms`, of an active endpoint that is not
+        paused, and the oldest not yet delivered or dead of its (endpoint, order_key)
+        (none of that key is leased). At most `per_endpoint` deliveries of one endpoint
+        are leased at once (counting those already leased). Never the same delivery to
+        two owners.
+        """
+        ...
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        """Store each attempt and its delivery's new state (only where `owner` still holds
+        the lease), and the endpoint's health: a success clears `failing_since`; a failure
+        sets it if unset. Pausing is the caller's decision (`pause_endpoint`)."""
+        ...
+
+    async def pause_endpoint(self, endpoint_id: str, at_ms: int) -> bool:
+        """Pause an endpoint (its deliveries wait); False if there is none or it is paused."""
+        ...
+
+    async def add_test_delivery(
+        self, endpoint_id: str, delivery_id: str, data: str, now_ms: int
+    ) -> bool:
+        """Queue a `whatsapp.webhook.test` delivery for one endpoint; False if none."""
+        ...
+
+    async def list_deliveries(
+        self,
+        endpoint_id: str,
+        *,
+        state: DeliveryState | None = None,
+        limit: int = 20,
+        before_seq: int | None = None,
+    ) -> list[DeliveryView]:
+        """An endpoint's deliveries, newest first (`before_seq`: the next page)."""
+        ...
+
+    async def list_attempts(
+        self, endpoint_id: str, *, limit: int = 20, before_seq: int | None = None
+    ) -> list[AttemptView]:
+        """An endpoint's attempts, newest first."""
+        ...
+
+    async def replay(self, endpoint_id: str, delivery_id: str | None, now_ms: int) -> int:
+        """Make dead deliveries of an endpoint (one, or all when None) pending and due now,
+        their attempts counted from zero again; returns how many."""
+        ...
+
+    async def reap_deliveries(self, now_ms: int) -> int:
+        """Make deliveries whose lease ended pending again; returns how many."""
+        ...
+
+    async def prune_deliveries(self, before_ms: int, limit: int) -> int:
+        """Delete up to `limit` attempts and delivered deliveries older than `before_ms`."""
+        ...
+
+
+class PostResult(Protocol):
+    """What one webhook POST got back."""
+
+    status_code: int | None
+    error: str | None
+    retry_after_s: float | None
+    latency_ms: int
+
+
+class WebhookPoster(Protocol):
+    """POSTs a signed body to a customer's URL (adapters/notify), refusing forbidden addresses."""
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+    ) -> PostResult:
+        """One attempt: no redirects followed; never raises for the receiver's failures."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
 __all__ = [
     "Admin",
     "Clock",
     "Directory",
     "IdempotencyConflict",
     "MessageReader",
+    "Notifications",
     "Outbox",
+    "PostResult",
     "Queue",
     "Retention",
     "SchemaProbe",
@@ -323,5 +454,7 @@ __all__ = [
     "SystemClock",
     "Timelines",
     "Upstream",
+    "WebhookEndpoints",
+    "WebhookPoster",
     "WorkSignal",
 ]
