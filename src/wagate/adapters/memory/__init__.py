@@ -10,9 +10,16 @@ here survives the process; one event loop, so no locks.
 
 from __future__ import annotations
 
+from wagate.adapters.memory.notify import MemoryNotifications
 from wagate.adapters.memory.queue import MemoryQueue
 from wagate.adapters.memory.statuses import MemoryStatusStore
 from wagate.adapters.memory.store import MemoryStore
 from wagate.adapters.memory.tables import MemoryDatabase
 
-__all__ = ["MemoryDatabase", "MemoryQueue", "MemoryStatusStore", "MemoryStore"]
+__all__ = [
+    "MemoryDatabase",
+    "MemoryNotifications",
+    "MemoryQueue",
+    "MemoryStatusStore",
+    "MemoryStore",
+]

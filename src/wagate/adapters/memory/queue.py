@@ -156,6 +156,7 @@ class MemoryQueue:
         if outcome.kind == "failed":
             row.state = "done"
             row.status = "failed"
+            self.database.message_moved(row, outcome.at_ms)
         else:
             row.state = "queued"
             row.due_at = outcome.due_at_ms if outcome.due_at_ms is not None else row.due_at
@@ -220,6 +221,7 @@ class MemoryQueue:
                 row.error_title = kind.title
                 row.error_details = ABANDONED_DETAILS
                 row.updated_at = now_ms
+                self.database.message_moved(row, now_ms)
             else:
                 row.state = "queued"
                 row.due_at = now_ms
@@ -243,6 +245,7 @@ class MemoryQueue:
                 row.error_title = kind.title
                 row.error_details = EXPIRED_DETAILS
                 row.updated_at = now_ms
+                self.database.message_moved(row, now_ms)
         return expired
 
     async def reconcile(self, now: float) -> int:

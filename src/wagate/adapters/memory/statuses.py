@@ -108,6 +108,9 @@ class MemoryStatusStore:
             stored = db.preferences.get((p.waba_id, p.recipient))
             if stored is None or stored.timestamp_ms <= p.timestamp_ms:
                 db.preferences[(p.waba_id, p.recipient)] = Preference(p.value, p.timestamp_ms)
+                # Told once per change: Meta's retries of the same stop are not news.
+                if stored is None or stored.value != p.value:
+                    db.preference_changed(p.waba_id, p.recipient, p.value, p.timestamp_ms)
         known = {e.dedupe_key for e in db.events if e.dedupe_key is not None}
         for e in events:
             # Meta retries for days: a click already stored (same dedupe key) is skipped.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from wagate.adapters.memory.notify import forget_endpoints
 from wagate.adapters.memory.tables import MemoryDatabase, MessageRow, NumberRow
 from wagate.domain.model import (
     ApiKey,
@@ -213,5 +214,11 @@ class MemoryStore:
         database.events[:] = [event for event in database.events if event.wamid not in wamids]
         for pair in [k for k in database.pairs if k[0] == phone_number_id]:
             del database.pairs[pair]
+        endpoints = {
+            e.id for e in database.endpoints.values() if e.phone_number_id == phone_number_id
+        }
+        for endpoint_id in endpoints:
+            del database.endpoints[endpoint_id]
+        forget_endpoints(database, endpoints)
         del database.numbers[phone_number_id]
         return undelivered

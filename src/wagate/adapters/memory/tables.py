@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,18 @@ from wagate.domain.model import (
     Status,
     StoredMessage,
 )
+from wagate.domain.notifications import (
+    OPTED_OUT_CODE,
+    EventDraft,
+    EventType,
+    MessageFacts,
+    WebhookEndpoint,
+    contact_event,
+    fan_out,
+    message_event,
+    statuses_to_tell,
+)
+from wagate.domain.notifications import DeliveryState as WebhookState
 from wagate.domain.pacing import PacingState, PairState
 from wagate.domain.statuses import Move
 
@@ -118,6 +131,41 @@ class Preference:
 
 
 @dataclass(slots=True)
+class DeliveryRow:
+    """One event for one endpoint (the SQL `webhook_deliveries` row)."""
+
+    seq: int
+    id: str
+    endpoint_id: str
+    type: EventType
+    order_key: str
+    occurred_at: int
+    data: str
+    created_at: int
+    state: WebhookState = "pending"
+    attempts: int = 0
+    next_attempt_at: int | None = 0
+    lease_owner: str | None = None
+    lease_expires_at: int | None = None
+    delivered_at: int | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One attempt at a delivery (the SQL `webhook_attempts` row)."""
+
+    seq: int
+    delivery_id: str
+    endpoint_id: str
+    at: int
+    latency_ms: int
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(slots=True)
 class MemoryDatabase:
     """Every table; the adapters share one instance as the SQL ones share an engine."""
 
@@ -130,6 +178,10 @@ class MemoryDatabase:
     preferences: dict[tuple[str, str], Preference] = field(default_factory=dict)
     # (phone_number_id, recipient) -> its pacing (the SQL `pair_pacing` table).
     pairs: dict[tuple[str, str], PairState] = field(default_factory=dict)
+    # Customer webhooks: endpoints by id, deliveries by seq, attempts oldest first.
+    endpoints: dict[str, WebhookEndpoint] = field(default_factory=dict)
+    deliveries: dict[int, DeliveryRow] = field(default_factory=dict)
+    attempts: list[AttemptRow] = field(default_factory=list)
     # What a readiness probe finds: the schema's revision, and whether it answers at all.
     schema_revision: str | None = None
     reachable: bool = True
@@ -153,9 +205,111 @@ class MemoryDatabase:
         for wamid, move in moves.items():
             row = rows[wamid]
             failure = move.failure
+            old = row.status
             row.status = move.status
             row.updated_at = at_ms
             row.error_code = failure.error_code if failure else None
             row.error_title = failure.error_title if failure else None
             row.error_details = failure.error_details if failure else None
+            timeline = {status for (w, status) in self.statuses if w == wamid}
+            for status in statuses_to_tell(old, move.status, timeline):
+                record = self.statuses.get((wamid, status))
+                self.message_moved(
+                    row,
+                    record.timestamp_ms if record else at_ms,
+                    status=status,
+                    pricing=record.pricing if record else None,
+                    errors=record.errors if record else None,
+                )
         return len(moves)
+
+    def message_moved(
+        self,
+        row: MessageRow,
+        at_ms: int,
+        *,
+        status: Status | None = None,
+        pricing: str | None = None,
+        errors: str | None = None,
+    ) -> None:
+        """Draft the customer events of a message that moved to `status` (default: its own)."""
+        status = status or row.status
+        number = self.numbers.get(row.message.phone_number_id)
+        if number is None:
+            return
+        m = row.message
+        facts = MessageFacts(
+            message_id=m.id,
+            project_id=m.project_id,
+            phone_number_id=m.phone_number_id,
+            waba_id=number.number.waba_id,
+            recipient=m.recipient,
+            recipient_kind=m.recipient_kind,
+            wamid=row.upstream_wamid,
+            request=m.request,
+            biz_opaque_callback_data=m.biz_opaque_callback_data,
+            created_at=m.created_at,
+        )
+        drafts: list[EventDraft] = []
+        draft = message_event(
+            facts,
+            status,
+            at_ms,
+            pricing=pricing,
+            errors=errors,
+            error_code=row.error_code,
+            error_title=row.error_title,
+            error_details=row.error_details,
+        )
+        if draft is not None:
+            drafts.append(draft)
+        if status == "failed" and row.error_code == OPTED_OUT_CODE:
+            drafts.append(
+                contact_event(
+                    m.project_id,
+                    m.phone_number_id,
+                    number.number.waba_id,
+                    m.recipient,
+                    "stop",
+                    at_ms,
+                    reason=str(OPTED_OUT_CODE),
+                )
+            )
+        self.write_event_deliveries(drafts, at_ms)
+
+    def preference_changed(self, waba_id: str, recipient: str, value: str, at_ms: int) -> None:
+        """Draft the contact events of a stop or resume, for every number of the WABA."""
+        if value not in ("stop", "resume"):
+            return
+        drafts = [
+            contact_event(
+                number.number.project_id,
+                number.number.phone_number_id,
+                waba_id,
+                recipient,
+                "stop" if value == "stop" else "resume",
+                at_ms,
+                reason="user_preferences",
+            )
+            for number in self.numbers.values()
+            if number.number.waba_id == waba_id
+        ]
+        self.write_event_deliveries(drafts, at_ms)
+
+    def write_event_deliveries(self, drafts: Sequence[EventDraft], now_ms: int) -> None:
+        """One pending delivery per draft and subscribed active endpoint of its number."""
+        if not drafts or not self.endpoints:
+            return
+        for draft, endpoint in fan_out(drafts, list(self.endpoints.values())):
+            seq = self.next_seq()
+            self.deliveries[seq] = DeliveryRow(
+                seq=seq,
+                id=f"evt_{uuid.uuid4().hex}",
+                endpoint_id=endpoint.id,
+                type=draft.type,
+                order_key=draft.order_key,
+                occurred_at=draft.occurred_at,
+                data=draft.data,
+                created_at=now_ms,
+                next_attempt_at=now_ms,
+            )
