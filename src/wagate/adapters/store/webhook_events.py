@@ -6,8 +6,11 @@ lease) and a recipient's opt-out or opt-in draft events (`domain.notifications`)
 delivery each, in the caller's transaction: the move and its notifications commit or
 roll back together.
 
-With no endpoints configured, each path pays one indexed read that finds nothing
-(`MESSAGE_FACTS`, `NUMBERS_OF_WABAS`, or `ANY_ENDPOINT` for outcome batches).
+With no endpoints configured, the paths cost (almost) nothing more: Meta's statuses
+learn whether a number has an endpoint in the read that finds their messages
+(`MESSAGES_BY_WAMID`'s `notify`); expiries and abandoned leases read the facts of what
+they failed (`MESSAGE_FACTS`, finding nothing) only when something failed; an outcome
+batch holding failures reads `ANY_ENDPOINT`; opt-outs read `NUMBERS_OF_WABAS`.
 """
 
 from __future__ import annotations

@@ -99,8 +99,9 @@ DELETE_NUMBER_ENDPOINTS = delete(e).where(e.c.phone_number_id == bindparam("b_ph
 _SEQS: BindParameter[int] = bindparam("b_seqs", expanding=True)
 
 
-def _has_endpoint(phone_number_id: Any) -> Any:
-    """Whether a number has an active endpoint (an index probe: the hot path's one read)."""
+def has_endpoint(phone_number_id: Any) -> Any:
+    """Whether a number has an active endpoint: an index probe, of an empty index when no
+    customer webhook is configured."""
     return exists().where(e.c.phone_number_id == phone_number_id, _ACTIVE)
 
 
@@ -124,14 +125,14 @@ MESSAGE_FACTS = (
         messages.c.error_details,
     )
     .join(phone_numbers, phone_numbers.c.phone_number_id == messages.c.phone_number_id)
-    .where(messages.c.seq.in_(_SEQS), _has_endpoint(messages.c.phone_number_id))
+    .where(messages.c.seq.in_(_SEQS), has_endpoint(messages.c.phone_number_id))
 )
 # The numbers of these WABAs that have an active endpoint (an opt-out names a WABA).
 NUMBERS_OF_WABAS = select(
     phone_numbers.c.phone_number_id, phone_numbers.c.project_id, phone_numbers.c.waba_id
 ).where(
     phone_numbers.c.waba_id.in_(bindparam("b_waba_ids", expanding=True)),
-    _has_endpoint(phone_numbers.c.phone_number_id),
+    has_endpoint(phone_numbers.c.phone_number_id),
 )
 # The stored opt-outs of these recipients (to tell a change from Meta's retry of one).
 PREFERENCES_OF = select(
