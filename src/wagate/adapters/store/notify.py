@@ -251,7 +251,8 @@ class SqlNotifications:
                     for record in held
                 ],
             )
-            for endpoint_id, (succeeded, at) in _health(held).items():
+            # In the order of their ids: two batches never wait on each other's endpoints.
+            for endpoint_id, (succeeded, at) in sorted(_health(held).items()):
                 key = {"b_endpoint_id": endpoint_id}
                 if succeeded:
                     await connection.execute(q.ENDPOINT_SUCCEEDED, key)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -169,7 +169,8 @@ async def write_failure_events(
 ) -> int:
     """Deliveries for messages (seq -> when) the gateway failed itself or on a send's
     answer: the error is the one the row now holds; 131050 also opts the user out."""
-    if not failed_at:
+    # A mass expiry without any endpoint must not read its messages a chunk at a time.
+    if not failed_at or not await any_endpoint(connection):
         return 0
     drafts: list[EventDraft] = []
     for seq, row in (await message_facts(connection, failed_at)).items():
@@ -229,7 +230,7 @@ async def preference_drafts(
         stored[key] = (p.value, p.timestamp_ms)
         if before is not None and before[0] == p.value:
             continue
-        value: Any = p.value
+        value: Literal["stop", "resume"] = "stop" if p.value == "stop" else "resume"
         drafts.extend(
             contact_event(
                 number.project_id,

@@ -169,12 +169,15 @@ ANY_DUE = (
 def serving_endpoints(dialect: Dialect) -> Update | Select[Any]:
     """The endpoints a claim may lease for (active, not paused), locked for the claim.
 
-    PostgreSQL: FOR UPDATE SKIP LOCKED, so two claimers never count the same endpoint's
-    leases at once. SQLite: a no-op UPDATE, which takes the write lock at once (as
-    queue.LOCK_NUMBER does), so a second process cannot claim from the same reads.
+    PostgreSQL: FOR NO KEY UPDATE SKIP LOCKED, so two claimers never count the same
+    endpoint's leases at once, while a moving transaction inserting a delivery (whose
+    foreign key takes KEY SHARE on the endpoint) never waits for a claim. SQLite: a
+    no-op UPDATE, which takes the write lock at once (as queue.LOCK_NUMBER does), so a
+    second process cannot claim from the same reads.
     """
     if dialect.skips_locked_rows:
-        return dialect.locking_claimable(select(*ENDPOINT_COLUMNS).where(_SERVING))
+        serving = select(*ENDPOINT_COLUMNS).where(_SERVING)
+        return serving.with_for_update(skip_locked=True, key_share=True)
     return update(e).where(_SERVING).values(active=e.c.active).returning(*ENDPOINT_COLUMNS)
 
 
@@ -234,12 +237,18 @@ LEASE_DELIVERY = (
 
 
 @cache
-def lease_holders(dialect: Dialect) -> Select[Any]:
-    """Who holds each of these deliveries, locked while the attempts are recorded
-    (PostgreSQL skips a row another transaction is changing: it is not ours then)."""
-    return dialect.locking_claimable(
-        select(d.c.seq, d.c.id, d.c.lease_owner).where(d.c.seq.in_(_SEQS))
-    )
+def lease_holders(dialect: Dialect) -> Update | Select[Any]:
+    """Who holds each of these deliveries, locked while the attempts are recorded.
+
+    PostgreSQL skips a row another transaction is changing (it is not ours then).
+    SQLite: a no-op UPDATE, which takes the write lock before the read (its driver runs
+    a SELECT before the first write outside the transaction).
+    """
+    holders = (d.c.seq, d.c.id, d.c.lease_owner)
+    if dialect.skips_locked_rows:
+        return select(*holders).where(d.c.seq.in_(_SEQS)).with_for_update(skip_locked=True)
+    no_op = update(d).where(d.c.seq.in_(_SEQS)).values(lease_owner=d.c.lease_owner)
+    return no_op.returning(*holders)
 
 
 INSERT_ATTEMPT = insert(a)
