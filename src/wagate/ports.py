@@ -261,6 +261,14 @@ class WorkSignal(Protocol):
         ...
 
 
+class NotifySignal(Protocol):
+    """How a path that wrote customer webhook deliveries wakes this process's notifier."""
+
+    def ring(self) -> None:
+        """Deliveries may be due; never blocks."""
+        ...
+
+
 class Queue(Protocol):
     """The delivery queue."""
 
@@ -444,6 +452,7 @@ __all__ = [
     "IdempotencyConflict",
     "MessageReader",
     "Notifications",
+    "NotifySignal",
     "Outbox",
     "PostResult",
     "Queue",

@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wagate.adapters.store.engine import dialect_of
 from wagate.adapters.store.queries import notify as q
+from wagate.adapters.store.queries.messages import NOTIFY_WEBHOOKS
 from wagate.domain.model import Status
 from wagate.domain.notifications import (
     OPTED_OUT_CODE,
@@ -78,6 +80,9 @@ async def write_event_deliveries(
             for draft, endpoint in pairs
         ],
     )
+    if dialect_of(connection).notifies:
+        # Notifiers of other processes wake at the commit instead of at their next look.
+        await connection.execute(NOTIFY_WEBHOOKS)
     return len(pairs)
 
 
