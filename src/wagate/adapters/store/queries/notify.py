@@ -267,7 +267,13 @@ RECORD_DELIVERY = (
         last_error=bindparam("b_error"),
     )
 )
-ENDPOINT_SUCCEEDED = update(e).where(_THE_ENDPOINT).values(failing_since=None)
+# Returns the endpoint only if it was failing: it recovered, and what waited for it is due.
+ENDPOINT_SUCCEEDED = (
+    update(e)
+    .where(_THE_ENDPOINT, e.c.failing_since.is_not(None))
+    .values(failing_since=None)
+    .returning(e.c.id)
+)
 ENDPOINT_FAILED = (
     update(e)
     .where(_THE_ENDPOINT, e.c.failing_since.is_(None))
