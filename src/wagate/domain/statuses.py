@@ -156,6 +156,20 @@ def moves_to(current: Status, reports: Sequence[StatusRow]) -> Move | None:
     return Move(after, failure)
 
 
+def steps(current: Status, reports: Sequence[StatusRow]) -> list[StatusRow]:
+    """The statuses a message in `current` passes through on these reports, in Meta's time
+    order (the last is where `moves_to` ends it): each one is news to a customer webhook,
+    even when one POST carries a message from pending to read."""
+    ordered = sorted(reports, key=lambda r: (r.timestamp_ms, _RANK[r.status]))
+    taken: list[StatusRow] = []
+    status = current
+    for row in ordered:
+        if advances(status, row.status):
+            status = row.status
+            taken.append(row)
+    return taken
+
+
 def decide(
     current: Status | None, seen: Collection[Status], incoming: Sequence[StatusRow]
 ) -> StatusDecision:

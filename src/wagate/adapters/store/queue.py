@@ -31,6 +31,7 @@ from wagate.adapters.store.secrets import SecretBox
 from wagate.adapters.store.sql import phone_number_of
 from wagate.adapters.store.statuses import apply_stored_statuses, reconcile
 from wagate.adapters.store.tables import messages
+from wagate.adapters.store.webhook_events import any_endpoint, write_failure_events
 from wagate.domain import pacing
 from wagate.domain.delivery import (
     ABANDONED_DETAILS,
@@ -276,25 +277,32 @@ class SqlQueue:
         now_ms = int(now * 1000)
         abandoned_as = _failure(DELIVERY_ABANDONED, ABANDONED_DETAILS, now_ms)
         async with begin_write(self.engine) as connection:
-            abandoned = await connection.execute(q.ABANDON_ENDED_LEASES, abandoned_as)
+            abandoned = (await connection.execute(q.ABANDON_ENDED_LEASES, abandoned_as)).all()
             requeued = await connection.execute(q.REQUEUE_ENDED_LEASES, {"b_now": now_ms})
-        if abandoned.rowcount:
+            await write_failure_events(
+                connection, dict.fromkeys((row.seq for row in abandoned), now_ms), now_ms
+            )
+        if abandoned:
             log.warning(
                 "%d messages failed with %d: their lease ended %d times",
-                abandoned.rowcount,
+                len(abandoned),
                 DELIVERY_ABANDONED,
                 MAX_REAPS,
             )
-        return int(requeued.rowcount or 0) + int(abandoned.rowcount or 0)
+        return int(requeued.rowcount or 0) + len(abandoned)
 
     async def expire(self, now: float) -> int:
         """Fail the queued messages whose TTL passed before they could be handed to Meta;
         forget pairs whose pacing has run out (the same as none)."""
-        expired_as = _failure(MESSAGE_EXPIRED, EXPIRED_DETAILS, int(now * 1000))
+        now_ms = int(now * 1000)
+        expired_as = _failure(MESSAGE_EXPIRED, EXPIRED_DETAILS, now_ms)
         async with begin_write(self.engine) as connection:
-            result = await connection.execute(q.EXPIRE, expired_as)
+            expired = (await connection.execute(q.EXPIRE, expired_as)).all()
             await connection.execute(q.FORGET_PAIRS, {"b_now_us": pacing.to_micros(now)})
-        return int(result.rowcount or 0)
+            await write_failure_events(
+                connection, dict.fromkeys((row.seq for row in expired), now_ms), now_ms
+            )
+        return len(expired)
 
     async def reconcile(self, now: float) -> int:
         """Apply statuses that arrived before their wamid was recorded."""
@@ -398,10 +406,34 @@ async def _apply_outcomes(connection: AsyncConnection, rows: Sequence[Row]) -> N
     by_kind: dict[str, list[Row]] = {kind: [] for kind in q.OUTCOMES}
     for row in rows:
         by_kind[row["kind"]].append(row)
+    failed_at = await _apply_failures(connection, by_kind)
     for kind, batch in by_kind.items():
         if batch:
             await connection.execute(q.OUTCOMES[kind], batch)
+    if failed_at:
+        await write_failure_events(connection, failed_at, max(failed_at.values()))
     forwarded = [row["b_wamid"] for row in by_kind["forwarded"] if row["b_wamid"]]
     if forwarded:
         # Meta may report a status before this commit records its wamid.
         await apply_stored_statuses(connection, forwarded, by_kind["forwarded"][0]["b_at"])
+
+
+async def _apply_failures(
+    connection: AsyncConnection, by_kind: dict[str, list[Row]]
+) -> dict[int, int]:
+    """Where a customer webhook endpoint is active, write the failure outcomes one by one
+    to learn which landed (seq -> when), and take them out of `by_kind`; else nothing.
+
+    Without any endpoint this costs one read of a tiny table, and only for a batch that
+    holds failures: the outcomes are then written as before, in one executemany.
+    """
+    failures = [kind for kind in q.FAILURES_ONE_BY_ONE if by_kind[kind]]
+    if not failures or not await any_endpoint(connection):
+        return {}
+    failed_at: dict[int, int] = {}
+    for kind in failures:
+        for row in by_kind[kind]:
+            if (await connection.execute(q.FAILURES_ONE_BY_ONE[kind], row)).first() is not None:
+                failed_at[row["b_seq"]] = row["b_at"]
+        by_kind[kind] = []
+    return failed_at

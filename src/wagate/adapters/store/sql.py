@@ -22,7 +22,7 @@ from wagate.adapters.store.engine import (
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 from wagate.adapters.store.migrate import revision_of
-from wagate.adapters.store.queries import directory, installation
+from wagate.adapters.store.queries import directory, installation, notify
 from wagate.adapters.store.queries import messages as outbox
 from wagate.adapters.store.secrets import SecretBox
 from wagate.domain.model import (
@@ -287,6 +287,10 @@ class SqlStore:
                 directory.DELETE_NUMBER_EVENTS,
                 directory.DELETE_NUMBER_MESSAGES,
                 directory.DELETE_NUMBER_PAIRS,
+                # Its customer webhook endpoints, with their deliveries and attempts.
+                notify.DELETE_NUMBER_ATTEMPTS,
+                notify.DELETE_NUMBER_DELIVERIES,
+                notify.DELETE_NUMBER_ENDPOINTS,
                 directory.DELETE_NUMBER,
             ):
                 await connection.execute(statement, key)

@@ -24,13 +24,18 @@ from wagate.adapters.store.engine import begin_write, dialect_of
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.queries import statuses as q
 from wagate.adapters.store.tables import message_events, suppressions
+from wagate.adapters.store.webhook_events import (
+    preference_drafts,
+    write_event_deliveries,
+    write_status_events,
+)
 from wagate.domain.model import Status
 from wagate.domain.sanitise import fits, usable_timestamp, usable_wamid, without_nul
 
 # Re-exported: the rows are the domain's; some callers still name them from here.
 from wagate.domain.statuses import EventRow as EventRow
 from wagate.domain.statuses import IngestResult as IngestResult
-from wagate.domain.statuses import Move, decide_all, status_row
+from wagate.domain.statuses import Move, decide_all, status_row, steps
 from wagate.domain.statuses import PreferenceRow as PreferenceRow
 from wagate.domain.statuses import StatusRow as StatusRow
 from wagate.domain.statuses import TimelineEntry as TimelineEntry
@@ -158,8 +163,10 @@ async def _store(
                 for s in new
             ],
         )
-    moved = await _write_moves(connection, moves, current, received_ms)
+    moved = await _write_moves(connection, moves, current, received_ms, new)
     if preferences:
+        # Read before the upsert: whether a preference is news depends on the stored one.
+        drafts = await preference_drafts(connection, preferences)
         await connection.execute(
             q.upsert_preferences(dialect),
             [
@@ -173,6 +180,7 @@ async def _store(
                 for p in preferences
             ],
         )
+        await write_event_deliveries(connection, drafts, received_ms)
     if events:
         await connection.execute(
             q.insert_events(dialect),
@@ -308,14 +316,24 @@ async def _write_moves(
     moves: dict[str, Move],
     current: dict[str, tuple[int, Status]],
     at_ms: int,
+    reports: Sequence[StatusRow],
 ) -> int:
-    """Write each decided move (and the error of the failure it ends on); count moved."""
+    """Write each decided move (and the error of the failure it ends on), and the customer
+    webhook deliveries of every status it passes through (`reports`: the statuses that
+    decided the moves); count moved."""
     changes: list[dict[str, Any]] = []
+    by_wamid: dict[str, list[StatusRow]] = {}
+    for row in reports:
+        if row.wamid in moves:
+            by_wamid.setdefault(row.wamid, []).append(row)
+    passed: dict[int, list[StatusRow]] = {}
     for wamid, move in moves.items():
+        seq, status = current[wamid]
+        passed[seq] = steps(status, _first_of_each_status(by_wamid.get(wamid, [])))
         failure = move.failure
         changes.append(
             {
-                "b_seq": current[wamid][0],
+                "b_seq": seq,
                 "b_status": move.status,
                 "b_at": at_ms,
                 "b_code": failure.error_code if failure else None,
@@ -325,7 +343,16 @@ async def _write_moves(
         )
     if changes:
         await connection.execute(q.MOVE, changes)
+        await write_status_events(connection, passed, at_ms)
     return len(changes)
+
+
+def _first_of_each_status(rows: Sequence[StatusRow]) -> list[StatusRow]:
+    """The first report of each status, as the timeline keeps it (see `decide`)."""
+    first: dict[Status, StatusRow] = {}
+    for row in rows:
+        first.setdefault(row.status, row)
+    return list(first.values())
 
 
 async def apply_stored_statuses(
@@ -350,7 +377,7 @@ async def apply_stored_statuses(
         await connection.execute(q.MARK_MATCHED, {"b_wamids": matched[start : start + _CHUNK]})
     # Stored statuses never moved these messages: decide as if they all came now.
     _, moves = decide_all(_status_of(current), {}, rows)
-    return await _write_moves(connection, moves, current, at_ms)
+    return await _write_moves(connection, moves, current, at_ms, rows)
 
 
 async def reconcile(

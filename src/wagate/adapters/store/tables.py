@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     Float,
     ForeignKey,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    literal_column,
     true,
 )
 
@@ -75,6 +77,8 @@ phone_numbers = Table(
     # After a 130429 the rate drops to mps * throttle_factor and climbs back.
     Column("throttle_factor", Float, nullable=False, server_default="1"),
     Column("throttled_at", BigInteger, nullable=False, server_default="0"),
+    # An opt-out names a WABA: its numbers are found through this (for customer webhooks).
+    Index("ix_phone_numbers_waba_id", "waba_id"),
 )
 
 # What a `PhoneNumber` reads.
@@ -257,4 +261,125 @@ installation = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# ---- customer webhooks (issue 9) ------------------------------------------------------------
+
+# The states a delivery waits in for its turn; a later delivery of the same (endpoint,
+# order_key) goes only when none of these is before it. Written as literals (as in
+# queries/queue.py) so that the planners match the partial indexes.
+NOT_FINAL_DELIVERY = ("pending", "delivering")
+
+
+def state_in(column: ColumnElement[str], *states: str) -> ColumnElement[bool]:
+    """`state IN ('<state>', ...)`, as literals the partial indexes match (`=` for one)."""
+    literals: list[ColumnElement[str]] = [literal_column(f"'{state}'") for state in states]
+    return column == literals[0] if len(literals) == 1 else column.in_(literals)
+
+
+def delivery_in(*states: str) -> ColumnElement[bool]:
+    """The predicate of a partial index of webhook_deliveries on its state."""
+    return state_in(Column("state", String(16)), *states)
+
+
+# A customer's URL for one phone number. `secret`, `previous_secret` and `headers` (JSON,
+# often carrying tokens) are sealed by SecretBox; `events` is a JSON list of event types.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False),
+    Column(
+        "phone_number_id",
+        String(64),
+        ForeignKey("phone_numbers.phone_number_id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("url", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("events", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text, nullable=True),
+    Column("previous_secret_until", BigInteger, nullable=True),
+    Column("headers", Text, nullable=False),
+    Column("failing_since", BigInteger, nullable=True),
+    Column("paused_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# One event for one endpoint: the outbox the notifiers claim from. `seq` is the order;
+# `id` goes out as the idempotency key. Written in the transaction of the move (or
+# opt-out) that causes it.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("endpoint_id", String(40), ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("order_key", String(200), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", BigInteger, nullable=True),
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    # A claim's: an endpoint's due deliveries (partial: only pending rows).
+    Index(
+        "ix_webhook_deliveries_due",
+        "endpoint_id",
+        "next_attempt_at",
+        "seq",
+        sqlite_where=delivery_in("pending"),
+        postgresql_where=delivery_in("pending"),
+    ),
+    # A claim's: is an earlier delivery of the same key still waiting or out?
+    Index(
+        "ix_webhook_deliveries_order",
+        "endpoint_id",
+        "order_key",
+        "seq",
+        sqlite_where=delivery_in(*NOT_FINAL_DELIVERY),
+        postgresql_where=delivery_in(*NOT_FINAL_DELIVERY),
+    ),
+    # Leases: the live ones counted per endpoint, the ended ones reaped.
+    Index(
+        "ix_webhook_deliveries_leases",
+        "lease_expires_at",
+        sqlite_where=delivery_in("delivering"),
+        postgresql_where=delivery_in("delivering"),
+    ),
+    # Listing an endpoint's deliveries newest first, with or without a state; removal.
+    Index("ix_webhook_deliveries_listing", "endpoint_id", "seq"),
+    Index("ix_webhook_deliveries_state", "endpoint_id", "state", "seq"),
+    # Pruning delivered deliveries by age.
+    Index(
+        "ix_webhook_deliveries_delivered",
+        "delivered_at",
+        sqlite_where=delivery_in("delivered"),
+        postgresql_where=delivery_in("delivered"),
+    ),
+)
+
+# Every attempt of a delivery, kept KEEP_ATTEMPTS_S for the API's listing.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(40), nullable=False),
+    Column("endpoint_id", String(40), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_webhook_attempts_endpoint_id_seq", "endpoint_id", "seq"),
+    Index("ix_webhook_attempts_at", "at"),
 )

@@ -213,6 +213,8 @@ ABANDON_ENDED_LEASES = (
     update(messages)
     .where(_ENDED, messages.c.reaps >= MAX_REAPS - 1)
     .values(lease_expires_at=None, reaps=messages.c.reaps + 1, **_FAILED_BY)
+    # Which failed: their customer webhooks are told (see webhook_events.py).
+    .returning(messages.c.seq)
 )
 
 REQUEUE_ENDED_LEASES = (
@@ -227,7 +229,10 @@ REQUEUE_ENDED_LEASES = (
 )
 
 EXPIRE = (
-    update(messages).where(_QUEUED, messages.c.expires_at < bindparam("b_now")).values(**_FAILED_BY)
+    update(messages)
+    .where(_QUEUED, messages.c.expires_at < bindparam("b_now"))
+    .values(**_FAILED_BY)
+    .returning(messages.c.seq)
 )
 
 # ---- outcomes ---------------------------------------------------------------------------
@@ -268,5 +273,11 @@ FAILED = _by_lease_holder(state="done", status="failed", **_ERROR, **_LAST_ERROR
 FAILED_HERE = _by_lease_holder(state="done", status="failed", **_ERROR)
 RETRY = _by_lease_holder(state="queued", due_at=bindparam("b_due"), **_ERROR, **_LAST_ERROR)
 OUTCOMES = {"forwarded": FORWARDED, "failed": FAILED, "failed_here": FAILED_HERE, "retry": RETRY}
+# A failure outcome alone, saying whether it landed (the lease holder's): executed one
+# by one, only when some customer webhook endpoint may need to hear of it (RETURNING
+# does not go with an executemany).
+FAILED_ONE = FAILED.returning(messages.c.seq)
+FAILED_HERE_ONE = FAILED_HERE.returning(messages.c.seq)
+FAILURES_ONE_BY_ONE = {"failed": FAILED_ONE, "failed_here": FAILED_HERE_ONE}
 
 COUNT_BY_STATE = select(messages.c.state, func.count()).group_by(messages.c.state)

@@ -47,6 +47,7 @@ STORED_STATUSES = select(
     message_statuses.c.status,
     message_statuses.c.timestamp,
     message_statuses.c.errors,
+    message_statuses.c.pricing,
 ).where(message_statuses.c.upstream_wamid.in_(_WAMIDS))
 
 TIMELINE = (
