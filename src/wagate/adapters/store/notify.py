@@ -12,6 +12,7 @@ still waiting or out: a receiver never sees `read` before the `delivered` of a m
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -165,11 +166,11 @@ class SqlNotifications:
             }
             if not endpoints:
                 return []
-            leased = dict((await connection.execute(q.LIVE_LEASES, now)).tuples().all())
+            leased = Counter((await connection.execute(q.LIVE_LEASES, now)).scalars())
             due = q.due_deliveries(self.dialect)
             candidates: list[Any] = []
             for endpoint_id in endpoints:
-                room = min(per_endpoint - int(leased.get(endpoint_id, 0)), limit)
+                room = min(per_endpoint - leased.get(endpoint_id, 0), limit)
                 if room > 0:
                     parameters = {**now, "b_endpoint_id": endpoint_id, "b_limit": room}
                     candidates.extend(await connection.execute(due, parameters))

@@ -27,7 +27,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
-    func,
     insert,
     select,
     true,
@@ -156,9 +155,12 @@ INSERT_DELIVERY = insert(d)
 
 _DUE = and_(_PENDING, d.c.next_attempt_at <= bindparam("b_now"))
 
-# A cheap read before the claim: nothing due costs no write and no lock.
+# A cheap read before the claim: nothing due costs no write and no lock. Driven from
+# the serving endpoints, one probe each: a paused endpoint's backlog is never walked.
 ANY_DUE = (
-    select(d.c.seq).join_from(e, d, and_(d.c.endpoint_id == e.c.id, _DUE)).where(_SERVING).limit(1)
+    select(e.c.id)
+    .where(_SERVING, exists().where(d.c.endpoint_id == e.c.id, _DUE).correlate(e))
+    .limit(1)
 )
 
 
@@ -175,12 +177,9 @@ def serving_endpoints(dialect: Dialect) -> Update | Select[Any]:
     return update(e).where(_SERVING).values(active=e.c.active).returning(*ENDPOINT_COLUMNS)
 
 
-# Live leases per endpoint (the per-endpoint bound counts them).
-LIVE_LEASES = (
-    select(d.c.endpoint_id, func.count())
-    .where(_DELIVERING, d.c.lease_expires_at >= bindparam("b_now"))
-    .group_by(d.c.endpoint_id)
-)
+# The endpoint of each live lease (the per-endpoint bound counts them). Counted by the
+# caller: a GROUP BY tempts SQLite to walk a whole (endpoint_id, ...) index for its order.
+LIVE_LEASES = select(d.c.endpoint_id).where(_DELIVERING, d.c.lease_expires_at >= bindparam("b_now"))
 
 _earlier = d.alias("earlier")
 # An earlier delivery of the same (endpoint, order_key) still waiting or out blocks it.
