@@ -15,6 +15,7 @@ from wagate.adapters.startup import printable_url
 from wagate.adapters.store.engine import dialect_of
 from wagate.adapters.store.listen import WorkListener, work_listener
 from wagate.adapters.store.migrate import HEAD, KNOWN
+from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
@@ -28,7 +29,15 @@ from wagate.core.reads import Reader
 from wagate.core.retention import Pruner
 from wagate.domain.pacing import pair_rate
 from wagate.domain.ratelimit import RateLimiter
-from wagate.ports import Clock, Queue, Retention, SystemClock, Upstream
+from wagate.ports import (
+    Clock,
+    Notifications,
+    Queue,
+    Retention,
+    SystemClock,
+    Upstream,
+    WebhookEndpoints,
+)
 from wagate.settings import Settings
 
 log = logging.getLogger("wagate")
@@ -73,6 +82,10 @@ class Services:
     bell: WorkBell
     # Readiness (/readyz): the database, its schema and, when this process runs one, the worker.
     health: Health
+    # Customer webhooks: their endpoints (the management API) and the outbox of their
+    # deliveries; one SQL adapter serves both.
+    webhooks: WebhookEndpoints
+    notifications: Notifications
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
     listener: WorkListener | None = None
@@ -103,6 +116,7 @@ class Services:
             pair_rate(settings.pair_interval_seconds, settings.pair_burst),
         )
         bell = WorkBell()
+        notifications = SqlNotifications(store.engine, store.secrets)
         return cls(
             settings=settings,
             store=store,
@@ -122,6 +136,8 @@ class Services:
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
             bell=bell,
             health=Health(store, clock, head=HEAD, known=KNOWN),
+            webhooks=notifications,
+            notifications=notifications,
         )
 
     def dispatcher_for(self) -> Dispatcher:

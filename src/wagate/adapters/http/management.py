@@ -42,9 +42,9 @@ async def project_of(request: Request[Any, Any, Any]) -> str:
 _decoder = msgspec.json.Decoder()
 
 
-async def read_wrapped(request: Request[Any, Any, Any], kind: type[Any], key: str) -> Any:
+async def read_wrapped(request: Request[Any, Any, Any], kind: type[Any], key: str | None) -> Any:
     """The request body as `kind`, wrapped in `{key: ...}` (as Kapso wraps its resources) or
-    bare; else code 100 (413 when too large)."""
+    bare (always bare when `key` is None); else code 100 (413 when too large)."""
     settings = services_of(request).settings
     try:
         raw = await read_body(
@@ -58,7 +58,7 @@ async def read_wrapped(request: Request[Any, Any, Any], kind: type[Any], key: st
         ) from None
     try:
         value = _decoder.decode(raw or b"{}")
-        if isinstance(value, dict) and set(value) == {key}:
+        if key is not None and isinstance(value, dict) and set(value) == {key}:
             value = value[key]
         return msgspec.convert(value, kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -66,10 +66,11 @@ async def read_wrapped(request: Request[Any, Any, Any], kind: type[Any], key: st
 
 
 def document_wrapped_bodies(
-    openapi: OpenAPI, key: str, operations: Sequence[tuple[str, str, type[Any]]]
+    openapi: OpenAPI, key: str | None, operations: Sequence[tuple[str, str, type[Any]]]
 ) -> None:
     """Declare the bodies that (path, method) operations read themselves, after the key check,
-    as `{key: kind}`; Litestar cannot see them in the handlers' signatures."""
+    as a required `{key: kind}` (with `key` None: an optional, bare `kind`); Litestar cannot
+    see them in the handlers' signatures."""
     ref = "#/components/schemas/{name}"
     (_, components) = msgspec.json.schema_components(
         [kind for _, _, kind in operations], ref_template=ref
@@ -79,12 +80,10 @@ def document_wrapped_bodies(
     paths = openapi.paths or {}
     for path, method, kind in operations:
         operation = getattr(paths[path], method)
-        wrapped = {
-            "type": "object",
-            "properties": {key: {"$ref": ref.format(name=kind.__name__)}},
-            "required": [key],
-        }
+        schema: dict[str, Any] = {"$ref": ref.format(name=kind.__name__)}
+        if key is not None:
+            schema = {"type": "object", "properties": {key: schema}, "required": [key]}
         operation.request_body = RequestBody(
-            required=True,
-            content={"application/json": OpenAPIMediaType(schema=cast(Schema, wrapped))},
+            required=key is not None,
+            content={"application/json": OpenAPIMediaType(schema=cast(Schema, schema))},
         )
