@@ -313,46 +313,46 @@ async def update_webhook(
         endpoints, webhook_id, project_id=project_id, phone_number_id=phone_number_id
     )
     new_kind = endpoint.kind if kind is None else check_kind(kind)
-    changes: dict[str, object] = {"kind": new_kind}
-    if url is not None:
-        changes["url"] = check_webhook_url(url)
-    if events is not None:
-        changes["events"] = check_events(events)
-    if active is not None:
-        changes["active"] = active
-    if headers is not None:
-        changes["headers"] = check_headers(headers)
-    new_secret_value: str | None = None
+    changed = dataclasses.replace(
+        endpoint,
+        url=endpoint.url if url is None else check_webhook_url(url),
+        kind=new_kind,
+        events=endpoint.events if events is None else check_events(events),
+        active=endpoint.active if active is None else active,
+        headers=endpoint.headers if headers is None else check_headers(headers),
+        updated_at=_now_ms(clock),
+    )
+    secret: str | None = None
     if secret_key is not None:
-        new_secret_value = check_secret(secret_key, new_kind)
+        secret = check_secret(secret_key, new_kind)
     elif rotate_secret or not _secret_fits(endpoint.secret, new_kind):
-        new_secret_value = new_secret(new_kind)
-    now = _now_ms(clock)
-    changes["updated_at"] = now
-    rotated = new_secret_value is not None and new_secret_value != endpoint.secret
-    if rotated:
-        assert new_secret_value is not None
-        changes.update(_rotation(endpoint, new_secret_value, new_kind, now))
-    elif new_kind != "standard":
-        changes.update(previous_secret=None, previous_secret_until=None)
-    updated = dataclasses.replace(endpoint, **changes)  # type: ignore[arg-type]
+        secret = new_secret(new_kind)
+    rotated = secret is not None and secret != endpoint.secret
+    updated = _with_secret(endpoint, changed, secret if rotated else None)
     if not await endpoints.update_endpoint(updated):
         raise WebhookNotFound(f"no webhook {webhook_id!r} (see `wagate webhooks list`)")
     return _shown(updated, new_secret_shown=rotated)
 
 
-def _rotation(
-    endpoint: WebhookEndpoint, secret: str, kind: EndpointKind, now_ms: int
-) -> dict[str, object]:
-    """The secret fields after a rotation: the old one signs on beside it only for standard,
-    and only if it was a standard secret itself."""
-    if kind == "standard" and endpoint.kind == "standard":
-        return {
-            "secret": secret,
-            "previous_secret": endpoint.secret,
-            "previous_secret_until": now_ms + int(ROTATION_GRACE_S * 1000),
-        }
-    return {"secret": secret, "previous_secret": None, "previous_secret_until": None}
+def _with_secret(
+    before: WebhookEndpoint, changed: WebhookEndpoint, secret: str | None
+) -> WebhookEndpoint:
+    """`changed` signing with `secret` (None: the same one). The old secret signs on beside a
+    new one only between two standard secrets, and only for ROTATION_GRACE_S."""
+    if secret is None:
+        if changed.kind == "standard":
+            return changed
+        return dataclasses.replace(changed, previous_secret=None, previous_secret_until=None)
+    if changed.kind == "standard" and before.kind == "standard":
+        return dataclasses.replace(
+            changed,
+            secret=secret,
+            previous_secret=before.secret,
+            previous_secret_until=changed.updated_at + int(ROTATION_GRACE_S * 1000),
+        )
+    return dataclasses.replace(
+        changed, secret=secret, previous_secret=None, previous_secret_until=None
+    )
 
 
 async def remove_webhook(
