@@ -261,6 +261,14 @@ class WorkSignal(Protocol):
         ...
 
 
+class NotifySignal(Protocol):
+    """How a path that wrote customer webhook deliveries wakes this process's notifier."""
+
+    def ring(self) -> None:
+        """Deliveries may be due; never blocks."""
+        ...
+
+
 class Queue(Protocol):
     """The delivery queue."""
 
@@ -369,8 +377,9 @@ class Notifications(Protocol):
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         """Store each attempt and its delivery's new state (only where `owner` still holds
-        the lease), and the endpoint's health: a success clears `failing_since`; a failure
-        sets it if unset. Pausing is the caller's decision (`pause_endpoint`)."""
+        the lease), and the endpoint's health: a success clears `failing_since` and, if it
+        was set (the endpoint recovered), makes its waiting deliveries due at once; a
+        failure sets it if unset. Pausing is the caller's decision (`pause_endpoint`)."""
         ...
 
     async def pause_endpoint(self, endpoint_id: str, at_ms: int) -> bool:
@@ -444,6 +453,7 @@ __all__ = [
     "IdempotencyConflict",
     "MessageReader",
     "Notifications",
+    "NotifySignal",
     "Outbox",
     "PostResult",
     "Queue",

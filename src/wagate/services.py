@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from wagate.adapters.logs import process_started, process_stopped
+from wagate.adapters.notify.poster import AiohttpPoster
 from wagate.adapters.sandbox import SandboxApp, SandboxConfig, create_sandbox_app
 from wagate.adapters.sandbox.access import GatewayTokens
 from wagate.adapters.startup import printable_url
@@ -25,19 +26,14 @@ from wagate.core.access import Access
 from wagate.core.dispatch import Dispatcher, DispatchSettings, WorkBell
 from wagate.core.health import Health
 from wagate.core.ingest import Ingestor
+from wagate.core.notify import Notifier, NotifyBell, NotifySettings
 from wagate.core.reads import Reader
 from wagate.core.retention import Pruner
+from wagate.domain import notify_formats
 from wagate.domain.pacing import pair_rate
 from wagate.domain.ratelimit import RateLimiter
-from wagate.ports import (
-    Clock,
-    Notifications,
-    Queue,
-    Retention,
-    SystemClock,
-    Upstream,
-    WebhookEndpoints,
-)
+from wagate.domain.ssrf import AddressPolicy
+from wagate.ports import Clock, Queue, Retention, SystemClock, Upstream
 from wagate.settings import Settings
 
 log = logging.getLogger("wagate")
@@ -82,12 +78,12 @@ class Services:
     bell: WorkBell
     # Readiness (/readyz): the database, its schema and, when this process runs one, the worker.
     health: Health
-    # Customer webhooks: their endpoints (the management API) and the outbox of their
-    # deliveries; one SQL adapter serves both.
-    webhooks: WebhookEndpoints
-    notifications: Notifications
+    # Customer webhooks: endpoints and the outbox; the bell wakes this process's notifier.
+    notifications: SqlNotifications
+    notify_bell: NotifyBell
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
+    notifier: Notifier | None = None
     listener: WorkListener | None = None
     # Per-project request limits, in this process's memory (see domain/ratelimit.py).
     limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -116,7 +112,7 @@ class Services:
             pair_rate(settings.pair_interval_seconds, settings.pair_burst),
         )
         bell = WorkBell()
-        notifications = SqlNotifications(store.engine, store.secrets)
+        notify_bell = NotifyBell()
         return cls(
             settings=settings,
             store=store,
@@ -132,19 +128,24 @@ class Services:
             reader=Reader(store, statuses),
             queue=queue,
             retention=queue,
-            ingestor=Ingestor(statuses, clock, settings.meta_app_secret),
+            ingestor=Ingestor(statuses, clock, settings.meta_app_secret, notify=notify_bell),
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
             bell=bell,
             health=Health(store, clock, head=HEAD, known=KNOWN),
-            webhooks=notifications,
-            notifications=notifications,
+            notifications=SqlNotifications(store.engine, store.secrets),
+            notify_bell=notify_bell,
         )
 
     def dispatcher_for(self) -> Dispatcher:
         """A delivery worker on these services, woken by their bell; on PostgreSQL, a
         listener rings the bell for other processes' accepts too."""
         if self.listener is None:
-            self.listener = work_listener(self.store.engine, self.bell, self.bell.notify_all)
+            self.listener = work_listener(
+                self.store.engine,
+                self.bell,
+                self.bell.notify_all,
+                webhooks=self.notify_bell.ring,
+            )
             if self.listener is not None:
                 self.listener.start()
         return Dispatcher(
@@ -161,6 +162,27 @@ class Services:
             bell=self.bell,
         )
 
+    def notifier_for(self, owner: str) -> Notifier:
+        """The customer-webhook notifier beside a worker (same owner name in leases and logs)."""
+        settings = self.settings
+        policy = AddressPolicy(
+            allow_private=settings.webhooks_allow_private,
+            allow_cidrs=settings.webhook_allowed_networks(),
+        )
+        return Notifier(
+            self.notifications,
+            AiohttpPoster(policy),
+            self.clock,
+            notify_formats.render,
+            NotifySettings(
+                per_endpoint=settings.webhook_concurrency,
+                pause_after_s=settings.webhook_pause_after_seconds,
+                poll_s=settings.worker_poll_seconds,
+            ),
+            owner=owner,
+            bell=self.notify_bell,
+        )
+
     def pruner_for(self) -> Pruner:
         """Retention on these services' queue (does nothing with WAGATE_RETENTION_DAYS=0)."""
         return Pruner(self.retention, self.clock, days=self.settings.retention_days)
@@ -168,13 +190,17 @@ class Services:
     async def run_worker(self, stop: asyncio.Event) -> None:
         """A delivery worker and retention until `stop`; readiness follows the worker."""
         dispatcher = self.dispatcher = self.dispatcher or self.dispatcher_for()
+        notifier = self.notifier = self.notifier or self.notifier_for(dispatcher.owner)
         self.health.worker_alive = dispatcher.alive
         pruning = asyncio.create_task(self.pruner_for().run(stop))
+        notifying = asyncio.create_task(notifier.run(stop))
         try:
             await dispatcher.run(stop)
         finally:
             stop.set()
             await pruning
+            await notifying
+            await notifier.poster.close()
 
     async def start(self, *, embedded_sandbox: bool, worker: bool) -> None:
         """Build the embedded sandbox (unless WAGATE_SANDBOX=0) and start a worker if asked.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from wagate.domain.delivery import DEFAULT_TTL_S
+from wagate.domain.notifications import PAUSE_AFTER_S
 from wagate.domain.pacing import PAIR_BURST, PAIR_INTERVAL_S
 
 # Where the default SQLite database lives (WAGATE_DATA_DIR): relative paths are taken
@@ -16,6 +18,8 @@ from wagate.domain.pacing import PAIR_BURST, PAIR_INTERVAL_S
 DEFAULT_DATA_DIR = "./data"
 DATABASE_FILE = "wagate.db"
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def default_database_url(data_dir: str) -> str:
@@ -80,6 +84,16 @@ class Settings:
     # API returns (`paging.next`): addresses or networks, comma-separated; `*` is every
     # peer, empty is nobody. Default: a reverse proxy on the same machine.
     trusted_proxies: str = "127.0.0.1,::1"
+    # Customer webhooks: an endpoint whose every attempt failed for this long is paused
+    # (its deliveries wait, nothing is lost, until it is resumed); 0 never pauses.
+    webhook_pause_after_seconds: float = PAUSE_AFTER_S
+    # Attempts in flight to one endpoint at once, across every worker.
+    webhook_concurrency: int = 8
+    # Webhooks to private, loopback, link-local, CGNAT or reserved addresses are refused
+    # (checked on the address connected to, after DNS) unless allowed: all of them, or
+    # the networks listed (comma-separated CIDRs, `10.20.0.0/16,fd00::/8`).
+    webhooks_allow_private: bool = False
+    webhooks_allow_cidrs: str = ""
     # The embedded sandbox: "1" always served, "0" never (sandbox numbers refused),
     # unset: served while at least one sandbox number exists.
     sandbox: str = ""
@@ -120,6 +134,16 @@ class Settings:
                 ) from None
         settings = cls(**values)  # type: ignore[arg-type]
         settings.sandbox_mode()  # a bad WAGATE_SANDBOX stops the process now
+        settings.webhook_allowed_networks()  # so does a bad CIDR
+        if settings.webhook_concurrency < 1:
+            raise SystemExit(
+                f"WAGATE_WEBHOOK_CONCURRENCY={settings.webhook_concurrency} must be at least 1"
+            )
+        if settings.webhook_pause_after_seconds < 0:
+            raise SystemExit(
+                f"WAGATE_WEBHOOK_PAUSE_AFTER_SECONDS={settings.webhook_pause_after_seconds} "
+                "is negative (0 never pauses)"
+            )
         if settings.retention_days < 0:
             raise SystemExit(
                 f"WAGATE_RETENTION_DAYS={settings.retention_days} is negative (0 keeps everything)"
@@ -141,6 +165,21 @@ class Settings:
         if value in ("0", "false", "no", "off"):
             return "off"
         raise SystemExit(f"WAGATE_SANDBOX={self.sandbox!r} is not 1, 0 or unset")
+
+    def webhook_allowed_networks(self) -> tuple[Network, ...]:
+        """WAGATE_WEBHOOKS_ALLOW_CIDRS as networks (host bits of `10.0.0.1/8` are dropped)."""
+        networks: list[Network] = []
+        for cidr in self.webhooks_allow_cidrs.split(","):
+            if not cidr.strip():
+                continue
+            try:
+                networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+            except ValueError:
+                raise SystemExit(
+                    f"WAGATE_WEBHOOKS_ALLOW_CIDRS: {cidr.strip()!r} is not a network "
+                    "(an address or a CIDR such as 10.20.0.0/16)"
+                ) from None
+        return tuple(networks)
 
     def upstream_base(self, upstream: str) -> str:
         """The Graph API base URL for a number's upstream kind."""

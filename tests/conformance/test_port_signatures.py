@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from wagate.adapters.memory import MemoryDatabase, MemoryQueue, MemoryStatusStore, MemoryStore
+from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
@@ -22,6 +23,7 @@ from wagate.ports import (
     Clock,
     Directory,
     MessageReader,
+    Notifications,
     Outbox,
     Queue,
     Retention,
@@ -30,6 +32,7 @@ from wagate.ports import (
     SystemClock,
     Timelines,
     Upstream,
+    WebhookEndpoints,
 )
 
 IMPLEMENTATIONS: dict[type[Any], list[type[Any]]] = {
@@ -44,6 +47,8 @@ IMPLEMENTATIONS: dict[type[Any], list[type[Any]]] = {
     SchemaProbe: [SqlStore, MemoryStore],
     Upstream: [GraphClient],
     Clock: [SystemClock],
+    WebhookEndpoints: [SqlNotifications],
+    Notifications: [SqlNotifications],
 }
 
 
@@ -135,3 +140,8 @@ def _typed(
         (memory, memory, memory, memory, memory, statuses, statuses, queue, queue),
         (sql, sql, sql, sql, sql, sql_statuses, sql_statuses, sql_queue, sql_queue),
     ]
+
+
+def _typed_notifications(sql: SqlNotifications) -> tuple[WebhookEndpoints, Notifications]:
+    """mypy's half of the check for the customer webhook ports."""
+    return sql, sql

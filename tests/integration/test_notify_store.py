@@ -542,6 +542,20 @@ async def test_failures_mark_the_endpoint_failing_until_a_success(
     assert stored.failing_since is None
 
 
+async def test_an_endpoint_that_answers_again_gets_what_waited_for_its_retry_at_once(
+    store: SqlStore, notifications: SqlNotifications
+) -> None:
+    await with_deliveries(store, notifications, 2)
+    one, two = await claim(notifications)
+    later = NOW + 3_600_000
+    await notifications.record_attempts(
+        [attempt(one, "notifier-a", "pending", at=NOW + 5, status_code=503, next_attempt_at=later)]
+    )
+    assert await claim(notifications, now_ms=NOW + 10) == []  # one waits for its retry
+    await notifications.record_attempts([attempt(two, "notifier-a", at=NOW + 20)])
+    assert [d.seq for d in await claim(notifications, now_ms=NOW + 20)] == [one.seq]
+
+
 async def test_dead_deliveries_are_replayed_one_or_all(
     store: SqlStore, notifications: SqlNotifications
 ) -> None:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.unit.memory import START, FakeClock, Memory
+from tests.unit.memory import START, FakeClock, ManualClock, Memory, settle
 from wagate.adapters.memory import MemoryQueue
 from wagate.adapters.memory.tables import NumberRow
 from wagate.core.accept import Acceptor
@@ -647,43 +647,6 @@ def test_upstream_payload_leaves_a_bsuid_send_as_it_was() -> None:
 
 
 # ---- waking: an idle worker is told of work, it does not poll every number -----------
-
-
-class ManualClock(FakeClock):
-    """A fake clock whose sleepers wait until the test moves time past their deadline."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait until `advance` reaches now + `seconds`."""
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (self.at + seconds, woken)
-        self._sleepers.append(entry)
-        try:
-            await woken
-        finally:
-            self._sleepers.remove(entry)
-
-    async def advance(self, seconds: float, step: float = 0.25) -> None:
-        """Move time on in steps, letting whoever wakes at each step run."""
-        target = self.at + seconds
-        while self.at < target:
-            self.at = min(target, self.at + step)
-            for deadline, woken in list(self._sleepers):
-                if deadline <= self.at and not woken.done():
-                    woken.set_result(None)
-            await settle()
-
-
-async def settle() -> None:
-    """Let every task that can run, run (nothing here waits on real time)."""
-    for _ in range(50):
-        await asyncio.sleep(0)
 
 
 class CountingQueue(MemoryQueue):

@@ -64,3 +64,27 @@ def test_a_database_wagate_cannot_use_is_one_line(url: str) -> None:
 
 def test_an_error_not_foreseen_is_left_to_the_caller() -> None:
     assert one_line(RuntimeError("a bug")) is None
+
+
+def test_webhook_networks_allowed_are_read_as_cidrs() -> None:
+    allowed = " 10.20.0.0/16, fd00::/8,192.0.2.7"
+    settings = Settings.from_env({"WAGATE_WEBHOOKS_ALLOW_CIDRS": allowed})
+    assert [str(n) for n in settings.webhook_allowed_networks()] == [
+        "10.20.0.0/16",
+        "fd00::/8",
+        "192.0.2.7/32",
+    ]
+    assert Settings.from_env({}).webhook_allowed_networks() == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WAGATE_WEBHOOKS_ALLOW_CIDRS", "10.20.0.0/16,intranet"),
+        ("WAGATE_WEBHOOK_CONCURRENCY", "0"),
+        ("WAGATE_WEBHOOK_PAUSE_AFTER_SECONDS", "-1"),
+    ],
+)
+def test_a_bad_webhook_setting_stops_at_once_naming_it(name: str, value: str) -> None:
+    with pytest.raises(SystemExit, match=name):
+        Settings.from_env({name: value})

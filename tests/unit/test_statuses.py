@@ -20,6 +20,7 @@ from wagate.domain.statuses import (
     moves_to,
     settle,
     status_row,
+    steps,
 )
 
 ALL: list[Status] = ["pending", "sent", "delivered", "read", "failed"]
@@ -249,3 +250,27 @@ def test_a_read_after_failed_does_not_move_it() -> None:
     message.receive([report("failed", 2, code=131049)])
     message.receive([report("read", 1)])
     assert message.state[:2] == ("failed", 131049)
+
+
+# ---- the steps a customer webhook hears of -------------------------------------------
+
+
+def test_one_post_from_pending_to_read_is_three_steps_in_metas_order() -> None:
+    batch = [report("read", 3000), report("sent", 1000), report("delivered", 2000)]
+    assert [r.status for r in steps("pending", batch)] == ["sent", "delivered", "read"]
+
+
+def test_steps_skip_what_the_message_has_passed_and_stop_at_a_final_status() -> None:
+    batch = [report("sent", 1000), report("failed", 2000), report("read", 3000)]
+    assert [r.status for r in steps("sent", batch)] == ["failed"]
+
+
+@given(data=st.data(), reports=report_sets)
+def test_the_last_step_is_where_the_move_ends(
+    data: st.DataObject, reports: list[StatusRow]
+) -> None:
+    current = data.draw(st.sampled_from(ALL))
+    move = moves_to(current, reports)
+    taken = steps(current, reports)
+    assert (move.status if move else None) == (taken[-1].status if taken else None)
+    assert all(advances(a.status, b.status) for a, b in itertools.pairwise(taken))

@@ -27,7 +27,7 @@ from wagate.domain.webhooks import (
     signature_matches,
     timestamp_ms,
 )
-from wagate.ports import Clock, StatusStore
+from wagate.ports import Clock, NotifySignal, StatusStore
 
 log = logging.getLogger("wagate.ingest")
 _encoder = msgspec.json.Encoder()
@@ -38,13 +38,21 @@ class Ingestor:
     """Receives Meta's webhook POSTs."""
 
     def __init__(
-        self, store: StatusStore, clock: Clock, app_secret: str, sandbox_secret: str = ""
+        self,
+        store: StatusStore,
+        clock: Clock,
+        app_secret: str,
+        sandbox_secret: str = "",
+        *,
+        notify: NotifySignal | None = None,
     ) -> None:
-        """Webhooks signed with Meta's `app_secret`, or with the embedded sandbox's secret."""
+        """Webhooks signed with Meta's `app_secret`, or with the embedded sandbox's secret;
+        `notify` is rung when what was stored may have written customer webhooks."""
         self.store = store
         self.clock = clock
         self.app_secret = app_secret
         self.sandbox_secret = sandbox_secret
+        self.notify = notify
 
     def verify(
         self, mode: str | None, token: str | None, challenge: str | None, expected: str
@@ -83,6 +91,8 @@ class Ingestor:
         result = await self.store.ingest(
             statuses, preferences, events, now_ms, sandbox_only=sandbox_only
         )
+        if self.notify is not None and (result.moved or preferences):
+            self.notify.ring()
         log.debug(
             "webhook: %d new statuses, %d duplicates, %d messages moved, %d rows refused",
             result.stored,

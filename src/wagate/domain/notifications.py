@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -324,27 +324,6 @@ def contact_event(
         at_ms,
         json.dumps(data, separators=(",", ":")),
     )
-
-
-_TOLD_IN_ORDER: tuple[Status, ...] = ("sent", "delivered", "read", "failed")
-
-
-def statuses_to_tell(old: Status, new: Status, timeline: Collection[Status]) -> list[Status]:
-    """The statuses a move from `old` to `new` tells the customer of, in order.
-
-    Every status Meta reported on the way, not just the last: a batch holding `delivered`
-    and `read` moves the message straight to `read`, and the customer still hears of
-    both. Never backwards (a `delivered` after `read` is not told), and a `failed`
-    message was never read.
-    """
-    if old == new:
-        return []
-    start = _TOLD_IN_ORDER.index(old) + 1 if old in _TOLD_IN_ORDER else 0
-    end = _TOLD_IN_ORDER.index(new)
-    told = [
-        s for s in _TOLD_IN_ORDER[start:end] if s in timeline and (new != "failed" or s != "read")
-    ]
-    return [*told, new]
 
 
 def fan_out(

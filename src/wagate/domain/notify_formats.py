@@ -44,9 +44,26 @@ JSON: Final = "application/json"
 PAYLOAD_VERSION: Final = "v2"
 STANDARD_PREFIX: Final = "whsec_"
 TEST_MESSAGE: Final = "This is a test webhook from wagate."
-# Headers a custom header can never set: they frame the request (a wrong Host or
-# Content-Length breaks it) or they are how a receiver authenticates it.
-_FRAMING: Final = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+# Headers a custom header can never set, whatever the endpoint's kind: they frame the
+# request (a wrong Host or Content-Length breaks it), or they are how some receiver
+# authenticates and de-duplicates it (a forged one must not ride along after a kind change).
+_RESERVED: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "content-type",
+        "x-idempotency-key",
+        "x-webhook-event",
+        "x-webhook-signature",
+        "x-webhook-payload-version",
+        "x-hub-signature-256",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
 _PREFERENCE_DETAIL: Final = {
     "stop": "User requested to stop marketing messages",
     "resume": "User requested to resume marketing messages",
@@ -76,8 +93,8 @@ def render(delivery: ClaimedDelivery, now_s: float) -> tuple[bytes, dict[str, st
 
 
 def with_custom_headers(ours: Mapping[str, str], custom: Mapping[str, str]) -> dict[str, str]:
-    """`ours` plus each custom header whose name (any case) is not ours nor a framing one."""
-    taken = {name.lower() for name in ours} | _FRAMING
+    """`ours` plus each custom header whose name (any case) is neither ours nor reserved."""
+    taken = {name.lower() for name in ours} | _RESERVED
     merged = dict(ours)
     for name, value in custom.items():
         if name.lower() not in taken:
@@ -217,8 +234,11 @@ def _meta_status(message: dict[str, Any], status: dict[str, Any]) -> dict[str, A
 def _meta_preference(contact: dict[str, Any]) -> dict[str, Any]:
     ids = _contact_ids(contact["recipient"])
     value = contact["value"]
+    # Meta now puts a BSUID in every contact and pywa's user_preferences parser requires
+    # it; the BSUID of a phone recipient is not known here, so it is empty, as Meta
+    # leaves `recipient_id` empty when it does not know the phone.
     return {
-        "contacts": [ids],
+        "contacts": [{"user_id": "", **ids}],
         "user_preferences": [
             {
                 **ids,

@@ -104,11 +104,15 @@ def check_url(url: str) -> str | None:
         return f"the URL is longer than {MAX_URL_CHARS} characters"
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
         return "the URL contains whitespace or control characters"
+    port_problem = "the URL's port must be a number from 1 to 65535"
     try:
         parts = urlsplit(url)
-        port = parts.port
     except ValueError as exc:
         return f"the URL cannot be parsed: {exc}"
+    try:
+        port = parts.port
+    except ValueError:
+        return port_problem
     if parts.scheme.lower() not in SCHEMES:
         return "the URL must start with http:// or https://"
     if not parts.hostname:
@@ -116,7 +120,7 @@ def check_url(url: str) -> str | None:
     if parts.username is not None or parts.password is not None:
         return "the URL must not carry a user name or password"
     if port is not None and not 1 <= port <= 65535:
-        return "the URL's port must be between 1 and 65535"
+        return port_problem
     return None
 
 

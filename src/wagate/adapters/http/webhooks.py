@@ -320,7 +320,7 @@ async def list_webhooks(request: Request[Any, Any, Any], phone_number_id: str) -
     services = services_of(request)
     async with _as_graph_errors(phone_number_id, "get"):
         found = await hooks.list_webhooks(
-            services.store, services.webhooks, phone_number_id, project_id
+            services.store, services.notifications, phone_number_id, project_id
         )
     return WebhookList(data=[webhook_view(shown) for shown in found])
 
@@ -346,7 +346,7 @@ async def create_webhook(request: Request[Any, Any, Any], phone_number_id: str) 
     async with _as_graph_errors(phone_number_id, "post"):
         shown = await hooks.create_webhook(
             services.store,
-            services.webhooks,
+            services.notifications,
             services.clock,
             phone_number_id=phone_number_id,
             url=body.url,
@@ -381,7 +381,7 @@ async def get_webhook(request: Request[Any, Any, Any], webhook_id: str) -> Webho
     project_id = await project_of(request)
     async with _as_graph_errors(webhook_id, "get"):
         shown = await hooks.show_webhook(
-            services_of(request).webhooks,
+            services_of(request).notifications,
             webhook_id,
             project_id=project_id,
             phone_number_id=_number_in_path(request),
@@ -407,7 +407,7 @@ async def update_webhook(request: Request[Any, Any, Any], webhook_id: str) -> We
     services = services_of(request)
     async with _as_graph_errors(webhook_id, "post"):
         shown = await hooks.update_webhook(
-            services.webhooks,
+            services.notifications,
             services.clock,
             webhook_id,
             url=body.url,
@@ -436,7 +436,7 @@ async def delete_webhook(request: Request[Any, Any, Any], webhook_id: str) -> We
     project_id = await project_of(request)
     async with _as_graph_errors(webhook_id, "delete"):
         await hooks.remove_webhook(
-            services_of(request).webhooks,
+            services_of(request).notifications,
             webhook_id,
             project_id=project_id,
             phone_number_id=_number_in_path(request),
@@ -459,7 +459,7 @@ async def test_webhook(request: Request[Any, Any, Any], webhook_id: str) -> Test
     async with _as_graph_errors(webhook_id, "post"):
         delivery_id = await hooks.send_test(
             services.store,
-            services.webhooks,
+            services.notifications,
             services.notifications,
             services.clock,
             webhook_id,
@@ -521,7 +521,7 @@ async def list_deliveries(
     services = services_of(request)
     async with _as_graph_errors(webhook_id, "get"):
         page = await hooks.list_deliveries(
-            services.webhooks,
+            services.notifications,
             services.notifications,
             webhook_id,
             state=state_filter,
@@ -556,7 +556,7 @@ async def list_attempts(
     size = _limit(limit)
     async with _as_graph_errors(webhook_id, "get"):
         found = await hooks.list_attempts(
-            services.webhooks,
+            services.notifications,
             services.notifications,
             webhook_id,
             limit=size,
@@ -585,7 +585,7 @@ async def replay_deliveries(request: Request[Any, Any, Any], webhook_id: str) ->
     services = services_of(request)
     async with _as_graph_errors(webhook_id, "post"):
         replayed = await hooks.replay(
-            services.webhooks,
+            services.notifications,
             services.notifications,
             services.clock,
             webhook_id,
@@ -610,7 +610,7 @@ async def pause_webhook(request: Request[Any, Any, Any], webhook_id: str) -> Web
     services = services_of(request)
     async with _as_graph_errors(webhook_id, "post"):
         shown = await hooks.pause_webhook(
-            services.webhooks,
+            services.notifications,
             services.notifications,
             services.clock,
             webhook_id,
@@ -634,7 +634,7 @@ async def resume_webhook(request: Request[Any, Any, Any], webhook_id: str) -> We
     services = services_of(request)
     async with _as_graph_errors(webhook_id, "post"):
         shown = await hooks.resume_webhook(
-            services.webhooks,
+            services.notifications,
             services.clock,
             webhook_id,
             project_id=project_id,

@@ -155,6 +155,14 @@ class MemoryNotifications:
                 database.endpoints[endpoint.id] = dataclasses.replace(
                     endpoint, failing_since=failing_since
                 )
+                if failing_since is None:
+                    # It answers again: what waited for its retry goes now.
+                    for waiting in self._of(endpoint.id):
+                        if (
+                            waiting.state == "pending"
+                            and (waiting.next_attempt_at or 0) > record.at
+                        ):
+                            waiting.next_attempt_at = record.at
 
     async def pause_endpoint(self, endpoint_id: str, at_ms: int) -> bool:
         """Pause an endpoint; False if there is none or it is paused already."""

@@ -25,11 +25,10 @@ from wagate.domain.notifications import (
     contact_event,
     fan_out,
     message_event,
-    statuses_to_tell,
 )
 from wagate.domain.notifications import DeliveryState as WebhookState
 from wagate.domain.pacing import PacingState, PairState
-from wagate.domain.statuses import Move
+from wagate.domain.statuses import Move, status_row, steps
 
 
 @dataclass(slots=True)
@@ -211,15 +210,20 @@ class MemoryDatabase:
             row.error_code = failure.error_code if failure else None
             row.error_title = failure.error_title if failure else None
             row.error_details = failure.error_details if failure else None
-            timeline = {status for (w, status) in self.statuses if w == wamid}
-            for status in statuses_to_tell(old, move.status, timeline):
-                record = self.statuses.get((wamid, status))
+            # Every status the message passes through is news, as the SQL store tells it.
+            timeline = [
+                status_row(r.wamid, r.status, r.timestamp_ms, r.errors, r.pricing)
+                for (w, _), r in self.statuses.items()
+                if w == wamid
+            ]
+            for step in steps(old, timeline):
                 self.message_moved(
                     row,
-                    record.timestamp_ms if record else at_ms,
-                    status=status,
-                    pricing=record.pricing if record else None,
-                    errors=record.errors if record else None,
+                    step.timestamp_ms,
+                    status=step.status,
+                    pricing=step.pricing,
+                    errors=step.errors,
+                    now_ms=at_ms,
                 )
         return len(moves)
 
@@ -231,9 +235,12 @@ class MemoryDatabase:
         status: Status | None = None,
         pricing: str | None = None,
         errors: str | None = None,
+        now_ms: int | None = None,
     ) -> None:
-        """Draft the customer events of a message that moved to `status` (default: its own)."""
+        """Draft the customer events of a message that moved to `status` (default: its own)
+        at `at_ms`, in the write at `now_ms` (default: `at_ms`)."""
         status = status or row.status
+        failed = status == "failed"
         number = self.numbers.get(row.message.phone_number_id)
         if number is None:
             return
@@ -257,13 +264,13 @@ class MemoryDatabase:
             at_ms,
             pricing=pricing,
             errors=errors,
-            error_code=row.error_code,
-            error_title=row.error_title,
-            error_details=row.error_details,
+            error_code=row.error_code if failed else None,
+            error_title=row.error_title if failed else None,
+            error_details=row.error_details if failed else None,
         )
         if draft is not None:
             drafts.append(draft)
-        if status == "failed" and row.error_code == OPTED_OUT_CODE:
+        if failed and row.error_code == OPTED_OUT_CODE:
             drafts.append(
                 contact_event(
                     m.project_id,
@@ -275,7 +282,7 @@ class MemoryDatabase:
                     reason=str(OPTED_OUT_CODE),
                 )
             )
-        self.write_event_deliveries(drafts, at_ms)
+        self.write_event_deliveries(drafts, at_ms if now_ms is None else now_ms)
 
     def preference_changed(self, waba_id: str, recipient: str, value: str, at_ms: int) -> None:
         """Draft the contact events of a stop or resume, for every number of the WABA."""

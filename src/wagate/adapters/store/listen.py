@@ -19,7 +19,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wagate.adapters.store.engine import dialect_of
-from wagate.adapters.store.queries.messages import WORK_CHANNEL
+from wagate.adapters.store.queries.messages import WEBHOOKS_PAYLOAD, WORK_CHANNEL
 from wagate.ports import WorkSignal
 
 log = logging.getLogger("wagate.listen")
@@ -37,11 +37,14 @@ class WorkListener:
         work: WorkSignal,
         missed: Callable[[], None],
         *,
+        webhooks: Callable[[], None] | None = None,
         retry_s: float = 1.0,
     ) -> None:
         self.engine = engine
         self.work = work
         self.missed = missed
+        # Rung when another process wrote customer webhook deliveries.
+        self.webhooks = webhooks
         self.retry_s = retry_s
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
@@ -82,17 +85,29 @@ class WorkListener:
             await connection.add_listener(WORK_CHANNEL, self._heard)
             self.listening.set()
             self.missed()  # whatever was notified before this connection listened
+            if self.webhooks is not None:
+                self.webhooks()
             await lost.wait()
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(connection.close(timeout=2))
 
     def _heard(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload == WEBHOOKS_PAYLOAD:
+            if self.webhooks is not None:
+                self.webhooks()
+            return
         self.work.notify(payload)
 
 
 def work_listener(
-    engine: AsyncEngine, work: WorkSignal, missed: Callable[[], None]
+    engine: AsyncEngine,
+    work: WorkSignal,
+    missed: Callable[[], None],
+    *,
+    webhooks: Callable[[], None] | None = None,
 ) -> WorkListener | None:
     """A listener where the database notifies (PostgreSQL); None where it cannot (SQLite)."""
-    return WorkListener(engine, work, missed) if dialect_of(engine).notifies else None
+    if not dialect_of(engine).notifies:
+        return None
+    return WorkListener(engine, work, missed, webhooks=webhooks)

@@ -203,8 +203,9 @@ class SqlNotifications:
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         """Store each attempt and its delivery's new state where `owner` still holds the
-        lease, and the endpoints' health (a success clears `failing_since`, a failure sets
-        it if unset), in one transaction."""
+        lease, and the endpoints' health (a success clears `failing_since` and makes the
+        recovered endpoint's waiting deliveries due; a failure sets it if unset), in one
+        transaction."""
         if not records:
             return
         seqs = sorted({record.delivery_seq for record in records})
@@ -251,10 +252,15 @@ class SqlNotifications:
                     for record in held
                 ],
             )
-            for endpoint_id, (succeeded, at) in _health(held).items():
+            # In the order of their ids: two batches never wait on each other's endpoints.
+            for endpoint_id, (succeeded, at) in sorted(_health(held).items()):
                 key = {"b_endpoint_id": endpoint_id}
                 if succeeded:
-                    await connection.execute(q.ENDPOINT_SUCCEEDED, key)
+                    recovered = (await connection.execute(q.ENDPOINT_SUCCEEDED, key)).first()
+                    if recovered is not None:
+                        # It answers again: what waited for its retry goes now, not in
+                        # up to 10 h (the receiver is back; its backlog should drain).
+                        await connection.execute(q.RESUME_DELIVERIES, {**key, "b_now": at})
                 else:
                     await connection.execute(q.ENDPOINT_FAILED, {**key, "b_at": at})
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -297,43 +297,45 @@ async def _seen(connection: AsyncConnection, wamids: Sequence[str]) -> dict[str,
     return seen
 
 
+class Found(NamedTuple):
+    """A message Meta knows by a wamid; `notify`: its number has a webhook endpoint."""
+
+    seq: int
+    status: Status
+    notify: bool
+
+
 async def _messages_by_wamid(
     connection: AsyncConnection, wamids: Sequence[str]
-) -> dict[str, tuple[int, Status]]:
-    """(seq, status) of the messages Meta knows by these wamids."""
-    current: dict[str, tuple[int, Status]] = {}
-    for seq, wamid, status in await _by_chunk(connection, q.MESSAGES_BY_WAMID, list(set(wamids))):
-        current[wamid] = (seq, status)
+) -> dict[str, Found]:
+    """The messages Meta knows by these wamids."""
+    current: dict[str, Found] = {}
+    rows = await _by_chunk(connection, q.MESSAGES_BY_WAMID, list(set(wamids)))
+    for seq, wamid, status, notify in rows:
+        current[wamid] = Found(seq, status, bool(notify))
     return current
 
 
-def _status_of(current: dict[str, tuple[int, Status]]) -> dict[str, Status]:
-    return {wamid: status for wamid, (_, status) in current.items()}
+def _status_of(current: dict[str, Found]) -> dict[str, Status]:
+    return {wamid: found.status for wamid, found in current.items()}
 
 
 async def _write_moves(
     connection: AsyncConnection,
     moves: dict[str, Move],
-    current: dict[str, tuple[int, Status]],
+    current: dict[str, Found],
     at_ms: int,
     reports: Sequence[StatusRow],
 ) -> int:
     """Write each decided move (and the error of the failure it ends on), and the customer
-    webhook deliveries of every status it passes through (`reports`: the statuses that
-    decided the moves); count moved."""
+    webhook deliveries of the moves of numbers with an endpoint (`reports`: the statuses
+    that decided the moves); count moved."""
     changes: list[dict[str, Any]] = []
-    by_wamid: dict[str, list[StatusRow]] = {}
-    for row in reports:
-        if row.wamid in moves:
-            by_wamid.setdefault(row.wamid, []).append(row)
-    passed: dict[int, list[StatusRow]] = {}
     for wamid, move in moves.items():
-        seq, status = current[wamid]
-        passed[seq] = steps(status, _first_of_each_status(by_wamid.get(wamid, [])))
         failure = move.failure
         changes.append(
             {
-                "b_seq": seq,
+                "b_seq": current[wamid].seq,
                 "b_status": move.status,
                 "b_at": at_ms,
                 "b_code": failure.error_code if failure else None,
@@ -343,8 +345,24 @@ async def _write_moves(
         )
     if changes:
         await connection.execute(q.MOVE, changes)
-        await write_status_events(connection, passed, at_ms)
+    notified = {wamid for wamid in moves if current[wamid].notify}
+    if notified:
+        await write_status_events(connection, _passed(notified, current, reports), at_ms)
     return len(changes)
+
+
+def _passed(
+    wamids: set[str], current: dict[str, Found], reports: Sequence[StatusRow]
+) -> dict[int, list[StatusRow]]:
+    """The statuses each of these messages (by seq) passes through: each is an event."""
+    by_wamid: dict[str, list[StatusRow]] = {}
+    for row in reports:
+        if row.wamid in wamids:
+            by_wamid.setdefault(row.wamid, []).append(row)
+    return {
+        current[wamid].seq: steps(current[wamid].status, _first_of_each_status(rows))
+        for wamid, rows in by_wamid.items()
+    }
 
 
 def _first_of_each_status(rows: Sequence[StatusRow]) -> list[StatusRow]:

@@ -6,8 +6,11 @@ lease) and a recipient's opt-out or opt-in draft events (`domain.notifications`)
 delivery each, in the caller's transaction: the move and its notifications commit or
 roll back together.
 
-With no endpoints configured, each path pays one indexed read that finds nothing
-(`MESSAGE_FACTS`, `NUMBERS_OF_WABAS`, or `ANY_ENDPOINT` for outcome batches).
+With no endpoints configured, the paths cost (almost) nothing more: Meta's statuses
+learn whether a number has an endpoint in the read that finds their messages
+(`MESSAGES_BY_WAMID`'s `notify`); expiries and abandoned leases read the facts of what
+they failed (`MESSAGE_FACTS`, finding nothing) only when something failed; an outcome
+batch holding failures reads `ANY_ENDPOINT`; opt-outs read `NUMBERS_OF_WABAS`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wagate.adapters.store.engine import dialect_of
 from wagate.adapters.store.queries import notify as q
+from wagate.adapters.store.queries.messages import NOTIFY_WEBHOOKS
 from wagate.domain.model import Status
 from wagate.domain.notifications import (
     OPTED_OUT_CODE,
@@ -75,6 +80,9 @@ async def write_event_deliveries(
             for draft, endpoint in pairs
         ],
     )
+    if dialect_of(connection).notifies:
+        # Notifiers of other processes wake at the commit instead of at their next look.
+        await connection.execute(NOTIFY_WEBHOOKS)
     return len(pairs)
 
 
@@ -166,7 +174,8 @@ async def write_failure_events(
 ) -> int:
     """Deliveries for messages (seq -> when) the gateway failed itself or on a send's
     answer: the error is the one the row now holds; 131050 also opts the user out."""
-    if not failed_at:
+    # A mass expiry without any endpoint must not read its messages a chunk at a time.
+    if not failed_at or not await any_endpoint(connection):
         return 0
     drafts: list[EventDraft] = []
     for seq, row in (await message_facts(connection, failed_at)).items():
@@ -226,7 +235,7 @@ async def preference_drafts(
         stored[key] = (p.value, p.timestamp_ms)
         if before is not None and before[0] == p.value:
             continue
-        value: Any = p.value
+        value: Literal["stop", "resume"] = "stop" if p.value == "stop" else "resume"
         drafts.extend(
             contact_event(
                 number.project_id,

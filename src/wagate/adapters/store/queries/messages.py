@@ -20,6 +20,10 @@ INSERT_MESSAGE = insert(messages)
 WORK_CHANNEL = "wagate_work"
 # In the accept's transaction, once per number of the batch: delivered at its commit
 # (and not at all if it rolls back).
+# On the same channel, a payload no phone number id can be: customer webhooks are due.
+WEBHOOKS_PAYLOAD = "*webhooks"
+NOTIFY_WEBHOOKS: TextClause = text(f"SELECT pg_notify('{WORK_CHANNEL}', '{WEBHOOKS_PAYLOAD}')")
+
 NOTIFY_WORK: TextClause = text(
     f"SELECT pg_notify('{WORK_CHANNEL}', n) FROM unnest(CAST(:b_numbers AS text[])) AS n"
 )

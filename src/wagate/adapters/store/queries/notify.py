@@ -99,8 +99,9 @@ DELETE_NUMBER_ENDPOINTS = delete(e).where(e.c.phone_number_id == bindparam("b_ph
 _SEQS: BindParameter[int] = bindparam("b_seqs", expanding=True)
 
 
-def _has_endpoint(phone_number_id: Any) -> Any:
-    """Whether a number has an active endpoint (an index probe: the hot path's one read)."""
+def has_endpoint(phone_number_id: Any) -> Any:
+    """Whether a number has an active endpoint: an index probe, of an empty index when no
+    customer webhook is configured."""
     return exists().where(e.c.phone_number_id == phone_number_id, _ACTIVE)
 
 
@@ -124,14 +125,14 @@ MESSAGE_FACTS = (
         messages.c.error_details,
     )
     .join(phone_numbers, phone_numbers.c.phone_number_id == messages.c.phone_number_id)
-    .where(messages.c.seq.in_(_SEQS), _has_endpoint(messages.c.phone_number_id))
+    .where(messages.c.seq.in_(_SEQS), has_endpoint(messages.c.phone_number_id))
 )
 # The numbers of these WABAs that have an active endpoint (an opt-out names a WABA).
 NUMBERS_OF_WABAS = select(
     phone_numbers.c.phone_number_id, phone_numbers.c.project_id, phone_numbers.c.waba_id
 ).where(
     phone_numbers.c.waba_id.in_(bindparam("b_waba_ids", expanding=True)),
-    _has_endpoint(phone_numbers.c.phone_number_id),
+    has_endpoint(phone_numbers.c.phone_number_id),
 )
 # The stored opt-outs of these recipients (to tell a change from Meta's retry of one).
 PREFERENCES_OF = select(
@@ -168,12 +169,15 @@ ANY_DUE = (
 def serving_endpoints(dialect: Dialect) -> Update | Select[Any]:
     """The endpoints a claim may lease for (active, not paused), locked for the claim.
 
-    PostgreSQL: FOR UPDATE SKIP LOCKED, so two claimers never count the same endpoint's
-    leases at once. SQLite: a no-op UPDATE, which takes the write lock at once (as
-    queue.LOCK_NUMBER does), so a second process cannot claim from the same reads.
+    PostgreSQL: FOR NO KEY UPDATE SKIP LOCKED, so two claimers never count the same
+    endpoint's leases at once, while a moving transaction inserting a delivery (whose
+    foreign key takes KEY SHARE on the endpoint) never waits for a claim. SQLite: a
+    no-op UPDATE, which takes the write lock at once (as queue.LOCK_NUMBER does), so a
+    second process cannot claim from the same reads.
     """
     if dialect.skips_locked_rows:
-        return dialect.locking_claimable(select(*ENDPOINT_COLUMNS).where(_SERVING))
+        serving = select(*ENDPOINT_COLUMNS).where(_SERVING)
+        return serving.with_for_update(skip_locked=True, key_share=True)
     return update(e).where(_SERVING).values(active=e.c.active).returning(*ENDPOINT_COLUMNS)
 
 
@@ -233,12 +237,18 @@ LEASE_DELIVERY = (
 
 
 @cache
-def lease_holders(dialect: Dialect) -> Select[Any]:
-    """Who holds each of these deliveries, locked while the attempts are recorded
-    (PostgreSQL skips a row another transaction is changing: it is not ours then)."""
-    return dialect.locking_claimable(
-        select(d.c.seq, d.c.id, d.c.lease_owner).where(d.c.seq.in_(_SEQS))
-    )
+def lease_holders(dialect: Dialect) -> Update | Select[Any]:
+    """Who holds each of these deliveries, locked while the attempts are recorded.
+
+    PostgreSQL skips a row another transaction is changing (it is not ours then).
+    SQLite: a no-op UPDATE, which takes the write lock before the read (its driver runs
+    a SELECT before the first write outside the transaction).
+    """
+    holders = (d.c.seq, d.c.id, d.c.lease_owner)
+    if dialect.skips_locked_rows:
+        return select(*holders).where(d.c.seq.in_(_SEQS)).with_for_update(skip_locked=True)
+    no_op = update(d).where(d.c.seq.in_(_SEQS)).values(lease_owner=d.c.lease_owner)
+    return no_op.returning(*holders)
 
 
 INSERT_ATTEMPT = insert(a)
@@ -257,7 +267,13 @@ RECORD_DELIVERY = (
         last_error=bindparam("b_error"),
     )
 )
-ENDPOINT_SUCCEEDED = update(e).where(_THE_ENDPOINT).values(failing_since=None)
+# Returns the endpoint only if it was failing: it recovered, and what waited for it is due.
+ENDPOINT_SUCCEEDED = (
+    update(e)
+    .where(_THE_ENDPOINT, e.c.failing_since.is_not(None))
+    .values(failing_since=None)
+    .returning(e.c.id)
+)
 ENDPOINT_FAILED = (
     update(e)
     .where(_THE_ENDPOINT, e.c.failing_since.is_(None))

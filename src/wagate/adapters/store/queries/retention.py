@@ -40,6 +40,8 @@ _OUT_OF_THE_QUEUE = messages.c.state.in_(_literals(frozenset({"forwarded", "done
 #     ~exists().where(webhook_deliveries.c.message_seq == messages.c.seq,
 #                     webhook_deliveries.c.state != 'done')
 # and the same rule in `adapters/memory/queue.py` (`MemoryQueue.still_needed`).
+# Customer webhooks need nothing here: a delivery carries its event's data and never
+# reads its message again (their own pruning is `SqlNotifications.prune_deliveries`).
 STILL_NEEDED: tuple[ColumnElement[bool], ...] = ()
 
 

@@ -13,6 +13,7 @@ from functools import cache
 from sqlalchemy import BindParameter, Insert, bindparam, literal_column, select, update
 
 from wagate.adapters.store.engine import Dialect
+from wagate.adapters.store.queries.notify import has_endpoint
 from wagate.adapters.store.tables import (
     message_events,
     message_statuses,
@@ -92,10 +93,15 @@ GIVE_UP = (
 
 # ---- the messages statuses move -----------------------------------------------------------
 
-# (seq, wamid, status) of the messages Meta knows by these wamids.
-MESSAGES_BY_WAMID = select(messages.c.seq, messages.c.upstream_wamid, messages.c.status).where(
-    messages.c.upstream_wamid.in_(_WAMIDS)
-)
+# (seq, wamid, status, notify) of the messages Meta knows by these wamids; `notify`: the
+# number has a customer webhook endpoint, so a move drafts events (without one, a move
+# costs no other read).
+MESSAGES_BY_WAMID = select(
+    messages.c.seq,
+    messages.c.upstream_wamid,
+    messages.c.status,
+    has_endpoint(messages.c.phone_number_id).label("notify"),
+).where(messages.c.upstream_wamid.in_(_WAMIDS))
 
 # Executed with one row per message moved.
 MOVE = (
