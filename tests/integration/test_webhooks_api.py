@@ -4,15 +4,28 @@ routes and bodies, scoped to the project of the key, secrets shown once, Graph e
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
-from tests.support import GatewayProcess, Tenant, database_url_for, dispose_database, make_tenant
+from tests.support import (
+    GatewayProcess,
+    Tenant,
+    database_url_for,
+    dispose_database,
+    make_tenant,
+    running_gateway,
+)
 from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.sql import SqlStore
 from wagate.domain.notifications import AttemptRecord, WebhookEndpoint
@@ -376,3 +389,89 @@ def test_mistakes_are_graph_errors_that_say_what_to_fix(gateway: GatewayProcess)
     assert still["id"] == webhook_id
     missing_number = call(gateway, "GET", "/phone_numbers/999/webhooks", key=tenant.api_key)
     assert graph_error(missing_number, 400)["error_subcode"] == 33
+
+
+class Received:
+    """What a customer's receiver on loopback was sent: (path, headers, body) per POST."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+        self.arrived = threading.Condition()
+
+    def wait_for(self, count: int, timeout_s: float = 20.0) -> None:
+        """Until `count` POSTs have arrived (or fail after `timeout_s`)."""
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.posts) >= count, timeout_s), self.posts
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, Received]]:
+    """A receiver answering 200 to every POST, and its base URL."""
+    received = Received()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with received.arrived:
+                received.posts.append((self.path, dict(self.headers), body))
+                received.arrived.notify_all()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_test_event_reaches_the_receiver_signed_in_each_format(
+    database_url: str, tmp_path: Path, receiver: tuple[str, Received]
+) -> None:
+    """With the worker's notifier on, what the API sets up is what a receiver gets."""
+    base, received = receiver
+    tenant = make_tenant(database_url)
+    log = tmp_path / "gateway.log"
+    with running_gateway(database_url, log, WAGATE_WEBHOOKS_ALLOW_PRIVATE="1") as gateway:
+        made = {
+            kind: create(gateway, tenant, url=f"{base}/{kind}", kind=kind, headers={"X-Src": "t"})
+            for kind in ("kapso", "meta", "standard")
+        }
+        for webhook in made.values():
+            data(call(gateway, "POST", f"/webhooks/{webhook['id']}/test", key=tenant.api_key), 202)
+        received.wait_for(3)
+        by_path = {path.strip("/"): (headers, body) for path, headers, body in received.posts}
+        assert set(by_path) == set(made)
+        for kind, (headers, body) in by_path.items():
+            secret = made[kind]["secret_key"]
+            assert headers["X-Src"] == "t"
+            assert headers["X-Idempotency-Key"].startswith("evt_")
+            if kind == "kapso":
+                expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+                assert headers["X-Webhook-Signature"] == expected
+                assert headers["X-Webhook-Event"] == "whatsapp.webhook.test"
+            elif kind == "meta":
+                expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+                assert headers["X-Hub-Signature-256"] == f"sha256={expected}"
+            else:
+                lower = {name.lower(): value for name, value in headers.items()}
+                payload = Webhook(secret).verify(body, lower)
+                assert payload["type"] == "whatsapp.webhook.test"
+            assert tenant.phone_number_id.encode() in body
+        # The deliveries and attempts say so too, once the notifier has recorded them.
+        path = f"/webhooks/{made['kapso']['id']}"
+        deadline = time.monotonic() + 20
+        while True:
+            [delivery] = data(call(gateway, "GET", f"{path}/deliveries", key=tenant.api_key))
+            if delivery["state"] == "delivered" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert delivery["state"] == "delivered", delivery
+        assert delivery["id"] == by_path["kapso"][0]["X-Idempotency-Key"]
+        [attempt] = data(call(gateway, "GET", f"{path}/attempts", key=tenant.api_key))
+        assert (attempt["status_code"], attempt["error"]) == (200, None)
