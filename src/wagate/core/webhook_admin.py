@@ -521,6 +521,6 @@ async def replay(
     if delivery_id is not None and replayed == 0:
         raise AdminError(
             f"webhook {webhook_id} has no dead delivery {delivery_id!r}"
-            " (see `wagate webhooks deliveries --state dead`)"
+            ": the dead ones are listed under the deliveries in state dead"
         )
     return replayed
