@@ -215,7 +215,8 @@ def test_the_routes_are_in_the_openapi_document_with_readable_ids(gateway: Gatew
     ids = {
         operation["operationId"]
         for path, item in document["paths"].items()
-        if path.startswith(PATH)
+        # A number's webhooks live under its path too (test_webhooks_api.py).
+        if path.startswith(PATH) and "/webhooks" not in path
         for operation in item.values()
     }
     assert ids == {

@@ -1,4 +1,5 @@
-"""The `wagate` command line (typer): serve, worker, sandbox, migrate, projects, keys, numbers."""
+"""The `wagate` command line (typer): serve, worker, sandbox, migrate, projects, keys, numbers,
+webhooks."""
 
 from __future__ import annotations
 
@@ -8,21 +9,24 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from wagate.adapters.logs import configure_logging
-from wagate.core import admin
+from wagate.core import admin, webhook_admin
 from wagate.domain.model import PhoneNumber
+from wagate.domain.notifications import DeliveryView
 from wagate.ports import SystemClock
 from wagate.settings import Settings
 
 if TYPE_CHECKING:
+    from wagate.adapters.store.notify import SqlNotifications
     from wagate.adapters.store.sql import SqlStore
 
 
@@ -60,13 +64,28 @@ numbers_app = typer.Typer(
 )
 app.add_typer(projects_app, name="projects")
 app.add_typer(keys_app, name="keys")
+webhooks_app = typer.Typer(
+    help="Add, list, update, test and remove customer webhooks; see their deliveries, replay"
+    " dead letters, pause and resume.",
+    epilog=example("wagate webhooks list 106540352242922"),
+    **HELP,  # type: ignore[arg-type]
+)
 app.add_typer(numbers_app, name="numbers")
+app.add_typer(webhooks_app, name="webhooks")
 
 console = Console()
 errors = Console(stderr=True)
 T = TypeVar("T")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class KindChoice(StrEnum):
+    """A webhook's wire format."""
+
+    kapso = "kapso"
+    meta = "meta"
+    standard = "standard"
 
 
 class UpstreamChoice(StrEnum):
@@ -840,6 +859,467 @@ def numbers_remove(
         else ""
     )
     console.print(f"removed phone number {phone_number_id}{suffix}", markup=False)
+
+
+# ---- customer webhooks -------------------------------------------------------------
+
+WebhookIdArgument = Annotated[
+    str, typer.Argument(help="The webhook's id (whk_...).", metavar="WEBHOOK_ID")
+]
+KindOption = Annotated[
+    KindChoice | None,
+    typer.Option(
+        help="Wire format: kapso (Kapso's payload v2), meta (Meta's own webhook) or standard"
+        " (Standard Webhooks). Default for a new webhook: kapso.",
+        show_default=False,
+    ),
+]
+EventOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--event",
+        help="An event to send (repeat for more): whatsapp.message.sent|delivered|read|failed,"
+        " whatsapp.contact.opted_out|opted_in. Default for a new webhook: the four message"
+        " events.",
+        show_default=False,
+    ),
+]
+SecretOption = Annotated[
+    str | None,
+    typer.Option(
+        "--secret",
+        help="Signing secret ('-' reads it from standard input); `whsec_` + base64 for"
+        " standard. Generated when left out, and printed once.",
+        show_default=False,
+    ),
+]
+HeaderOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--header",
+        help="A custom header NAME=VALUE sent with every webhook (repeat for more).",
+        show_default=False,
+    ),
+]
+
+
+def _headers(pairs: list[str] | None) -> dict[str, str] | None:
+    """--header NAME=VALUE options as a mapping (None when none were given)."""
+    if not pairs:
+        return None
+    headers: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise _fail(f"--header takes NAME=VALUE, got {pair!r}")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _secret(secret: str | None) -> str | None:
+    """--secret's value, from standard input when it is '-'."""
+    if secret == "-":
+        return sys.stdin.read().strip()
+    return secret
+
+
+def _run_webhooks(
+    work: Callable[[SqlStore, SqlNotifications], Awaitable[T]],
+) -> T:
+    """`_run` with the webhook store beside the store, on the same connections and key."""
+    from wagate.adapters.store.notify import SqlNotifications
+
+    return _run(lambda store: work(store, SqlNotifications(store.engine, store.secrets)))
+
+
+def _iso(ms: int | None) -> str | None:
+    """Unix milliseconds as the management API writes times (ISO 8601, UTC)."""
+    if ms is None:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _webhook_row(shown: webhook_admin.ShownWebhook) -> dict[str, Any]:
+    """A webhook as `--json` prints it: the management API's fields, secret as shown."""
+    endpoint = shown.endpoint
+    return {
+        "id": endpoint.id,
+        "phone_number_id": endpoint.phone_number_id,
+        "url": endpoint.url,
+        "kind": endpoint.kind,
+        "events": list(endpoint.events),
+        "active": endpoint.active,
+        "headers": dict(endpoint.headers),
+        "secret_key": shown.secret_key,
+        "paused": endpoint.paused_at is not None,
+        "paused_at": _iso(endpoint.paused_at),
+        "failing_since": _iso(endpoint.failing_since),
+        "created_at": _iso(endpoint.created_at),
+        "updated_at": _iso(endpoint.updated_at),
+    }
+
+
+def _short_event(event: str) -> str:
+    return event.removeprefix("whatsapp.")
+
+
+def _print_webhooks(found: list[webhook_admin.ShownWebhook]) -> None:
+    # Ids are what an operator copies into the next command: never wrapped.
+    table = Table(
+        Column("id", no_wrap=True),
+        Column("phone number id", no_wrap=True),
+        "url",
+        "kind",
+        "events",
+        "state",
+        "secret",
+    )
+    for shown in found:
+        endpoint = shown.endpoint
+        state = "active" if endpoint.active else "inactive"
+        if endpoint.paused_at is not None:
+            state += ", paused"
+        elif endpoint.failing_since is not None:
+            state += f", failing since {_iso(endpoint.failing_since)}"
+        table.add_row(
+            endpoint.id,
+            endpoint.phone_number_id,
+            endpoint.url,
+            endpoint.kind,
+            " ".join(_short_event(e) for e in endpoint.events),
+            state,
+            # A new secret is printed on a line of its own, unwrapped, to be copied.
+            "(below)" if shown.secret_is_new else shown.secret_key,
+        )
+    console.print(table)
+
+
+def _show_webhook(shown: webhook_admin.ShownWebhook, as_json: bool, said: str = "") -> None:
+    """Print a webhook; a secret just made is printed in full, with a warning it is once."""
+    if as_json:
+        _print_json(_webhook_row(shown))
+        return
+    if said:
+        console.print(said, markup=False, soft_wrap=True)
+    _print_webhooks([shown])
+    if shown.secret_is_new:
+        console.print(
+            f"signing secret (shown once): {shown.secret_key}", markup=False, soft_wrap=True
+        )
+
+
+@webhooks_app.command(
+    "add",
+    epilog=example(
+        "wagate webhooks add 106540352242922 https://example.com/hooks/whatsapp",
+        "wagate webhooks add 106540352242922 https://example.com/hooks/whatsapp --kind standard"
+        " --event whatsapp.message.delivered --event whatsapp.message.read"
+        " --header X-Source=wagate --json",
+    ),
+)
+def webhooks_add(
+    phone_number_id: PhoneNumberIdArgument,
+    url: Annotated[str, typer.Argument(help="Where to POST (http or https).", metavar="URL")],
+    kind: KindOption = None,
+    event: EventOption = None,
+    secret: SecretOption = None,
+    header: HeaderOption = None,
+    inactive: Annotated[
+        bool, typer.Option("--inactive", help="Add it switched off (nothing is sent to it).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add a webhook to a phone number; its signing secret is printed once."""
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    headers = _headers(header)
+    secret_key = _secret(secret)
+    shown = _run_webhooks(
+        lambda store, hooks: webhook_admin.create_webhook(
+            store,
+            hooks,
+            SystemClock(),
+            phone_number_id=phone_number_id,
+            url=url,
+            kind=(kind or KindChoice.kapso).value,
+            events=event or None,
+            active=not inactive,
+            headers=headers,
+            secret_key=secret_key,
+        )
+    )
+    _show_webhook(shown, as_json, f"added webhook {shown.endpoint.id}")
+
+
+@webhooks_app.command(
+    "list",
+    epilog=example(
+        "wagate webhooks list 106540352242922", "wagate webhooks list 106540352242922 --json"
+    ),
+)
+def webhooks_list(phone_number_id: PhoneNumberIdArgument, as_json: JsonFlag = False) -> None:
+    """List a phone number's webhooks (secrets masked)."""
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    found = _run_webhooks(
+        lambda store, hooks: webhook_admin.list_webhooks(store, hooks, phone_number_id)
+    )
+    if as_json:
+        _print_json([_webhook_row(shown) for shown in found])
+    else:
+        _print_webhooks(found)
+
+
+@webhooks_app.command("show", epilog=example("wagate webhooks show whk_0123456789abcdef --json"))
+def webhooks_show(webhook_id: WebhookIdArgument, as_json: JsonFlag = False) -> None:
+    """Show one webhook (secret masked)."""
+    shown = _run_webhooks(lambda store, hooks: webhook_admin.show_webhook(hooks, webhook_id))
+    _show_webhook(shown, as_json)
+
+
+@webhooks_app.command(
+    "update",
+    epilog=example(
+        "wagate webhooks update whk_0123456789abcdef --url https://example.com/hooks/v2",
+        "wagate webhooks update whk_0123456789abcdef --rotate-secret",
+        "wagate webhooks update whk_0123456789abcdef --event whatsapp.message.failed --inactive",
+    ),
+)
+def webhooks_update(
+    webhook_id: WebhookIdArgument,
+    url: Annotated[str | None, typer.Option(help="New URL.", show_default=False)] = None,
+    kind: KindOption = None,
+    event: EventOption = None,
+    secret: SecretOption = None,
+    rotate_secret: Annotated[
+        bool,
+        typer.Option(
+            "--rotate-secret",
+            help="Generate a new secret (printed once); a standard webhook's old one keeps"
+            " signing beside it for 24 hours.",
+        ),
+    ] = False,
+    header: HeaderOption = None,
+    no_headers: Annotated[
+        bool, typer.Option("--no-headers", help="Remove every custom header.")
+    ] = False,
+    active: Annotated[
+        bool | None,
+        typer.Option(
+            "--active/--inactive",
+            help="Switch it on or off (an inactive webhook gets nothing).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a webhook; what is not given stays. A new secret is printed once."""
+    if header and no_headers:
+        raise _fail("give --header or --no-headers, not both")
+    headers = {} if no_headers else _headers(header)
+    secret_key = _secret(secret)
+    shown = _run_webhooks(
+        lambda store, hooks: webhook_admin.update_webhook(
+            hooks,
+            SystemClock(),
+            webhook_id,
+            url=url,
+            kind=None if kind is None else kind.value,
+            events=event or None,
+            active=active,
+            headers=headers,
+            secret_key=secret_key,
+            rotate_secret=rotate_secret,
+        )
+    )
+    _show_webhook(shown, as_json, f"updated webhook {webhook_id}")
+
+
+@webhooks_app.command("remove", epilog=example("wagate webhooks remove whk_0123456789abcdef"))
+def webhooks_remove(webhook_id: WebhookIdArgument) -> None:
+    """Remove a webhook with its pending deliveries and its attempts."""
+    _run_webhooks(lambda store, hooks: webhook_admin.remove_webhook(hooks, webhook_id))
+    console.print(f"removed webhook {webhook_id}", markup=False)
+
+
+@webhooks_app.command("test", epilog=example("wagate webhooks test whk_0123456789abcdef"))
+def webhooks_test(webhook_id: WebhookIdArgument, as_json: JsonFlag = False) -> None:
+    """Queue a whatsapp.webhook.test event for a webhook (its fate: `webhooks deliveries`)."""
+    delivery_id = _run_webhooks(
+        lambda store, hooks: webhook_admin.send_test(store, hooks, hooks, SystemClock(), webhook_id)
+    )
+    if as_json:
+        _print_json({"webhook_id": webhook_id, "delivery_id": delivery_id})
+    else:
+        console.print(f"queued test event {delivery_id} for {webhook_id}", markup=False)
+
+
+def _delivery_row(view: DeliveryView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "webhook_id": view.endpoint_id,
+        "event": view.type,
+        "state": view.state,
+        "attempts": view.attempts,
+        "created_at": _iso(view.created_at),
+        "next_attempt_at": _iso(view.next_attempt_at),
+        "delivered_at": _iso(view.delivered_at),
+        "last_status_code": view.last_status_code,
+        "last_error": view.last_error,
+        "data": json.loads(view.data),
+    }
+
+
+class StateChoice(StrEnum):
+    """A delivery's state."""
+
+    pending = "pending"
+    delivering = "delivering"
+    delivered = "delivered"
+    dead = "dead"
+
+
+LimitOption = Annotated[
+    int, typer.Option(min=1, max=webhook_admin.MAX_PAGE, help="How many, newest first.")
+]
+
+
+@webhooks_app.command(
+    "deliveries",
+    epilog=example(
+        "wagate webhooks deliveries whk_0123456789abcdef",
+        "wagate webhooks deliveries whk_0123456789abcdef --state dead --json",
+    ),
+)
+def webhooks_deliveries(
+    webhook_id: WebhookIdArgument,
+    state: Annotated[
+        StateChoice | None,
+        typer.Option(help="Only this state (dead: the dead letters).", show_default=False),
+    ] = None,
+    limit: LimitOption = 20,
+    before: Annotated[
+        int | None,
+        typer.Option(help="Only older than this seq (the last one of a page).", show_default=False),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List a webhook's deliveries, newest first."""
+    page = _run_webhooks(
+        lambda store, hooks: webhook_admin.list_deliveries(
+            hooks,
+            hooks,
+            webhook_id,
+            state=None if state is None else state.value,
+            limit=limit,
+            before=before,
+        )
+    )
+    if as_json:
+        _print_json([{"seq": d.seq, **_delivery_row(d)} for d in page.deliveries])
+        return
+    table = Table(
+        "seq",
+        Column("delivery id", no_wrap=True),
+        "event",
+        "state",
+        "attempts",
+        "last answer",
+        "created",
+    )
+    for d in page.deliveries:
+        answer = d.last_error or ("" if d.last_status_code is None else str(d.last_status_code))
+        table.add_row(
+            str(d.seq),
+            d.id,
+            _short_event(d.type),
+            d.state,
+            str(d.attempts),
+            answer,
+            _iso(d.created_at) or "",
+        )
+    console.print(table)
+    if page.before is not None:
+        console.print(f"older: --before {page.before}", markup=False)
+
+
+@webhooks_app.command(
+    "attempts", epilog=example("wagate webhooks attempts whk_0123456789abcdef --limit 50")
+)
+def webhooks_attempts(
+    webhook_id: WebhookIdArgument, limit: LimitOption = 20, as_json: JsonFlag = False
+) -> None:
+    """List a webhook's attempts (each POST: answer, error, latency), newest first."""
+    found = _run_webhooks(
+        lambda store, hooks: webhook_admin.list_attempts(hooks, hooks, webhook_id, limit=limit)
+    )
+    rows = [
+        {
+            "delivery_id": a.delivery_id,
+            "webhook_id": a.endpoint_id,
+            "at": _iso(a.at),
+            "latency_ms": a.latency_ms,
+            "status_code": a.status_code,
+            "error": a.error,
+        }
+        for a in found
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("at", Column("delivery id", no_wrap=True), "status", "error", "latency")
+    for a in found:
+        status = "" if a.status_code is None else str(a.status_code)
+        table.add_row(_iso(a.at) or "", a.delivery_id, status, a.error or "", f"{a.latency_ms} ms")
+    console.print(table)
+
+
+@webhooks_app.command(
+    "replay",
+    epilog=example(
+        "wagate webhooks replay whk_0123456789abcdef --all",
+        "wagate webhooks replay whk_0123456789abcdef --delivery evt_0123456789abcdef",
+    ),
+)
+def webhooks_replay(
+    webhook_id: WebhookIdArgument,
+    delivery: Annotated[
+        str | None,
+        typer.Option("--delivery", help="The dead delivery to send again.", show_default=False),
+    ] = None,
+    replay_all: Annotated[
+        bool, typer.Option("--all", help="Send every dead delivery again.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Send dead deliveries again, from their first attempt: one (--delivery) or all (--all)."""
+    if (delivery is None) == (not replay_all):
+        errors.print("[red]error:[/red] give one of --delivery EVT_ID or --all")
+        raise typer.Exit(2)
+    replayed = _run_webhooks(
+        lambda store, hooks: webhook_admin.replay(hooks, hooks, SystemClock(), webhook_id, delivery)
+    )
+    if as_json:
+        _print_json({"webhook_id": webhook_id, "replayed": replayed})
+    else:
+        console.print(f"replaying {replayed} dead delivery(ies) of {webhook_id}", markup=False)
+
+
+@webhooks_app.command("pause", epilog=example("wagate webhooks pause whk_0123456789abcdef"))
+def webhooks_pause(webhook_id: WebhookIdArgument, as_json: JsonFlag = False) -> None:
+    """Hold a webhook's deliveries: events still queue for it and go when it resumes."""
+    shown = _run_webhooks(
+        lambda store, hooks: webhook_admin.pause_webhook(hooks, hooks, SystemClock(), webhook_id)
+    )
+    _show_webhook(shown, as_json, f"paused webhook {webhook_id}")
+
+
+@webhooks_app.command("resume", epilog=example("wagate webhooks resume whk_0123456789abcdef"))
+def webhooks_resume(webhook_id: WebhookIdArgument, as_json: JsonFlag = False) -> None:
+    """Send a paused webhook's waiting deliveries now (also when it was paused for failing)."""
+    shown = _run_webhooks(
+        lambda store, hooks: webhook_admin.resume_webhook(hooks, SystemClock(), webhook_id)
+    )
+    _show_webhook(shown, as_json, f"resumed webhook {webhook_id}")
 
 
 @app.callback()

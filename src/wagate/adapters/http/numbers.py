@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, RequestBody, Schema
+from litestar.openapi.spec import OpenAPI
 from litestar.params import Parameter
 
-from wagate.adapters.http.bodies import BodyTooLarge, Receive, read_body
 from wagate.adapters.http.docs import API_KEY_SECURITY
-from wagate.adapters.http.headers import api_key_of
+from wagate.adapters.http.management import (
+    BODY_ERRORS,
+    ERRORS,
+    document_wrapped_bodies,
+    project_of,
+    read_wrapped,
+    services_of,
+)
 from wagate.core import admin
 from wagate.core.access import phone_number_not_found
 from wagate.domain.errors import INVALID_PARAMETER, GraphError, invalid_parameter
 from wagate.domain.model import PhoneNumber
 from wagate.domain.requests import GraphErrorResponse
 from wagate.ports import SystemClock
-from wagate.services import Services
 
 NUMBERS_PATH = "/platform/v1/whatsapp/phone_numbers"
 NUMBER_PATH = NUMBERS_PATH + "/{phone_number_id:str}"
@@ -97,17 +102,6 @@ class RemovalAnswer(msgspec.Struct):
     data: Removal
 
 
-_ERRORS = {
-    400: ResponseSpec(GraphErrorResponse, description="Invalid request or unknown number"),
-    401: ResponseSpec(GraphErrorResponse, description="Missing or invalid API key (code 190)"),
-}
-_BODY_ERRORS = {
-    **_ERRORS,
-    408: ResponseSpec(GraphErrorResponse, description="Body did not arrive in time (code 100)"),
-    413: ResponseSpec(GraphErrorResponse, description="Body over the size limit (code 100)"),
-}
-
-
 def _view(number: PhoneNumber) -> PhoneNumberView:
     return PhoneNumberView(
         id=number.phone_number_id,
@@ -119,39 +113,9 @@ def _view(number: PhoneNumber) -> PhoneNumberView:
     )
 
 
-def _services(request: Request[Any, Any, Any]) -> Services:
-    return cast(Services, request.app.state.services)
-
-
-async def _project(request: Request[Any, Any, Any]) -> str:
-    """The project of the caller's key, or a 190/401."""
-    api_key = api_key_of(request.headers.get("x-api-key"), request.headers.get("authorization"))
-    return await _services(request).access.project_of(api_key)
-
-
-_decoder = msgspec.json.Decoder()
-
-
 async def _body(request: Request[Any, Any, Any], kind: type[Any]) -> Any:
     """The request body as `kind`, wrapped in `whatsapp_phone_number` or bare; else code 100."""
-    settings = _services(request).settings
-    try:
-        raw = await read_body(
-            cast(Receive, request.receive), settings.max_body_bytes, settings.body_timeout_seconds
-        )
-    except BodyTooLarge:
-        raise GraphError(
-            INVALID_PARAMETER,
-            f"Body is larger than {settings.max_body_bytes} bytes",
-            http_status=413,
-        ) from None
-    try:
-        value = _decoder.decode(raw or b"{}")
-        if isinstance(value, dict) and set(value) == {BODY_KEY}:
-            value = value[BODY_KEY]
-        return msgspec.convert(value, kind)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise invalid_parameter(f"Invalid body: {exc}") from None
+    return await read_wrapped(request, kind, BODY_KEY)
 
 
 @contextlib.asynccontextmanager
@@ -174,7 +138,7 @@ async def _as_graph_errors(
         raise invalid_parameter(str(exc)) from None
     finally:
         if method != "get":
-            _services(request).access.forget()
+            services_of(request).access.forget()
 
 
 @get(
@@ -182,12 +146,12 @@ async def _as_graph_errors(
     tags=["phone numbers"],
     operation_id="listPhoneNumbers",
     security=API_KEY_SECURITY,
-    responses=_ERRORS,
+    responses=ERRORS,
 )
 async def list_phone_numbers(request: Request[Any, Any, Any]) -> PhoneNumberList:
     """The phone numbers of the key's project, ordered by id."""
-    project_id = await _project(request)
-    numbers = await admin.list_numbers(_services(request).store, project_id)
+    project_id = await project_of(request)
+    numbers = await admin.list_numbers(services_of(request).store, project_id)
     return PhoneNumberList(data=[_view(number) for number in numbers])
 
 
@@ -198,7 +162,7 @@ async def list_phone_numbers(request: Request[Any, Any, Any]) -> PhoneNumberList
     security=API_KEY_SECURITY,
     status_code=201,
     responses={
-        **_BODY_ERRORS,
+        **BODY_ERRORS,
         409: ResponseSpec(GraphErrorResponse, description="The id is taken"),
     },
 )
@@ -208,9 +172,9 @@ async def create_phone_number(request: Request[Any, Any, Any]) -> PhoneNumberAns
     Body: `{"whatsapp_phone_number": {"phone_number_id", "upstream", "waba_id",
     "access_token", "mps"}}`; a `meta` number needs `waba_id` and `access_token`.
     """
-    project_id = await _project(request)
+    project_id = await project_of(request)
     body: PhoneNumberCreate = await _body(request, PhoneNumberCreate)
-    services = _services(request)
+    services = services_of(request)
     if await services.store.get_phone_number(body.phone_number_id) is not None:
         raise GraphError(
             INVALID_PARAMETER,
@@ -237,15 +201,15 @@ async def create_phone_number(request: Request[Any, Any, Any]) -> PhoneNumberAns
     tags=["phone numbers"],
     operation_id="getPhoneNumber",
     security=API_KEY_SECURITY,
-    responses=_ERRORS,
+    responses=ERRORS,
 )
 async def get_phone_number(
     request: Request[Any, Any, Any], phone_number_id: str
 ) -> PhoneNumberAnswer:
     """One phone number of the key's project."""
-    project_id = await _project(request)
+    project_id = await project_of(request)
     async with _as_graph_errors(request, phone_number_id, "get"):
-        number = await admin.show_number(_services(request).store, phone_number_id, project_id)
+        number = await admin.show_number(services_of(request).store, phone_number_id, project_id)
     return PhoneNumberAnswer(data=_view(number))
 
 
@@ -254,7 +218,7 @@ async def get_phone_number(
     tags=["phone numbers"],
     operation_id="updatePhoneNumber",
     security=API_KEY_SECURITY,
-    responses=_BODY_ERRORS,
+    responses=BODY_ERRORS,
 )
 async def update_phone_number(
     request: Request[Any, Any, Any], phone_number_id: str
@@ -263,11 +227,11 @@ async def update_phone_number(
 
     Body: `{"whatsapp_phone_number": {"access_token", "mps", "waba_id"}}`, any of them.
     """
-    project_id = await _project(request)
+    project_id = await project_of(request)
     body: PhoneNumberUpdate = await _body(request, PhoneNumberUpdate)
     async with _as_graph_errors(request, phone_number_id, "post"):
         number = await admin.update_number(
-            _services(request).store,
+            services_of(request).store,
             phone_number_id,
             access_token=body.access_token,
             mps=body.mps,
@@ -293,7 +257,7 @@ ForceFlag = Annotated[
     security=API_KEY_SECURITY,
     status_code=200,
     responses={
-        **_ERRORS,
+        **ERRORS,
         409: ResponseSpec(GraphErrorResponse, description="Messages are undelivered; see force"),
     },
 )
@@ -302,12 +266,12 @@ async def delete_phone_number(
 ) -> RemovalAnswer:
     """Remove a number with its messages and statuses; refused (409) while messages are
     queued or being sent, unless `?force=true`."""
-    project_id = await _project(request)
+    project_id = await project_of(request)
     if force not in (None, "true", "false"):
         raise invalid_parameter(f"`force` must be true or false, got {force!r}")
     async with _as_graph_errors(request, phone_number_id, "delete"):
         removed = await admin.remove_number(
-            _services(request).store,
+            services_of(request).store,
             phone_number_id,
             force=force == "true",
             project_id=project_id,
@@ -326,24 +290,11 @@ NUMBER_ROUTES = [
 
 def document_numbers(openapi: OpenAPI) -> None:
     """Declare the request bodies the POST and PATCH read themselves (after the key check)."""
-    ref = "#/components/schemas/{name}"
-    (_, components) = msgspec.json.schema_components(
-        [PhoneNumberCreate, PhoneNumberUpdate], ref_template=ref
+    document_wrapped_bodies(
+        openapi,
+        BODY_KEY,
+        [
+            (NUMBERS_PATH, "post", PhoneNumberCreate),
+            (NUMBERS_PATH + "/{phone_number_id}", "patch", PhoneNumberUpdate),
+        ],
     )
-    assert openapi.components.schemas is not None
-    openapi.components.schemas.update(cast(dict[str, Schema], components))
-    paths = openapi.paths or {}
-    for path, method, kind in (
-        (NUMBERS_PATH, "post", PhoneNumberCreate),
-        (NUMBERS_PATH + "/{phone_number_id}", "patch", PhoneNumberUpdate),
-    ):
-        operation = getattr(paths[path], method)
-        wrapped = {
-            "type": "object",
-            "properties": {BODY_KEY: {"$ref": ref.format(name=kind.__name__)}},
-            "required": [BODY_KEY],
-        }
-        operation.request_body = RequestBody(
-            required=True,
-            content={"application/json": OpenAPIMediaType(schema=cast(Schema, wrapped))},
-        )
