@@ -205,14 +205,12 @@ def round_once(args: argparse.Namespace, tmp: Path, n: int) -> Result:
         migrate(url)
     processes: list[ProcessGroup] = []
     try:
-        upstream = "meta" if pg else "sandbox"
-        tenant = make_tenant(
-            url, mps=args.rate, upstream=upstream, access_token=ACCESS_TOKEN if pg else ""
-        )
+        if pg:
+            tenant = make_tenant(url, mps=args.rate, upstream="meta", access_token=ACCESS_TOKEN)
+        else:
+            tenant = make_tenant(url, mps=args.rate)
         depth = args.rate * (WARMUP_S + args.duration + 3 * args.outage + 60)
-        built = asyncio.run(
-            build_backlog(url, tenant.project_id, [tenant.phone_number_id], depth)
-        )
+        built = asyncio.run(build_backlog(url, tenant.project_id, [tenant.phone_number_id], depth))
         print(f"  round {n + 1}: {depth:,} messages queued at {built:,.0f} rows/s")
         receiver_port = free_port()
         receiver = f"http://127.0.0.1:{receiver_port}"

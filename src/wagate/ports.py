@@ -378,8 +378,9 @@ class Notifications(Protocol):
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         """Store each attempt and its delivery's new state (only where `owner` still holds
         the lease), and the endpoint's health: a success clears `failing_since` and, if it
-        was set (the endpoint recovered), makes its waiting deliveries due at once; a
-        failure sets it if unset. Pausing is the caller's decision (`pause_endpoint`)."""
+        was set at least OUTAGE_S before (the endpoint was down and is back), makes its
+        waiting deliveries due at once; a failure sets it if unset. Pausing is the caller's
+        decision (`pause_endpoint`)."""
         ...
 
     async def pause_endpoint(self, endpoint_id: str, at_ms: int) -> bool:

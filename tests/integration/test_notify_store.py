@@ -39,6 +39,7 @@ from wagate.domain.model import NewMessage, PhoneNumber
 from wagate.domain.notifications import (
     EVENT_TYPES,
     OPTED_OUT_CODE,
+    OUTAGE_S,
     AttemptRecord,
     ClaimedDelivery,
     EventType,
@@ -542,18 +543,29 @@ async def test_failures_mark_the_endpoint_failing_until_a_success(
     assert stored.failing_since is None
 
 
-async def test_an_endpoint_that_answers_again_gets_what_waited_for_its_retry_at_once(
+async def test_an_endpoint_back_from_an_outage_gets_what_waited_for_its_retry_at_once(
     store: SqlStore, notifications: SqlNotifications
 ) -> None:
-    await with_deliveries(store, notifications, 2)
-    one, two = await claim(notifications)
+    await with_deliveries(store, notifications, 3)
+    one, two, three = await claim(notifications)
     later = NOW + 3_600_000
+    failed = [
+        attempt(d, "notifier-a", "pending", at=NOW + 5, status_code=503, next_attempt_at=later)
+        for d in (one, two)
+    ]
+    await notifications.record_attempts(failed)
+    # A success soon after (one event refused, the others taken): the retry keeps its time.
+    await notifications.record_attempts([attempt(three, "notifier-a", at=NOW + 1_000)])
+    assert await claim(notifications, now_ms=NOW + 2_000) == []
+    # Down for OUTAGE_S, then a success: what waited is due at once.
+    one, two = await claim(notifications, now_ms=later)
+    retry = NOW + 7_200_000
     await notifications.record_attempts(
-        [attempt(one, "notifier-a", "pending", at=NOW + 5, status_code=503, next_attempt_at=later)]
+        [attempt(one, "notifier-a", "pending", at=later, status_code=503, next_attempt_at=retry)]
     )
-    assert await claim(notifications, now_ms=NOW + 10) == []  # one waits for its retry
-    await notifications.record_attempts([attempt(two, "notifier-a", at=NOW + 20)])
-    assert [d.seq for d in await claim(notifications, now_ms=NOW + 20)] == [one.seq]
+    back = later + int(OUTAGE_S * 1000)
+    await notifications.record_attempts([attempt(two, "notifier-a", at=back)])
+    assert [d.seq for d in await claim(notifications, now_ms=back)] == [one.seq]
 
 
 async def test_dead_deliveries_are_replayed_one_or_all(

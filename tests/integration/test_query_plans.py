@@ -110,6 +110,7 @@ PARAMETERS: dict[str, Any] = {
     "b_previous_secret_until": None,
     "b_headers": "{}",
     "b_failing_since": None,
+    "b_outage_since": NOW,
     "b_paused_at": None,
     "b_updated_at": NOW,
 }
@@ -250,6 +251,7 @@ NOTIFY_CASES: dict[str, Case] = {
     "lease_holders(postgresql)": case(w.lease_holders(POSTGRESQL), "pk_webhook_deliveries"),
     "RECORD_DELIVERY": case(w.RECORD_DELIVERY, "pk_webhook_deliveries"),
     "ENDPOINT_SUCCEEDED": case(w.ENDPOINT_SUCCEEDED, "pk_webhook_endpoints"),
+    "ENDPOINT_RECOVERED": case(w.ENDPOINT_RECOVERED, "pk_webhook_endpoints"),
     "ENDPOINT_FAILED": case(w.ENDPOINT_FAILED, "pk_webhook_endpoints"),
     "LIST_DELIVERIES": case(w.LIST_DELIVERIES, "ix_webhook_deliveries_listing"),
     "LIST_DELIVERIES_IN_STATE": case(w.LIST_DELIVERIES_IN_STATE, "ix_webhook_deliveries_state"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.unit.memory import Memory
-from tests.unit.test_dispatch import ManualClock, on_memory, settle
+from tests.unit.memory import ManualClock, Memory, settle
+from tests.unit.test_dispatch import on_memory
 from wagate.core.health import Health, schema_problem
 
 HEAD = "0006"

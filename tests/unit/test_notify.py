@@ -23,7 +23,7 @@ import pytest
 from tests.unit.memory import START, FakeClock, ManualClock, Memory, settle
 from wagate.adapters.memory import MemoryNotifications
 from wagate.core.accept import Acceptor
-from wagate.core.notify import TEST_MESSAGE, Notifier, NotifySettings, webhook_test_data
+from wagate.core.notify import Notifier, NotifySettings
 from wagate.domain.delivery import Outcome
 from wagate.domain.model import PhoneNumber, Status
 from wagate.domain.notifications import (
@@ -33,6 +33,7 @@ from wagate.domain.notifications import (
     ClaimedDelivery,
     WebhookEndpoint,
 )
+from wagate.domain.notify_formats import TEST_MESSAGE, webhook_test_data
 from wagate.domain.statuses import StatusRow
 
 SECRET = "whsec-never-in-a-log"
@@ -313,13 +314,14 @@ async def test_after_the_whole_schedule_a_delivery_is_dead_and_a_replay_delivers
 async def test_a_test_event_carries_the_documented_data() -> None:
     memory, number, [endpoint] = await gateway()
     now_ms = int(memory.clock.now() * 1000)
-    data = webhook_test_data(endpoint)
+    data = webhook_test_data(number.waba_id, number.phone_number_id)
     assert await memory.notifications.add_test_delivery(endpoint.id, "evt_test", data, now_ms)
     receiver = Receiver(memory.clock)
     await round_of(notifier(memory, receiver))
     [post] = receiver.posts
     assert (post.id, post.type) == ("evt_test", "whatsapp.webhook.test")
     assert post.data == {
+        "waba_id": number.waba_id,
         "phone_number_id": number.phone_number_id,
         "test": True,
         "message": TEST_MESSAGE,

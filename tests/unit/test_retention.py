@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.unit.memory import Memory
-from tests.unit.test_dispatch import ManualClock, settle
+from tests.unit.memory import ManualClock, Memory, settle
 from wagate.adapters.memory.tables import MessageRow
 from wagate.core.retention import DAY_MS, Pruner
 from wagate.domain.model import NewMessage, Status

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import json
 import logging
 import math
 import random
@@ -38,7 +37,6 @@ from wagate.domain.notifications import (
     AttemptRecord,
     ClaimedDelivery,
     DeliveryState,
-    WebhookEndpoint,
     retry_delay,
 )
 from wagate.ports import Clock, Notifications, PostResult, WebhookPoster
@@ -47,14 +45,6 @@ log = logging.getLogger("wagate.notify")
 
 # The wire format of a delivery: its body and headers (signed) at `now_s`.
 Render = Callable[[ClaimedDelivery, float], tuple[bytes, dict[str, str]]]
-
-TEST_MESSAGE = "This is a test event from wagate: your endpoint receives its webhooks."
-
-
-def webhook_test_data(endpoint: WebhookEndpoint) -> str:
-    """The `data` of a `whatsapp.webhook.test` delivery to `endpoint` (JSON)."""
-    data = {"phone_number_id": endpoint.phone_number_id, "test": True, "message": TEST_MESSAGE}
-    return json.dumps(data, separators=(",", ":"))
 
 
 def shown_url(url: str) -> str:
@@ -448,4 +438,4 @@ def _said(post: PostResult) -> str:
     return f"HTTP {post.status_code}" + (f": {post.error}" if post.error else "")
 
 
-__all__ = ["Notifier", "NotifyBell", "NotifySettings", "Render", "shown_url", "webhook_test_data"]
+__all__ = ["Notifier", "NotifyBell", "NotifySettings", "Render", "shown_url"]

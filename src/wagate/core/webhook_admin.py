@@ -57,9 +57,14 @@ _RESERVED_NAMES = frozenset(
         "content-length",
         "transfer-encoding",
         "connection",
+        "x-webhook-event",
+        "x-webhook-signature",
+        "x-webhook-payload-version",
     }
 )
-_RESERVED_PREFIXES = ("x-webhook-", "webhook-")
+# Standard Webhooks' own headers; other `X-Webhook-*` names are free (Kapso's own example
+# endpoint sends `X-Webhook-Source: kapso`), the formats never let one replace theirs.
+_RESERVED_PREFIXES = ("webhook-",)
 
 
 class WebhookNotFound(AdminError):

@@ -64,6 +64,11 @@ ATTEMPT_TIMEOUT_S = 10.0
 PAUSE_AFTER_S = 86400.0
 # How long attempts (and delivered deliveries) are kept for listing.
 KEEP_ATTEMPTS_S = 14 * 86400
+# An endpoint that failed every attempt for this long was down, not refusing one event:
+# its first success makes what waited for a retry due at once (the backlog drains at
+# the receiver's pace). Shorter failures (one event a receiver keeps refusing while it
+# takes the others) keep their retry schedule, or each success would resend that event.
+OUTAGE_S = 30.0
 # A rotated standard-webhooks secret keeps signing beside the new one this long.
 ROTATION_GRACE_S = 86400.0
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from wagate.adapters.memory.tables import AttemptRow, DeliveryRow, MemoryDatabase
 from wagate.domain.notifications import (
+    OUTAGE_S,
     TEST_EVENT,
     AttemptRecord,
     AttemptView,
@@ -155,8 +156,9 @@ class MemoryNotifications:
                 database.endpoints[endpoint.id] = dataclasses.replace(
                     endpoint, failing_since=failing_since
                 )
-                if failing_since is None:
-                    # It answers again: what waited for its retry goes now.
+                outage_ms = int(OUTAGE_S * 1000)
+                if failing_since is None and record.at - (endpoint.failing_since or 0) >= outage_ms:
+                    # Back from an outage: what waited for its retry goes now.
                     for waiting in self._of(endpoint.id):
                         if (
                             waiting.state == "pending"

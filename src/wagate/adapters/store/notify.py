@@ -23,6 +23,7 @@ from wagate.adapters.store.engine import begin_write, dialect_of
 from wagate.adapters.store.queries import notify as q
 from wagate.adapters.store.secrets import SecretBox
 from wagate.domain.notifications import (
+    OUTAGE_S,
     TEST_EVENT,
     AttemptRecord,
     AttemptView,
@@ -203,9 +204,9 @@ class SqlNotifications:
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         """Store each attempt and its delivery's new state where `owner` still holds the
-        lease, and the endpoints' health (a success clears `failing_since` and makes the
-        recovered endpoint's waiting deliveries due; a failure sets it if unset), in one
-        transaction."""
+        lease, and the endpoints' health (a success clears `failing_since`, and after an
+        outage of OUTAGE_S makes the endpoint's waiting deliveries due; a failure sets it
+        if unset), in one transaction."""
         if not records:
             return
         seqs = sorted({record.delivery_seq for record in records})
@@ -256,11 +257,13 @@ class SqlNotifications:
             for endpoint_id, (succeeded, at) in sorted(_health(held).items()):
                 key = {"b_endpoint_id": endpoint_id}
                 if succeeded:
-                    recovered = (await connection.execute(q.ENDPOINT_SUCCEEDED, key)).first()
-                    if recovered is not None:
-                        # It answers again: what waited for its retry goes now, not in
+                    outage = {**key, "b_outage_since": at - int(OUTAGE_S * 1000)}
+                    if (await connection.execute(q.ENDPOINT_RECOVERED, outage)).first():
+                        # Back from an outage: what waited for its retry goes now, not in
                         # up to 10 h (the receiver is back; its backlog should drain).
                         await connection.execute(q.RESUME_DELIVERIES, {**key, "b_now": at})
+                    else:
+                        await connection.execute(q.ENDPOINT_SUCCEEDED, key)
                 else:
                     await connection.execute(q.ENDPOINT_FAILED, {**key, "b_at": at})
 

@@ -267,10 +267,12 @@ RECORD_DELIVERY = (
         last_error=bindparam("b_error"),
     )
 )
-# Returns the endpoint only if it was failing: it recovered, and what waited for it is due.
-ENDPOINT_SUCCEEDED = (
+# Returns the endpoint only if it had failed since before `b_outage_since`: it was down and
+# is back, and what waited for it is due (see domain.notifications.OUTAGE_S).
+ENDPOINT_SUCCEEDED = update(e).where(_THE_ENDPOINT).values(failing_since=None)
+ENDPOINT_RECOVERED = (
     update(e)
-    .where(_THE_ENDPOINT, e.c.failing_since.is_not(None))
+    .where(_THE_ENDPOINT, e.c.failing_since <= bindparam("b_outage_since"))
     .values(failing_since=None)
     .returning(e.c.id)
 )
