@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_cli import as_json, refused, run_all
-from tests.support import make_tenant, run_cli
+from tests.support import database_url_for, dispose_database, make_tenant, run_cli
 from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.sql import SqlStore
 from wagate.domain.notifications import AttemptRecord, WebhookEndpoint
@@ -19,6 +20,16 @@ pytestmark = pytest.mark.slow
 
 URL = "https://hooks.example.com/wagate"
 STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated SQLite file. The commands run the same store code on PostgreSQL,
+    which tests/integration/test_notify_store.py and test_webhooks_api.py cover there;
+    each `wagate` process costs ~0.5 s, so the CLI's own paths run once."""
+    url = database_url_for("sqlite", tmp_path)
+    yield url
+    dispose_database(url)
 
 
 def stored(database_url: str, webhook_id: str) -> WebhookEndpoint | None:
