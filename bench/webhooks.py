@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from tests.support import (  # noqa: E402
     ADMIN,
+    ADMIN_TOKEN,
     ProcessGroup,
     create_pg_database,
     drop_pg_database,
@@ -116,8 +117,9 @@ def undelivered(url: str) -> int:
 
 def start_processes(
     args: argparse.Namespace, tmp: Path, url: str, receiver_port: int
-) -> tuple[str, list[ProcessGroup]]:
-    """The gateway (and on PostgreSQL, its workers and the standalone sandbox); its base URL."""
+) -> tuple[str, dict[str, str], list[ProcessGroup]]:
+    """The receiver, the gateway's API (and on PostgreSQL the standalone sandbox): the API's
+    base URL and the environment its workers share."""
     api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     env = {
@@ -128,6 +130,7 @@ def start_processes(
         "WAGATE_SANDBOX_STATUS_DELAY": str(STATUS_DELAY_S),
         "WAGATE_SANDBOX_MPS": str(args.rate),
         "WAGATE_PUBLIC_URL": api,
+        "WAGATE_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     receiver_cmd = [str(BIN / "python"), str(ROOT / "bench" / "webhook_receiver.py")]
     processes = [ProcessGroup([*receiver_cmd, str(receiver_port)], env, tmp / "receiver.log")]
@@ -135,7 +138,7 @@ def start_processes(
         serve = [str(BIN / "wagate"), "serve", "--host", "127.0.0.1", "--port", str(api_port)]
         processes.append(ProcessGroup(serve, env, tmp / "serve.log"))
         processes[-1].wait_until_up(f"{api}/healthz")
-        return api, processes
+        return api, env, processes
     sandbox_port = free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     env |= {"WAGATE_META_BASE_URL": sandbox_url, "WAGATE_META_APP_SECRET": APP_SECRET}
@@ -147,19 +150,13 @@ def start_processes(
     processes.append(ProcessGroup([*serve, "--port", str(api_port)], env, tmp / "api.log"))
     processes[-2].wait_until_up(f"{sandbox_url}/_stats", headers=ADMIN)
     processes[-1].wait_until_up(f"{api}/healthz")
-    return api, processes
+    return api, env, processes
 
 
-def start_workers(args: argparse.Namespace, tmp: Path, url: str, api: str) -> list[ProcessGroup]:
+def start_workers(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> list[ProcessGroup]:
     """The PostgreSQL run's worker processes (none on SQLite: `serve` embeds its worker)."""
     if args.database == "sqlite":
         return []
-    env = {
-        **os.environ,
-        "WAGATE_DATABASE_URL": url,
-        "WAGATE_LOG_LEVEL": "WARNING",
-        "WAGATE_WEBHOOKS_ALLOW_PRIVATE": "1",
-    }
     return [
         ProcessGroup([str(BIN / "wagate"), "worker"], env, tmp / f"worker-{n}.log")
         for n in range(args.workers)
@@ -214,9 +211,9 @@ def round_once(args: argparse.Namespace, tmp: Path, n: int) -> Result:
         print(f"  round {n + 1}: {depth:,} messages queued at {built:,.0f} rows/s")
         receiver_port = free_port()
         receiver = f"http://127.0.0.1:{receiver_port}"
-        api, processes = start_processes(args, tmp, url, receiver_port)
+        api, env, processes = start_processes(args, tmp, url, receiver_port)
         add_endpoint(api, tenant.api_key, tenant.phone_number_id, receiver)
-        processes += start_workers(args, tmp, url, api)
+        processes += start_workers(args, tmp, env)
         time.sleep(WARMUP_S)
         start = time.time()
         time.sleep(args.duration)

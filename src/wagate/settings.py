@@ -88,7 +88,7 @@ class Settings:
     # (its deliveries wait, nothing is lost, until it is resumed); 0 never pauses.
     webhook_pause_after_seconds: float = PAUSE_AFTER_S
     # Attempts in flight to one endpoint at once, across every worker.
-    webhook_concurrency: int = 8
+    webhook_concurrency: int = 32
     # Webhooks to private, loopback, link-local, CGNAT or reserved addresses are refused
     # (checked on the address connected to, after DNS) unless allowed: all of them, or
     # the networks listed (comma-separated CIDRs, `10.20.0.0/16,fd00::/8`).

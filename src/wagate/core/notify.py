@@ -67,7 +67,7 @@ class NotifySettings:
     batch: int = 100
     max_in_flight: int = 500
     # Attempts in flight to one endpoint, across every notifier (the store counts).
-    per_endpoint: int = 8
+    per_endpoint: int = 32
     # Longer than an attempt and its record: a live notifier never loses its lease.
     lease_s: float = 60.0
     poll_s: float = 1.0
