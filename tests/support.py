@@ -26,9 +26,11 @@ from sqlalchemy import Executable, Row
 
 from wagate.adapters.store.engine import create_engine
 from wagate.adapters.store.migrate import migrate
+from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.sql import SqlStore
 from wagate.core import admin
 from wagate.domain.model import Upstream
+from wagate.domain.notifications import AttemptRecord
 from wagate.ports import SystemClock
 
 # Every process a test starts shares these: PostgreSQL installations need a secret
@@ -361,3 +363,29 @@ def run_cli(
     if check and result.returncode != 0:
         raise AssertionError(f"wagate {' '.join(args)} failed: {result.stderr}{result.stdout}")
     return result
+
+
+def fail_for_good(database_url: str, webhook_id: str) -> list[str]:
+    """Fail every due delivery of a webhook for the last time, as a notifier does after
+    its last retry: they become dead letters. Their ids."""
+
+    async def work() -> list[str]:
+        store = SqlStore.from_url(database_url)
+        notifications = SqlNotifications(store.engine, store.secrets)
+        try:
+            now = int(time.time() * 1000) + 1000
+            claimed = await notifications.claim_deliveries(
+                "test", now, limit=100, per_endpoint=100, lease_ms=60_000
+            )
+            mine = [c for c in claimed if c.endpoint.id == webhook_id]
+            await notifications.record_attempts(
+                [
+                    AttemptRecord(c.seq, webhook_id, "test", now, 7, 503, "HTTP 503", "dead")
+                    for c in mine
+                ]
+            )
+            return [c.id for c in mine]
+        finally:
+            await store.close()
+
+    return asyncio.run(work())

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_cli import as_json, refused, run_all
-from tests.support import database_url_for, dispose_database, make_tenant, run_cli
+from tests.support import database_url_for, dispose_database, fail_for_good, make_tenant, run_cli
 from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.sql import SqlStore
-from wagate.domain.notifications import AttemptRecord, WebhookEndpoint
+from wagate.domain.notifications import WebhookEndpoint
 from wagate.domain.notify_formats import mask_secret
 
 pytestmark = pytest.mark.slow
@@ -39,31 +38,6 @@ def stored(database_url: str, webhook_id: str) -> WebhookEndpoint | None:
         store = SqlStore.from_url(database_url)
         try:
             return await SqlNotifications(store.engine, store.secrets).get_endpoint(webhook_id)
-        finally:
-            await store.close()
-
-    return asyncio.run(work())
-
-
-def fail_for_good(database_url: str, webhook_id: str) -> list[str]:
-    """Dead-letter every due delivery of a webhook, as a notifier does after its last retry."""
-
-    async def work() -> list[str]:
-        store = SqlStore.from_url(database_url)
-        notifications = SqlNotifications(store.engine, store.secrets)
-        try:
-            now = int(time.time() * 1000) + 1000
-            claimed = await notifications.claim_deliveries(
-                "test", now, limit=100, per_endpoint=100, lease_ms=60_000
-            )
-            mine = [c for c in claimed if c.endpoint.id == webhook_id]
-            await notifications.record_attempts(
-                [
-                    AttemptRecord(c.seq, webhook_id, "test", now, 9, 500, "HTTP 500", "dead")
-                    for c in mine
-                ]
-            )
-            return [c.id for c in mine]
         finally:
             await store.close()
 

@@ -23,12 +23,13 @@ from tests.support import (
     Tenant,
     database_url_for,
     dispose_database,
+    fail_for_good,
     make_tenant,
     running_gateway,
 )
 from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.sql import SqlStore
-from wagate.domain.notifications import AttemptRecord, WebhookEndpoint
+from wagate.domain.notifications import WebhookEndpoint
 from wagate.domain.notify_formats import mask_secret
 
 BASE = "/platform/v1/whatsapp"
@@ -100,32 +101,6 @@ def stored(database_url: str, webhook_id: str) -> WebhookEndpoint | None:
         store = SqlStore.from_url(database_url)
         try:
             return await SqlNotifications(store.engine, store.secrets).get_endpoint(webhook_id)
-        finally:
-            await store.close()
-
-    return asyncio.run(work())
-
-
-def fail_for_good(database_url: str, webhook_id: str) -> list[str]:
-    """Fail every due delivery of a webhook for the last time, as a notifier would after its
-    last retry: they become dead letters. Their ids."""
-
-    async def work() -> list[str]:
-        store = SqlStore.from_url(database_url)
-        notifications = SqlNotifications(store.engine, store.secrets)
-        try:
-            now = int(time.time() * 1000) + 1000
-            claimed = await notifications.claim_deliveries(
-                "test", now, limit=100, per_endpoint=100, lease_ms=60_000
-            )
-            mine = [c for c in claimed if c.endpoint.id == webhook_id]
-            await notifications.record_attempts(
-                [
-                    AttemptRecord(c.seq, webhook_id, "test", now, 7, 503, "HTTP 503", "dead")
-                    for c in mine
-                ]
-            )
-            return [c.id for c in mine]
         finally:
             await store.close()
 
