@@ -80,13 +80,6 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
             pool_size=10,
             max_overflow=10,
             pool_pre_ping=True,
-            # Plan every execution with its own values. The queue's and the outbox's
-            # tables change shape by the second (empty, then a backlog of one number or
-            # one endpoint); asyncpg prepares each statement and PostgreSQL moves to a
-            # generic plan after five runs, chosen on what the table looked like then:
-            # a webhook claim's went from 0.5 ms to over 1.5 s under load, and
-            # `status=` reads walked the whole primary key. Planning costs ~0.2 ms.
-            connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
         )
     synchronous = sqlite_synchronous.upper()
     if synchronous not in SQLITE_SYNCHRONOUS:
