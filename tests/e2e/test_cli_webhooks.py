@@ -130,7 +130,7 @@ def test_an_operator_tests_a_webhook_and_replays_its_dead_letters(database_url: 
     )
     assert letter["data"]["phone_number_id"] == tenant.phone_number_id
     [attempt] = as_json(attempts)
-    assert (attempt["status_code"], attempt["error"]) == (500, "HTTP 500")
+    assert (attempt["status_code"], attempt["error"]) == (503, "HTTP 503")
     assert queued["delivery_id"] in table.stdout
     assert "dead" in table.stdout
 
