@@ -85,6 +85,10 @@ SAMPLE_S = 0.01
 # housekeeping every 2 s: a few statements a second (about 5 seen per worker). Polling
 # each number (as before issue 8: every 20 ms) would be 50,000 a second.
 IDLE_STATEMENTS_PER_WORKER_S = 20
+# Idle begins once the claims that found nothing have backed off (50 ms doubling to the
+# 0.5 s horizon, for each of a thousand numbers): a slow machine measured that tail
+# (300-356 statements in 2 s right after the drain, 24 a few seconds later).
+SETTLE_S = 3.0
 
 
 def limit_of(index: int) -> int:
@@ -286,6 +290,7 @@ def test_a_thousand_numbers_each_paced_at_its_own_limit_by_three_workers_sent_on
     # Every outcome recorded: anything sent twice, or retried after an error, shows by now.
     wait_until(lambda: asyncio.run(all_forwarded(fleet.dsn)), timeout=10, what="outcomes")
     transactions = asyncio.run(transactions_so_far(fleet.dsn)) - transactions
+    time.sleep(SETTLE_S)
     idle = asyncio.run(statements_while_idle(fleet.dsn, IDLE_S))
     stats = sandbox_stats(fleet.sandbox_url)
     log = sends(fleet)
