@@ -27,6 +27,8 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 from tests.support import ProcessGroup, free_port, make_tenant  # noqa: E402
 
+from wagate.adapters.loop import granian_loop  # noqa: E402
+
 # Every request goes to another recipient (as in a broadcast), so no server can
 # lean on a cache of parsed phone numbers.
 BODY_HEAD = (
@@ -108,7 +110,8 @@ def run_ceiling(args: argparse.Namespace, tmp: Path, db: Path) -> Run:
         "PYTHONPATH": str(ROOT / "bench"),
     }
     cmd = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--workers", "1", "--no-ws", "ceiling_app:create_app"]
+    cmd += ["--port", str(port), "--workers", "1", "--no-ws", "--loop", granian_loop()]
+    cmd += ["ceiling_app:create_app"]
     process = ProcessGroup(cmd, env, tmp / "ceiling.log")
     try:
         # The ceiling answers only sends (a GET gets a 500): any answer means it is up.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import msgspec
 import pytest
 
 from tests.unit.memory import START, Memory
-from wagate.core.accept import Acceptor
+from wagate.core.accept import Acceptor, new_message_id
 from wagate.domain.errors import GraphError
 from wagate.domain.model import MessageQuery, PhoneNumber
 
@@ -117,3 +119,26 @@ async def test_a_send_racing_the_removal_of_its_number_is_refused_as_unknown_and
         await acceptor.accept(number, body())
     assert (refused.value.code, refused.value.subcode) == (100, 33)
     assert memory.database.messages == {}
+
+
+def test_message_ids_are_unique_and_shaped_like_meta_across_draws_of_random_bytes() -> None:
+    ids = [new_message_id() for _ in range(3 * 256 + 7)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"wamid\.[A-Za-z0-9_-]{32}", i) for i in ids)
+
+
+def test_a_forked_process_does_not_hand_out_its_parents_drawn_ids() -> None:
+    new_message_id()  # the parent now holds bytes drawn ahead
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_end)
+        os.write(write_end, "\n".join(new_message_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read().split("\n")
+    os.waitpid(pid, 0)
+    parent = [new_message_id() for _ in range(5)]
+    assert len(child) == 5
+    assert not set(child) & set(parent)

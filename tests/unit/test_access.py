@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import pytest
@@ -172,3 +173,71 @@ async def test_unknown_numbers_do_not_evict_a_known_one() -> None:
     lookups = store.lookups
     assert await access.phone_number_of("prj_a", "111") == NUMBER
     assert store.lookups == lookups
+
+
+@dataclass
+class SlowKeyStore(KeyStore):
+    """Lookups that wait for `release`, so that callers overlap; `fail` makes them raise."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    fail: bool = False
+
+    async def find_project_by_key_hash(self, key_hash: str) -> KeyOwner | None:
+        self.lookups += 1
+        await self.release.wait()
+        if self.fail:
+            raise ConnectionError("database away")
+        return self.keys.get(key_hash)
+
+    async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
+        self.lookups += 1
+        await self.release.wait()
+        return self.numbers.get(phone_number_id)
+
+
+async def settle() -> None:
+    """Let the callers and the lookup they started run up to their waits."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def make_slow() -> tuple[Access, SlowKeyStore]:
+    store = SlowKeyStore(keys={hash_key("wg_good"): KeyOwner("prj_a")}, numbers={"111": NUMBER})
+    return Access(store, FakeClock(), cache_seconds=2.0), store  # type: ignore[arg-type]
+
+
+async def test_callers_who_miss_together_share_one_lookup_of_the_key_and_the_number() -> None:
+    access, store = make_slow()
+    callers = [asyncio.ensure_future(access.authorize("wg_good", "111")) for _ in range(32)]
+    await settle()
+    assert store.lookups == 1  # the key's, shared by all 32
+    store.release.set()
+    grants = await asyncio.gather(*callers)
+    assert {grant.number.phone_number_id for grant in grants} == {"111"}
+    assert store.lookups == 2  # and then the number's
+
+
+async def test_a_caller_cancelled_while_waiting_leaves_the_shared_lookup_to_the_others() -> None:
+    access, store = make_slow()
+    first = asyncio.ensure_future(access.project_of("wg_good"))
+    second = asyncio.ensure_future(access.project_of("wg_good"))
+    await settle()
+    first.cancel()
+    store.release.set()
+    assert await second == "prj_a"
+    assert first.cancelled()
+    assert store.lookups == 1
+
+
+async def test_a_failed_shared_lookup_fails_every_waiter_and_the_next_caller_asks_again() -> None:
+    access, store = make_slow()
+    store.fail = True
+    callers = [asyncio.ensure_future(access.project_of("wg_good")) for _ in range(3)]
+    await settle()
+    store.release.set()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert all(isinstance(result, ConnectionError) for result in results)
+    assert store.lookups == 1
+    store.fail = False
+    assert await access.project_of("wg_good") == "prj_a"
+    assert store.lookups == 2

@@ -288,8 +288,10 @@ def serve_command(
     else:
         # Check the schema, and stop here with a clear message if the key is wrong.
         _run(_nothing, create=True)
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
     from granian.server import Server
+
+    from wagate.adapters.loop import granian_loop
 
     os.environ.setdefault("WAGATE_DATABASE_URL", settings.database_url)
     server = Server(
@@ -299,6 +301,7 @@ def serve_command(
         interface=Interfaces.ASGI,
         workers=workers,
         factory=True,
+        loop=Loops(granian_loop()),
         log_access=False,
     )
     console.print(f"wagate listening on http://{host}:{port} (docs: /docs)")
@@ -385,7 +388,9 @@ def worker_command(
             await services.close()
             process_stopped("worker")
 
-    asyncio.run(main())
+    from wagate.adapters import loop
+
+    loop.run(main())
 
 
 def _sandbox_upstream(settings: Settings) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -109,6 +110,12 @@ class Access:
         self._unknown_keys: _TtlCache[None] = _TtlCache(cache_seconds, MISSES_CACHED)
         self._numbers: _TtlCache[PhoneNumber] = _TtlCache(cache_seconds)
         self._unknown_numbers: _TtlCache[None] = _TtlCache(cache_seconds, MISSES_CACHED)
+        # Lookups under way, so that callers who miss together share one: when a busy
+        # key's entry expired, each of the ~32 requests in flight asked the database on
+        # its own (15 connections checked out at once, new ones opened past the pool).
+        # An entry lives only while its lookup does.
+        self._key_lookups: dict[str, asyncio.Future[KeyOwner | None]] = {}
+        self._number_lookups: dict[str, asyncio.Future[PhoneNumber | None]] = {}
 
     async def authorize(
         self,
@@ -146,11 +153,17 @@ class Access:
             return entry.value
         if len(api_key) > MAX_KEY_LENGTH or self._unknown_keys.get(api_key, now) is not None:
             raise _invalid_key()
+        owner = await _shared(self._key_lookups, api_key, lambda: self._look_up_key(api_key, now))
+        if owner is None:
+            raise _invalid_key()
+        return owner
+
+    async def _look_up_key(self, api_key: str, now: float) -> KeyOwner | None:
         owner = await self._store.find_project_by_key_hash(hash_key(api_key))
         if owner is None:
             self._unknown_keys.put(api_key, None, now)
-            raise _invalid_key()
-        self._keys.put(api_key, owner, now)
+        else:
+            self._keys.put(api_key, owner, now)
         return owner
 
     async def phone_number_of(
@@ -169,19 +182,48 @@ class Access:
         ):
             number = None
         else:
-            number = await self._store.get_phone_number(phone_number_id)
-            if number is None:
-                self._unknown_numbers.put(phone_number_id, None, now)
-            else:
-                self._numbers.put(phone_number_id, number, now)
+            number = await _shared(
+                self._number_lookups,
+                phone_number_id,
+                lambda: self._look_up_number(phone_number_id, now),
+            )
         if number is None or number.project_id != project_id:
             raise phone_number_not_found(phone_number_id, method)
+        return number
+
+    async def _look_up_number(self, phone_number_id: str, now: float) -> PhoneNumber | None:
+        number = await self._store.get_phone_number(phone_number_id)
+        if number is None:
+            self._unknown_numbers.put(phone_number_id, None, now)
+        else:
+            self._numbers.put(phone_number_id, number, now)
         return number
 
     def forget(self) -> None:
         """Drop cached answers (after a key is revoked or a number changes in this process)."""
         for cache in (self._keys, self._unknown_keys, self._numbers, self._unknown_numbers):
             cache.clear()
+
+
+async def _shared(
+    lookups: dict[str, asyncio.Future[T]], key: str, look_up: Callable[[], Awaitable[T]]
+) -> T:
+    """The result of `look_up()`, shared with every caller that asks for `key` meanwhile.
+
+    A caller that is cancelled leaves the lookup running for the others.
+    """
+    lookup = lookups.get(key)
+    if lookup is None:
+        lookup = asyncio.ensure_future(look_up())
+        lookups[key] = lookup
+
+        def done(finished: asyncio.Future[T]) -> None:
+            lookups.pop(key, None)
+            if not finished.cancelled():
+                finished.exception()  # retrieved: every waiter may have gone
+
+        lookup.add_done_callback(done)
+    return await asyncio.shield(lookup)
 
 
 def _invalid_key() -> GraphError:

@@ -31,8 +31,10 @@ def run_sandbox(
     The state lives in memory, so it runs in one granian worker.
     """
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
+
+    from wagate.adapters.loop import granian_loop
 
     current = SandboxConfig.from_env()
     config = dataclasses.replace(
@@ -57,6 +59,7 @@ def run_sandbox(
         interface=Interfaces.ASGI,
         factory=True,
         workers=1,
+        loop=Loops(granian_loop()),
         log_level=LogLevels(log_level),
         log_access=False,
     ).serve()

@@ -50,6 +50,12 @@ log = logging.getLogger("wagate.queue")
 
 # Messages pruned per transaction at most: each IN list stays below SQLite's bound limit.
 _PRUNE_CHUNK = 1000
+# How long a send's outcome waits for others to share its commit. At 80 msg/s and 20 ms,
+# each commit held 2.6 outcomes and the outcomes held SQLite's write lock 20% of the time
+# under a flood of sends (31 commits/s of ~6 ms); at 100 ms, 8-9 a commit and 4-9% of the
+# lock. The price: a message stays `sending` up to 100 ms longer after Meta took it, and
+# a crash in that window sends it again after its lease (see core/dispatch.py).
+OUTCOME_LINGER_S = 0.1
 _UPSTREAM_STATUS_CHARS: int = messages.c.upstream_status.type.length  # type: ignore[attr-defined]
 
 
@@ -69,11 +75,10 @@ class SqlQueue:
         self.secrets = secrets or SecretBox(engine.url)
         self.dialect = dialect_of(engine)
         writers = self.dialect.writers(at_most=2)
-        # Outcomes wait up to 20 ms for company: at 80 msg/s that is one commit (and one
-        # fsync) per ~2 sends instead of one per send. It also widens the window in
-        # which a crash can cause a second send (see core/dispatch.py) by as much.
+        # Outcomes wait up to OUTCOME_LINGER_S for company: on SQLite every transaction
+        # takes the one write lock the accept path needs (see the constant).
         self.results = GroupCommitter(
-            self._write_outcomes, self._write_outcome, writers=writers, linger_s=0.02
+            self._write_outcomes, self._write_outcome, writers=writers, linger_s=OUTCOME_LINGER_S
         )
         # Where the reconciliation of early statuses goes on (a seq; 0: from the oldest).
         self._reconcile_after = 0
