@@ -127,6 +127,15 @@ def test_message_ids_are_unique_and_shaped_like_meta_across_draws_of_random_byte
     assert all(re.fullmatch(r"wamid\.[A-Za-z0-9_-]{32}", i) for i in ids)
 
 
+def test_ids_of_one_moment_share_their_start_and_differ_after_it() -> None:
+    at = [new_message_id(1_764_979_200_000) for _ in range(50)]
+    later = new_message_id(1_764_979_200_000 + 3_600_000)
+    # 6 bytes of time are the first 8 base64 characters after `wamid.`.
+    assert {i[:14] for i in at} == {at[0][:14]}
+    assert later[:14] != at[0][:14]
+    assert len({i[14:] for i in at}) == 50
+
+
 def test_a_forked_process_does_not_hand_out_its_parents_drawn_ids() -> None:
     new_message_id()  # the parent now holds bytes drawn ahead
     read_end, write_end = os.pipe()

