@@ -177,17 +177,19 @@ async def test_unknown_numbers_do_not_evict_a_known_one() -> None:
 
 @dataclass
 class SlowKeyStore(KeyStore):
-    """Lookups that wait for `release`, so that callers overlap; `fail` makes them raise."""
+    """Lookups that read at once but answer on `release`, so that callers overlap; `fail`
+    makes them raise."""
 
     release: asyncio.Event = field(default_factory=asyncio.Event)
     fail: bool = False
 
     async def find_project_by_key_hash(self, key_hash: str) -> KeyOwner | None:
         self.lookups += 1
+        owner = self.keys.get(key_hash)
         await self.release.wait()
         if self.fail:
             raise ConnectionError("database away")
-        return self.keys.get(key_hash)
+        return owner
 
     async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
         self.lookups += 1
@@ -241,3 +243,21 @@ async def test_a_failed_shared_lookup_fails_every_waiter_and_the_next_caller_ask
     store.fail = False
     assert await access.project_of("wg_good") == "prj_a"
     assert store.lookups == 2
+
+
+async def test_after_forget_no_caller_shares_an_earlier_lookup_nor_is_its_answer_cached() -> None:
+    access, store = make_slow()
+    before = asyncio.ensure_future(access.project_of("wg_good"))
+    await settle()
+    # The key is revoked meanwhile, and this process forgets what it knew.
+    store.keys.clear()
+    access.forget()
+    after = asyncio.ensure_future(access.project_of("wg_good"))
+    await settle()
+    assert store.lookups == 2  # the caller after forget asked the database itself
+    store.release.set()
+    assert await before == "prj_a"  # asked before the revocation
+    with pytest.raises(GraphError):
+        await after
+    with pytest.raises(GraphError):  # the earlier answer was not cached
+        await access.project_of("wg_good")

@@ -116,6 +116,9 @@ class Access:
         # An entry lives only while its lookup does.
         self._key_lookups: dict[str, asyncio.Future[KeyOwner | None]] = {}
         self._number_lookups: dict[str, asyncio.Future[PhoneNumber | None]] = {}
+        # Bumped by `forget`: a lookup begun before it neither fills the cache after it
+        # nor answers a caller who came after it.
+        self._generation = 0
 
     async def authorize(
         self,
@@ -159,7 +162,10 @@ class Access:
         return owner
 
     async def _look_up_key(self, api_key: str, now: float) -> KeyOwner | None:
+        generation = self._generation
         owner = await self._store.find_project_by_key_hash(hash_key(api_key))
+        if generation != self._generation:
+            return owner  # forgotten meanwhile: answer only the callers who asked before
         if owner is None:
             self._unknown_keys.put(api_key, None, now)
         else:
@@ -192,7 +198,10 @@ class Access:
         return number
 
     async def _look_up_number(self, phone_number_id: str, now: float) -> PhoneNumber | None:
+        generation = self._generation
         number = await self._store.get_phone_number(phone_number_id)
+        if generation != self._generation:
+            return number
         if number is None:
             self._unknown_numbers.put(phone_number_id, None, now)
         else:
@@ -203,6 +212,9 @@ class Access:
         """Drop cached answers (after a key is revoked or a number changes in this process)."""
         for cache in (self._keys, self._unknown_keys, self._numbers, self._unknown_numbers):
             cache.clear()
+        self._generation += 1
+        self._key_lookups.clear()
+        self._number_lookups.clear()
 
 
 async def _shared(
@@ -218,7 +230,8 @@ async def _shared(
         lookups[key] = lookup
 
         def done(finished: asyncio.Future[T]) -> None:
-            lookups.pop(key, None)
+            if lookups.get(key) is finished:  # not a newer lookup begun after a forget
+                del lookups[key]
             if not finished.cancelled():
                 finished.exception()  # retrieved: every waiter may have gone
 
