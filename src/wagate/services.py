@@ -20,6 +20,7 @@ from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
+from wagate.adapters.upstream.embedded import EmbeddedSandboxUpstream
 from wagate.adapters.upstream.graph import GraphClient
 from wagate.core.accept import Acceptor
 from wagate.core.access import Access
@@ -227,6 +228,10 @@ class Services:
             )
             # Its webhook sender starts with the first send it accepts.
             self.sandbox = create_sandbox_app(config, prefix=SANDBOX_PREFIX, tokens=tokens)
+            # This process's worker sends to its own sandbox in process (see the module).
+            self.upstream = EmbeddedSandboxUpstream(
+                self.upstream, f"{base}{SANDBOX_PREFIX}", self.served_sandbox
+            )
         if worker:
             self.dispatcher = self.dispatcher_for()
             self._worker = asyncio.create_task(self.run_worker(self._stop))

@@ -124,28 +124,49 @@ class SandboxApp:
     async def _send_message(
         self, phone_number_id: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        token = _bearer(headers)
+        try:
+            body = await _read_body(receive, _content_length(headers))
+        except GraphError as error:
+            status, answer, extra = self._refusal(error)
+        else:
+            status, answer, extra = await self.answer_send(phone_number_id, token, body)
+        await _respond(send, status, answer, [*_JSON_HEADERS, *extra])
+
+    async def answer_send(
+        self, phone_number_id: str, token: str, body: bytes
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """A send as Meta answers it: HTTP status, JSON body and the headers beyond its type.
+
+        What the HTTP route serves, without the HTTP: the embedded sandbox's own
+        worker calls it in process (see `adapters.upstream.embedded`), so a send is
+        checked, counted and stamped the moment it leaves, by the same code.
+        """
         if self.sender is not None and not self.sender.started:
             self.sender.start()
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
         try:
-            waba_id = await self.number_of(phone_number_id, _bearer(headers))
-            body = await _read_body(receive, _content_length(headers))
+            if len(body) > MAX_BODY:
+                raise _too_large()
+            waba_id = await self.number_of(phone_number_id, token)
             response = self.state.send(phone_number_id, body, authorized=waba_id is not None)
         except Exception as exc:
             if isinstance(exc, GraphError):
-                error = exc
-            else:
-                log.exception("sandbox send failed")
-                error = GraphError(SOMETHING_WENT_WRONG, f"Sandbox internal error: {exc!r}")
-            trace_id = new_trace_id()
-            await _respond(
-                send,
-                error.http_status,
-                error_body(error, trace_id),
-                [*_JSON_HEADERS, (b"x-fb-trace-id", trace_id.encode())],
+                return self._refusal(exc)
+            log.exception("sandbox send failed")
+            return self._refusal(
+                GraphError(SOMETHING_WENT_WRONG, f"Sandbox internal error: {exc!r}")
             )
-            return
-        await _respond(send, 200, _encode(response), _JSON_HEADERS)
+        return 200, _encode(response), []
+
+    @staticmethod
+    def _refusal(error: GraphError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        trace_id = new_trace_id()
+        return (
+            error.http_status,
+            error_body(error, trace_id),
+            [(b"x-fb-trace-id", trace_id.encode())],
+        )
 
     async def number_of(self, phone_number_id: str, token: str) -> str | None:
         """The number's WABA if `token` may use it (the number is attached to that WABA)."""
