@@ -10,7 +10,11 @@ fresh database gets the backlog (see --backlog-number) through the store's own
 batch insert (`SqlStore._write_batch`, the group committer's path, rows shaped as
 `add_message` shapes them, 5,000 a transaction). Then, each round:
 
-- the framework-free ceiling (`bench/ceiling_app.py`) under `wrk`, once;
+- the framework-free ceiling (`bench/ceiling_app.py`) under `wrk`, before the
+  first limit and again after each: a gateway's runs are compared with the mean of
+  the ceiling runs on either side of them (this machine's speed drifts by tens of
+  percent within minutes; one ceiling run per round put minutes between a
+  gateway's runs and its baseline);
 - for each limit of --limits (the numbers' mps and the embedded sandbox's
   WAGATE_SANDBOX_MPS): `wagate serve` as users run it (embedded worker and
   sandbox on) under the same `wrk` loads, distinct recipients then one recipient
@@ -219,6 +223,9 @@ class LimitRuns:
     accept_delivery: list[Delivery] = field(default_factory=list)
     latency: Latency = field(default_factory=Latency)
     worker_rss_kb: list[int] = field(default_factory=list)
+    # Each round's ceiling for these runs: the mean of the ceiling runs just before and
+    # just after the gateway's (this machine drifts by tens of percent within minutes).
+    baseline: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -662,19 +669,30 @@ def run_depth(args: argparse.Namespace, tmp: Path, depth: int) -> DepthResult:
     )
     print(f"depth {depth:,}: built at {result.build_rows_s:,.0f} rows/s (store batch insert)")
     for n in range(args.rounds):
-        ceiling = run_ceiling(args, tmp, tmp / f"ceiling-{depth}-{n}.db")
-        result.ceiling.append(ceiling)
-        print(f"  round {n + 1}: ceiling {ceiling.rate:6.0f} req/s p99 {ceiling.p99_ms:.1f} ms")
-        for limit in args.limits:
+        before = run_ceiling(args, tmp, tmp / f"ceiling-{depth}-{n}-0.db")
+        result.ceiling.append(before)
+        print(f"  round {n + 1}: ceiling {before.rate:6.0f} req/s p99 {before.p99_ms:.1f} ms")
+        for i, limit in enumerate(args.limits):
             set_mps(url, measured, limit)
             runs = result.limits.setdefault(limit, LimitRuns())
             this = bench_gateway(args, tmp, url, accept, backlog, probe, limit, runs)
+            # The ceiling again right after: the gateway's runs are compared with the mean
+            # of the ceiling runs on either side of them, not with one minutes earlier.
+            after = run_ceiling(args, tmp, tmp / f"ceiling-{depth}-{n}-{i + 1}.db")
+            result.ceiling.append(after)
+            baseline = (before.rate + after.rate) / 2
+            runs.baseline.append(baseline)
+            before = after
             d, f = runs.distinct[-1], runs.flood[-1]
             print(
-                f"    {limit:>4} msg/s: distinct {d.rate:6.0f} ({d.rate / ceiling.rate:.2f})"
+                f"    {limit:>4} msg/s: distinct {d.rate:6.0f} ({d.rate / baseline:.2f})"
                 f" p50 {d.p50_ms:.1f} p99 {d.p99_ms:.1f} ms non-2xx {d.errors} | flood"
-                f" {f.rate:6.0f} ({f.rate / ceiling.rate:.2f}) p50 {f.p50_ms:.1f} p99"
+                f" {f.rate:6.0f} ({f.rate / baseline:.2f}) p50 {f.p50_ms:.1f} p99"
                 f" {f.p99_ms:.1f} ms non-2xx {f.errors}"
+            )
+            print(
+                f"      ceiling after: {after.rate:6.0f} req/s p99 {after.p99_ms:.1f} ms;"
+                f" ratios above against the mean of before and after, {baseline:6.0f}"
             )
             print(f"      backlog number: {runs.delivery[-1].line()}")
             if args.backlog_number == "other":
@@ -702,7 +720,9 @@ def summary(args: argparse.Namespace, results: list[DepthResult]) -> None:
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds;"
         f" SQLite WAL synchronous={os.environ['WAGATE_SQLITE_SYNCHRONOUS']}; wagate serve"
         f" (worker on, embedded sandbox at the limit, status delay {STATUS_DELAY_S} s); backlog"
-        f" on the {args.backlog_number} number; rates: medians of the rounds; max/s, >lim,"
+        f" on the {args.backlog_number} number; rates: medians of the rounds; ceiling: each"
+        " round's mean of the ceiling runs just before and after the gateway's; ratios:"
+        " medians of the rounds' ratios; max/s, >lim,"
         " errors, dup: over all rounds; latency: all probes"
     )
     print(
@@ -712,10 +732,13 @@ def summary(args: argparse.Namespace, results: list[DepthResult]) -> None:
         f" {'RSS MB':>6}"
     )
     for r in results:
-        ceiling = med(x.rate for x in r.ceiling)
         for limit, runs in r.limits.items():
+            ceiling = med(runs.baseline)
             distinct = med(x.rate for x in runs.distinct)
             flood = med(x.rate for x in runs.flood)
+            rounds = list(zip(runs.distinct, runs.flood, runs.baseline, strict=True))
+            distinct_ratio = med(d.rate / b for d, _, b in rounds)
+            flood_ratio = med(f.rate / b for _, f, b in rounds)
             delivery = med(x.rate for x in runs.delivery) / limit
             errors: dict[str, int] = {}
             for x in runs.delivery:  # each round's sandbox starts from zero
@@ -724,9 +747,9 @@ def summary(args: argparse.Namespace, results: list[DepthResult]) -> None:
             stored = runs.latency.stored or [0.0, 0.0]
             st_p99 = statistics.quantiles(stored, n=100, method="inclusive")[98]
             print(
-                f"{r.depth:9,} {limit:5} {ceiling:7.0f} {distinct:8.0f} {distinct / ceiling:5.2f}"
+                f"{r.depth:9,} {limit:5} {ceiling:7.0f} {distinct:8.0f} {distinct_ratio:5.2f}"
                 f" {med(x.p99_ms for x in runs.distinct):7.1f} {flood:6.0f}"
-                f" {flood / ceiling:5.2f} {med(x.p99_ms for x in runs.flood):7.1f}"
+                f" {flood_ratio:5.2f} {med(x.p99_ms for x in runs.flood):7.1f}"
                 f" {delivery:7.1%} {max(x.second_max for x in runs.delivery):5}"
                 f" {sum(x.over for x in runs.delivery):4} {errors.get('130429', 0):6}"
                 f" {errors.get('131056', 0):6} {sum(x.duplicates for x in runs.delivery):4}"
@@ -766,6 +789,9 @@ class PgRun:
     delivery: dict[str, Delivery] = field(default_factory=dict)
     latency: Latency = field(default_factory=Latency)
     worker_rss_kb: list[int] = field(default_factory=list)
+    # Each round's ceiling for these runs: the mean of the ceiling runs just before and
+    # just after the gateway's (this machine drifts by tens of percent within minutes).
+    baseline: list[float] = field(default_factory=list)
 
 
 def pg_round(

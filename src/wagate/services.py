@@ -230,7 +230,7 @@ class Services:
             self.sandbox = create_sandbox_app(config, prefix=SANDBOX_PREFIX, tokens=tokens)
             # This process's worker sends to its own sandbox in process (see the module).
             self.upstream = EmbeddedSandboxUpstream(
-                self.upstream, f"{base}{SANDBOX_PREFIX}", self.served_sandbox
+                self.upstream, f"{base}{SANDBOX_PREFIX}", self.sandbox, self._sandbox_served
             )
         if worker:
             self.dispatcher = self.dispatcher_for()
@@ -257,12 +257,18 @@ class Services:
             return self.sandbox
         checked_at, wanted = self._sandbox_wanted
         if not 0 <= self.clock.now() - checked_at < SANDBOX_LOOKUP_SECONDS:
+            if self._sandbox_check.locked() and checked_at != float("-inf"):
+                # Asked already: the last answer serves until it comes (sends do not wait).
+                return self.sandbox if wanted else None
             async with self._sandbox_check:
                 checked_at, wanted = self._sandbox_wanted
                 if not 0 <= self.clock.now() - checked_at < SANDBOX_LOOKUP_SECONDS:
                     wanted = await self.store.has_sandbox_numbers()
                     self._sandbox_wanted = (self.clock.now(), wanted)
         return self.sandbox if wanted else None
+
+    async def _sandbox_served(self) -> bool:
+        return await self.served_sandbox() is not None
 
     async def close(self) -> None:
         """Stop the worker, flush pending commits and release connections."""

@@ -19,7 +19,7 @@ from tests.support import (
     sql,
     wait_until,
 )
-from wagate.adapters.sandbox import SandboxApp, SandboxConfig, create_sandbox_app
+from wagate.adapters.sandbox import SandboxConfig, create_sandbox_app
 from wagate.adapters.store.tables import messages
 from wagate.adapters.upstream.embedded import EmbeddedSandboxUpstream
 from wagate.adapters.upstream.graph import GraphClient
@@ -126,11 +126,11 @@ async def test_the_embedded_sandbox_answers_in_process_as_it_answers_over_http(
     sandbox = create_sandbox_app(SandboxConfig(), prefix="/sandbox")
     closed = f"http://127.0.0.1:{free_port()}/sandbox"
 
-    async def served() -> SandboxApp:
-        return sandbox
+    async def served() -> bool:
+        return True
 
     client = GraphClient(timeout_s=5)
-    embedded = EmbeddedSandboxUpstream(GraphClient(timeout_s=5), closed, served)
+    embedded = EmbeddedSandboxUpstream(GraphClient(timeout_s=5), closed, sandbox, served)
     try:
         for name, case in CASES:
             payload = case if isinstance(case, bytes) else json.dumps(case).encode()
@@ -164,11 +164,11 @@ async def test_the_embedded_sandbox_answers_in_process_as_it_answers_over_http(
 async def test_another_address_is_sent_over_http() -> None:
     sandbox = create_sandbox_app(SandboxConfig(), prefix="/sandbox")
 
-    async def served() -> SandboxApp:
-        return sandbox
+    async def served() -> bool:
+        return True
 
     embedded = EmbeddedSandboxUpstream(
-        GraphClient(timeout_s=2), "http://127.0.0.1:9/sandbox", served
+        GraphClient(timeout_s=2), "http://127.0.0.1:9/sandbox", sandbox, served
     )
     try:
         result = await embedded.send(
@@ -183,11 +183,11 @@ async def test_another_address_is_sent_over_http() -> None:
 async def test_a_sandbox_not_served_is_not_called_in_process() -> None:
     sandbox = create_sandbox_app(SandboxConfig(), prefix="/sandbox")
 
-    async def not_served() -> SandboxApp | None:
-        return None
+    async def not_served() -> bool:
+        return False
 
     closed = f"http://127.0.0.1:{free_port()}/sandbox"
-    embedded = EmbeddedSandboxUpstream(GraphClient(timeout_s=2), closed, not_served)
+    embedded = EmbeddedSandboxUpstream(GraphClient(timeout_s=2), closed, sandbox, not_served)
     try:
         result = await embedded.send(closed, "v23.0", "1", "token", json.dumps(PAYLOAD).encode())
     finally:

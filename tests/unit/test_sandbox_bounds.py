@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
 import pytest
 
 from wagate.adapters.sandbox import SandboxConfig, SandboxState
-from wagate.adapters.sandbox.access import FirstUseTokens, GatewayTokens
+from wagate.adapters.sandbox.access import RECHECK_SECONDS, FirstUseTokens, GatewayTokens
 from wagate.adapters.sandbox.templates import TemplateStore, parse_create
 from wagate.domain.errors import GraphError
 
@@ -224,3 +225,44 @@ async def test_a_rotated_token_stays_valid_for_the_grace_then_only_the_new_one_w
     assert await tokens.number("1", "sbx_old") is None
     assert await tokens.number("1", "sbx_new") == "waba"
     assert await tokens.number("1", "sbx_other") is None
+
+
+async def test_sends_that_miss_the_embedded_sandboxs_cache_together_share_one_lookup() -> None:
+    # When the ttl ends under load every send in flight misses at once: one query
+    # answers them all (each asking for itself queued dozens behind the writes).
+    clock = FakeClock()
+    asked: list[str] = []
+    release = asyncio.Event()
+
+    async def credential(phone_number_id: str) -> tuple[str, str] | None:
+        asked.append(phone_number_id)
+        await release.wait()
+        return ("waba", "sbx_a")
+
+    async def waba_tokens(waba_id: str) -> frozenset[str]:
+        return frozenset()
+
+    tokens = GatewayTokens(credential, waba_tokens, ttl=2.0, clock=clock)
+    waiting = [asyncio.ensure_future(tokens.number("1", "sbx_a")) for _ in range(32)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiting) == ["waba"] * 32
+    assert asked == ["1"]
+    # Unknown tokens that miss together share their recheck too.
+    clock.at += RECHECK_SECONDS
+    release.clear()
+    waiting = [asyncio.ensure_future(tokens.number("1", "sbx_other")) for _ in range(8)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiting) == [None] * 8
+    assert asked == ["1", "1"]
+
+
+async def test_a_send_counts_when_it_arrived_not_when_its_token_was_checked() -> None:
+    clock = FakeClock()
+    state = SandboxState(SandboxConfig(mps=80), clock)
+    state.attach("1", "waba")
+    arrived = clock.at
+    clock.at += 1.5  # the token lookup took a second and a half
+    state.send("1", message(), authorized=True, at=arrived)
+    assert [sent.at for sent in state.sends] == [arrived]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from wagate.core.shared import shared
 from wagate.domain.errors import INVALID_ACCESS_TOKEN, INVALID_PARAMETER, GraphError
 from wagate.domain.model import KeyOwner, PhoneNumber
 from wagate.ports import Clock, Directory
@@ -156,7 +157,7 @@ class Access:
             return entry.value
         if len(api_key) > MAX_KEY_LENGTH or self._unknown_keys.get(api_key, now) is not None:
             raise _invalid_key()
-        owner = await _shared(self._key_lookups, api_key, lambda: self._look_up_key(api_key, now))
+        owner = await shared(self._key_lookups, api_key, lambda: self._look_up_key(api_key, now))
         if owner is None:
             raise _invalid_key()
         return owner
@@ -188,7 +189,7 @@ class Access:
         ):
             number = None
         else:
-            number = await _shared(
+            number = await shared(
                 self._number_lookups,
                 phone_number_id,
                 lambda: self._look_up_number(phone_number_id, now),
@@ -215,28 +216,6 @@ class Access:
         self._generation += 1
         self._key_lookups.clear()
         self._number_lookups.clear()
-
-
-async def _shared(
-    lookups: dict[str, asyncio.Future[T]], key: str, look_up: Callable[[], Awaitable[T]]
-) -> T:
-    """The result of `look_up()`, shared with every caller that asks for `key` meanwhile.
-
-    A caller that is cancelled leaves the lookup running for the others.
-    """
-    lookup = lookups.get(key)
-    if lookup is None:
-        lookup = asyncio.ensure_future(look_up())
-        lookups[key] = lookup
-
-        def done(finished: asyncio.Future[T]) -> None:
-            if lookups.get(key) is finished:  # not a newer lookup begun after a forget
-                del lookups[key]
-            if not finished.cancelled():
-                finished.exception()  # retrieved: every waiter may have gone
-
-        lookup.add_done_callback(done)
-    return await asyncio.shield(lookup)
 
 
 def _invalid_key() -> GraphError:

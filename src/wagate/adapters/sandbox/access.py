@@ -8,12 +8,14 @@ number has a generated token.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from wagate.adapters.sandbox.memory import Lru
 from wagate.adapters.sandbox.state import SandboxState
+from wagate.core.shared import shared
 from wagate.domain.errors import INVALID_PARAMETER, GraphError
 from wagate.ports import Clock, SystemClock
 
@@ -137,6 +139,8 @@ class GatewayTokens:
         self.grace = grace
         self._numbers: Lru[str, _Known] = Lru(_REMEMBERED)
         self._wabas: Lru[str, tuple[float, frozenset[str]]] = Lru(_REMEMBERED)
+        # Lookups under way, by (phone_number_id, whether a recheck): one per key at a time.
+        self._lookups: dict[tuple[str, bool], asyncio.Future[_Known]] = {}
 
     async def number(self, phone_number_id: str, token: str) -> str | None:
         """The stored WABA of a sandbox number whose stored token is `token`.
@@ -149,15 +153,31 @@ class GatewayTokens:
         known = self._numbers.get(phone_number_id)
         # A clock stepped back must not keep an answer for longer than the ttl.
         if known is None or not 0 <= now - known.at < self.ttl:
-            known = await self._refresh(phone_number_id, known, now)
+            # Every send in flight misses when the ttl ends: one query answers them all.
+            stale = known
+            known = await shared(
+                self._lookups,
+                (phone_number_id, False),
+                lambda: self._refresh(phone_number_id, stale, now),
+            )
         waba_id = self._accepts(known, token, now)
         # Timed apart from the ttl: only unknown tokens spend this budget.
         recheck = not 0 <= now - known.rechecked_at < RECHECK_SECONDS
         if waba_id is None and known.credential is not None and recheck:
-            known = await self._refresh(phone_number_id, known, now)
-            known.rechecked_at = now
+            checked = known
+            known = await shared(
+                self._lookups,
+                (phone_number_id, True),
+                lambda: self._recheck(phone_number_id, checked, now),
+            )
             waba_id = self._accepts(known, token, now)
         return waba_id
+
+    async def _recheck(self, phone_number_id: str, known: _Known, now: float) -> _Known:
+        """A refresh for a token the cache does not know, counted against RECHECK_SECONDS."""
+        fresh = await self._refresh(phone_number_id, known, now)
+        fresh.rechecked_at = now
+        return fresh
 
     async def _refresh(self, phone_number_id: str, known: _Known | None, now: float) -> _Known:
         """Ask the database; a changed token is kept as the previous one for `grace` s."""

@@ -124,6 +124,7 @@ class SandboxApp:
     async def _send_message(
         self, phone_number_id: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        arrived = self.state.clock.now()
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         token = _bearer(headers)
         try:
@@ -131,25 +132,33 @@ class SandboxApp:
         except GraphError as error:
             status, answer, extra = self._refusal(error)
         else:
-            status, answer, extra = await self.answer_send(phone_number_id, token, body)
+            status, answer, extra = await self.answer_send(
+                phone_number_id, token, body, arrived=arrived
+            )
         await _respond(send, status, answer, [*_JSON_HEADERS, *extra])
 
     async def answer_send(
-        self, phone_number_id: str, token: str, body: bytes
+        self, phone_number_id: str, token: str, body: bytes, *, arrived: float | None = None
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """A send as Meta answers it: HTTP status, JSON body and the headers beyond its type.
 
         What the HTTP route serves, without the HTTP: the embedded sandbox's own
         worker calls it in process (see `adapters.upstream.embedded`), so a send is
         checked, counted and stamped the moment it leaves, by the same code.
+        `arrived` (default: now) is when the send reached the sandbox: its limits
+        count it then, whatever the token lookup costs after.
         """
+        if arrived is None:
+            arrived = self.state.clock.now()
         if self.sender is not None and not self.sender.started:
             self.sender.start()
         try:
             if len(body) > MAX_BODY:
                 raise _too_large()
             waba_id = await self.number_of(phone_number_id, token)
-            response = self.state.send(phone_number_id, body, authorized=waba_id is not None)
+            response = self.state.send(
+                phone_number_id, body, authorized=waba_id is not None, at=arrived
+            )
         except Exception as exc:
             if isinstance(exc, GraphError):
                 return self._refusal(exc)

@@ -196,12 +196,15 @@ class SandboxState:
     # ---- the send use case ----------------------------------------------------------
 
     def send(
-        self, phone_number_id: str, body: bytes, *, authorized: bool
+        self, phone_number_id: str, body: bytes, *, authorized: bool, at: float | None = None
     ) -> MarketingMessageResponse:
         """Check and accept one marketing message, counting it; raise the GraphError Meta would.
 
-        Per-number counters exist only for numbers a token was accepted for, so
-        requests with made-up ids do not grow them.
+        `at` is when the request arrived (default: now): Meta counts a send against
+        the limits when it arrives, not when its checks are done, and so does the
+        sandbox (a token lookup between the two must not move a send into the next
+        second). Per-number counters exist only for numbers a token was accepted
+        for, so requests with made-up ids do not grow them.
         """
         self.totals.requests += 1
         counters: Counters | None = None
@@ -213,7 +216,8 @@ class SandboxState:
             if counters is None:
                 counters = self.per_number[phone_number_id] = Counters()
             counters.requests += 1
-            response, duplicate = self._accept(phone_number_id, body)
+            now = self.clock.now() if at is None else at
+            response, duplicate = self._accept(phone_number_id, body, now)
         except GraphError as error:
             for each in (self.totals, counters):
                 if each is not None:
@@ -226,7 +230,9 @@ class SandboxState:
             counters.duplicate_sends += 1
         return response
 
-    def _accept(self, phone_number_id: str, body: bytes) -> tuple[MarketingMessageResponse, bool]:
+    def _accept(
+        self, phone_number_id: str, body: bytes, now: float
+    ) -> tuple[MarketingMessageResponse, bool]:
         request = decode_request(body)
         if request.to is not None and len(request.to) > MAX_TO_LENGTH:
             raise GraphError(
@@ -235,7 +241,6 @@ class SandboxState:
             )
         recipient = resolve_recipient(request.to, request.recipient)
         number = self.number(phone_number_id)
-        now = self.clock.now()
         name, language = request.template.name, request.template.language.code
         template = check_sendable(
             self.templates.find(number.waba_id, name, language, now), name, language
