@@ -383,8 +383,13 @@ class Notifications(Protocol):
         decision (`pause_endpoint`)."""
         ...
 
-    async def pause_endpoint(self, endpoint_id: str, at_ms: int) -> bool:
-        """Pause an endpoint (its deliveries wait); False if there is none or it is paused."""
+    async def pause_endpoint(
+        self, endpoint_id: str, at_ms: int, failing_before_ms: int | None = None
+    ) -> bool:
+        """Pause an endpoint at `at_ms` (its deliveries wait); False if there is none or
+        it is paused. With `failing_before_ms` (a notifier's pause), only if it has failed
+        since then or earlier: a resume or a success that cleared `failing_since` after
+        the notifier's claim must not be overruled by what the claim saw."""
         ...
 
     async def add_test_delivery(

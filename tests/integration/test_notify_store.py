@@ -608,8 +608,10 @@ async def test_a_paused_endpoint_waits_and_a_resume_makes_its_deliveries_due(
     await notifications.record_attempts(
         [attempt(first, "notifier-a", "pending", status_code=503, next_attempt_at=later)]
     )
-    assert await notifications.pause_endpoint(hook.id, NOW + 1)
-    assert not await notifications.pause_endpoint(hook.id, NOW + 2)
+    # failing since NOW (the 503 just recorded): not since before NOW - 1, so not paused
+    assert not await notifications.pause_endpoint(hook.id, NOW + 1, NOW - 1)
+    assert await notifications.pause_endpoint(hook.id, NOW + 1, NOW)
+    assert not await notifications.pause_endpoint(hook.id, NOW + 2, NOW + 2)
     await notifications.reap_deliveries(NOW + LEASE_MS + 1)
     assert await claim(notifications, now_ms=NOW + LEASE_MS + 2) == []
     paused = await notifications.get_endpoint(hook.id)

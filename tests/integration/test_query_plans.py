@@ -79,6 +79,7 @@ PARAMETERS: dict[str, Any] = {
     "b_title": "title",
     "b_details": "details",
     "b_at": NOW,
+    "b_failing_before": NOW,
     "b_wamid": "wamid.UP7",
     "b_upstream_status": "accepted",
     "b_due": NOW + 2_000,
@@ -218,6 +219,7 @@ NOTIFY_CASES: dict[str, Case] = {
     "ENDPOINTS_OF_NUMBER": case(w.ENDPOINTS_OF_NUMBER, _ENDPOINTS_BY_NUMBER),
     "UPDATE_ENDPOINT": case(w.UPDATE_ENDPOINT, "pk_webhook_endpoints"),
     "PAUSE_ENDPOINT": case(w.PAUSE_ENDPOINT, "pk_webhook_endpoints"),
+    "PAUSE_FAILING_ENDPOINT": case(w.PAUSE_FAILING_ENDPOINT, "pk_webhook_endpoints"),
     "RESUME_DELIVERIES": case(w.RESUME_DELIVERIES, "ix_webhook_deliveries_due"),
     "DELETE_ENDPOINT_ATTEMPTS": case(
         w.DELETE_ENDPOINT_ATTEMPTS, "ix_webhook_attempts_endpoint_id_seq"

@@ -457,6 +457,31 @@ async def test_a_success_beside_a_failure_restarts_the_count_instead_of_pausing(
     assert (stored.paused_at is not None) is paused
 
 
+async def test_a_resume_while_an_attempt_is_in_flight_is_not_overruled_by_its_claim() -> None:
+    # Failing for two hours by the store; an attempt is claimed with that `failing_since`,
+    # and while it is in flight the customer resumes the endpoint (PATCH: the failure
+    # count starts again). The attempt fails: one failure since the resume, no pause.
+    memory, number, [endpoint] = await gateway()
+    await sent_messages(memory, number, 1)
+    failing = dataclasses.replace(endpoint, failing_since=int(START * 1000))
+    await memory.notifications.update_endpoint(failing)
+    memory.clock.at += 2 * 3600
+    await meta_says(memory, (0, "sent"))
+
+    def resumed_meanwhile(post: Post) -> Answer:
+        current = memory.database.endpoints[endpoint.id]
+        memory.database.endpoints[endpoint.id] = dataclasses.replace(
+            current, paused_at=None, failing_since=None
+        )
+        return SERVER_ERROR
+
+    await round_of(notifier(memory, Receiver(memory.clock, resumed_meanwhile), pause_after_s=3600))
+    stored = await memory.notifications.get_endpoint(endpoint.id)
+    assert stored is not None
+    assert stored.paused_at is None
+    assert stored.failing_since == int(memory.clock.now() * 1000)
+
+
 async def test_logs_say_what_failed_and_what_comes_next_but_never_a_secret(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

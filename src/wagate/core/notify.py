@@ -392,7 +392,9 @@ class Notifier:
             if since is None:
                 continue
             try:
-                paused = await self.notifications.pause_endpoint(endpoint.id, attempt.record.at)
+                paused = await self.notifications.pause_endpoint(
+                    endpoint.id, attempt.record.at, attempt.record.at - self._pause_after_ms()
+                )
             except Exception as exc:  # its next failure asks again
                 log.warning("endpoint %s not paused (%s)", endpoint.id, type(exc).__name__)
                 continue
@@ -405,6 +407,9 @@ class Notifier:
                     (attempt.record.at - since) / 3_600_000,
                 )
 
+    def _pause_after_ms(self) -> int:
+        return int(self.settings.pause_after_s * 1000)
+
     def _failing_since(self, attempt: _Attempt) -> int | None:
         """Since when the endpoint of a failed attempt has failed, if for long enough to pause.
 
@@ -412,7 +417,7 @@ class Notifier:
         it at the first failure); a success this notifier recorded after it restarts
         the count.
         """
-        pause_after_ms = int(self.settings.pause_after_s * 1000)
+        pause_after_ms = self._pause_after_ms()
         since = attempt.delivery.endpoint.failing_since
         if pause_after_ms <= 0 or since is None:
             return None

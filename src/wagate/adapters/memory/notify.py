@@ -166,10 +166,18 @@ class MemoryNotifications:
                         ):
                             waiting.next_attempt_at = record.at
 
-    async def pause_endpoint(self, endpoint_id: str, at_ms: int) -> bool:
-        """Pause an endpoint; False if there is none or it is paused already."""
+    async def pause_endpoint(
+        self, endpoint_id: str, at_ms: int, failing_before_ms: int | None = None
+    ) -> bool:
+        """Pause an endpoint (with `failing_before_ms`: only one failing since then or
+        earlier); False if there is none, it is paused already, or it has not failed
+        that long."""
         endpoint = self.database.endpoints.get(endpoint_id)
         if endpoint is None or endpoint.paused_at is not None:
+            return False
+        if failing_before_ms is not None and (
+            endpoint.failing_since is None or endpoint.failing_since > failing_before_ms
+        ):
             return False
         self.database.endpoints[endpoint_id] = dataclasses.replace(endpoint, paused_at=at_ms)
         return True

@@ -267,11 +267,19 @@ class SqlNotifications:
                 else:
                     await connection.execute(q.ENDPOINT_FAILED, {**key, "b_at": at})
 
-    async def pause_endpoint(self, endpoint_id: str, at_ms: int) -> bool:
-        """Pause an endpoint (its deliveries wait); False if there is none or it is paused."""
+    async def pause_endpoint(
+        self, endpoint_id: str, at_ms: int, failing_before_ms: int | None = None
+    ) -> bool:
+        """Pause an endpoint (with `failing_before_ms`: only one failing since then or
+        earlier; its deliveries wait); False if there is none, it is paused, or it has
+        not failed that long."""
         parameters = {"b_endpoint_id": endpoint_id, "b_at": at_ms}
+        statement = q.PAUSE_ENDPOINT
+        if failing_before_ms is not None:
+            parameters["b_failing_before"] = failing_before_ms
+            statement = q.PAUSE_FAILING_ENDPOINT
         async with begin_write(self.engine) as connection:
-            result = await connection.execute(q.PAUSE_ENDPOINT, parameters)
+            result = await connection.execute(statement, parameters)
         return bool(result.rowcount)
 
     async def add_test_delivery(

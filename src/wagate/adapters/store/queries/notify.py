@@ -76,6 +76,9 @@ UPDATE_ENDPOINT = (
 PAUSE_ENDPOINT = (
     update(e).where(_THE_ENDPOINT, e.c.paused_at.is_(None)).values(paused_at=bindparam("b_at"))
 )
+# A notifier's pause: only while the row itself says it has failed long enough (a resume,
+# or a success, that cleared `failing_since` after the notifier's claim wins over the claim).
+PAUSE_FAILING_ENDPOINT = PAUSE_ENDPOINT.where(e.c.failing_since <= bindparam("b_failing_before"))
 # A resumed endpoint's waiting deliveries are due at once.
 RESUME_DELIVERIES = (
     update(d)
