@@ -101,6 +101,14 @@ def wrk(
     return Run(rate, p50, p99, requests, errors)
 
 
+def warm_up(url: str, headers: dict[str, str], args: argparse.Namespace, script: Path) -> None:
+    """`--warmup` seconds of the same load, not measured: a server just started pays for
+    cold caches (its interpreter's, SQLite's pages, its own) in its first seconds, and
+    that cost is no more a server's steady rate for the gateway than for the ceiling."""
+    if args.warmup > 0:
+        wrk(url, headers, argparse.Namespace(**{**vars(args), "duration": args.warmup}), script)
+
+
 def run_ceiling(args: argparse.Namespace, tmp: Path, db: Path) -> Run:
     """One wrk run against the framework-free ceiling app, committing to `db`."""
     port = free_port()
@@ -117,6 +125,7 @@ def run_ceiling(args: argparse.Namespace, tmp: Path, db: Path) -> Run:
         # The ceiling answers only sends (a GET gets a 500): any answer means it is up.
         process.wait_until_up(f"http://127.0.0.1:{port}/", any_answer=True)
         headers = {"Content-Type": "application/json"}
+        warm_up(f"http://127.0.0.1:{port}/send", headers, args, tmp / "ceiling.lua")
         return wrk(f"http://127.0.0.1:{port}/send", headers, args, tmp / "ceiling.lua")
     finally:
         process.stop()
@@ -156,6 +165,7 @@ def bench_wagate(args: argparse.Namespace, tmp: Path, n: int) -> tuple[Run, int]
             "/marketing_messages"
         )
         headers = {"Content-Type": "application/json", "X-API-Key": tenant.api_key}
+        warm_up(target, headers, args, tmp / "wagate.lua")
         run = wrk(target, headers, args, tmp / "wagate.lua")
     finally:
         process.stop()
@@ -169,6 +179,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per server")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="seconds of unmeasured load after each start"
+    )
     parser.add_argument(
         "--synchronous", default="FULL", help="SQLite synchronous level for both servers"
     )

@@ -228,10 +228,13 @@ class Services:
             )
             # Its webhook sender starts with the first send it accepts.
             self.sandbox = create_sandbox_app(config, prefix=SANDBOX_PREFIX, tokens=tokens)
-            # This process's worker sends to its own sandbox in process (see the module).
+            # This process's worker sends to its own sandbox in process (see the module),
+            # and the sandbox's status webhooks, signed as ever, go straight to the ingest.
             self.upstream = EmbeddedSandboxUpstream(
                 self.upstream, f"{base}{SANDBOX_PREFIX}", self.sandbox, self._sandbox_served
             )
+            if self.sandbox.sender is not None:
+                self.sandbox.sender.deliver = self._ingest_sandbox_webhook
         if worker:
             self.dispatcher = self.dispatcher_for()
             self._worker = asyncio.create_task(self.run_worker(self._stop))
@@ -266,6 +269,12 @@ class Services:
                     wanted = await self.store.has_sandbox_numbers()
                     self._sandbox_wanted = (self.clock.now(), wanted)
         return self.sandbox if wanted else None
+
+    async def _ingest_sandbox_webhook(self, body: bytes, signature: str) -> bool:
+        """A webhook of the embedded sandbox, as `POST /webhooks/meta` would take it: the
+        signature checked, the body decoded and stored (an error is the sandbox's retry)."""
+        await self.ingestor.receive(body, signature)
+        return True
 
     async def _sandbox_served(self) -> bool:
         return await self.served_sandbox() is not None

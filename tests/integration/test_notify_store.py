@@ -465,6 +465,77 @@ async def test_a_read_waits_until_the_delivered_of_its_message_is_delivered_or_d
     assert (read.type, read.order_key) == ("whatsapp.message.read", first[0].order_key)
 
 
+async def due_but_blocked(store: SqlStore, now_ms: int) -> int:
+    """Waiting deliveries due by `now_ms` behind an earlier one of their key: what every
+    claim would walk again if nothing moved them."""
+    earlier = webhook_deliveries.alias("earlier")
+    d = webhook_deliveries
+    query = select(func.count()).where(
+        d.c.state == "pending",
+        d.c.next_attempt_at <= now_ms,
+        select(earlier.c.seq)
+        .where(
+            earlier.c.endpoint_id == d.c.endpoint_id,
+            earlier.c.order_key == d.c.order_key,
+            earlier.c.seq < d.c.seq,
+            earlier.c.state.in_(["pending", "delivering"]),
+        )
+        .exists(),
+    )
+    async with store.engine.connect() as connection:
+        return int((await connection.execute(query)).scalar_one())
+
+
+async def test_a_claim_moves_what_waits_behind_a_retry_out_of_every_later_claims_way(
+    store: SqlStore, notifications: SqlNotifications
+) -> None:
+    # A receiver down: each message's `sent` failed and waits for its retry, and its
+    # `delivered` and `read` wait behind it. Left due, every claim would walk them all.
+    number = await new_number(store)
+    await notifications.add_endpoint(endpoint_for(number))
+    statuses = SqlStatusStore(store.engine)
+    wamids = [(await forwarded_message(store, number))[1] for _ in range(20)]
+    await statuses.ingest([status(w, "sent", 1000) for w in wamids], [], [], NOW)
+    heads = await claim(notifications)
+    assert len(heads) == 20
+    retry_at = NOW + 10_000
+    await notifications.record_attempts(
+        [
+            attempt(h, "notifier-a", "pending", status_code=503, next_attempt_at=retry_at)
+            for h in heads
+        ]
+    )
+    for kind, at in (("delivered", 2000), ("read", 3000)):
+        await statuses.ingest([status(w, kind, at) for w in wamids], [], [], NOW + 1)
+    assert await due_but_blocked(store, NOW + 2) == 40
+    assert await claim(notifications, now_ms=NOW + 2) == []
+    assert await due_but_blocked(store, NOW + 2) == 0  # moved once, not walked again
+    followers = await deliveries(store, state="pending")
+    assert {r.next_attempt_at for r in followers if r.event_type != "whatsapp.message.sent"} == {
+        retry_at
+    }
+    # The retries come: the heads go first, then each message's next, in order.
+    again = await claim(notifications, now_ms=retry_at)
+    assert {c.type for c in again} == {"whatsapp.message.sent"}
+    await notifications.record_attempts([attempt(c, "notifier-a", at=retry_at) for c in again])
+    delivered = await claim(notifications, now_ms=retry_at)
+    assert {c.type for c in delivered} == {"whatsapp.message.delivered"}
+    assert len(delivered) == 20
+    # One still out: the next of its key is moved to the fallback, then made due at once
+    # by the record that ends the one before it (here, dead-lettered).
+    await notifications.record_attempts(
+        [attempt(c, "notifier-a", at=retry_at) for c in delivered[1:]]
+    )
+    reads = await claim(notifications, now_ms=retry_at + 1)
+    assert len(reads) == 19
+    assert await due_but_blocked(store, retry_at + 1) == 0
+    await notifications.record_attempts(
+        [attempt(delivered[0], "notifier-a", "dead", at=retry_at + 2)]
+    )
+    [last] = await claim(notifications, now_ms=retry_at + 2)
+    assert (last.type, last.order_key) == ("whatsapp.message.read", delivered[0].order_key)
+
+
 async def test_concurrent_claimers_never_get_the_same_delivery(
     store: SqlStore, notifications: SqlNotifications, database_url: str
 ) -> None:

@@ -80,6 +80,8 @@ PARAMETERS: dict[str, Any] = {
     "b_details": "details",
     "b_at": NOW,
     "b_failing_before": NOW,
+    "b_deferred": NOW + 60_000,
+    "b_order_key": "msg:1",
     "b_wamid": "wamid.UP7",
     "b_upstream_status": "accepted",
     "b_due": NOW + 2_000,
@@ -248,6 +250,21 @@ NOTIFY_CASES: dict[str, Case] = {
     "due_deliveries(postgresql)": case(
         w.due_deliveries(POSTGRESQL), "ix_webhook_deliveries_due", "ix_webhook_deliveries_order"
     ),
+    # The due rows of the endpoint, each probed for an earlier one of its key (and for
+    # the retry time of that one); the rows moved by seq.
+    "defer_blocked": case(
+        w.defer_blocked(SQLITE),
+        "ix_webhook_deliveries_due",
+        "ix_webhook_deliveries_order",
+        "pk_webhook_deliveries",
+    ),
+    "defer_blocked(postgresql)": case(
+        w.defer_blocked(POSTGRESQL),
+        "ix_webhook_deliveries_due",
+        "ix_webhook_deliveries_order",
+        "pk_webhook_deliveries",
+    ),
+    "PULL_FOLLOWERS": case(w.PULL_FOLLOWERS, "ix_webhook_deliveries_order"),
     "LEASE_DELIVERY": case(w.LEASE_DELIVERY, "pk_webhook_deliveries"),
     "lease_holders": case(w.lease_holders(SQLITE), "pk_webhook_deliveries"),
     "lease_holders(postgresql)": case(w.lease_holders(POSTGRESQL), "pk_webhook_deliveries"),
@@ -304,7 +321,8 @@ def test_every_notify_statement_has_its_plan_checked() -> None:
         for name, value in vars(w).items()
         if name.isupper() and not name.startswith("_") and isinstance(value, ClauseElement)
     }
-    named |= {"serving_endpoints", "due_deliveries", "lease_holders"}  # built per dialect
+    # built per dialect
+    named |= {"serving_endpoints", "due_deliveries", "lease_holders", "defer_blocked"}
     assert named - NOTIFY_INSERTS == {name for name in NOTIFY_CASES if "(" not in name}
 
 

@@ -196,9 +196,10 @@ async def test_a_sandbox_not_served_is_not_called_in_process() -> None:
     assert sandbox.state.totals.requests == 0
 
 
-def test_wagate_serve_sends_to_its_own_sandbox_without_http(tmp_path: Path) -> None:
+def test_wagate_serve_and_its_own_sandbox_talk_without_http(tmp_path: Path) -> None:
     # The public URL names a port where nothing listens: the worker's sends to the
-    # embedded sandbox can only arrive if they are made in process.
+    # embedded sandbox, and the sandbox's status webhooks back, can only arrive if
+    # they are handed over in process.
     url = database_url_for("sqlite", tmp_path)
     closed = f"http://127.0.0.1:{free_port()}"
     with running_gateway(url, tmp_path / "gateway.log", WAGATE_PUBLIC_URL=closed) as gateway:
@@ -212,6 +213,14 @@ def test_wagate_serve_sends_to_its_own_sandbox_without_http(tmp_path: Path) -> N
             return str(row.upstream_wamid) if row.upstream_wamid else None
 
         assert wait_until(forwarded, 10).startswith("wamid.")
+
+        def read() -> str | None:
+            [row] = sql(url, select(messages.c.status).where(messages.c.id == message_id))
+            return str(row.status) if row.status == "read" else None
+
+        assert wait_until(read, 10) == "read"  # sent, delivered, read: signed and ingested
         stats = sandbox_stats(f"{gateway.base_url}/sandbox")
         assert stats["numbers"][tenant.phone_number_id]["accepted"] == 1
+        assert stats["webhooks"]["failed_posts"] == stats["webhooks"]["retries"] == 0
     assert "UPSTREAM UNREACHABLE" not in gateway.log_text()
+    assert "webhook POST" not in gateway.log_text()

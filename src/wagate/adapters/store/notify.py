@@ -35,6 +35,10 @@ from wagate.domain.notifications import (
 
 # SQLite allows 32,766 bound parameters; IN lists stay well below.
 _CHUNK = 500
+# Where a claim moves a due delivery whose key's earlier delivery is out (in flight, or
+# due itself): the record that ends that one makes it due again at once, so this is only
+# the fallback when no record comes (its notifier died: the lease ends after 60 s).
+BLOCKED_DEFER_MS = 60_000
 
 
 class SqlNotifications:
@@ -169,11 +173,15 @@ class SqlNotifications:
                 return []
             leased = Counter((await connection.execute(q.LIVE_LEASES, now)).scalars())
             due = q.due_deliveries(self.dialect)
+            defer = q.defer_blocked(self.dialect)
             candidates: list[Any] = []
             for endpoint_id in endpoints:
                 room = min(per_endpoint - leased.get(endpoint_id, 0), limit)
                 if room > 0:
-                    parameters = {**now, "b_endpoint_id": endpoint_id, "b_limit": room}
+                    endpoint = {**now, "b_endpoint_id": endpoint_id}
+                    deferred = {**endpoint, "b_deferred": now_ms + BLOCKED_DEFER_MS}
+                    await connection.execute(defer, deferred)
+                    parameters = {**endpoint, "b_limit": room}
                     candidates.extend(await connection.execute(due, parameters))
             # Oldest first across endpoints (each endpoint's list is already in order).
             chosen = sorted(candidates, key=lambda row: row.seq)[:limit]
@@ -253,6 +261,19 @@ class SqlNotifications:
                     for record in held
                 ],
             )
+            # Each delivery that ended lets the next of its key go now (see defer_blocked).
+            ended = [
+                {
+                    "b_endpoint_id": record.endpoint_id,
+                    "b_order_key": holders[record.delivery_seq].order_key,
+                    "b_after": record.delivery_seq,
+                    "b_now": record.at,
+                }
+                for record in held
+                if record.state != "pending"
+            ]
+            if ended:
+                await connection.execute(q.PULL_FOLLOWERS, ended)
             # In the order of their ids: two batches never wait on each other's endpoints.
             for endpoint_id, (succeeded, at) in sorted(_health(held).items()):
                 key = {"b_endpoint_id": endpoint_id}

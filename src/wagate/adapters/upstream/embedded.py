@@ -11,6 +11,9 @@ Called in process, the sandbox runs the very checks, counters, limits and
 webhooks of its HTTP route (`SandboxApp.answer_send`) at the moment the send
 leaves, and its answer is read by the same `read_answer` as Meta's.
 
+The sandbox's status webhooks come back the same way: `Services.start` hands its
+`WebhookSender` the ingest itself (signature checked as on `POST /webhooks/meta`).
+
 Only sends to the embedded sandbox's own address take this path (a
 `WAGATE_SANDBOX_URL` naming another sandbox is called over HTTP, as is Meta),
 and only while the gateway serves the sandbox; throughput lookups (one per number

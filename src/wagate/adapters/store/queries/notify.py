@@ -27,6 +27,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    func,
     insert,
     select,
     true,
@@ -207,6 +208,56 @@ _BLOCKED = (
     .offset(0)
     .exists()
 )
+# A due delivery blocked by an earlier one of its key would be walked by every claim
+# until that one is done: after a receiver's outage, every claim read each of the
+# hundreds of thousands of deliveries waiting behind their messages' first events. A
+# claim first moves the due-but-blocked ones of its endpoint out of the way, once each:
+# to the retry of the delivery they wait for, or (it is out, or due itself) `b_deferred`;
+# the record that ends that delivery makes its followers due again (PULL_FOLLOWERS).
+_head = d.alias("head")
+_WAITED_FOR = (
+    select(func.max(_head.c.next_attempt_at))
+    .where(
+        _head.c.endpoint_id == d.c.endpoint_id,
+        _head.c.order_key == d.c.order_key,
+        _head.c.seq < d.c.seq,
+        state_in(_head.c.state, *NOT_FINAL_DELIVERY),
+        _head.c.next_attempt_at > bindparam("b_now"),
+    )
+    .correlate(d)
+    .scalar_subquery()
+)
+
+
+@cache
+def defer_blocked(dialect: Dialect) -> Update:
+    """Move one endpoint's due deliveries that wait behind an earlier one of their key to
+    when that one is next tried (or `b_deferred`); PostgreSQL skips rows another
+    transaction holds (a record making them due again wins)."""
+    blocked = select(d.c.seq).where(_OF_ENDPOINT, _DUE, _BLOCKED)
+    return (
+        update(d)
+        .where(d.c.seq.in_(dialect.locking_claimable(blocked).scalar_subquery()))
+        .values(next_attempt_at=func.coalesce(_WAITED_FOR, bindparam("b_deferred")))
+    )
+
+
+# Executed with one row per delivery that ended (delivered or dead): the deliveries of
+# its key after it that a claim moved away are due now.
+PULL_FOLLOWERS = (
+    update(d)
+    .where(
+        _OF_ENDPOINT,
+        d.c.order_key == bindparam("b_order_key"),
+        d.c.seq > bindparam("b_after"),
+        # Waiting or out, as the index has it (a delivery out was due when claimed: its
+        # next_attempt_at is never later than now, so only waiting ones move).
+        state_in(d.c.state, *NOT_FINAL_DELIVERY),
+        d.c.next_attempt_at > bindparam("b_now"),
+    )
+    .values(next_attempt_at=bindparam("b_now"))
+)
+
 DELIVERY_COLUMNS = [
     d.c.seq,
     d.c.id,
@@ -254,7 +305,7 @@ def lease_holders(dialect: Dialect) -> Update | Select[Any]:
     SQLite: a no-op UPDATE, which takes the write lock before the read (its driver runs
     a SELECT before the first write outside the transaction).
     """
-    holders = (d.c.seq, d.c.id, d.c.lease_owner)
+    holders = (d.c.seq, d.c.id, d.c.lease_owner, d.c.order_key)
     if dialect.skips_locked_rows:
         return select(*holders).where(d.c.seq.in_(_SEQS)).with_for_update(skip_locked=True)
     no_op = update(d).where(d.c.seq.in_(_SEQS)).values(lease_owner=d.c.lease_owner)
