@@ -81,6 +81,7 @@ PARAMETERS: dict[str, Any] = {
     "b_at": NOW,
     "b_failing_before": NOW,
     "b_deferred": NOW + 60_000,
+    "b_window": 256,
     "b_order_key": "msg:1",
     "b_wamid": "wamid.UP7",
     "b_upstream_status": "accepted",

@@ -229,12 +229,28 @@ _WAITED_FOR = (
 )
 
 
+_ahead = d.alias("ahead")
+
+
 @cache
 def defer_blocked(dialect: Dialect) -> Update:
-    """Move one endpoint's due deliveries that wait behind an earlier one of their key to
-    when that one is next tried (or `b_deferred`); PostgreSQL skips rows another
-    transaction holds (a record making them due again wins)."""
-    blocked = select(d.c.seq).where(_OF_ENDPOINT, _DUE, _BLOCKED)
+    """Move the due deliveries among the next `b_window` a claim of one endpoint walks
+    (oldest due first) that wait behind an earlier one of their key, to when that one is
+    next tried (or `b_deferred`). Only that far ahead: after an outage every waiting
+    delivery is due at once, and looking at them all would cost each claim the whole
+    backlog again. PostgreSQL skips rows another transaction holds (a record making them
+    due again wins)."""
+    walked = (
+        select(_ahead.c.seq)
+        .where(
+            _ahead.c.endpoint_id == bindparam("b_endpoint_id"),
+            state_in(_ahead.c.state, "pending"),
+            _ahead.c.next_attempt_at <= bindparam("b_now"),
+        )
+        .order_by(_ahead.c.next_attempt_at, _ahead.c.seq)
+        .limit(bindparam("b_window"))
+    )
+    blocked = select(d.c.seq).where(d.c.seq.in_(walked.scalar_subquery()), _BLOCKED)
     return (
         update(d)
         .where(d.c.seq.in_(dialect.locking_claimable(blocked).scalar_subquery()))
