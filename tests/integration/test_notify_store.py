@@ -435,12 +435,19 @@ async def test_without_endpoints_nothing_is_written(store: SqlStore) -> None:
 # ---- claims, attempts, order ---------------------------------------------------------------
 
 
+async def number_with_endpoint(
+    store: SqlStore, notifications: SqlNotifications
+) -> tuple[PhoneNumber, SqlStatusStore]:
+    """A number with an endpoint for every event, and the status store that feeds it."""
+    number = await new_number(store)
+    await notifications.add_endpoint(endpoint_for(number))
+    return number, SqlStatusStore(store.engine)
+
+
 async def test_a_read_waits_until_the_delivered_of_its_message_is_delivered_or_dead(
     store: SqlStore, notifications: SqlNotifications
 ) -> None:
-    number = await new_number(store)
-    await notifications.add_endpoint(endpoint_for(number))
-    statuses = SqlStatusStore(store.engine)
+    number, statuses = await number_with_endpoint(store, notifications)
     _, wamid = await forwarded_message(store, number)
     _, other = await forwarded_message(store, number)
     await statuses.ingest([status(wamid, "delivered", 1000)], [], [], NOW)
@@ -491,9 +498,7 @@ async def test_a_claim_moves_what_waits_behind_a_retry_out_of_every_later_claims
 ) -> None:
     # A receiver down: each message's `sent` failed and waits for its retry, and its
     # `delivered` and `read` wait behind it. Left due, every claim would walk them all.
-    number = await new_number(store)
-    await notifications.add_endpoint(endpoint_for(number))
-    statuses = SqlStatusStore(store.engine)
+    number, statuses = await number_with_endpoint(store, notifications)
     wamids = [(await forwarded_message(store, number))[1] for _ in range(20)]
     await statuses.ingest([status(w, "sent", 1000) for w in wamids], [], [], NOW)
     heads = await claim(notifications)
