@@ -80,7 +80,6 @@ PARAMETERS: dict[str, Any] = {
     "b_details": "details",
     "b_at": NOW,
     "b_failing_before": NOW,
-    "b_deferred": NOW + 60_000,
     "b_window": 256,
     "b_order_key": "msg:1",
     "b_wamid": "wamid.UP7",

@@ -35,10 +35,6 @@ from wagate.domain.notifications import (
 
 # SQLite allows 32,766 bound parameters; IN lists stay well below.
 _CHUNK = 500
-# Where a claim moves a due delivery whose key's earlier delivery is out (in flight, or
-# due itself): the record that ends that one makes it due again at once, so this is only
-# the fallback when no record comes (its notifier died: the lease ends after 60 s).
-BLOCKED_DEFER_MS = 60_000
 # How far ahead (due deliveries, oldest first) a claim looks for blocked ones to move:
 # bounded, so a claim costs the same with a million waiting; what lies further comes into
 # reach as the claims before take and move what is ahead of it.
@@ -183,11 +179,7 @@ class SqlNotifications:
                 room = min(per_endpoint - leased.get(endpoint_id, 0), limit)
                 if room > 0:
                     endpoint = {**now, "b_endpoint_id": endpoint_id}
-                    deferred = {
-                        **endpoint,
-                        "b_deferred": now_ms + BLOCKED_DEFER_MS,
-                        "b_window": max(BLOCKED_WINDOW, 4 * room),
-                    }
+                    deferred = {**endpoint, "b_window": max(BLOCKED_WINDOW, 4 * room)}
                     await connection.execute(defer, deferred)
                     parameters = {**endpoint, "b_limit": room}
                     candidates.extend(await connection.execute(due, parameters))

@@ -208,38 +208,34 @@ _BLOCKED = (
     .offset(0)
     .exists()
 )
-# A due delivery blocked by an earlier one of its key would be walked by every claim
-# until that one is done: after a receiver's outage, every claim read each of the
-# hundreds of thousands of deliveries waiting behind their messages' first events. A
-# claim first moves the due-but-blocked ones of its endpoint out of the way, once each:
-# to the retry of the delivery they wait for, or (it is out, or due itself) `b_deferred`;
-# the record that ends that delivery makes its followers due again (PULL_FOLLOWERS).
+# A due delivery waiting behind an earlier one of its key that waits for a retry would be
+# walked by every claim until that retry: after a receiver's outage, every claim read each
+# of the hundreds of thousands of deliveries queued behind their messages' first events.
+# A claim first moves those of its endpoint to that retry's time, once each. Only behind
+# a retry: one behind an event in flight stays due (its record comes within the attempt's
+# timeout, and a claim moving it could race that record and strand it).
 _head = d.alias("head")
-_WAITED_FOR = (
-    select(func.max(_head.c.next_attempt_at))
-    .where(
-        _head.c.endpoint_id == d.c.endpoint_id,
-        _head.c.order_key == d.c.order_key,
-        _head.c.seq < d.c.seq,
-        state_in(_head.c.state, *NOT_FINAL_DELIVERY),
-        _head.c.next_attempt_at > bindparam("b_now"),
-    )
-    .correlate(d)
-    .scalar_subquery()
+_WAITING_HEAD = and_(
+    _head.c.endpoint_id == d.c.endpoint_id,
+    _head.c.order_key == d.c.order_key,
+    _head.c.seq < d.c.seq,
+    state_in(_head.c.state, *NOT_FINAL_DELIVERY),
+    _head.c.next_attempt_at > bindparam("b_now"),
 )
-
-
+_RETRY_WAITED_FOR = (
+    select(func.max(_head.c.next_attempt_at)).where(_WAITING_HEAD).correlate(d).scalar_subquery()
+)
+_BEHIND_A_RETRY = select(_head.c.seq).where(_WAITING_HEAD).correlate(d).exists()
 _ahead = d.alias("ahead")
 
 
 @cache
 def defer_blocked(dialect: Dialect) -> Update:
     """Move the due deliveries among the next `b_window` a claim of one endpoint walks
-    (oldest due first) that wait behind an earlier one of their key, to when that one is
-    next tried (or `b_deferred`). Only that far ahead: after an outage every waiting
-    delivery is due at once, and looking at them all would cost each claim the whole
-    backlog again. PostgreSQL skips rows another transaction holds (a record making them
-    due again wins)."""
+    (oldest due first) that wait behind an earlier one of their key waiting for a retry,
+    to that retry's time. Only that far ahead: after an outage every waiting delivery is
+    due at once, and looking at them all would cost each claim the whole backlog again.
+    PostgreSQL skips rows another transaction holds."""
     walked = (
         select(_ahead.c.seq)
         .where(
@@ -250,16 +246,17 @@ def defer_blocked(dialect: Dialect) -> Update:
         .order_by(_ahead.c.next_attempt_at, _ahead.c.seq)
         .limit(bindparam("b_window"))
     )
-    blocked = select(d.c.seq).where(d.c.seq.in_(walked.scalar_subquery()), _BLOCKED)
+    behind = select(d.c.seq).where(d.c.seq.in_(walked.scalar_subquery()), _BEHIND_A_RETRY)
     return (
         update(d)
-        .where(d.c.seq.in_(dialect.locking_claimable(blocked).scalar_subquery()))
-        .values(next_attempt_at=func.coalesce(_WAITED_FOR, bindparam("b_deferred")))
+        .where(d.c.seq.in_(dialect.locking_claimable(behind).scalar_subquery()))
+        .values(next_attempt_at=_RETRY_WAITED_FOR)
     )
 
 
 # Executed with one row per delivery that ended (delivered or dead): the deliveries of
-# its key after it that a claim moved away are due now.
+# its key after it that a claim moved to its retry are due now, should it have ended
+# before that time (a safety net: a resume or a recovery makes everything due anyway).
 PULL_FOLLOWERS = (
     update(d)
     .where(
