@@ -472,6 +472,32 @@ async def test_a_read_waits_until_the_delivered_of_its_message_is_delivered_or_d
     assert (read.type, read.order_key) == ("whatsapp.message.read", first[0].order_key)
 
 
+async def test_a_status_that_beat_the_wamids_record_still_goes_first_with_its_event(
+    store: SqlStore, notifications: SqlNotifications
+) -> None:
+    # PostgreSQL: the webhook with `sent` and the worker's record of the wamid commit side
+    # by side, each unseen by the other: `sent` is stored unapplied. The `delivered` that
+    # comes next must not overtake it (its event would be lost to the reconciliation).
+    number, statuses = await number_with_endpoint(store, notifications)
+    message = new_message(number)
+    await store.add_message(message)
+    wamid = "wamid.UP" + uuid.uuid4().hex
+    await statuses.ingest([status(wamid, "sent", 1000)], [], [], NOW)
+    async with store.engine.begin() as connection:  # the record, not seeing that status
+        await connection.execute(
+            update(messages)
+            .where(messages.c.id == message.id)
+            .values(state="forwarded", upstream_wamid=wamid)
+        )
+    await statuses.ingest([status(wamid, "delivered", 2000)], [], [], NOW + 1)
+    rows = await deliveries(store)
+    assert [r.event_type for r in rows] == ["whatsapp.message.sent", "whatsapp.message.delivered"]
+    assert {r.order_key for r in rows} == {message.id}
+    stored = await store.get_message(number.phone_number_id, message.id)
+    assert stored is not None
+    assert stored.status == "delivered"
+
+
 async def due_but_blocked(store: SqlStore, now_ms: int) -> int:
     """Waiting deliveries due by `now_ms` behind an earlier one of their key: what every
     claim would walk again if nothing moved them."""

@@ -146,7 +146,16 @@ async def _store(
     dialect = dialect_of(connection)
     wamids = [s.wamid for s in statuses]
     current = await _messages_by_wamid(connection, wamids)
-    new, moves = decide_all(_status_of(current), await _seen(connection, wamids), statuses)
+    seen, unapplied = await _seen(connection, wamids)
+    late = sorted(unapplied & current.keys())
+    if late:
+        # A status stored while its message was not known yet (on PostgreSQL, a webhook
+        # and the worker's record of the wamid can commit side by side, each unseen by
+        # the other): apply it first, with its event, so this later one follows it in
+        # order instead of overtaking it (and the reconciliation finding it moot).
+        await apply_stored_statuses(connection, late, received_ms)
+        current = await _messages_by_wamid(connection, wamids)
+    new, moves = decide_all(_status_of(current), seen, statuses)
     if new:
         await connection.execute(
             q.insert_statuses(dialect),
@@ -289,12 +298,18 @@ async def _only_sandbox(
     )
 
 
-async def _seen(connection: AsyncConnection, wamids: Sequence[str]) -> dict[str, set[Status]]:
-    """The statuses each wamid's timeline holds already."""
+async def _seen(
+    connection: AsyncConnection, wamids: Sequence[str]
+) -> tuple[dict[str, set[Status]], set[str]]:
+    """The statuses each wamid's timeline holds already, and the wamids with a status
+    stored before its message was known (not applied to it yet)."""
     seen: dict[str, set[Status]] = {}
-    for wamid, status in await _by_chunk(connection, q.SEEN, list(set(wamids))):
+    unapplied: set[str] = set()
+    for wamid, status, matched in await _by_chunk(connection, q.SEEN, list(set(wamids))):
         seen.setdefault(wamid, set()).add(status)
-    return seen
+        if not matched:
+            unapplied.add(wamid)
+    return seen, unapplied
 
 
 class Found(NamedTuple):

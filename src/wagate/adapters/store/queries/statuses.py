@@ -38,9 +38,9 @@ def insert_statuses(dialect: Dialect) -> Insert:
 
 
 # The statuses each wamid's timeline holds already.
-SEEN = select(message_statuses.c.upstream_wamid, message_statuses.c.status).where(
-    message_statuses.c.upstream_wamid.in_(_WAMIDS)
-)
+SEEN = select(
+    message_statuses.c.upstream_wamid, message_statuses.c.status, message_statuses.c.matched
+).where(message_statuses.c.upstream_wamid.in_(_WAMIDS))
 
 # The statuses of these wamids, to apply to their messages.
 STORED_STATUSES = select(
