@@ -270,11 +270,10 @@ class Services:
                     self._sandbox_wanted = (self.clock.now(), wanted)
         return self.sandbox if wanted else None
 
-    async def _ingest_sandbox_webhook(self, body: bytes, signature: str) -> bool:
+    async def _ingest_sandbox_webhook(self, body: bytes, signature: str) -> None:
         """A webhook of the embedded sandbox, as `POST /webhooks/meta` would take it: the
         signature checked, the body decoded and stored (an error is the sandbox's retry)."""
         await self.ingestor.receive(body, signature)
-        return True
 
     async def _sandbox_served(self) -> bool:
         return await self.served_sandbox() is not None

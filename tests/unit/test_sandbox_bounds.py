@@ -11,6 +11,7 @@ import pytest
 from wagate.adapters.sandbox import SandboxConfig, SandboxState
 from wagate.adapters.sandbox.access import RECHECK_SECONDS, FirstUseTokens, GatewayTokens
 from wagate.adapters.sandbox.templates import TemplateStore, parse_create
+from wagate.adapters.sandbox.webhooks import WebhookSender, signature
 from wagate.domain.errors import GraphError
 
 
@@ -266,3 +267,36 @@ async def test_a_send_counts_when_it_arrived_not_when_its_token_was_checked() ->
     clock.at += 1.5  # the token lookup took a second and a half
     state.send("1", message(), authorized=True, at=arrived)
     assert [sent.at for sent in state.sends] == [arrived]
+
+
+async def test_an_in_process_webhook_that_fails_is_retried_like_a_refused_post() -> None:
+    # The gateway hands its embedded sandbox the ingest itself; an ingest that raises
+    # (the database away) must be retried with backoff, as a 5xx from an HTTP receiver.
+    clock = FakeClock()
+    config = SandboxConfig(
+        mps=80, webhook_url="in-process", app_secret="s", status_delay=0.0, webhook_backoff=0.0
+    )
+    state = SandboxState(config, clock)
+    state.attach("1", "waba")
+    state.send("1", message(), authorized=True)
+    sender = WebhookSender(state, "in-process")
+    taken: list[tuple[bytes, str]] = []
+
+    async def ingest(body: bytes, signed: str) -> None:
+        if not taken and state.webhook_counters.retries == 0:
+            raise ConnectionError("database away")
+        taken.append((body, signed))
+
+    sender.deliver = ingest
+    sender.start()
+    try:
+        clock.at += 10.0  # every status of the send is due
+        await sender.flush()
+        for _ in range(20):
+            await asyncio.sleep(0)
+    finally:
+        await sender.aclose()
+    assert state.webhook_counters.retries == 1
+    assert taken
+    assert all(signed == signature(body, "s") for body, signed in taken)
+    assert state.webhook_counters.posts == len(taken)

@@ -184,8 +184,8 @@ class WebhookSender:
         self.config = state.config
         # Set by a host that receives the webhooks in the same process (the gateway's
         # embedded sandbox): called with each signed body and its X-Hub-Signature-256
-        # instead of a POST; True as a 2xx would be, False (or an error) as a failure.
-        self.deliver: Callable[[bytes, str], Awaitable[bool]] | None = None
+        # instead of a POST; returning is a 2xx, raising a failure (retried as one).
+        self.deliver: Callable[[bytes, str], Awaitable[None]] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._retries: set[asyncio.Task[None]] = set()
@@ -248,16 +248,14 @@ class WebhookSender:
         return ok
 
     async def _deliver(
-        self, deliver: Callable[[bytes, str], Awaitable[bool]], body: bytes, signed: str
+        self, deliver: Callable[[bytes, str], Awaitable[None]], body: bytes, signed: str
     ) -> bool:
         try:
-            ok = await deliver(body, signed)
+            await deliver(body, signed)
         except Exception as exc:  # what a 4xx or 5xx would be: retried with backoff
             log.warning("webhook to %s (in process) failed: %r", self.url, exc)
             return False
-        if not ok:
-            log.warning("webhook to %s (in process) was not taken", self.url)
-        return ok
+        return True
 
     async def _post_http(self, session: aiohttp.ClientSession, body: bytes, signed: str) -> bool:
         headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signed}

@@ -261,19 +261,6 @@ class SqlNotifications:
                     for record in held
                 ],
             )
-            # Each delivery that ended lets the next of its key go now (see defer_blocked).
-            ended = [
-                {
-                    "b_endpoint_id": record.endpoint_id,
-                    "b_order_key": holders[record.delivery_seq].order_key,
-                    "b_after": record.delivery_seq,
-                    "b_now": record.at,
-                }
-                for record in held
-                if record.state != "pending"
-            ]
-            if ended:
-                await connection.execute(q.PULL_FOLLOWERS, ended)
             # In the order of their ids: two batches never wait on each other's endpoints.
             for endpoint_id, (succeeded, at) in sorted(_health(held).items()):
                 key = {"b_endpoint_id": endpoint_id}

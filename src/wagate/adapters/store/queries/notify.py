@@ -211,9 +211,11 @@ _BLOCKED = (
 # A due delivery waiting behind an earlier one of its key that waits for a retry would be
 # walked by every claim until that retry: after a receiver's outage, every claim read each
 # of the hundreds of thousands of deliveries queued behind their messages' first events.
-# A claim first moves those of its endpoint to that retry's time, once each. Only behind
-# a retry: one behind an event in flight stays due (its record comes within the attempt's
-# timeout, and a claim moving it could race that record and strand it).
+# A claim first moves those of its endpoint to that retry's time, once each: a head is
+# tried no earlier than its retry (a resume or a recovery makes everything due at once),
+# so what waits behind it is due again no later than it can go. Only behind a retry: one
+# behind an event in flight stays due (its record comes within the attempt's timeout,
+# and a claim moving it could race that record and strand it).
 _head = d.alias("head")
 _WAITING_HEAD = and_(
     _head.c.endpoint_id == d.c.endpoint_id,
@@ -253,23 +255,6 @@ def defer_blocked(dialect: Dialect) -> Update:
         .values(next_attempt_at=_RETRY_WAITED_FOR)
     )
 
-
-# Executed with one row per delivery that ended (delivered or dead): the deliveries of
-# its key after it that a claim moved to its retry are due now, should it have ended
-# before that time (a safety net: a resume or a recovery makes everything due anyway).
-PULL_FOLLOWERS = (
-    update(d)
-    .where(
-        _OF_ENDPOINT,
-        d.c.order_key == bindparam("b_order_key"),
-        d.c.seq > bindparam("b_after"),
-        # Waiting or out, as the index has it (a delivery out was due when claimed: its
-        # next_attempt_at is never later than now, so only waiting ones move).
-        state_in(d.c.state, *NOT_FINAL_DELIVERY),
-        d.c.next_attempt_at > bindparam("b_now"),
-    )
-    .values(next_attempt_at=bindparam("b_now"))
-)
 
 DELIVERY_COLUMNS = [
     d.c.seq,
@@ -318,7 +303,7 @@ def lease_holders(dialect: Dialect) -> Update | Select[Any]:
     SQLite: a no-op UPDATE, which takes the write lock before the read (its driver runs
     a SELECT before the first write outside the transaction).
     """
-    holders = (d.c.seq, d.c.id, d.c.lease_owner, d.c.order_key)
+    holders = (d.c.seq, d.c.id, d.c.lease_owner)
     if dialect.skips_locked_rows:
         return select(*holders).where(d.c.seq.in_(_SEQS)).with_for_update(skip_locked=True)
     no_op = update(d).where(d.c.seq.in_(_SEQS)).values(lease_owner=d.c.lease_owner)
