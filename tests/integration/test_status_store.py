@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -16,6 +17,7 @@ from wagate.adapters.store.statuses import (
     PreferenceRow,
     SqlStatusStore,
     StatusRow,
+    _store,
 )
 from wagate.adapters.store.tables import message_statuses, messages
 
@@ -261,4 +263,25 @@ async def test_reconciliation_moves_past_statuses_that_wait_forever(store: SqlSt
     assert await _status_of(store, message.id) == ("read", None)
     # The cursor wraps around: the oldest are looked at again (and given up on in time).
     assert await queue.reconcile(5.0) == 0
+    await queue.close()
+
+
+async def test_a_move_decided_on_a_stale_read_never_takes_a_message_back(store: SqlStore) -> None:
+    # PostgreSQL reads what was committed when each statement starts. A reconciliation
+    # that read the message before a webhook's `read` committed must not write its older
+    # `sent` over it afterwards: the message would stay at `sent` for good (an e2e run
+    # with three workers caught 2 of 500). Whoever moves a message holds it until commit.
+    number = await new_number(store)
+    message = new_message(number)
+    await store.add_message(message)
+    statuses = SqlStatusStore(store.engine)
+    await statuses.ingest([status("wamid.STALE", "sent", 1000)], [], [], 1000)
+    await _forward(store, message.id, "wamid.STALE")  # `sent` is stored, not applied yet
+    queue = SqlQueue(store.engine)
+    async with store.engine.begin() as webhook:  # a webhook's `read`, not committed yet
+        await _store(webhook, [status("wamid.STALE", "read", 3000)], [], [], 3000)
+        reconciling = asyncio.ensure_future(queue.reconcile(4.0))
+        await asyncio.sleep(0.3)  # the reconciliation reads, then waits for the webhook
+    await reconciling
+    assert await _status_of(store, message.id) == ("read", None)
     await queue.close()

@@ -194,6 +194,12 @@ async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     transaction was tried and measured for issue 8: see BENCHMARKS.md. Writes of
     different kinds rarely wait at the same moment, so it merged 1.1-1.3 sessions a
     transaction and the accept rate did not move; this lock is the simpler of the two.)
+
+    On SQLite the transaction takes the database's write lock at once (`BEGIN
+    IMMEDIATE`): what it reads before its first write is then what it writes over. The
+    driver's own BEGIN waits for the first INSERT or UPDATE, so a writer of another
+    process (a `wagate worker` beside `wagate serve`) could commit between a read and
+    the write decided on it.
     """
     if not dialect_of(engine).serialises_writes:
         async with engine.begin() as connection:
@@ -203,4 +209,5 @@ async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     if lock is None:
         lock = _write_locks[engine] = asyncio.Lock()
     async with lock, engine.begin() as connection:
+        await connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield connection

@@ -325,7 +325,7 @@ async def _messages_by_wamid(
 ) -> dict[str, Found]:
     """The messages Meta knows by these wamids."""
     current: dict[str, Found] = {}
-    rows = await _by_chunk(connection, q.MESSAGES_BY_WAMID, list(set(wamids)))
+    rows = await _by_chunk(connection, q.MESSAGES_BY_WAMID, sorted(set(wamids)))
     for seq, wamid, status, notify in rows:
         current[wamid] = Found(seq, status, bool(notify))
     return current

@@ -96,12 +96,21 @@ GIVE_UP = (
 # (seq, wamid, status, notify) of the messages Meta knows by these wamids; `notify`: the
 # number has a customer webhook endpoint, so a move drafts events (without one, a move
 # costs no other read).
-MESSAGES_BY_WAMID = select(
-    messages.c.seq,
-    messages.c.upstream_wamid,
-    messages.c.status,
-    has_endpoint(messages.c.phone_number_id).label("notify"),
-).where(messages.c.upstream_wamid.in_(_WAMIDS))
+# Read in the transaction that moves them: FOR UPDATE (PostgreSQL) holds each message
+# until commit, so a move is never decided on a status another writer is replacing (a
+# stale `sent` written over a `read`). In seq order, so that two writers wait in the same
+# order. SQLite's write lock, taken at BEGIN, does the same there.
+MESSAGES_BY_WAMID = (
+    select(
+        messages.c.seq,
+        messages.c.upstream_wamid,
+        messages.c.status,
+        has_endpoint(messages.c.phone_number_id).label("notify"),
+    )
+    .where(messages.c.upstream_wamid.in_(_WAMIDS))
+    .order_by(messages.c.seq)
+    .with_for_update(of=messages.c.seq)
+)
 
 # Executed with one row per message moved.
 MOVE = (
