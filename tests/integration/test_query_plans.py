@@ -171,11 +171,13 @@ NOT_ON_ANY_PATH = {"COUNT_BY_STATE"}
 # The worker's reconciliation of early statuses (and the outcome's, when it records a wamid).
 RECONCILE_CASES: dict[str, Case] = {
     "UNMATCHED": case(s.UNMATCHED, "ix_message_statuses_unmatched"),
-    # With whether the message's number has a customer webhook endpoint.
+    # With whether the message's number has a customer webhook endpoint, and where the
+    # number sends (by its key).
     "MESSAGES_BY_WAMID": case(
         s.MESSAGES_BY_WAMID,
         "ix_messages_upstream_wamid",
         "ix_webhook_endpoints_phone_number_id",
+        "pk_phone_numbers",
         walks=("ix_webhook_endpoints_phone_number_id",),
     ),
     "STORED_STATUSES": case(s.STORED_STATUSES, "uq_message_statuses_wamid_status"),

@@ -13,6 +13,7 @@ from wagate.core.reads import Reader
 from wagate.domain.delivery import Outcome
 from wagate.domain.errors import GraphError
 from wagate.domain.model import MessageQuery, PhoneNumber
+from wagate.domain.notifications import EVENT_TYPES, WebhookEndpoint
 from wagate.domain.webhooks import signature_of
 
 SECRET = "meta-app-secret"
@@ -138,3 +139,45 @@ async def test_each_message_on_a_page_carries_its_own_timeline() -> None:
     page = await Reader(memory.store, memory.statuses).page(MessageQuery(number.phone_number_id))
     timelines = {r.message.upstream_wamid: [e.status for e in r.timeline] for r in page.items}
     assert timelines == {"wamid.meta0": ["sent"], "wamid.meta1": ["read"]}
+
+
+class Bell:
+    """A NotifySignal that counts its rings."""
+
+    def __init__(self) -> None:
+        self.rings = 0
+
+    def ring(self) -> None:
+        self.rings += 1
+
+
+async def test_the_notifier_is_woken_only_when_a_status_wrote_a_customer_webhook() -> None:
+    # Without an endpoint a move writes no delivery: waking the notifier would only
+    # make it look (a read each status POST) for nothing.
+    memory = Memory()
+    number = await memory.number()
+    await sent_messages(memory, number, 2)
+    bell = Bell()
+    ingest = Ingestor(memory.statuses, memory.clock, SECRET, SANDBOX_SECRET, notify=bell)
+    body = webhook(("wamid.meta0", "sent", 1))
+    result = await ingest.receive(body, signature_of(body, SECRET))
+    assert (result.moved, result.notified, bell.rings) == (1, 0, 0)
+
+    now_ms = int(memory.clock.now() * 1000)
+    await memory.notifications.add_endpoint(
+        WebhookEndpoint(
+            id="whe_1",
+            project_id=number.project_id,
+            phone_number_id=number.phone_number_id,
+            url="https://example.com/hook",
+            kind="kapso",
+            events=EVENT_TYPES,
+            active=True,
+            secret="endpoint-secret",
+            created_at=now_ms,
+            updated_at=now_ms,
+        )
+    )
+    body = webhook(("wamid.meta1", "sent", 1), ("wamid.meta1", "delivered", 2))
+    result = await ingest.receive(body, signature_of(body, SECRET))
+    assert (result.moved, result.notified, bell.rings) == (1, 2, 1)

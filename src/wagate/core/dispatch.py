@@ -73,21 +73,25 @@ UNREACHABLE_WARNING_S = 60.0
 UPSTREAM_SETTING = {"meta": "WAGATE_META_BASE_URL", "sandbox": "WAGATE_SANDBOX_URL"}
 
 
-def upstream_payload(stored_request: str) -> bytes:
+def upstream_payload(stored_request: str, wa_id: str | None = None) -> bytes:
     """The body for Meta: the request as accepted, with the fields Meta's v23 schema requires.
 
-    `to` goes as the E.164 digits the client was answered as `wa_id`, not as typed
-    (`+44 7700 900123`, `0044...`): Meta reads digits without a `+` or `00` prefix.
-    The stored request keeps what the client typed, so idempotency is unchanged.
+    `to` goes as the E.164 digits the client was answered as `wa_id` (the message's
+    normalised recipient, stored at accept), not as typed (`+44 7700 900123`,
+    `0044...`): Meta reads digits without a `+` or `00` prefix. The stored request
+    keeps what the client typed, so idempotency is unchanged.
     """
     request = _decoder.decode(stored_request)
     template = request.template
     language = msgspec.structs.replace(template.language, policy="deterministic")
     to = request.to
     if to is not None:
-        # Accepted, so it parses; should phone metadata change, send what was typed.
-        with contextlib.suppress(GraphError):
-            to = normalise_phone(to)
+        if wa_id is not None:
+            to = wa_id
+        else:
+            # Accepted, so it parses; should phone metadata change, send what was typed.
+            with contextlib.suppress(GraphError):
+                to = normalise_phone(to)
     return _encoder.encode(
         msgspec.structs.replace(
             request,
@@ -601,7 +605,7 @@ class Dispatcher:
             self.settings.graph_version,
             number.phone_number_id,
             number.access_token or "sandbox",
-            upstream_payload(message.request),
+            upstream_payload(message.request, message.recipient),
         )
         done_ms = int(self.clock.now() * 1000)
         if result.error_code == NETWORK_ERROR:

@@ -91,7 +91,7 @@ class Ingestor:
         result = await self.store.ingest(
             statuses, preferences, events, now_ms, sandbox_only=sandbox_only
         )
-        if self.notify is not None and (result.moved or preferences):
+        if self.notify is not None and result.notified:
             self.notify.ring()
         log.debug(
             "webhook: %d new statuses, %d duplicates, %d messages moved, %d rows refused",

@@ -83,6 +83,8 @@ class IngestResult:
     moved: int
     # Rows refused: the store cannot hold them (NUL, an absurd wamid or time).
     rejected: int = 0
+    # Customer webhook deliveries written (the notifier has work only when this is > 0).
+    notified: int = 0
 
     def __add__(self, other: IngestResult) -> IngestResult:
         """Both results together (a batch stored row by row)."""
@@ -91,6 +93,7 @@ class IngestResult:
             self.duplicates + other.duplicates,
             self.moved + other.moved,
             self.rejected + other.rejected,
+            self.notified + other.notified,
         )
 
 

@@ -86,6 +86,7 @@ class MemoryStatusStore:
         received_ms: int,
     ) -> IngestResult:
         db = self.database
+        deliveries_before = len(db.deliveries)
         wamids = [s.wamid for s in statuses]
         current = db.messages_by_wamid(wamids)
         new, moves = decide_all(
@@ -119,7 +120,8 @@ class MemoryStatusStore:
                 db.events.append(record)
                 if e.dedupe_key is not None:
                     known.add(e.dedupe_key)
-        return IngestResult(len(new), len(statuses) - len(new), moved)
+        notified = len(db.deliveries) - deliveries_before
+        return IngestResult(len(new), len(statuses) - len(new), moved, notified=notified)
 
     def _seen(self, wamids: Sequence[str]) -> dict[str, set[Status]]:
         wanted = set(wamids)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
+from wagate.adapters.store import sqlite_driver
 from wagate.settings import SQLITE_SYNCHRONOUS
 
 # The async driver of each database wagate runs on; SQLAlchemy loads it by this name.
@@ -86,7 +87,7 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
         raise ValueError(f"sqlite synchronous must be one of {SQLITE_SYNCHRONOUS}")
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(parsed, connect_args={"timeout": 30})
+    engine = create_async_engine(parsed, connect_args={"timeout": 30}, module=sqlite_driver.DBAPI)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

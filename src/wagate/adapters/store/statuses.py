@@ -69,21 +69,20 @@ class SqlStatusStore:
         Raises only when the database is unavailable: nothing is lost, Meta retries.
         """
         statuses, preferences, events, refused = storable(statuses, preferences, events)
-        if sandbox_only:
-            async with self.engine.connect() as connection:
-                statuses, preferences, events = await _only_sandbox(
-                    connection, statuses, preferences, events
-                )
         if refused:
             log.info("webhook: %d rows refused: %s", len(refused), "; ".join(refused[:3]))
         try:
             async with begin_write(self.engine) as connection:
-                result = await _store(connection, statuses, preferences, events, received_ms)
+                result = await _store(
+                    connection, statuses, preferences, events, received_ms, sandbox_only
+                )
         except Exception as exc:
             if not is_row_fault(exc):
                 raise
             log.info("webhook: a row failed the batch (%s); storing row by row", _summary(exc))
-            result = await self._store_each(statuses, preferences, events, received_ms)
+            result = await self._store_each(
+                statuses, preferences, events, received_ms, sandbox_only
+            )
         return replace(result, rejected=result.rejected + len(refused))
 
     async def _store_each(
@@ -92,6 +91,7 @@ class SqlStatusStore:
         preferences: Sequence[PreferenceRow],
         events: Sequence[EventRow],
         received_ms: int,
+        sandbox_only: bool,
     ) -> IngestResult:
         """Each row in its own transaction: the good ones land, the bad ones are counted."""
         singles: list[tuple[list[StatusRow], list[PreferenceRow], list[EventRow]]] = [
@@ -103,7 +103,7 @@ class SqlStatusStore:
         for rows in singles:
             try:
                 async with begin_write(self.engine) as connection:
-                    total += await _store(connection, *rows, received_ms)
+                    total += await _store(connection, *rows, received_ms, sandbox_only)
             except Exception as exc:
                 if not is_row_fault(exc):
                     raise
@@ -141,19 +141,33 @@ async def _store(
     preferences: Sequence[PreferenceRow],
     events: Sequence[EventRow],
     received_ms: int,
+    sandbox_only: bool = False,
 ) -> IngestResult:
-    """Write statuses, preferences and events in the caller's transaction."""
+    """Write statuses, preferences and events in the caller's transaction.
+
+    `sandbox_only` (a body the embedded sandbox signed): drop whatever concerns a
+    message or WABA of a number that does not go to the sandbox.
+    """
     dialect = dialect_of(connection)
+    current = await _messages_by_wamid(connection, [s.wamid for s in statuses])
+    if sandbox_only:
+        # A status of a message that does not exist yet stays: the worker may not have
+        # recorded its wamid yet.
+        foreign = {wamid for wamid, found in current.items() if found.upstream != "sandbox"}
+        statuses = [s for s in statuses if s.wamid not in foreign]
+        current = {wamid: found for wamid, found in current.items() if wamid not in foreign}
+        if preferences or events:
+            preferences, events = await _only_sandbox(connection, preferences, events)
     wamids = [s.wamid for s in statuses]
-    current = await _messages_by_wamid(connection, wamids)
     seen, unapplied = await _seen(connection, wamids)
     late = sorted(unapplied & current.keys())
+    late_notified = 0
     if late:
         # A status stored while its message was not known yet (on PostgreSQL, a webhook
         # and the worker's record of the wamid can commit side by side, each unseen by
         # the other): apply it first, with its event, so this later one follows it in
         # order instead of overtaking it (and the reconciliation finding it moot).
-        await apply_stored_statuses(connection, late, received_ms)
+        _, late_notified = await _apply_stored(connection, late, received_ms)
         current = await _messages_by_wamid(connection, wamids)
     new, moves = decide_all(_status_of(current), seen, statuses)
     if new:
@@ -172,7 +186,8 @@ async def _store(
                 for s in new
             ],
         )
-    moved = await _write_moves(connection, moves, current, received_ms, new)
+    moved, notified = await _write_moves(connection, moves, current, received_ms, new)
+    notified += late_notified
     if preferences:
         # Read before the upsert: whether a preference is news depends on the stored one.
         drafts = await preference_drafts(connection, preferences)
@@ -189,7 +204,7 @@ async def _store(
                 for p in preferences
             ],
         )
-        await write_event_deliveries(connection, drafts, received_ms)
+        notified += await write_event_deliveries(connection, drafts, received_ms)
     if events:
         await connection.execute(
             q.insert_events(dialect),
@@ -206,7 +221,7 @@ async def _store(
                 for e in events
             ],
         )
-    return IngestResult(len(new), len(statuses) - len(new), moved)
+    return IngestResult(len(new), len(statuses) - len(new), moved, notified=notified)
 
 
 _KIND_CHARS: int = message_events.c.kind.type.length  # type: ignore[attr-defined]
@@ -269,18 +284,13 @@ def _summary(exc: BaseException) -> str:
 
 async def _only_sandbox(
     connection: AsyncConnection,
-    statuses: Sequence[StatusRow],
     preferences: Sequence[PreferenceRow],
     events: Sequence[EventRow],
-) -> tuple[list[StatusRow], list[PreferenceRow], list[EventRow]]:
-    """What a sandbox-signed body may store.
-
-    A status stays unless its wamid belongs to a message of a non-sandbox number
-    (one with no message yet is kept: the worker may not have recorded it yet);
-    an opt-out only for a WABA whose numbers all go to the sandbox; a click only
-    for a message of a sandbox number.
-    """
-    wamids = list({s.wamid for s in statuses} | {e.wamid for e in events if e.wamid})
+) -> tuple[list[PreferenceRow], list[EventRow]]:
+    """The opt-outs and clicks a sandbox-signed body may store: an opt-out only for a
+    WABA whose numbers all go to the sandbox, a click only for a message of a sandbox
+    number. (Its statuses are sorted by `_store`, from the messages it reads anyway.)"""
+    wamids = list({e.wamid for e in events if e.wamid})
     upstream_of: dict[str, set[str]] = {}
     for wamid, upstream in await _by_chunk(connection, q.UPSTREAMS_OF_WAMIDS, wamids):
         upstream_of.setdefault(wamid, set()).add(upstream)
@@ -292,7 +302,6 @@ async def _only_sandbox(
             waba_upstreams.setdefault(waba_id, set()).add(upstream)
     sandbox = {"sandbox"}
     return (
-        [s for s in statuses if upstream_of.get(s.wamid, sandbox) == sandbox],
         [p for p in preferences if waba_upstreams.get(p.waba_id) == sandbox],
         [e for e in events if e.wamid is not None and upstream_of.get(e.wamid) == sandbox],
     )
@@ -313,11 +322,13 @@ async def _seen(
 
 
 class Found(NamedTuple):
-    """A message Meta knows by a wamid; `notify`: its number has a webhook endpoint."""
+    """A message Meta knows by a wamid; `notify`: its number has a webhook endpoint;
+    `upstream`: where its number sends (`meta`, `sandbox`)."""
 
     seq: int
     status: Status
     notify: bool
+    upstream: str
 
 
 async def _messages_by_wamid(
@@ -326,8 +337,11 @@ async def _messages_by_wamid(
     """The messages Meta knows by these wamids."""
     current: dict[str, Found] = {}
     rows = await _by_chunk(connection, q.MESSAGES_BY_WAMID, sorted(set(wamids)))
-    for seq, wamid, status, notify in rows:
-        current[wamid] = Found(seq, status, bool(notify))
+    for seq, wamid, status, notify, upstream in rows:
+        previous = current.get(wamid)
+        if previous is not None and previous.upstream != "sandbox":
+            upstream = previous.upstream  # one wamid, two messages: the stricter reading
+        current[wamid] = Found(seq, status, bool(notify), upstream)
     return current
 
 
@@ -341,10 +355,10 @@ async def _write_moves(
     current: dict[str, Found],
     at_ms: int,
     reports: Sequence[StatusRow],
-) -> int:
+) -> tuple[int, int]:
     """Write each decided move (and the error of the failure it ends on), and the customer
     webhook deliveries of the moves of numbers with an endpoint (`reports`: the statuses
-    that decided the moves); count moved."""
+    that decided the moves): (messages moved, deliveries written)."""
     changes: list[dict[str, Any]] = []
     for wamid, move in moves.items():
         failure = move.failure
@@ -361,9 +375,11 @@ async def _write_moves(
     if changes:
         await connection.execute(q.MOVE, changes)
     notified = {wamid for wamid in moves if current[wamid].notify}
+    written = 0
     if notified:
-        await write_status_events(connection, _passed(notified, current, reports), at_ms)
-    return len(changes)
+        passed = _passed(notified, current, reports)
+        written = await write_status_events(connection, passed, at_ms)
+    return len(changes), written
 
 
 def _passed(
@@ -396,15 +412,25 @@ async def apply_stored_statuses(
     Used when the worker records a wamid (statuses may have come first) and by the
     reconciliation of statuses that found no message when they arrived.
     """
-    if not wamids:
-        return 0
+    moved, _ = await _apply_stored(connection, wamids, at_ms)
+    return moved
+
+
+async def _apply_stored(
+    connection: AsyncConnection, wamids: Sequence[str], at_ms: int
+) -> tuple[int, int]:
+    """`apply_stored_statuses`: (messages moved, customer webhook deliveries written)."""
+    # Mostly there is none (the worker records a wamid before Meta reports on it): one
+    # read finds that, before the messages are read and held.
+    if not wamids or not await _by_chunk(connection, q.STORED_STATUSES, list(wamids)):
+        return 0, 0
     current = await _messages_by_wamid(connection, wamids)
     if not current:
-        return 0
+        return 0, 0
     stored = await _by_chunk(connection, q.STORED_STATUSES, list(current))
     rows = [status_row(*row) for row in stored]
     if not rows:
-        return 0
+        return 0, 0
     matched = list({row.wamid for row in rows})
     for start in range(0, len(matched), _CHUNK):
         await connection.execute(q.MARK_MATCHED, {"b_wamids": matched[start : start + _CHUNK]})

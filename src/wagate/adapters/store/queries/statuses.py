@@ -106,6 +106,12 @@ MESSAGES_BY_WAMID = (
         messages.c.upstream_wamid,
         messages.c.status,
         has_endpoint(messages.c.phone_number_id).label("notify"),
+        # Where the number sends: a body the embedded sandbox signed stores only statuses
+        # of its numbers' messages.
+        select(phone_numbers.c.upstream)
+        .where(phone_numbers.c.phone_number_id == messages.c.phone_number_id)
+        .scalar_subquery()
+        .label("upstream"),
     )
     .where(messages.c.upstream_wamid.in_(_WAMIDS))
     .order_by(messages.c.seq)
