@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wagate.adapters.store.engine import begin_write, create_engine
@@ -74,8 +74,8 @@ async def test_a_write_transaction_is_begin_statements_and_commit(
         result = await connection.execute(insert(things).values(name="c"))
         assert result.inserted_primary_key == (1,)
         await connection.execute(insert(things), [{"name": "d"}, {"name": "e"}])
-    # BEGIN IMMEDIATE, two statements, COMMIT.
-    assert sum(handoffs.values()) == 4, handoffs
+    # Two statements (the first opens the transaction with BEGIN IMMEDIATE), COMMIT.
+    assert sum(handoffs.values()) == 3, handoffs
     async with engine.connect() as connection:
         assert (await connection.execute(select(things.c.name))).scalars().all() == [
             "c",
@@ -103,3 +103,20 @@ async def test_an_error_rolls_the_transaction_back_and_the_connection_serves_on(
         assert updated.rowcount == 1
     async with engine.connect() as connection:
         assert (await connection.execute(select(things.c.name))).scalars().all() == ["z"]
+
+
+async def test_a_write_transaction_holds_the_write_lock_from_its_first_read(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Another process's writer must wait for this transaction even while it only reads:
+    # what it read is what it writes over.
+    other = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+    try:
+        async with begin_write(engine) as connection:
+            await connection.execute(select(things.c.name))
+            async with other.connect() as elsewhere:
+                await elsewhere.exec_driver_sql("PRAGMA busy_timeout=0")
+                with pytest.raises(OperationalError, match="locked"):
+                    await elsewhere.execute(insert(things).values(name="w"))
+    finally:
+        await other.dispose()

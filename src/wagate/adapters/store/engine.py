@@ -210,5 +210,13 @@ async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     if lock is None:
         lock = _write_locks[engine] = asyncio.Lock()
     async with lock, engine.begin() as connection:
-        await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        driver = (
+            connection.sync_connection.connection.dbapi_connection
+            if connection.sync_connection
+            else None
+        )
+        if isinstance(driver, sqlite_driver.OneHopConnection):
+            driver.begin_immediate()  # with the first statement, in its hand-off
+        else:
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield connection

@@ -33,8 +33,17 @@ from sqlalchemy.util.concurrency import await_
 _Done = tuple[Any, int, int | None, list[Any] | None]
 
 
-def _run(connection: sqlite3.Connection, operation: str, parameters: Any) -> _Done:
+def _begin(connection: sqlite3.Connection, immediate: bool) -> None:
+    """Open the transaction `begin_immediate` asked for, where none is open yet."""
+    if immediate and not connection.in_transaction:
+        connection.execute("BEGIN IMMEDIATE")
+
+
+def _run(
+    connection: sqlite3.Connection, operation: str, parameters: Any, immediate: bool = False
+) -> _Done:
     """One statement in the connection's thread: executed, its rows read, its cursor closed."""
+    _begin(connection, immediate)
     cursor = connection.cursor()
     try:
         cursor.execute(operation, () if parameters is None else parameters)
@@ -45,8 +54,11 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any) -> _Do
         cursor.close()
 
 
-def _run_many(connection: sqlite3.Connection, operation: str, parameters: Any) -> _Done:
+def _run_many(
+    connection: sqlite3.Connection, operation: str, parameters: Any, immediate: bool = False
+) -> _Done:
     """One executemany in the connection's thread."""
+    _begin(connection, immediate)
     cursor = connection.cursor()
     try:
         cursor.executemany(operation, parameters)
@@ -108,16 +120,24 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
             done: _Done = await self._connection._execute(
-                _run, self._connection._conn, operation, parameters
+                _run, self._connection._conn, operation, parameters, self._immediate()
             )
         self._keep(done)
 
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
             done: _Done = await self._connection._execute(
-                _run_many, self._connection._conn, operation, seq_of_parameters
+                _run_many, self._connection._conn, operation, seq_of_parameters, self._immediate()
             )
         self._keep(done)
+
+    def _immediate(self) -> bool:
+        """Whether this statement opens the transaction `begin_immediate` asked for."""
+        connection = self._adapt_connection
+        if isinstance(connection, OneHopConnection) and connection.immediate:
+            connection.immediate = False
+            return True
+        return False
 
     def _keep(self, done: _Done) -> None:
         self._description, self._rowcount, self._lastrowid, rows = done
@@ -128,18 +148,43 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    """SQLAlchemy's aiosqlite connection, making `OneHopCursor`s; a rollback with no
-    transaction open (after a read: sqlite3 opens one only for a write) costs nothing."""
+    """SQLAlchemy's aiosqlite connection, making `OneHopCursor`s.
 
-    __slots__ = ()
+    A commit or rollback with no transaction open (after a read: sqlite3 opens one
+    only for a write) costs nothing, and `begin_immediate` opens the transaction with
+    the first statement, in its hand-off.
+    """
+
+    __slots__ = ("immediate",)
     _cursor_cls = OneHopCursor
 
-    def rollback(self) -> None:
-        """Roll back the open transaction, if there is one."""
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        # The next statement first runs BEGIN IMMEDIATE (see `begin_immediate`).
+        self.immediate = False
+
+    def begin_immediate(self) -> None:
+        """Take the database's write lock with the next statement (`BEGIN IMMEDIATE` run
+        before it, in the same hand-off): what the transaction reads is then what it
+        writes over. A transaction that runs no statement takes nothing."""
+        self.immediate = True
+
+    def _open(self) -> bool:
         # `in_transaction` reads SQLite's autocommit flag; no statement of this
         # connection runs now (SQLAlchemy holds it), so reading it here is safe.
         raw: sqlite3.Connection | None = self._connection._connection
-        if raw is None or raw.in_transaction:
+        return raw is None or raw.in_transaction
+
+    def commit(self) -> None:
+        """Commit the open transaction, if there is one."""
+        self.immediate = False
+        if self._open():
+            super().commit()
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if there is one."""
+        self.immediate = False
+        if self._open():
             super().rollback()
 
 
