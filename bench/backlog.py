@@ -645,7 +645,7 @@ async def measure_ops(
             for _ in range(OPS_RUNS):
                 query = MessageQuery(number, status="failed")
                 await timed(f"list {tag} status=failed", store.list_messages(query))
-        print(f"    ops: {OPS_RUNS} claims took {claimed} messages of {claim_number}")
+        print(f"    ops: {OPS_RUNS} claims took {claimed} messages of number {claim_number}")
     finally:
         await queue.close()
         await store.close()

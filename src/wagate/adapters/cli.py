@@ -302,6 +302,8 @@ def serve_command(
         workers=workers,
         factory=True,
         loop=Loops(granian_loop()),
+        # No route speaks WebSocket: granian need not look for upgrades.
+        websockets=False,
         log_access=False,
     )
     console.print(f"wagate listening on http://{host}:{port} (docs: /docs)")
