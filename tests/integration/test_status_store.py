@@ -6,7 +6,7 @@ import asyncio
 import itertools
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from tests.integration.test_store import new_message, new_number
 from wagate.adapters.store.queue import SqlQueue
@@ -285,3 +285,60 @@ async def test_a_move_decided_on_a_stale_read_never_takes_a_message_back(store: 
     await reconciling
     assert await _status_of(store, message.id) == ("read", None)
     await queue.close()
+
+
+async def test_webhooks_that_arrive_together_share_a_transaction_and_keep_their_counts(
+    store: SqlStore,
+) -> None:
+    # Meta posts side by side, a status or two each: a transaction per POST cost each
+    # about 2 ms of the event loop. Those that wait together are written together.
+    number = await new_number(store)
+    sent = [new_message(number) for _ in range(20)]
+    for message in sent:
+        await store.add_message(message)
+    for i, message in enumerate(sent):
+        await _forward(store, message.id, f"wamid.TOGETHER{i}")
+    statuses = SqlStatusStore(store.engine)
+    commits = 0
+
+    def count(_connection: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(store.engine.sync_engine, "commit", count)
+    try:
+        posts = [
+            statuses.ingest([status(f"wamid.TOGETHER{i}", "delivered", 1000 + i)], [], [], 2000)
+            for i in range(20)
+        ]
+        # Meta's retry of the first, in the same breath, and a status of nobody's message.
+        posts.append(statuses.ingest([status("wamid.TOGETHER0", "delivered", 1000)], [], [], 2000))
+        posts.append(statuses.ingest([status("wamid.NOBODY", "sent", 1000)], [], [], 2000))
+        results = await asyncio.gather(*posts)
+    finally:
+        event.remove(store.engine.sync_engine, "commit", count)
+    assert commits == 1
+    assert [(r.stored, r.duplicates, r.moved) for r in results[:20]] == [(1, 0, 1)] * 20
+    assert (results[20].stored, results[20].duplicates) == (0, 1)
+    assert (results[21].stored, results[21].duplicates, results[21].moved) == (1, 0, 0)
+    assert {await _status_of(store, m.id) for m in sent} == {("delivered", None)}
+
+
+async def test_a_bad_row_in_a_shared_transaction_costs_only_its_own_webhook(
+    store: SqlStore,
+) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite does not enforce column lengths")
+    number = await new_number(store)
+    message = new_message(number)
+    await store.add_message(message)
+    await _forward(store, message.id, "wamid.GOOD")
+    statuses = SqlStatusStore(store.engine)
+    bad = status("wamid.ODD", "x" * 40, 1000)  # too long for its column: PostgreSQL refuses it
+    good, worse = await asyncio.gather(
+        statuses.ingest([status("wamid.GOOD", "read", 1000)], [], [], 2000),
+        statuses.ingest([bad], [], [], 2000),
+    )
+    assert (good.stored, good.moved, good.rejected) == (1, 1, 0)
+    assert (worse.stored, worse.rejected) == (0, 1)
+    assert await _status_of(store, message.id) == ("read", None)

@@ -98,8 +98,9 @@ GIVE_UP = (
 # costs no other read).
 # Read in the transaction that moves them: FOR UPDATE (PostgreSQL) holds each message
 # until commit, so a move is never decided on a status another writer is replacing (a
-# stale `sent` written over a `read`). In seq order, so that two writers wait in the same
-# order. SQLite's write lock, taken at BEGIN, does the same there.
+# stale `sent` written over a `read`). In wamid order, as the caller chunks them, so any
+# two writers take their locks in the same order. SQLite's write lock, taken at BEGIN,
+# does the same there.
 MESSAGES_BY_WAMID = (
     select(
         messages.c.seq,
@@ -114,7 +115,7 @@ MESSAGES_BY_WAMID = (
         .label("upstream"),
     )
     .where(messages.c.upstream_wamid.in_(_WAMIDS))
-    .order_by(messages.c.seq)
+    .order_by(messages.c.upstream_wamid)
     .with_for_update(of=messages.c.seq)
 )
 
