@@ -520,6 +520,18 @@ def rss_kb(pid: int) -> int:
     )
 
 
+def start_serve(env: dict[str, str], log: Path) -> tuple[ProcessGroup, int, int]:
+    """`wagate serve` on a free loopback port, up: (process, port, pid of the granian
+    worker, whose main thread runs the event loop)."""
+    port = free_port()
+    process = ProcessGroup(
+        [str(BIN / "wagate"), "serve", "--host", "127.0.0.1", "--port", str(port)], env, log
+    )
+    process.wait_until_up(f"http://127.0.0.1:{port}/healthz")
+    worker = max(p for p in group_pids(process.pid) if p != process.pid)
+    return process, port, worker
+
+
 def group_pids(pgid: int) -> list[int]:
     """The processes of a process group."""
     pids = []

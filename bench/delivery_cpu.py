@@ -30,13 +30,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("WAGATE_SQLITE_SYNCHRONOUS", "FULL")
-from tests.support import ProcessGroup, free_port, make_tenant  # noqa: E402
+from tests.support import make_tenant  # noqa: E402
 
-from backlog import build_backlog, group_pids  # noqa: E402
+from backlog import build_backlog, start_serve  # noqa: E402
 from wagate.adapters.store.migrate import migrate  # noqa: E402
 
 
@@ -59,7 +58,6 @@ def one_round(args: argparse.Namespace, tmp: Path, n: int) -> tuple[float, float
     tenant = make_tenant(url, mps=args.rate)
     depth = int(args.rate * (args.warmup + args.seconds + 10))
     asyncio.run(build_backlog(url, tenant.project_id, [tenant.phone_number_id], depth))
-    port = free_port()
     env = {
         **os.environ,
         "WAGATE_DATABASE_URL": url,
@@ -68,16 +66,9 @@ def one_round(args: argparse.Namespace, tmp: Path, n: int) -> tuple[float, float
         "WAGATE_SANDBOX_MPS": str(args.rate),
         "WAGATE_SANDBOX_STATUS_DELAY": "1",
     }
-    process = ProcessGroup(
-        [str(BIN / "wagate"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        tmp / f"serve-{n}.log",
-    )
+    process, _, worker = start_serve(env, tmp / f"serve-{n}.log")
     try:
-        process.wait_until_up(f"http://127.0.0.1:{port}/healthz")
         time.sleep(args.warmup)
-        # The granian worker holds the loop; its main thread is the loop's.
-        worker = max(p for p in group_pids(process.pid) if p != process.pid)
         before = thread_ticks(worker)
         started = time.monotonic()
         time.sleep(args.seconds)

@@ -32,13 +32,12 @@ import aiohttp
 import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from sqlalchemy import func, select  # noqa: E402
-from tests.support import ProcessGroup, free_port, make_tenant, sql  # noqa: E402
+from tests.support import make_tenant, sql  # noqa: E402
 
-from backlog import _rows, _template_row, group_pids  # noqa: E402
+from backlog import _rows, _template_row, start_serve  # noqa: E402
 from wagate.adapters.store.migrate import migrate  # noqa: E402
 from wagate.adapters.store.sql import SqlStore  # noqa: E402
 from wagate.adapters.store.tables import messages, phone_numbers  # noqa: E402
@@ -123,21 +122,14 @@ def run(args: argparse.Namespace, tmp: Path, concurrency: int) -> None:
         for step, kind in enumerate(KINDS)
         for wamid in wamids
     ]
-    port = free_port()
     env = {
         **os.environ,
         "WAGATE_DATABASE_URL": url,
         "WAGATE_LOG_LEVEL": "WARNING",
         "WAGATE_META_APP_SECRET": APP_SECRET,
     }
-    process = ProcessGroup(
-        [str(BIN / "wagate"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        tmp / f"serve-{concurrency}.log",
-    )
+    process, port, worker = start_serve(env, tmp / f"serve-{concurrency}.log")
     try:
-        process.wait_until_up(f"http://127.0.0.1:{port}/healthz")
-        worker = max(p for p in group_pids(process.pid) if p != process.pid)
         target = f"http://127.0.0.1:{port}/webhooks/meta"
         ticks = cpu_ticks(worker)
         started = time.perf_counter()

@@ -48,6 +48,18 @@ async def _status_of(store: SqlStore, message_id: str) -> tuple[str, int | None]
     return row[0], row[1]
 
 
+async def _good_message_where_lengths_hold(store: SqlStore) -> str:
+    """A message forwarded as wamid.GOOD, on a database that refuses a value too long for
+    its column (PostgreSQL; the test is skipped on SQLite)."""
+    if store.is_sqlite:
+        pytest.skip("SQLite does not enforce column lengths")
+    number = await new_number(store)
+    message = new_message(number)
+    await store.add_message(message)
+    await _forward(store, message.id, "wamid.GOOD")
+    return message.id
+
+
 async def test_a_status_for_an_unknown_wamid_waits_unmatched(store: SqlStore) -> None:
     statuses = SqlStatusStore(store.engine)
     await statuses.ingest([status("wamid.NONE", "sent", 1000)], [], [], 1000)
@@ -175,12 +187,7 @@ async def test_bad_rows_are_refused_and_their_neighbours_stored(store: SqlStore)
 async def test_a_row_the_database_refuses_after_the_checks_is_stored_alone(
     store: SqlStore,
 ) -> None:
-    if store.is_sqlite:
-        pytest.skip("SQLite does not enforce column lengths")
-    number = await new_number(store)
-    message = new_message(number)
-    await store.add_message(message)
-    await _forward(store, message.id, "wamid.GOOD")
+    message_id = await _good_message_where_lengths_hold(store)
     statuses = SqlStatusStore(store.engine)
     # A status kind too long for its column: the checks do not know it, PostgreSQL refuses it.
     result = await statuses.ingest(
@@ -191,7 +198,7 @@ async def test_a_row_the_database_refuses_after_the_checks_is_stored_alone(
     )
     assert (result.stored, result.rejected) == (1, 1)
     assert await _stored(store) == [("wamid.GOOD", "sent")]
-    assert await _status_of(store, message.id) == ("sent", None)
+    assert await _status_of(store, message_id) == ("sent", None)
     assert await statuses.events("wamid.GOOD") == [("click", "{}")]
 
 
@@ -327,12 +334,7 @@ async def test_webhooks_that_arrive_together_share_a_transaction_and_keep_their_
 async def test_a_bad_row_in_a_shared_transaction_costs_only_its_own_webhook(
     store: SqlStore,
 ) -> None:
-    if store.is_sqlite:
-        pytest.skip("SQLite does not enforce column lengths")
-    number = await new_number(store)
-    message = new_message(number)
-    await store.add_message(message)
-    await _forward(store, message.id, "wamid.GOOD")
+    message_id = await _good_message_where_lengths_hold(store)
     statuses = SqlStatusStore(store.engine)
     bad = status("wamid.ODD", "x" * 40, 1000)  # too long for its column: PostgreSQL refuses it
     good, worse = await asyncio.gather(
@@ -341,4 +343,4 @@ async def test_a_bad_row_in_a_shared_transaction_costs_only_its_own_webhook(
     )
     assert (good.stored, good.moved, good.rejected) == (1, 1, 0)
     assert (worse.stored, worse.rejected) == (0, 1)
-    assert await _status_of(store, message.id) == ("read", None)
+    assert await _status_of(store, message_id) == ("read", None)

@@ -40,29 +40,24 @@ def _begin(connection: sqlite3.Connection, immediate: bool) -> None:
 
 
 def _run(
-    connection: sqlite3.Connection, operation: str, parameters: Any, immediate: bool = False
+    connection: sqlite3.Connection,
+    operation: str,
+    parameters: Any,
+    immediate: bool = False,
+    many: bool = False,
 ) -> _Done:
-    """One statement in the connection's thread: executed, its rows read, its cursor closed."""
+    """One statement (`many`: an executemany) in the connection's thread: executed, its
+    rows read, its cursor closed."""
     _begin(connection, immediate)
     cursor = connection.cursor()
     try:
-        cursor.execute(operation, () if parameters is None else parameters)
+        if many:
+            cursor.executemany(operation, parameters)
+        else:
+            cursor.execute(operation, () if parameters is None else parameters)
         description = cursor.description
-        rows = cursor.fetchall() if description else None
+        rows = cursor.fetchall() if description and not many else None
         return description, cursor.rowcount, cursor.lastrowid, rows
-    finally:
-        cursor.close()
-
-
-def _run_many(
-    connection: sqlite3.Connection, operation: str, parameters: Any, immediate: bool = False
-) -> _Done:
-    """One executemany in the connection's thread."""
-    _begin(connection, immediate)
-    cursor = connection.cursor()
-    try:
-        cursor.executemany(operation, parameters)
-        return cursor.description, cursor.rowcount, cursor.lastrowid, None
     finally:
         cursor.close()
 
@@ -127,7 +122,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
             done: _Done = await self._connection._execute(
-                _run_many, self._connection._conn, operation, seq_of_parameters, self._immediate()
+                _run, self._connection._conn, operation, seq_of_parameters, self._immediate(), True
             )
         self._keep(done)
 
