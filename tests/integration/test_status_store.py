@@ -6,7 +6,8 @@ import asyncio
 import itertools
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from tests.integration.test_store import new_message, new_number
 from wagate.adapters.store.queue import SqlQueue
@@ -344,3 +345,31 @@ async def test_a_bad_row_in_a_shared_transaction_costs_only_its_own_webhook(
     assert (good.stored, good.moved, good.rejected) == (1, 1, 0)
     assert (worse.stored, worse.rejected) == (0, 1)
     assert await _status_of(store, message_id) == ("read", None)
+
+
+async def test_a_failed_transaction_fails_every_webhook_it_held_and_the_next_are_written(
+    store: SqlStore,
+) -> None:
+    # The database refusing the transaction itself (not a row): each POST of it gets the
+    # error (Meta retries them), and the webhooks after it are written as usual.
+    number = await new_number(store)
+    message = new_message(number)
+    await store.add_message(message)
+    await _forward(store, message.id, "wamid.AFTER")
+    statuses = SqlStatusStore(store.engine)
+    async with store.engine.begin() as connection:
+        await connection.execute(text("ALTER TABLE message_statuses RENAME TO statuses_away"))
+    try:
+        outcomes = await asyncio.gather(
+            statuses.ingest([status("wamid.AFTER", "sent", 1000)], [], [], 2000),
+            statuses.ingest([status("wamid.AFTER", "delivered", 2000)], [], [], 2000),
+            return_exceptions=True,
+        )
+    finally:
+        async with store.engine.begin() as connection:
+            await connection.execute(text("ALTER TABLE statuses_away RENAME TO message_statuses"))
+    assert all(isinstance(outcome, DBAPIError) for outcome in outcomes), outcomes
+    assert await _status_of(store, message.id) == ("pending", None)
+    result = await statuses.ingest([status("wamid.AFTER", "read", 3000)], [], [], 4000)
+    assert (result.stored, result.moved) == (1, 1)
+    assert await _status_of(store, message.id) == ("read", None)

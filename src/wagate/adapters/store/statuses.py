@@ -105,7 +105,7 @@ class SqlStatusStore:
         )
         self._waiting[sandbox_only].append(webhook)
         writer = self._writers.get(sandbox_only)
-        if writer is None or writer.done():
+        if writer is None or writer.done() or writer.get_loop() is not loop:
             # Not the caller's own task: a caller that goes away (its client did) must
             # not cancel the transaction that holds the others' rows.
             self._writers[sandbox_only] = loop.create_task(self._write_waiting(sandbox_only))
@@ -118,12 +118,15 @@ class SqlStatusStore:
             batch = _next_batch(waiting)
             try:
                 results = await self._write(batch, sandbox_only)
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                for webhook in [*batch, *waiting]:
+                    webhook.done.cancel()
+                waiting.clear()
+                raise
+            except Exception as exc:
                 for webhook in batch:
                     if not webhook.done.done():
                         webhook.done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
                 continue
             for webhook, result in zip(batch, results, strict=True):
                 if not webhook.done.done():
