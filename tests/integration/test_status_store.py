@@ -49,16 +49,20 @@ async def _status_of(store: SqlStore, message_id: str) -> tuple[str, int | None]
     return row[0], row[1]
 
 
+async def _message_forwarded_as(store: SqlStore, wamid: str) -> str:
+    """The id of a new message whose wamid the worker recorded (no status applied yet)."""
+    message = new_message(await new_number(store))
+    await store.add_message(message)
+    await _forward(store, message.id, wamid)
+    return message.id
+
+
 async def _good_message_where_lengths_hold(store: SqlStore) -> str:
     """A message forwarded as wamid.GOOD, on a database that refuses a value too long for
     its column (PostgreSQL; the test is skipped on SQLite)."""
     if store.is_sqlite:
         pytest.skip("SQLite does not enforce column lengths")
-    number = await new_number(store)
-    message = new_message(number)
-    await store.add_message(message)
-    await _forward(store, message.id, "wamid.GOOD")
-    return message.id
+    return await _message_forwarded_as(store, "wamid.GOOD")
 
 
 async def test_a_status_for_an_unknown_wamid_waits_unmatched(store: SqlStore) -> None:
@@ -352,10 +356,7 @@ async def test_a_failed_transaction_fails_every_webhook_it_held_and_the_next_are
 ) -> None:
     # The database refusing the transaction itself (not a row): each POST of it gets the
     # error (Meta retries them), and the webhooks after it are written as usual.
-    number = await new_number(store)
-    message = new_message(number)
-    await store.add_message(message)
-    await _forward(store, message.id, "wamid.AFTER")
+    message_id = await _message_forwarded_as(store, "wamid.AFTER")
     statuses = SqlStatusStore(store.engine)
     async with store.engine.begin() as connection:
         await connection.execute(text("ALTER TABLE message_statuses RENAME TO statuses_away"))
@@ -369,7 +370,7 @@ async def test_a_failed_transaction_fails_every_webhook_it_held_and_the_next_are
         async with store.engine.begin() as connection:
             await connection.execute(text("ALTER TABLE statuses_away RENAME TO message_statuses"))
     assert all(isinstance(outcome, DBAPIError) for outcome in outcomes), outcomes
-    assert await _status_of(store, message.id) == ("pending", None)
+    assert await _status_of(store, message_id) == ("pending", None)
     result = await statuses.ingest([status("wamid.AFTER", "read", 3000)], [], [], 4000)
     assert (result.stored, result.moved) == (1, 1)
-    assert await _status_of(store, message.id) == ("read", None)
+    assert await _status_of(store, message_id) == ("read", None)

@@ -21,6 +21,7 @@ from wagate.core.dispatch import Dispatcher, DispatchSettings, upstream_payload
 from wagate.domain.delivery import Claimed, Outcome, UpstreamResult, Waiting
 from wagate.domain.errors import MESSAGE_EXPIRED
 from wagate.domain.model import NewMessage, PhoneNumber, Project, StoredMessage
+from wagate.domain.recipients import resolve_recipient
 from wagate.domain.retry import RetryPolicy
 from wagate.ports import Clock, Queue, Upstream
 
@@ -435,8 +436,15 @@ async def test_a_send_that_raises_is_left_to_its_lease_instead_of_stopping_the_w
 # ---- what Meta is sent ----------------------------------------------------------------
 
 
+def sent_for(request: dict[str, Any]) -> dict[str, Any]:
+    """What Meta is sent for a request, with the recipient the accept path stored for it."""
+    stored = resolve_recipient(request.get("to"), request.get("recipient"))
+    sent: dict[str, Any] = json.loads(upstream_payload(json.dumps(request), stored.address))
+    return sent
+
+
 def test_upstream_payload_fills_in_recipient_type_and_language_policy() -> None:
-    sent = json.loads(upstream_payload(json.dumps(STORED_REQUEST)))
+    sent = sent_for(STORED_REQUEST)
     assert sent["recipient_type"] == "individual"
     assert sent["template"]["language"] == {"code": "en_US", "policy": "deterministic"}
 
@@ -464,11 +472,11 @@ def test_upstream_payload_keeps_everything_else_the_client_sent() -> None:
             ],
         },
     }
-    assert json.loads(upstream_payload(json.dumps(request))) == request
+    assert sent_for(request) == request
 
 
 def test_upstream_payload_adds_no_empty_fields() -> None:
-    sent = json.loads(upstream_payload(json.dumps(STORED_REQUEST)))
+    sent = sent_for(STORED_REQUEST)
     assert set(sent) == {*STORED_REQUEST, "recipient_type"}
     assert None not in sent.values()
 
@@ -634,14 +642,14 @@ async def test_a_long_but_sane_wamid_is_kept() -> None:
     "typed", ["+44 7700 900123", "0044 7700 900123", "44-7700-900123", "+44 (7700) 900-123"]
 )
 def test_upstream_payload_sends_to_as_the_e164_digits_answered_as_wa_id(typed: str) -> None:
-    sent = json.loads(upstream_payload(json.dumps({**STORED_REQUEST, "to": typed})))
+    sent = sent_for({**STORED_REQUEST, "to": typed})
     assert sent["to"] == "447700900123"
 
 
 def test_upstream_payload_leaves_a_bsuid_send_as_it_was() -> None:
     request = {**STORED_REQUEST, "recipient": "US.ENT.11815799212886844830"}
     request.pop("to", None)
-    sent = json.loads(upstream_payload(json.dumps(request)))
+    sent = sent_for(request)
     assert sent["recipient"] == "US.ENT.11815799212886844830"
     assert "to" not in sent
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import math
 import os
@@ -40,12 +39,10 @@ from wagate.domain.errors import (
     MESSAGE_EXPIRED,
     NETWORK_ERROR,
     SOMETHING_WENT_WRONG,
-    GraphError,
     kind_of,
 )
 from wagate.domain.model import PhoneNumber
 from wagate.domain.pacing import SendWindow, to_micros, to_seconds, window_limit
-from wagate.domain.recipients import normalise_phone
 from wagate.domain.requests import MarketingMessageRequest
 from wagate.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy, decide
 from wagate.domain.sanitise import usable_wamid
@@ -73,30 +70,22 @@ UNREACHABLE_WARNING_S = 60.0
 UPSTREAM_SETTING = {"meta": "WAGATE_META_BASE_URL", "sandbox": "WAGATE_SANDBOX_URL"}
 
 
-def upstream_payload(stored_request: str, wa_id: str | None = None) -> bytes:
+def upstream_payload(stored_request: str, recipient: str) -> bytes:
     """The body for Meta: the request as accepted, with the fields Meta's v23 schema requires.
 
-    `to` goes as the E.164 digits the client was answered as `wa_id` (the message's
-    normalised recipient, stored at accept), not as typed (`+44 7700 900123`,
-    `0044...`): Meta reads digits without a `+` or `00` prefix. The stored request
+    `to` goes as `recipient`, the message's address normalised at accept: the E.164
+    digits the client was answered as `wa_id`, not as typed (`+44 7700 900123`,
+    `0044...`), as Meta reads digits without a `+` or `00` prefix. The stored request
     keeps what the client typed, so idempotency is unchanged.
     """
     request = _decoder.decode(stored_request)
     template = request.template
     language = msgspec.structs.replace(template.language, policy="deterministic")
-    to = request.to
-    if to is not None:
-        if wa_id is not None:
-            to = wa_id
-        else:
-            # Accepted, so it parses; should phone metadata change, send what was typed.
-            with contextlib.suppress(GraphError):
-                to = normalise_phone(to)
     return _encoder.encode(
         msgspec.structs.replace(
             request,
             recipient_type="individual",
-            to=to,
+            to=None if request.to is None else recipient,
             template=msgspec.structs.replace(template, language=language),
         )
     )

@@ -21,7 +21,6 @@ import sqlite3
 from typing import Any
 
 import aiosqlite
-from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -194,6 +193,3 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
 
 
 DBAPI = OneHopDBAPI(aiosqlite, sqlite3)
-
-# SQLAlchemy's cursor protocol, as the parent implements it, is what this keeps.
-assert issubclass(OneHopCursor, AsyncAdapt_dbapi_cursor)
