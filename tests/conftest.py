@@ -48,6 +48,20 @@ def gateway(
     dispose_database(url)
 
 
+@pytest.fixture(scope="session", params=BACKENDS)
+def unchecked_gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """A gateway with WAGATE_TEMPLATE_CHECKS=0: what the body's own rules accept, whatever
+    template it names (the checks against a template have tests of their own)."""
+    tmp = tmp_path_factory.mktemp(f"unchecked-{request.param}")
+    url = database_url_for(request.param, tmp)
+    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_TEMPLATE_CHECKS="0").start()
+    yield process
+    process.stop()
+    dispose_database(url)
+
+
 @pytest.fixture
 def tenant(gateway: GatewayProcess) -> Tenant:
     """A project, key and sandbox phone number of its own on the session gateway."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from wagate.domain.delivery import Claimed, Outcome, UpstreamResult, Waiting
 from wagate.domain.model import (
@@ -32,6 +32,8 @@ from wagate.domain.statuses import (
     StatusRow,
     TimelineEntry,
 )
+from wagate.domain.template_events import TemplateUpdate
+from wagate.domain.templates import Template
 
 
 class Clock(Protocol):
@@ -452,6 +454,82 @@ class WebhookPoster(Protocol):
         ...
 
 
+class UpstreamAnswer(Protocol):
+    """An HTTP answer of the upstream, passed on as it came."""
+
+    @property
+    def status(self) -> int:
+        """The HTTP status."""
+        ...
+
+    @property
+    def body(self) -> bytes:
+        """The body (JSON)."""
+        ...
+
+
+class TemplateSource(Protocol):
+    """A WABA's message templates at the upstream (Meta's Graph API or a sandbox)."""
+
+    async def list_templates(
+        self, base_url: str, version: str, waba_id: str, token: str
+    ) -> list[dict[str, Any]]:
+        """Every template of the WABA (all pages), as Meta's JSON; raises
+        `TemplatesUnavailable` when the upstream cannot say."""
+        ...
+
+    async def create_template(
+        self, base_url: str, version: str, waba_id: str, token: str, body: bytes
+    ) -> UpstreamAnswer:
+        """POST a template creation; the upstream's answer as it came."""
+        ...
+
+    async def delete_template(
+        self, base_url: str, version: str, waba_id: str, token: str, query: Mapping[str, str]
+    ) -> UpstreamAnswer:
+        """DELETE a template (`name`, optionally `hsm_id`); the upstream's answer."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class TemplatesUnavailable(Exception):
+    """The upstream did not list a WABA's templates (down, refused, or answered nonsense)."""
+
+
+class Templates(Protocol):
+    """The stored templates of each WABA, shared by every process."""
+
+    async def templates_of(self, waba_id: str) -> tuple[list[Template], int | None]:
+        """A WABA's templates (DELETED ones included) and when they were last synced."""
+        ...
+
+    async def replace_templates(
+        self, waba_id: str, templates: Sequence[Template], now_ms: int
+    ) -> list[Template]:
+        """Store a full listing: new and changed rows written, rows it lacks marked
+        DELETED, the WABA synced at `now_ms`. Returns the rows that changed."""
+        ...
+
+    async def put_template(self, waba_id: str, template: Template, now_ms: int) -> None:
+        """Store one template (a creation through the gateway)."""
+        ...
+
+    async def update_templates(
+        self, updates: Sequence[TemplateUpdate], now_ms: int, *, sandbox_only: bool = False
+    ) -> tuple[list[tuple[str, Template]], set[str]]:
+        """Apply template webhooks: the (waba_id, template) rows changed, and the WABAs
+        with an update for a template not stored (their listing is stale). `sandbox_only`:
+        only for WABAs whose numbers all go to the sandbox."""
+        ...
+
+    async def changed_since(self, since_ms: int) -> list[tuple[str, Template]]:
+        """Every (waba_id, template) row written at or after `since_ms`."""
+        ...
+
+
 __all__ = [
     "Admin",
     "Clock",
@@ -468,8 +546,12 @@ __all__ = [
     "StatusStore",
     "StoreUnavailable",
     "SystemClock",
+    "TemplateSource",
+    "Templates",
+    "TemplatesUnavailable",
     "Timelines",
     "Upstream",
+    "UpstreamAnswer",
     "WebhookEndpoints",
     "WebhookPoster",
     "WorkSignal",

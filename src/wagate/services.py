@@ -6,7 +6,9 @@ import asyncio
 import dataclasses
 import gc
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from wagate.adapters.logs import process_started, process_stopped
 from wagate.adapters.notify.poster import AiohttpPoster
@@ -20,21 +22,33 @@ from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
-from wagate.adapters.upstream.embedded import EmbeddedSandboxUpstream
+from wagate.adapters.store.templates import SqlTemplates
+from wagate.adapters.upstream.embedded import EmbeddedSandboxTemplates, EmbeddedSandboxUpstream
 from wagate.adapters.upstream.graph import GraphClient
+from wagate.adapters.upstream.templates import GraphTemplates
 from wagate.core.accept import Acceptor
 from wagate.core.access import Access
+from wagate.core.compliance import SendChecks
 from wagate.core.dispatch import Dispatcher, DispatchSettings, WorkBell
 from wagate.core.health import Health
 from wagate.core.ingest import Ingestor
 from wagate.core.notify import Notifier, NotifyBell, NotifySettings
 from wagate.core.reads import Reader
 from wagate.core.retention import Pruner
+from wagate.core.templates import TemplateBook, TemplateSettings
 from wagate.domain import notify_formats
 from wagate.domain.pacing import pair_rate
 from wagate.domain.ratelimit import RateLimiter
 from wagate.domain.ssrf import AddressPolicy
-from wagate.ports import Clock, Queue, Retention, SystemClock, Upstream
+from wagate.ports import (
+    Clock,
+    Queue,
+    Retention,
+    SystemClock,
+    TemplateSource,
+    Upstream,
+    UpstreamAnswer,
+)
 from wagate.settings import Settings
 
 log = logging.getLogger("wagate")
@@ -82,6 +96,9 @@ class Services:
     # Customer webhooks: endpoints and the outbox; the bell wakes this process's notifier.
     notifications: SqlNotifications
     notify_bell: NotifyBell
+    # Each WABA's templates, in memory for the send checks (see core/templates.py).
+    templates: TemplateBook
+    template_source: TemplateSource
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
     notifier: Notifier | None = None
@@ -91,6 +108,7 @@ class Services:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _worker: asyncio.Task[None] | None = None
     _pruning: asyncio.Task[None] | None = None
+    _template_polling: asyncio.Task[None] | None = None
     # (monotonic time of the check, whether a sandbox number existed then)
     _sandbox_wanted: tuple[float, bool] = (float("-inf"), False)
     _sandbox_check: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -114,6 +132,20 @@ class Services:
         )
         bell = WorkBell()
         notify_bell = NotifyBell()
+        template_source = _TemplateSourceSlot(
+            GraphTemplates(timeout_s=min(settings.upstream_timeout_seconds, 10.0))
+        )
+        templates = TemplateBook(
+            SqlTemplates(store.engine),
+            template_source,
+            clock,
+            lambda number: settings.upstream_base(number.upstream),
+            settings.meta_graph_version,
+            TemplateSettings(
+                refresh_s=settings.template_refresh_seconds,
+                miss_s=settings.template_miss_seconds,
+            ),
+        )
         return cls(
             settings=settings,
             store=store,
@@ -125,16 +157,25 @@ class Services:
                 ttl_seconds=settings.message_ttl_seconds,
                 idempotency_window_seconds=settings.idempotency_window_seconds,
                 work=bell,
+                checks=SendChecks(templates if settings.template_checks else None),
             ),
             reader=Reader(store, statuses),
             queue=queue,
             retention=queue,
-            ingestor=Ingestor(statuses, clock, settings.meta_app_secret, notify=notify_bell),
+            ingestor=Ingestor(
+                statuses,
+                clock,
+                settings.meta_app_secret,
+                notify=notify_bell,
+                templates=templates,
+            ),
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
             bell=bell,
             health=Health(store, clock, head=HEAD, known=KNOWN),
             notifications=SqlNotifications(store.engine, store.secrets),
             notify_bell=notify_bell,
+            templates=templates,
+            template_source=template_source,
         )
 
     def dispatcher_for(self) -> Dispatcher:
@@ -235,6 +276,15 @@ class Services:
             )
             if self.sandbox.sender is not None:
                 self.sandbox.sender.deliver = self._ingest_sandbox_webhook
+            if isinstance(self.template_source, _TemplateSourceSlot):
+                self.template_source.inner = EmbeddedSandboxTemplates(
+                    self.template_source.inner,
+                    f"{base}{SANDBOX_PREFIX}",
+                    self.sandbox,
+                    self._sandbox_served,
+                )
+        if self.settings.template_checks:
+            self._template_polling = asyncio.create_task(self.templates.run(self._stop))
         if worker:
             self.dispatcher = self.dispatcher_for()
             self._worker = asyncio.create_task(self.run_worker(self._stop))
@@ -283,12 +333,41 @@ class Services:
         self._stop.set()
         if self._worker is not None:
             await self._worker
+        if self._template_polling is not None:
+            await self._template_polling
         if self.listener is not None:
             await self.listener.close()
         if self.sandbox is not None:
             await self.sandbox.aclose()
         await self.queue.close()
         await self.upstream.close()
+        await self.template_source.close()
         await self.store.close()
         if self._role is not None:
             process_stopped(self._role)
+
+
+class _TemplateSourceSlot:
+    """The template source the book was built with, which `start` may put the embedded
+    sandbox in front of (the book keeps this one object)."""
+
+    def __init__(self, inner: TemplateSource) -> None:
+        self.inner = inner
+
+    async def list_templates(
+        self, base_url: str, version: str, waba_id: str, token: str
+    ) -> list[dict[str, Any]]:
+        return await self.inner.list_templates(base_url, version, waba_id, token)
+
+    async def create_template(
+        self, base_url: str, version: str, waba_id: str, token: str, body: bytes
+    ) -> UpstreamAnswer:
+        return await self.inner.create_template(base_url, version, waba_id, token, body)
+
+    async def delete_template(
+        self, base_url: str, version: str, waba_id: str, token: str, query: Mapping[str, str]
+    ) -> UpstreamAnswer:
+        return await self.inner.delete_template(base_url, version, waba_id, token, query)
+
+    async def close(self) -> None:
+        await self.inner.close()

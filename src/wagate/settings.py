@@ -94,6 +94,15 @@ class Settings:
     # the networks listed (comma-separated CIDRs, `10.20.0.0/16,fd00::/8`).
     webhooks_allow_private: bool = False
     webhooks_allow_cidrs: str = ""
+    # Sends are checked against their WABA's templates before they are stored (Meta's
+    # 132001, 132000, 132015... at once); 0 leaves every template check to the upstream.
+    template_checks: bool = True
+    # A WABA's templates are listed from the upstream again this long after the last
+    # listing (Meta's template webhooks keep them current in between).
+    template_refresh_seconds: float = 300.0
+    # After a send names a template the gateway does not hold (or holds not approved yet),
+    # its WABA is listed again, but at most once per this many seconds.
+    template_miss_seconds: float = 30.0
     # The embedded sandbox: "1" always served, "0" never (sandbox numbers refused),
     # unset: served while at least one sandbox number exists.
     sandbox: str = ""

@@ -9,6 +9,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -77,6 +78,16 @@ def _stored_recipient(message: StoredMessage) -> Recipient:
     return Recipient(message.recipient_input, message.recipient, message.recipient_kind)
 
 
+class SendChecks(Protocol):
+    """What a new send must pass before it is stored (templates, opt-outs, limits)."""
+
+    async def check(
+        self, number: PhoneNumber, request: MarketingMessageRequest, recipient: Recipient
+    ) -> None:
+        """Raise the GraphError the send gets; return if it may be stored."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """What the endpoint answers: the 200 body, and whether it replays an earlier send."""
@@ -97,9 +108,12 @@ class Acceptor:
         ttl_seconds: int = DEFAULT_TTL_S,
         idempotency_window_seconds: int = 24 * 3600,
         work: WorkSignal | None = None,
+        checks: SendChecks | None = None,
     ) -> None:
-        """`work` is told of each committed message (this process's worker wakes at once)."""
+        """`work` is told of each committed message (this process's worker wakes at once);
+        `checks` refuse a new send before it is stored (a replay is answered as before)."""
         self._store = store
+        self._checks = checks
         self._clock = clock
         self._work = work
         self._ttl_ms = ttl_seconds * 1000
@@ -196,6 +210,8 @@ class Acceptor:
         key: str | None = None,
         request_hash: str | None = None,
     ) -> Accepted:
+        if self._checks is not None:
+            await self._checks.check(number, request, recipient)
         now_ms = self._now_ms()
         message_id = new_message_id(now_ms)
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
+from typing import Protocol
 
 import msgspec
 
@@ -21,6 +23,7 @@ from wagate.domain.statuses import (
     StatusRow,
     status_row,
 )
+from wagate.domain.template_events import TEMPLATE_FIELDS, TemplateUpdate, status_after
 from wagate.domain.webhooks import (
     WebhookPayload,
     decode_payload,
@@ -28,6 +31,15 @@ from wagate.domain.webhooks import (
     timestamp_ms,
 )
 from wagate.ports import Clock, NotifySignal, StatusStore
+
+
+class TemplateChanges(Protocol):
+    """Where Meta's template webhooks go (the send checks' templates)."""
+
+    async def apply(self, updates: Sequence[TemplateUpdate], *, sandbox_only: bool) -> int:
+        """Store and apply the updates; how many templates changed."""
+        ...
+
 
 log = logging.getLogger("wagate.ingest")
 _encoder = msgspec.json.Encoder()
@@ -45,6 +57,7 @@ class Ingestor:
         sandbox_secret: str = "",
         *,
         notify: NotifySignal | None = None,
+        templates: TemplateChanges | None = None,
     ) -> None:
         """Webhooks signed with Meta's `app_secret`, or with the embedded sandbox's secret;
         `notify` is rung when what was stored may have written customer webhooks."""
@@ -53,6 +66,7 @@ class Ingestor:
         self.app_secret = app_secret
         self.sandbox_secret = sandbox_secret
         self.notify = notify
+        self.templates = templates
 
     def verify(
         self, mode: str | None, token: str | None, challenge: str | None, expected: str
@@ -93,6 +107,9 @@ class Ingestor:
         )
         if self.notify is not None and result.notified:
             self.notify.ring()
+        updates = template_updates(payload, now_ms)
+        if updates and self.templates is not None:
+            await self.templates.apply(updates, sandbox_only=sandbox_only)
         log.debug(
             "webhook: %d new statuses, %d duplicates, %d messages moved, %d rows refused",
             result.stored,
@@ -156,6 +173,30 @@ def rows_of(
                     )
                 )
     return statuses, preferences, events
+
+
+def template_updates(payload: WebhookPayload, now_ms: int) -> list[TemplateUpdate]:
+    """The template changes of a payload, in its order (a change without a template id is
+    skipped)."""
+    updates: list[TemplateUpdate] = []
+    for entry in payload.entry:
+        for change in entry.changes:
+            value = change.value
+            if change.field not in TEMPLATE_FIELDS or value.message_template_id is None:
+                continue
+            updates.append(
+                TemplateUpdate(
+                    waba_id=entry.id,
+                    template_id=str(value.message_template_id),
+                    name=value.message_template_name,
+                    language=value.message_template_language,
+                    status=status_after(value.event) if value.event else None,
+                    category=value.new_category.upper() if value.new_category else None,
+                    quality=value.new_quality_score,
+                    at_ms=now_ms,
+                )
+            )
+    return updates
 
 
 def dedupe_key(kind: str, click_id: object, payload: str) -> str:

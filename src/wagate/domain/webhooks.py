@@ -76,6 +76,15 @@ class ChangeValue(msgspec.Struct):
     user_preferences: list[UserPreference] = []
     user_actions: list[UserAction] = []
     contacts: list[Contact] = []
+    # The template fields (`message_template_status_update`, `template_category_update`,
+    # `message_template_quality_update`).
+    event: str | None = None
+    message_template_id: int | str | None = None
+    message_template_name: str | None = None
+    message_template_language: str | None = None
+    reason: str | None = None
+    new_category: str | None = None
+    new_quality_score: str | None = None
 
 
 class Change(msgspec.Struct):

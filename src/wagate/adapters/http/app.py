@@ -33,6 +33,7 @@ from wagate.adapters.http.reads import (
 )
 from wagate.adapters.http.send import match_send_path, serve_send
 from wagate.adapters.http.send_openapi import document_send
+from wagate.adapters.http.templates import TEMPLATE_ROUTES
 from wagate.adapters.http.webhooks import WEBHOOK_ROUTES, document_webhooks
 from wagate.adapters.logs import configure_logging
 from wagate.domain.errors import (
@@ -352,6 +353,7 @@ def create_litestar(services: Services) -> Litestar:
             receive_meta_webhook,
             *NUMBER_ROUTES,
             *WEBHOOK_ROUTES,
+            *TEMPLATE_ROUTES,
             docs_assets(),
         ],
         exception_handlers={Exception: _graph_error_response},

@@ -383,3 +383,31 @@ webhook_attempts = Table(
     Index("ix_webhook_attempts_endpoint_id_seq", "endpoint_id", "seq"),
     Index("ix_webhook_attempts_at", "at"),
 )
+
+# Each WABA's message templates as the upstream last listed them, kept current by Meta's
+# template webhooks: what the send checks read (from each process's memory, see
+# core/templates.py). A template the upstream no longer lists stays as status DELETED,
+# so the other processes, which read the rows changed since their last look, learn of it.
+templates = Table(
+    "templates",
+    metadata,
+    Column("waba_id", String(64), primary_key=True),
+    Column("name", String(512), primary_key=True),
+    Column("language", String(32), primary_key=True),
+    Column("template_id", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("parameter_format", String(16), nullable=False),
+    Column("components", Text, nullable=False),
+    Column("quality", String(16), nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_templates_updated_at", "updated_at"),
+)
+
+# When each WABA's templates were last listed from the upstream (all pages).
+template_syncs = Table(
+    "template_syncs",
+    metadata,
+    Column("waba_id", String(64), primary_key=True),
+    Column("synced_at", BigInteger, nullable=False),
+)

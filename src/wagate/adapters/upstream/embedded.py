@@ -22,12 +22,19 @@ every ten minutes) stay on HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
+import msgspec
+
+from wagate.adapters.http.graph import error_body
 from wagate.adapters.sandbox.app import SandboxApp
+from wagate.adapters.sandbox.templates import parse_create
 from wagate.adapters.upstream.graph import read_answer
+from wagate.adapters.upstream.templates import Answer
 from wagate.domain.delivery import UpstreamResult
-from wagate.ports import Upstream
+from wagate.domain.errors import MISSING_PARAMETER, GraphError
+from wagate.ports import TemplateSource, TemplatesUnavailable, Upstream, UpstreamAnswer
 
 
 class EmbeddedSandboxUpstream:
@@ -75,3 +82,74 @@ class EmbeddedSandboxUpstream:
     async def close(self) -> None:
         """Close `inner`'s connections."""
         await self.inner.close()
+
+
+class EmbeddedSandboxTemplates:
+    """`inner` for every upstream but the embedded `sandbox`, whose templates are read and
+    changed in process (a listing over HTTP to this very process would need its public URL
+    to be right, and would queue behind the sends it is checked for)."""
+
+    def __init__(
+        self,
+        inner: TemplateSource,
+        base_url: str,
+        sandbox: SandboxApp,
+        served: Callable[[], Awaitable[bool]],
+    ) -> None:
+        """Answer in process when a call's base URL is `base_url` and `served()`."""
+        self.inner = inner
+        self.base_url = base_url.rstrip("/")
+        self.sandbox = sandbox
+        self._served = served
+
+    async def _here(self, base_url: str) -> bool:
+        return base_url.rstrip("/") == self.base_url and await self._served()
+
+    async def list_templates(
+        self, base_url: str, version: str, waba_id: str, token: str
+    ) -> list[dict[str, Any]]:
+        """Every template of the WABA."""
+        if not await self._here(base_url):
+            return await self.inner.list_templates(base_url, version, waba_id, token)
+        state = self.sandbox.state
+        try:
+            return [t.to_json() for t in state.templates.list(waba_id, state.clock.now())]
+        except GraphError as error:
+            raise TemplatesUnavailable(error.message) from None
+
+    async def create_template(
+        self, base_url: str, version: str, waba_id: str, token: str, body: bytes
+    ) -> UpstreamAnswer:
+        """Create a template in the sandbox (PENDING, approved after its delay)."""
+        if not await self._here(base_url):
+            return await self.inner.create_template(base_url, version, waba_id, token, body)
+        state = self.sandbox.state
+        try:
+            created = state.templates.create(waba_id, parse_create(body), state.clock.now())
+        except GraphError as error:
+            return _refused(error)
+        answer = {"id": created.id, "status": created.status, "category": created.category}
+        return Answer(200, msgspec.json.encode(answer))
+
+    async def delete_template(
+        self, base_url: str, version: str, waba_id: str, token: str, query: Mapping[str, str]
+    ) -> UpstreamAnswer:
+        """Delete a template of the sandbox by name (and id)."""
+        if not await self._here(base_url):
+            return await self.inner.delete_template(base_url, version, waba_id, token, query)
+        name = query.get("name")
+        if not name:
+            return _refused(GraphError(MISSING_PARAMETER, "Parameter name is required"))
+        try:
+            self.sandbox.state.templates.delete(waba_id, name, query.get("hsm_id"))
+        except GraphError as error:
+            return _refused(error)
+        return Answer(200, b'{"success":true}')
+
+    async def close(self) -> None:
+        """Close `inner`'s connections."""
+        await self.inner.close()
+
+
+def _refused(error: GraphError) -> Answer:
+    return Answer(error.http_status, error_body(error, "sandbox"))

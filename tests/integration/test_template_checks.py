@@ -1,0 +1,308 @@
+"""Sends checked against their template at accept, over real HTTP, against the embedded
+sandbox's seeded templates: Meta's code at once, nothing stored (issue 10)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import BACKENDS
+from tests.support import (
+    GatewayProcess,
+    Tenant,
+    database_url_for,
+    dispose_database,
+    make_tenant,
+    wait_until,
+)
+
+APP_SECRET = "template-checks-app-secret"
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def checked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """A gateway that takes Meta-signed webhooks, approves created templates after 1 s and
+    lists a WABA again on a miss after 1 s."""
+    tmp = tmp_path_factory.mktemp(f"templates-{request.param}")
+    url = database_url_for(request.param, tmp)
+    process = GatewayProcess(
+        url,
+        tmp / "gateway.log",
+        WAGATE_META_APP_SECRET=APP_SECRET,
+        WAGATE_SANDBOX_APPROVAL_DELAY="1",
+        WAGATE_TEMPLATE_MISS_SECONDS="1",
+    ).start()
+    yield process
+    process.stop()
+    dispose_database(url)
+
+
+@pytest.fixture
+def tenant(checked: GatewayProcess) -> Tenant:
+    """A project with a sandbox number (and its own WABA) on the module's gateway."""
+    return make_tenant(checked.database_url)
+
+
+def headers(tenant: Tenant) -> dict[str, str]:
+    return {"X-API-Key": tenant.api_key, "Content-Type": "application/json"}
+
+
+def waba_of(gateway: GatewayProcess, tenant: Tenant) -> str:
+    answer = httpx.get(
+        f"{gateway.base_url}/platform/v1/whatsapp/phone_numbers/{tenant.phone_number_id}",
+        headers=headers(tenant),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["data"]["waba_id"])
+
+
+def send(
+    gateway: GatewayProcess, tenant: Tenant, name: str, components: list[Any] | None = None
+) -> httpx.Response:
+    template: dict[str, Any] = {"name": name, "language": {"code": "en_US"}}
+    if components is not None:
+        template["components"] = components
+    payload = {
+        "messaging_product": "whatsapp",
+        "to": "+447700900123",
+        "type": "template",
+        "template": template,
+    }
+    return httpx.post(
+        f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/marketing_messages",
+        json=payload,
+        headers=headers(tenant),
+        timeout=15,
+    )
+
+
+def refused(response: httpx.Response, code: int, status: int) -> str:
+    """Assert Meta's envelope with this code and HTTP status; the details."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"].startswith(f"(#{code}) ")
+    return str(error["error_data"]["details"])
+
+
+def stored(gateway: GatewayProcess, tenant: Tenant) -> int:
+    answer = httpx.get(
+        f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages",
+        headers=headers(tenant),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return len(answer.json()["data"])
+
+
+def body(value: dict[str, Any], waba: str, field: str) -> dict[str, Any]:
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {"id": waba, "time": int(time.time()), "changes": [{"field": field, "value": value}]}
+        ],
+    }
+
+
+def meta_webhook(gateway: GatewayProcess, payload: dict[str, Any]) -> None:
+    raw = json.dumps(payload).encode()
+    digest = hmac.new(APP_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    answer = httpx.post(
+        f"{gateway.base_url}/webhooks/meta",
+        content=raw,
+        headers={"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def template_id(gateway: GatewayProcess, tenant: Tenant, waba: str, name: str) -> str:
+    answer = httpx.get(
+        f"{gateway.base_url}/meta/whatsapp/v24.0/{waba}/message_templates",
+        params={"name": name},
+        headers=headers(tenant),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    [found] = answer.json()["data"]
+    return str(found["id"])
+
+
+# ---- refusals at accept ---------------------------------------------------------------
+
+
+def test_an_unknown_template_is_refused_at_once_with_404_132001_and_nothing_is_stored(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    details = refused(send(checked, tenant, "no_such_template"), 132001, 404)
+    assert "no_such_template" in details
+    assert stored(checked, tenant) == 0
+    # The seeded template of the same WABA goes through: the check is not a blanket refusal.
+    assert send(checked, tenant, "promo_template").status_code == 200
+    assert stored(checked, tenant) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "status"),
+    [
+        ("paused_promo", 132015, 400),
+        ("draft_promo", 132001, 404),
+        ("order_update", 134100, 400),
+    ],
+)
+def test_a_template_that_may_not_be_sent_gets_metas_code(
+    checked: GatewayProcess, tenant: Tenant, name: str, code: int, status: int
+) -> None:
+    components = None
+    if name == "order_update":
+        components = [{"type": "body", "parameters": [{"type": "text", "text": "#1"}]}]
+    details = refused(send(checked, tenant, name, components), code, status)
+    assert name in details
+    assert stored(checked, tenant) == 0
+
+
+def test_a_wrong_parameter_count_is_refused_with_132000_saying_what_is_wrong(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    components = [
+        {"type": "header", "parameters": [{"type": "text", "text": "Summer"}]},
+        {
+            "type": "body",
+            "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": "25%"}],
+        },
+    ]
+    details = refused(send(checked, tenant, "seasonal_promo", components), 132000, 400)
+    assert "body" in details
+    assert "3" in details
+    assert "2" in details
+
+
+# ---- the template endpoints and keeping current ---------------------------------------
+
+
+def test_the_template_list_shows_the_wabas_templates_with_filters_and_scoping(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    waba = waba_of(checked, tenant)
+    url = f"{checked.base_url}/meta/whatsapp/v24.0/{waba}/message_templates"
+    answer = httpx.get(url, headers=headers(tenant), timeout=10)
+    assert answer.status_code == 200, answer.text
+    names = {t["name"] for t in answer.json()["data"]}
+    assert {"promo_template", "seasonal_promo", "paused_promo"} <= names
+    paused = httpx.get(url, params={"status": "paused"}, headers=headers(tenant), timeout=10)
+    assert [t["name"] for t in paused.json()["data"]] == ["paused_promo"]
+    first = httpx.get(url, params={"limit": "2"}, headers=headers(tenant), timeout=10).json()
+    assert len(first["data"]) == 2
+    rest = httpx.get(
+        url,
+        params={"limit": "100", "after": first["paging"]["cursors"]["after"]},
+        headers=headers(tenant),
+        timeout=10,
+    ).json()
+    assert {t["name"] for t in first["data"]} | {t["name"] for t in rest["data"]} == names
+    other = make_tenant(checked.database_url)
+    refused(httpx.get(url, headers=headers(other), timeout=10), 100, 400)
+
+
+def test_a_template_created_through_the_gateway_sends_once_the_sandbox_approves_it(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    waba = waba_of(checked, tenant)
+    creation = {
+        "name": "spring_launch",
+        "language": "en_US",
+        "category": "MARKETING",
+        "components": [{"type": "BODY", "text": "Spring is here: {{1}} off."}],
+    }
+    answer = httpx.post(
+        f"{checked.base_url}/meta/whatsapp/v24.0/{waba}/message_templates",
+        json=creation,
+        headers=headers(tenant),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "PENDING"
+    parameters = [{"type": "body", "parameters": [{"type": "text", "text": "20%"}]}]
+    refused(send(checked, tenant, "spring_launch", parameters), 132001, 404)
+    wait_until(
+        lambda: send(checked, tenant, "spring_launch", parameters).status_code == 200,
+        timeout=15,
+    )
+    deleted = httpx.delete(
+        f"{checked.base_url}/meta/whatsapp/v24.0/{waba}/message_templates",
+        params={"name": "spring_launch"},
+        headers=headers(tenant),
+        timeout=10,
+    )
+    assert deleted.status_code == 200, deleted.text
+    refused(send(checked, tenant, "spring_launch", parameters), 132001, 404)
+
+
+def test_a_template_paused_by_metas_webhook_is_refused_at_the_next_send(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    waba = waba_of(checked, tenant)
+    assert send(checked, tenant, "promo_template").status_code == 200
+    promo = template_id(checked, tenant, waba, "promo_template")
+    value = {
+        "event": "PAUSED",
+        "message_template_id": int(promo),
+        "message_template_name": "promo_template",
+        "message_template_language": "en_US",
+        "reason": None,
+        "other_info": {"title": "FIRST_PAUSE", "description": "Low quality"},
+    }
+    meta_webhook(checked, body(value, waba, "message_template_status_update"))
+    refused(send(checked, tenant, "promo_template"), 132015, 400)
+    meta_webhook(
+        checked,
+        body(
+            {**value, "event": "APPROVED", "other_info": {"title": "UNPAUSE"}},
+            waba,
+            "message_template_status_update",
+        ),
+    )
+    assert send(checked, tenant, "promo_template").status_code == 200
+    category = {
+        "message_template_id": int(promo),
+        "message_template_name": "promo_template",
+        "message_template_language": "en_US",
+        "previous_category": "MARKETING",
+        "new_category": "UTILITY",
+    }
+    meta_webhook(checked, body(category, waba, "template_category_update"))
+    refused(send(checked, tenant, "promo_template"), 134100, 400)
+
+
+def test_a_pause_ingested_by_one_process_is_refused_by_another(
+    checked: GatewayProcess, tenant: Tenant, tmp_path: Path
+) -> None:
+    """Two API processes on one database: the webhook reaches one, the send the other."""
+    waba = waba_of(checked, tenant)
+    other = GatewayProcess(checked.database_url, tmp_path / "other.log", WAGATE_WORKER="0").start()
+    try:
+        assert send(other, tenant, "promo_template").status_code == 200
+        promo = template_id(checked, tenant, waba, "promo_template")
+        value = {
+            "event": "DISABLED",
+            "message_template_id": int(promo),
+            "message_template_name": "promo_template",
+            "message_template_language": "en_US",
+            "reason": "Quality",
+        }
+        meta_webhook(checked, body(value, waba, "message_template_status_update"))
+        wait_until(lambda: send(other, tenant, "promo_template").status_code == 400, timeout=10)
+        refused(send(other, tenant, "promo_template"), 132016, 400)
+    finally:
+        other.stop()
