@@ -170,6 +170,13 @@ class Admin(Protocol):
         """Set (None: clear) a project's requests per minute; False if there is no such project."""
         ...
 
+    async def set_project_policies(
+        self, project_id: str, marketing_limit: str, frequency_cap: int | None
+    ) -> bool:
+        """Set a project's 131049 policy ("hold" or "refuse") and frequency cap (None: no
+        cap); False if there is no such project."""
+        ...
+
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
         """Add an API key by its hash."""
         ...
@@ -495,6 +502,21 @@ class TemplateSource(Protocol):
         ...
 
 
+class RecipientStates(Protocol):
+    """Opt-outs and Meta's per-user limits as stored, for the send checks."""
+
+    async def recipient_changes(
+        self, since_ms: int
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, int]]]:
+        """Opt-out rows (waba_id, recipient, "stop" | "resume") and limit rows (waba_id,
+        recipient, until_ms) written at or after `since_ms` (0: every stop and live limit)."""
+        ...
+
+    async def recipient_state(self, waba_id: str, recipient: str) -> tuple[bool, int | None]:
+        """Whether the recipient stopped marketing messages, and until when Meta limits them."""
+        ...
+
+
 class TemplatesUnavailable(Exception):
     """The upstream did not list a WABA's templates (down, refused, or answered nonsense)."""
 
@@ -541,6 +563,7 @@ __all__ = [
     "Outbox",
     "PostResult",
     "Queue",
+    "RecipientStates",
     "Retention",
     "SchemaProbe",
     "StatusStore",

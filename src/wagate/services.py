@@ -20,6 +20,7 @@ from wagate.adapters.store.listen import WorkListener, work_listener
 from wagate.adapters.store.migrate import HEAD, KNOWN
 from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.queue import SqlQueue
+from wagate.adapters.store.recipients import SqlRecipientStates
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
 from wagate.adapters.store.templates import SqlTemplates
@@ -34,6 +35,7 @@ from wagate.core.health import Health
 from wagate.core.ingest import Ingestor
 from wagate.core.notify import Notifier, NotifyBell, NotifySettings
 from wagate.core.reads import Reader
+from wagate.core.recipients import RecipientBook
 from wagate.core.retention import Pruner
 from wagate.core.templates import TemplateBook, TemplateSettings
 from wagate.domain import notify_formats
@@ -99,6 +101,8 @@ class Services:
     # Each WABA's templates, in memory for the send checks (see core/templates.py).
     templates: TemplateBook
     template_source: TemplateSource
+    # Opt-outs and Meta's per-user limits, in memory for the send checks.
+    recipients: RecipientBook
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
     notifier: Notifier | None = None
@@ -109,6 +113,7 @@ class Services:
     _worker: asyncio.Task[None] | None = None
     _pruning: asyncio.Task[None] | None = None
     _template_polling: asyncio.Task[None] | None = None
+    _recipient_polling: asyncio.Task[None] | None = None
     # (monotonic time of the check, whether a sandbox number existed then)
     _sandbox_wanted: tuple[float, bool] = (float("-inf"), False)
     _sandbox_check: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -146,6 +151,7 @@ class Services:
                 miss_s=settings.template_miss_seconds,
             ),
         )
+        recipients = RecipientBook(SqlRecipientStates(store.engine), clock)
         return cls(
             settings=settings,
             store=store,
@@ -157,7 +163,7 @@ class Services:
                 ttl_seconds=settings.message_ttl_seconds,
                 idempotency_window_seconds=settings.idempotency_window_seconds,
                 work=bell,
-                checks=SendChecks(templates if settings.template_checks else None),
+                checks=SendChecks(templates if settings.template_checks else None, recipients),
             ),
             reader=Reader(store, statuses),
             queue=queue,
@@ -168,6 +174,8 @@ class Services:
                 settings.meta_app_secret,
                 notify=notify_bell,
                 templates=templates,
+                recipients=recipients,
+                holds=queue,
             ),
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
             bell=bell,
@@ -176,6 +184,7 @@ class Services:
             notify_bell=notify_bell,
             templates=templates,
             template_source=template_source,
+            recipients=recipients,
         )
 
     def dispatcher_for(self) -> Dispatcher:
@@ -285,6 +294,7 @@ class Services:
                 )
         if self.settings.template_checks:
             self._template_polling = asyncio.create_task(self.templates.run(self._stop))
+        self._recipient_polling = asyncio.create_task(self.recipients.run(self._stop))
         if worker:
             self.dispatcher = self.dispatcher_for()
             self._worker = asyncio.create_task(self.run_worker(self._stop))
@@ -335,6 +345,8 @@ class Services:
             await self._worker
         if self._template_polling is not None:
             await self._template_polling
+        if self._recipient_polling is not None:
+            await self._recipient_polling
         if self.listener is not None:
             await self.listener.close()
         if self.sandbox is not None:

@@ -20,7 +20,7 @@ from rich.table import Column, Table
 
 from wagate.adapters.logs import configure_logging
 from wagate.core import admin, webhook_admin
-from wagate.domain.model import PhoneNumber
+from wagate.domain.model import PhoneNumber, Project
 from wagate.domain.notifications import DeliveryView
 from wagate.ports import SystemClock
 from wagate.settings import Settings
@@ -544,23 +544,89 @@ def projects_update(
     no_rate_limit: Annotated[
         bool, typer.Option("--no-rate-limit", help="Remove the project's rate limit.")
     ] = False,
+    on_131049: Annotated[
+        str | None,
+        typer.Option(
+            "--on-131049",
+            help="After Meta's 131049 for a recipient: `hold` its sends for 24 h (default) "
+            "or `refuse` them at once with 131049.",
+            metavar="hold|refuse",
+        ),
+    ] = None,
+    frequency_cap: Annotated[
+        int | None,
+        typer.Option(
+            "--frequency-cap",
+            help="At most N marketing messages per recipient per rolling 24 h "
+            "(over it: error 1000003).",
+            min=1,
+        ),
+    ] = None,
+    no_frequency_cap: Annotated[
+        bool, typer.Option("--no-frequency-cap", help="Remove the project's frequency cap.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Change a project's rate limit; running gateways apply it within the auth cache time.
+    """Change a project's rate limit, 131049 policy or frequency cap; running gateways apply
+    it within the auth cache time.
 
-    Example: wagate projects update prj_123 --rate-limit 1200
+    Example: wagate projects update prj_123 --rate-limit 1200 --on-131049 refuse --frequency-cap 2
     """
-    if (rate_limit is None) == (not no_rate_limit):
-        errors.print("[red]error:[/red] give one of --rate-limit N or --no-rate-limit")
+    if rate_limit is not None and no_rate_limit:
+        errors.print("[red]error:[/red] give --rate-limit N or --no-rate-limit, not both")
         raise typer.Exit(2)
-    limit = None if no_rate_limit else (rate_limit or None)
-    project = _run(lambda store: admin.set_rate_limit(store, project_id, limit))
-    if as_json:
-        _print_json({"id": project.id, "name": project.name, "rate_limit": project.rate_limit})
-    else:
-        console.print(
-            f"project {project.id} ({project.name}), {_rate_limit_text(project.rate_limit)}"
+    if frequency_cap is not None and no_frequency_cap:
+        errors.print("[red]error:[/red] give --frequency-cap N or --no-frequency-cap, not both")
+        raise typer.Exit(2)
+    changes_policies = on_131049 is not None or frequency_cap is not None or no_frequency_cap
+    if rate_limit is None and not no_rate_limit and not changes_policies:
+        errors.print(
+            "[red]error:[/red] give --rate-limit N, --no-rate-limit, --on-131049,"
+            " --frequency-cap N or --no-frequency-cap"
         )
+        raise typer.Exit(2)
+
+    async def update(store: SqlStore) -> Project:
+        project = None
+        if rate_limit is not None or no_rate_limit:
+            limit = None if no_rate_limit else (rate_limit or None)
+            project = await admin.set_rate_limit(store, project_id, limit)
+        if changes_policies:
+            project = await admin.set_policies(
+                store,
+                project_id,
+                marketing_limit=on_131049,
+                frequency_cap=frequency_cap,
+                no_frequency_cap=no_frequency_cap,
+            )
+        assert project is not None
+        return project
+
+    project = _run(update)
+    if as_json:
+        _print_json(_project_json(project))
+    else:
+        console.print(_project_line(project))
+
+
+def _project_json(project: Project) -> dict[str, object]:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "created_at": project.created_at,
+        "rate_limit": project.rate_limit,
+        "on_131049": project.marketing_limit,
+        "frequency_cap": project.frequency_cap,
+    }
+
+
+def _project_line(project: Project) -> str:
+    cap = project.frequency_cap
+    return (
+        f"project {project.id} ({project.name}), {_rate_limit_text(project.rate_limit)},"
+        f" on 131049: {project.marketing_limit},"
+        f" frequency cap: {'none' if cap is None else f'{cap} per recipient per 24 h'}"
+    )
 
 
 @projects_app.command("list")
@@ -571,16 +637,18 @@ def projects_list(as_json: JsonFlag = False) -> None:
     """
     found = _run(lambda store: store.list_projects())
     if as_json:
-        _print_json(
-            [
-                {"id": p.id, "name": p.name, "created_at": p.created_at, "rate_limit": p.rate_limit}
-                for p in found
-            ]
-        )
+        _print_json([_project_json(p) for p in found])
         return
-    table = Table("id", "name", "rate limit")
+    table = Table("id", "name", "rate limit", "on 131049", "frequency cap")
     for project in found:
-        table.add_row(project.id, project.name, _rate_limit_text(project.rate_limit))
+        cap = project.frequency_cap
+        table.add_row(
+            project.id,
+            project.name,
+            _rate_limit_text(project.rate_limit),
+            project.marketing_limit,
+            "none" if cap is None else f"{cap}/24 h",
+        )
     console.print(table)
 
 

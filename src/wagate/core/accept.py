@@ -16,7 +16,7 @@ import msgspec
 from wagate.core.access import phone_number_not_found
 from wagate.domain.delivery import DEFAULT_TTL_S
 from wagate.domain.errors import INVALID_PARAMETER, TEMPORARILY_UNAVAILABLE, GraphError
-from wagate.domain.model import NewMessage, PhoneNumber, StoredMessage
+from wagate.domain.model import KeyOwner, NewMessage, PhoneNumber, StoredMessage
 from wagate.domain.recipients import Recipient, resolve_recipient
 from wagate.domain.requests import (
     Contact,
@@ -82,7 +82,11 @@ class SendChecks(Protocol):
     """What a new send must pass before it is stored (templates, opt-outs, limits)."""
 
     async def check(
-        self, number: PhoneNumber, request: MarketingMessageRequest, recipient: Recipient
+        self,
+        number: PhoneNumber,
+        request: MarketingMessageRequest,
+        recipient: Recipient,
+        owner: KeyOwner | None,
     ) -> None:
         """Raise the GraphError the send gets; return if it may be stored."""
         ...
@@ -125,13 +129,15 @@ class Acceptor:
         number: PhoneNumber,
         body: bytes,
         idempotency_key: str | None = None,
+        owner: KeyOwner | None = None,
     ) -> Accepted:
-        """Validate and durably store one send request for `number`."""
+        """Validate and durably store one send request for `number` (sent with a key of
+        `owner`, whose policies the checks apply)."""
         request = decode_request(body)
         recipient = resolve_recipient(request.to, request.recipient)
         canonical = _encoder.encode(request)
         if idempotency_key is None:
-            return await self._commit(number, request, canonical, recipient)
+            return await self._commit(number, request, canonical, recipient, owner=owner)
         if not _IDEMPOTENCY_KEY.match(idempotency_key):
             raise GraphError(
                 INVALID_PARAMETER,
@@ -150,7 +156,7 @@ class Acceptor:
         self._in_flight[slot] = future
         try:
             accepted = await self._accept_keyed(
-                number, request, canonical, recipient, idempotency_key, request_hash
+                number, request, canonical, recipient, idempotency_key, request_hash, owner
             )
             future.set_result(accepted)
             return accepted
@@ -169,6 +175,7 @@ class Acceptor:
         recipient: Recipient,
         key: str,
         request_hash: str,
+        owner: KeyOwner | None,
     ) -> Accepted:
         existing = await self._store.find_by_idempotency_key(number.project_id, key)
         if existing is not None:
@@ -176,7 +183,9 @@ class Acceptor:
                 return self._replay(existing, request_hash)
             await self._store.release_idempotency_key(existing.id)
         try:
-            return await self._commit(number, request, canonical, recipient, key, request_hash)
+            return await self._commit(
+                number, request, canonical, recipient, key, request_hash, owner=owner
+            )
         except IdempotencyConflict:
             # Another process committed the same key between our read and our write.
             return await self._replay_or_refuse(number, key, request_hash)
@@ -209,9 +218,11 @@ class Acceptor:
         recipient: Recipient,
         key: str | None = None,
         request_hash: str | None = None,
+        *,
+        owner: KeyOwner | None = None,
     ) -> Accepted:
         if self._checks is not None:
-            await self._checks.check(number, request, recipient)
+            await self._checks.check(number, request, recipient, owner)
         now_ms = self._now_ms()
         message_id = new_message_id(now_ms)
         try:

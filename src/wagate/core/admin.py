@@ -57,6 +57,30 @@ async def set_rate_limit(store: Admin, project_id: str, rate_limit: int | None) 
     return await _require_project(store, project_id)
 
 
+MARKETING_LIMIT_POLICIES = ("hold", "refuse")
+
+
+async def set_policies(
+    store: Admin,
+    project_id: str,
+    *,
+    marketing_limit: str | None = None,
+    frequency_cap: int | None = None,
+    no_frequency_cap: bool = False,
+) -> Project:
+    """Change a project's 131049 policy and/or frequency cap (what is not given stays);
+    felt within the auth cache time."""
+    project = await _require_project(store, project_id)
+    if marketing_limit is not None and marketing_limit not in MARKETING_LIMIT_POLICIES:
+        raise AdminError(f"--on-131049 is one of {', '.join(MARKETING_LIMIT_POLICIES)}")
+    if frequency_cap is not None and frequency_cap < 1:
+        raise AdminError("a frequency cap is at least 1 message per recipient per 24 h (or none)")
+    cap = None if no_frequency_cap else (frequency_cap or project.frequency_cap)
+    policy = marketing_limit or project.marketing_limit
+    await store.set_project_policies(project_id, policy, cap)
+    return await _require_project(store, project_id)
+
+
 def _check_rate_limit(rate_limit: int | None) -> None:
     if rate_limit is not None and rate_limit < 1:
         raise AdminError("a rate limit is at least 1 request per minute (or none)")

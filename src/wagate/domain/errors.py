@@ -111,12 +111,21 @@ MESSAGE_EXPIRED: Final = 1_000_001
 # A worker's lease on the message ran out too often before its outcome was recorded:
 # sending it again could repeat a send Meta already accepted, so the gateway stops.
 DELIVERY_ABANDONED: Final = 1_000_002
+# The project's frequency cap: this recipient got its N marketing messages in 24 h.
+FREQUENCY_CAP_REACHED: Final = 1_000_003
 # A network error or timeout talking to Meta: transient, and no Graph code exists for it.
 NETWORK_ERROR: Final = -1
 CATALOGUE[NETWORK_ERROR] = ErrorKind(NETWORK_ERROR, "Network error", 503, True, "WagateException")
 
 CATALOGUE[MESSAGE_EXPIRED] = ErrorKind(
     MESSAGE_EXPIRED, "Message expired before it could be sent", 400, False, "WagateException"
+)
+CATALOGUE[FREQUENCY_CAP_REACHED] = ErrorKind(
+    FREQUENCY_CAP_REACHED,
+    "Frequency cap reached for this recipient",
+    400,
+    False,
+    "WagateException",
 )
 CATALOGUE[DELIVERY_ABANDONED] = ErrorKind(
     DELIVERY_ABANDONED,

@@ -24,6 +24,10 @@ class Project:
     created_at: int
     # Requests per minute its API keys may make (HTTP 429, code 4, beyond); None: unlimited.
     rate_limit: int | None = None
+    # After Meta's 131049 for a recipient: "hold" its sends for 24 h, or "refuse" them.
+    marketing_limit: str = "hold"
+    # Marketing messages per recipient per rolling 24 h; None: no cap.
+    frequency_cap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,9 @@ class KeyOwner:
 
     project_id: str
     rate_limit: int | None = None
+    # The project's send policies (see `Project`).
+    marketing_limit: str = "hold"
+    frequency_cap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

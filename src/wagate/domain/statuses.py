@@ -22,6 +22,9 @@ from wagate.domain.model import Status
 # time, so that of a `read` and a `failed` at the same second, `read` stays.
 _RANK: dict[str, int] = {"pending": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
 FINAL: frozenset[str] = frozenset({"read", "failed"})
+# Meta asks to wait at least this long before another marketing message to a user it
+# limited (131049).
+MARKETING_LIMIT_MS = 24 * 3600 * 1000
 # A status that found no message (its wamid not yet recorded) is applied when one
 # appears; after this long it never will be: another system's wamid, or one we lost.
 UNMATCHED_GIVE_UP_MS = 3_600_000
@@ -85,6 +88,11 @@ class IngestResult:
     rejected: int = 0
     # Customer webhook deliveries written (the notifier has work only when this is > 0).
     notified: int = 0
+    # (waba_id, recipient) whose opt-out or limit this wrote: the send checks read them again.
+    recipients: tuple[tuple[str, str], ...] = ()
+    # (phone_number_id, recipient, until_ms): Meta limited the recipient (131049); the
+    # queue holds the pair's sends until then.
+    holds: tuple[tuple[str, str, int], ...] = ()
 
     def __add__(self, other: IngestResult) -> IngestResult:
         """Both results together (a batch stored row by row)."""
@@ -94,6 +102,8 @@ class IngestResult:
             self.moved + other.moved,
             self.rejected + other.rejected,
             self.notified + other.notified,
+            self.recipients + other.recipients,
+            self.holds + other.holds,
         )
 
 

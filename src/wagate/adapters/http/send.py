@@ -16,13 +16,14 @@ from typing import Any
 from wagate.adapters.http.bodies import BodyTooLarge, read_body
 from wagate.adapters.http.graph import error_body, new_trace_id, require_graph_version
 from wagate.adapters.http.headers import api_key_of
+from wagate.core.access import Grant
 from wagate.domain.errors import (
     INVALID_PARAMETER,
     SOMETHING_WENT_WRONG,
     GraphError,
     RateLimited,
 )
-from wagate.domain.model import KeyOwner, PhoneNumber
+from wagate.domain.model import KeyOwner
 from wagate.ports import StoreUnavailable
 from wagate.services import Services
 
@@ -69,9 +70,11 @@ async def answer_send(
     """
     headers = [(b"x-fb-trace-id", trace_id.encode())]
     try:
-        number = await _admit(services, request, headers)
+        grant = await _admit(services, request, headers)
         body = await read()
-        accepted = await services.acceptor.accept(number, body, request.idempotency_key)
+        accepted = await services.acceptor.accept(
+            grant.number, body, request.idempotency_key, grant.owner
+        )
     except GraphError as error:
         log.info(
             "send refused fbtrace_id=%s phone_number_id=%s code=%s http=%s: %s",
@@ -102,7 +105,7 @@ async def answer_send(
     return SendAnswer(200, accepted.body, headers)
 
 
-async def _admit(services: Services, request: SendRequest, headers: Headers) -> PhoneNumber:
+async def _admit(services: Services, request: SendRequest, headers: Headers) -> Grant:
     """Key, rate limit, version, number, content type: everything the headers can refuse."""
 
     def within_limits(owner: KeyOwner) -> None:
@@ -119,7 +122,7 @@ async def _admit(services: Services, request: SendRequest, headers: Headers) -> 
         request.api_key, request.phone_number_id, admit=within_limits
     )
     _check_content_type(request.content_type)
-    return grant.number
+    return grant
 
 
 def _not_stored(trace_id: str, trace: Headers) -> SendAnswer:

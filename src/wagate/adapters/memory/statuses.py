@@ -17,9 +17,11 @@ from wagate.adapters.memory.tables import (
     Preference,
     StatusRecord,
 )
+from wagate.domain.errors import HEALTHY_ECOSYSTEM, MARKETING_OPT_OUT
 from wagate.domain.model import Status
 from wagate.domain.sanitise import usable_timestamp, usable_wamid, without_nul
 from wagate.domain.statuses import (
+    MARKETING_LIMIT_MS,
     EventRow,
     IngestResult,
     PreferenceRow,
@@ -104,11 +106,32 @@ class MemoryStatusStore:
                 matched=s.wamid in current,
             )
         moved = db.write_moves(moves, current, received_ms)
+        recipients: list[tuple[str, str]] = []
+        holds: list[tuple[str, str, int]] = []
+        for s in new:
+            row = current.get(s.wamid)
+            number = None if row is None else db.numbers.get(row.message.phone_number_id)
+            if row is None or number is None or s.status != "failed":
+                continue
+            key = (number.number.waba_id, row.message.recipient)
+            if s.error_code == MARKETING_OPT_OUT:
+                stored = db.preferences.get(key)
+                if stored is None or stored.timestamp_ms <= s.timestamp_ms:
+                    db.preferences[key] = Preference("stop", s.timestamp_ms)
+                    db.preference_written[key] = received_ms
+                recipients.append(key)
+            elif s.error_code == HEALTHY_ECOSYSTEM:
+                until = s.timestamp_ms + MARKETING_LIMIT_MS
+                db.limits[key] = (max(until, db.limits.get(key, (0, 0))[0]), received_ms)
+                recipients.append(key)
+                holds.append((row.message.phone_number_id, row.message.recipient, until))
         for p in preferences:
             # The newest preference wins, whatever order Meta delivers them in.
             stored = db.preferences.get((p.waba_id, p.recipient))
             if stored is None or stored.timestamp_ms <= p.timestamp_ms:
                 db.preferences[(p.waba_id, p.recipient)] = Preference(p.value, p.timestamp_ms)
+                db.preference_written[(p.waba_id, p.recipient)] = received_ms
+                recipients.append((p.waba_id, p.recipient))
                 # Told once per change: Meta's retries of the same stop are not news.
                 if stored is None or stored.value != p.value:
                     db.preference_changed(p.waba_id, p.recipient, p.value, p.timestamp_ms)
@@ -121,7 +144,42 @@ class MemoryStatusStore:
                 if e.dedupe_key is not None:
                     known.add(e.dedupe_key)
         notified = len(db.deliveries) - deliveries_before
-        return IngestResult(len(new), len(statuses) - len(new), moved, notified=notified)
+        return IngestResult(
+            len(new),
+            len(statuses) - len(new),
+            moved,
+            notified=notified,
+            recipients=tuple(dict.fromkeys(recipients)),
+            holds=tuple(holds),
+        )
+
+    async def recipient_changes(
+        self, since_ms: int
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, int]]]:
+        """Opt-out and limit rows written at or after `since_ms` (0: every stop, every
+        limit)."""
+        db = self.database
+        stops = [
+            (waba_id, recipient, p.value)
+            for (waba_id, recipient), p in db.preferences.items()
+            if (
+                p.value == "stop"
+                if since_ms <= 0
+                else db.preference_written.get((waba_id, recipient), 0) >= since_ms
+            )
+        ]
+        limits = [
+            (waba_id, recipient, until)
+            for (waba_id, recipient), (until, written) in db.limits.items()
+            if since_ms <= 0 or written >= since_ms
+        ]
+        return stops, limits
+
+    async def recipient_state(self, waba_id: str, recipient: str) -> tuple[bool, int | None]:
+        """Whether the recipient stopped marketing messages, and until when Meta limits them."""
+        stored = self.database.preferences.get((waba_id, recipient))
+        limit = self.database.limits.get((waba_id, recipient))
+        return stored is not None and stored.value == "stop", None if limit is None else limit[0]
 
     def _seen(self, wamids: Sequence[str]) -> dict[str, set[Status]]:
         wanted = set(wamids)

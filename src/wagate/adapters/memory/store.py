@@ -105,7 +105,9 @@ class MemoryStore:
         for key, stored_hash in self.database.keys.values():
             if stored_hash == key_hash and key.revoked_at is None:
                 project = self.database.projects[key.project_id]
-                return KeyOwner(project.id, project.rate_limit)
+                return KeyOwner(
+                    project.id, project.rate_limit, project.marketing_limit, project.frequency_cap
+                )
         return None
 
     async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
@@ -129,6 +131,18 @@ class MemoryStore:
         if project is None:
             return False
         self.database.projects[project_id] = dataclasses.replace(project, rate_limit=rate_limit)
+        return True
+
+    async def set_project_policies(
+        self, project_id: str, marketing_limit: str, frequency_cap: int | None
+    ) -> bool:
+        """Set a project's 131049 policy and frequency cap; False if there is no such project."""
+        project = self.database.projects.get(project_id)
+        if project is None:
+            return False
+        self.database.projects[project_id] = dataclasses.replace(
+            project, marketing_limit=marketing_limit, frequency_cap=frequency_cap
+        )
         return True
 
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:

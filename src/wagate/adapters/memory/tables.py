@@ -175,6 +175,10 @@ class MemoryDatabase:
     statuses: dict[tuple[str, Status], StatusRecord] = field(default_factory=dict)
     events: list[EventRecord] = field(default_factory=list)
     preferences: dict[tuple[str, str], Preference] = field(default_factory=dict)
+    # (waba_id, recipient) -> (until_ms, updated_at): Meta limited them (131049).
+    limits: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # When each preference row was last written (the SQL `updated_at`).
+    preference_written: dict[tuple[str, str], int] = field(default_factory=dict)
     # (phone_number_id, recipient) -> its pacing (the SQL `pair_pacing` table).
     pairs: dict[tuple[str, str], PairState] = field(default_factory=dict)
     # Customer webhooks: endpoints by id, deliveries by seq, attempts oldest first.

@@ -185,7 +185,9 @@ class SqlStore:
     async def find_project_by_key_hash(self, key_hash: str) -> KeyOwner | None:
         """The project (and its rate limit) of a live (not revoked) API key, by the key's hash."""
         row = await self._first(directory.KEY_OWNER, {"b_key_hash": key_hash})
-        return None if row is None else KeyOwner(row.project_id, row.rate_limit)
+        if row is None:
+            return None
+        return KeyOwner(row.project_id, row.rate_limit, row.marketing_limit, row.frequency_cap)
 
     async def get_phone_number(self, phone_number_id: str) -> PhoneNumber | None:
         """A phone number by its id."""
@@ -206,6 +208,17 @@ class SqlStore:
         """Set (None: clear) a project's requests per minute; False if there is no such project."""
         parameters = {"b_project_id": project_id, "b_rate_limit": rate_limit}
         return bool(await self._write(directory.SET_PROJECT_RATE_LIMIT, parameters))
+
+    async def set_project_policies(
+        self, project_id: str, marketing_limit: str, frequency_cap: int | None
+    ) -> bool:
+        """Set a project's 131049 policy and frequency cap; False if there is no such project."""
+        parameters = {
+            "b_project_id": project_id,
+            "b_marketing_limit": marketing_limit,
+            "b_frequency_cap": frequency_cap,
+        }
+        return bool(await self._write(directory.SET_PROJECT_POLICIES, parameters))
 
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
         """Add an API key by its hash."""

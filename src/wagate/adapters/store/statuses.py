@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from sqlalchemy import Executable
@@ -30,13 +30,14 @@ from wagate.adapters.store.webhook_events import (
     write_event_deliveries,
     write_status_events,
 )
+from wagate.domain.errors import HEALTHY_ECOSYSTEM, MARKETING_OPT_OUT
 from wagate.domain.model import Status
 from wagate.domain.sanitise import fits, usable_timestamp, usable_wamid, without_nul
+from wagate.domain.statuses import MARKETING_LIMIT_MS, Move, decide_all, status_row, steps
 
 # Re-exported: the rows are the domain's; some callers still name them from here.
 from wagate.domain.statuses import EventRow as EventRow
 from wagate.domain.statuses import IngestResult as IngestResult
-from wagate.domain.statuses import Move, decide_all, status_row, steps
 from wagate.domain.statuses import PreferenceRow as PreferenceRow
 from wagate.domain.statuses import StatusRow as StatusRow
 from wagate.domain.statuses import TimelineEntry as TimelineEntry
@@ -154,7 +155,10 @@ class SqlStatusStore:
                 statuses, preferences, events, received_ms, sandbox_only
             )
             return [replace(result, rejected=result.rejected + batch[0].refused)]
-        return [stored.result_of(webhook.statuses, webhook.refused) for webhook in batch]
+        return [
+            stored.result_of(webhook.statuses, webhook.refused, webhook.preferences)
+            for webhook in batch
+        ]
 
     async def _store_each(
         self,
@@ -175,7 +179,7 @@ class SqlStatusStore:
             try:
                 async with begin_write(self.engine) as connection:
                     stored = await _store(connection, *rows, received_ms, sandbox_only)
-                total += stored.result_of(rows[0], 0)
+                total += stored.result_of(rows[0], 0, rows[1])
             except Exception as exc:
                 if not is_row_fault(exc):
                     raise
@@ -229,13 +233,47 @@ class _Stored:
     new: frozenset[int]
     moved: frozenset[str]
     notified: int
+    # Per status row (by identity): the opt-out or limit its 131050/131049 wrote.
+    restricted: Mapping[int, _Restriction] = field(default_factory=dict)
+    # (waba_id, recipient) of the preferences this stored.
+    preferred: tuple[tuple[str, str], ...] = ()
 
-    def result_of(self, statuses: Sequence[StatusRow], refused: int) -> IngestResult:
+    def result_of(
+        self,
+        statuses: Sequence[StatusRow],
+        refused: int,
+        preferences: Sequence[PreferenceRow] = (),
+    ) -> IngestResult:
         """The counts of one webhook's `statuses` (rows are told apart by identity)."""
         kept = [row for row in statuses if id(row) in self.kept]
         stored = sum(1 for row in kept if id(row) in self.new)
         moved = len({row.wamid for row in kept} & self.moved)
-        return IngestResult(stored, len(kept) - stored, moved, refused, self.notified)
+        restrictions = [self.restricted[id(row)] for row in kept if id(row) in self.restricted]
+        preferred = set(self.preferred)
+        recipients = [(r.waba_id, r.recipient) for r in restrictions]
+        recipients += [
+            (p.waba_id, p.recipient) for p in preferences if (p.waba_id, p.recipient) in preferred
+        ]
+        holds = [(r.phone_number_id, r.recipient, r.until_ms) for r in restrictions if r.until_ms]
+        return IngestResult(
+            stored,
+            len(kept) - stored,
+            moved,
+            refused,
+            self.notified,
+            tuple(dict.fromkeys(recipients)),
+            tuple(holds),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Restriction:
+    """What a 131050 (an opt-out) or 131049 (a limit `until_ms`) failure wrote."""
+
+    phone_number_id: str
+    waba_id: str
+    recipient: str
+    until_ms: int | None = None
 
 
 async def _store(
@@ -291,6 +329,7 @@ async def _store(
         )
     _, notified = await _write_moves(connection, moves, current, received_ms, new)
     notified += late_notified
+    restricted = await _restrict(connection, new, current, received_ms)
     if preferences:
         # Read before the upsert: whether a preference is news depends on the stored one.
         drafts = await preference_drafts(connection, preferences)
@@ -329,7 +368,53 @@ async def _store(
         new=frozenset(map(id, new)),
         moved=frozenset(moves),
         notified=notified,
+        restricted=restricted,
+        preferred=tuple((p.waba_id, p.recipient) for p in preferences),
     )
+
+
+async def _restrict(
+    connection: AsyncConnection,
+    new: Sequence[StatusRow],
+    current: Mapping[str, Found],
+    received_ms: int,
+) -> dict[int, _Restriction]:
+    """A 131050 failure opts its recipient out (as a `user_preferences` stop of that time
+    would); a 131049 failure limits them for MARKETING_LIMIT_MS. Per status row."""
+    failures = [
+        s
+        for s in new
+        if s.status == "failed"
+        and s.error_code in (MARKETING_OPT_OUT, HEALTHY_ECOSYSTEM)
+        and s.wamid in current
+    ]
+    if not failures:
+        return {}
+    seqs = sorted({current[s.wamid].seq for s in failures})
+    whose = {row.seq: row for row in await connection.execute(q.RECIPIENTS_OF, {"b_seqs": seqs})}
+    dialect = dialect_of(connection)
+    restricted: dict[int, _Restriction] = {}
+    stops: list[dict[str, Any]] = []
+    limits: list[dict[str, Any]] = []
+    for s in failures:
+        row = whose.get(current[s.wamid].seq)
+        if row is None or row.waba_id is None:
+            continue
+        key = {"waba_id": row.waba_id, "recipient": row.recipient}
+        if s.error_code == MARKETING_OPT_OUT:
+            stops.append(
+                {**key, "value": "stop", "timestamp": s.timestamp_ms, "updated_at": received_ms}
+            )
+            restricted[id(s)] = _Restriction(row.phone_number_id, row.waba_id, row.recipient)
+        else:
+            until = s.timestamp_ms + MARKETING_LIMIT_MS
+            limits.append({**key, "until": until, "updated_at": received_ms})
+            restricted[id(s)] = _Restriction(row.phone_number_id, row.waba_id, row.recipient, until)
+    if stops:
+        await connection.execute(q.upsert_preferences(dialect), stops)
+    if limits:
+        await connection.execute(q.upsert_limits(dialect), limits)
+    return restricted
 
 
 _KIND_CHARS: int = message_events.c.kind.type.length  # type: ignore[attr-defined]

@@ -46,6 +46,10 @@ projects = Table(
     Column("created_at", BigInteger, nullable=False),
     # Requests per minute the project may make (HTTP 429, code 4, beyond it); NULL: unlimited.
     Column("rate_limit", Integer, nullable=True),
+    # After Meta's 131049 for a recipient: `hold` its sends for 24 h, or `refuse` them.
+    Column("marketing_limit", String(8), nullable=False, server_default="hold"),
+    # Marketing messages per recipient per rolling 24 h; NULL: no cap.
+    Column("frequency_cap", Integer, nullable=True),
 )
 
 api_keys = Table(
@@ -235,6 +239,18 @@ suppressions = Table(
     Column("value", String(16), nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Index("ix_suppressions_updated_at", "updated_at"),
+)
+
+# Recipients Meta limited (131049): no marketing message to them before `until`.
+recipient_limits = Table(
+    "recipient_limits",
+    metadata,
+    Column("waba_id", String(64), primary_key=True),
+    Column("recipient", String(160), primary_key=True),
+    Column("until", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_recipient_limits_updated_at", "updated_at"),
 )
 
 # Other events about a message (link clicks), as Meta sent them.

@@ -19,7 +19,12 @@ from wagate.adapters.store.tables import (
 
 # The project (and its rate limit) of a live key, by the key's hash.
 KEY_OWNER = (
-    select(api_keys.c.project_id, projects.c.rate_limit)
+    select(
+        api_keys.c.project_id,
+        projects.c.rate_limit,
+        projects.c.marketing_limit,
+        projects.c.frequency_cap,
+    )
     .join(projects, projects.c.id == api_keys.c.project_id)
     .where(api_keys.c.key_hash == bindparam("b_key_hash"), api_keys.c.revoked_at.is_(None))
 )
@@ -27,9 +32,22 @@ KEY_OWNER = (
 INSERT_PROJECT = insert(projects)
 
 LIST_PROJECTS = select(
-    projects.c.id, projects.c.name, projects.c.created_at, projects.c.rate_limit
+    projects.c.id,
+    projects.c.name,
+    projects.c.created_at,
+    projects.c.rate_limit,
+    projects.c.marketing_limit,
+    projects.c.frequency_cap,
 ).order_by(projects.c.created_at, projects.c.id)
 
+SET_PROJECT_POLICIES = (
+    update(projects)
+    .where(projects.c.id == bindparam("b_project_id"))
+    .values(
+        marketing_limit=bindparam("b_marketing_limit"),
+        frequency_cap=bindparam("b_frequency_cap"),
+    )
+)
 SET_PROJECT_RATE_LIMIT = (
     update(projects)
     .where(projects.c.id == bindparam("b_project_id"))

@@ -19,6 +19,7 @@ from wagate.adapters.store.tables import (
     message_statuses,
     messages,
     phone_numbers,
+    recipient_limits,
     suppressions,
 )
 
@@ -156,6 +157,29 @@ def upsert_preferences(dialect: Dialect) -> Insert:
         where=lambda incoming: suppressions.c.timestamp <= incoming.timestamp,
     )
 
+
+@cache
+def upsert_limits(dialect: Dialect) -> Insert:
+    """A recipient Meta limited (131049): the later `until` wins."""
+    return dialect.upsert(
+        recipient_limits,
+        index_elements=["waba_id", "recipient"],
+        set_=["until", "updated_at"],
+        where=lambda incoming: recipient_limits.c.until <= incoming.until,
+    )
+
+
+# The recipient, number and WABA of messages that failed with 131050 or 131049.
+RECIPIENTS_OF = (
+    select(
+        messages.c.seq,
+        messages.c.recipient,
+        messages.c.phone_number_id,
+        phone_numbers.c.waba_id,
+    )
+    .join(phone_numbers, phone_numbers.c.phone_number_id == messages.c.phone_number_id)
+    .where(messages.c.seq.in_(bindparam("b_seqs", expanding=True)))
+)
 
 PREFERENCE = select(suppressions.c.value).where(
     suppressions.c.waba_id == bindparam("b_waba_id"),
