@@ -591,6 +591,10 @@ SEEDED = [
     "order_update",
     "paused_promo",
     "draft_promo",
+    "image_promo",
+    "carousel_promo",
+    "long_promo",
+    "named_header_offer",
 ]
 
 
