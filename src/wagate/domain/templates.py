@@ -329,7 +329,7 @@ def _shape(
             body = _placeholders(_component_text(component, where, "BODY"))
             keys.update(body.keys)
         elif kind == "BUTTONS":
-            buttons = _buttons(component.get("buttons"), where, keys)
+            buttons = _buttons(component.get("buttons"), where)
         elif kind == "CAROUSEL":
             if card:
                 raise ValueError(f"{where}: a carousel card cannot hold a carousel")
@@ -372,7 +372,7 @@ def _component_text(component: Mapping[str, Any], where: str, kind: str) -> str:
     return text
 
 
-def _buttons(raw: Any, where: str, keys: set[str]) -> tuple[Button, ...]:
+def _buttons(raw: Any, where: str) -> tuple[Button, ...]:
     if not isinstance(raw, list):
         raise ValueError(f"{where}: BUTTONS needs a list of `buttons`")
     buttons: list[Button] = []
@@ -383,9 +383,8 @@ def _buttons(raw: Any, where: str, keys: set[str]) -> tuple[Button, ...]:
         kind = kind.upper()
         dynamic = False
         if kind == "URL":
-            url_keys = _PLACEHOLDER.findall(str(button.get("url", "")))
-            keys.update(url_keys)
-            dynamic = bool(url_keys)
+            # A URL's suffix is `{{1}}` in named templates too: it takes no part in the format.
+            dynamic = _PLACEHOLDER.search(str(button.get("url", ""))) is not None
         takes = dynamic or kind in _BUTTONS_WITH_PARAMETER
         buttons.append(
             Button(
