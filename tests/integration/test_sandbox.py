@@ -1212,6 +1212,27 @@ async def test_without_a_webhook_url_templates_still_approve_when_read_and_keep_
     assert state.templates.take_events() == ()
 
 
+@pytest.mark.parametrize(
+    ("components", "problem"),
+    [
+        ([{"type": "BODY", "text": "Hi {{name}}, {{1}}"}], "mixes named ({{name}}) and positional"),
+        ([{"type": "BODY", "text": "Hi"}, {"type": "CAROUSEL", "cards": []}], "CAROUSEL needs"),
+    ],
+)
+async def test_a_template_meta_would_not_accept_is_not_created(
+    components: list[dict[str, Any]], problem: str
+) -> None:
+    state = SandboxState(SandboxConfig(), FakeClock())
+    create = {"name": "odd", "language": "en_US", "category": "MARKETING", "components": components}
+
+    with pytest.raises(GraphError) as refused:
+        state.templates.create("1", parse_create(msgspec.json.encode(create)), 0.0)
+
+    assert refused.value.code == 100
+    assert problem in refused.value.details
+    assert [t.name for t in state.templates.list("1", 0.0) if t.name == "odd"] == []
+
+
 # ---- mounted under a prefix, in process ---------------------------------------------
 
 
