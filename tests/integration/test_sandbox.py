@@ -27,7 +27,7 @@ from aiohttp import web
 
 from wagate.adapters.sandbox import SandboxConfig, SandboxState, create_sandbox_app
 from wagate.adapters.sandbox.templates import parse_create
-from wagate.adapters.sandbox.webhooks import WebhookSender
+from wagate.adapters.sandbox.webhooks import WebhookSender, signature
 from wagate.domain.errors import GraphError
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -591,6 +591,10 @@ SEEDED = [
     "order_update",
     "paused_promo",
     "draft_promo",
+    "image_promo",
+    "carousel_promo",
+    "long_promo",
+    "named_header_offer",
 ]
 
 
@@ -661,6 +665,301 @@ async def test_a_created_template_is_pending_then_approved_then_deleted(
     assert listed["data"] == []
     status, body = await sandbox.call("DELETE", f"{templates}?name=flash_sale")
     assert (status, _error_code(body)) == (400, 100)
+
+
+# ---- the template checks of issue 10 (wagate.domain.templates) ----------------------
+
+
+def _image(kind: str = "image") -> dict[str, Any]:
+    return {"type": kind, kind: {"link": f"https://cdn.example/spring.{kind}"}}
+
+
+def _card(index: int, header: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "card_index": index,
+        "components": [
+            {"type": "header", "parameters": [header or _image()]},
+            {"type": "body", "parameters": [{"type": "text", "text": "$49"}]},
+            {
+                "type": "button",
+                "sub_type": "url",
+                "index": 1,
+                "parameters": [{"type": "text", "text": "sneakers"}],
+            },
+        ],
+    }
+
+
+def _text(value: str, name: str | None = None) -> dict[str, Any]:
+    parameter: dict[str, Any] = {"type": "text", "text": value}
+    if name is not None:
+        parameter["parameter_name"] = name
+    return parameter
+
+
+IMAGE_BODY = {"type": "body", "parameters": [_text("Ana")]}
+NAMED_HEADER_BODY = {
+    "type": "body",
+    "parameters": [_text("Ana", "first_name"), _text("15%", "discount")],
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "components"),
+    [
+        ("image_promo", [{"type": "header", "parameters": [_image()]}, IMAGE_BODY]),
+        ("carousel_promo", [{"type": "carousel", "cards": [_card(0), _card(1)]}]),
+        ("long_promo", [{"type": "body", "parameters": [_text("x" * 24)]}]),
+        (
+            "named_header_offer",
+            [{"type": "header", "parameters": [_text("Acme", "brand")]}, NAMED_HEADER_BODY],
+        ),
+    ],
+)
+async def test_each_new_seed_accepts_a_send_that_fits_it(
+    sandbox: Sandbox, template: str, components: list[dict[str, Any]]
+) -> None:
+    status, body = await sandbox.send(
+        _phone_number_id(), _message(template=_template(template, components))
+    )
+
+    assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    ("template", "components", "code", "details"),
+    [
+        (
+            "seasonal_promo",
+            [SEASONAL[0], {"type": "body", "parameters": SEASONAL[1]["parameters"][:2]}],
+            132000,
+            "body expects 3 parameters, got 2",
+        ),
+        (
+            "image_promo",
+            [{"type": "header", "parameters": [_image("video")]}, IMAGE_BODY],
+            132012,
+            "header is IMAGE, got a video parameter",
+        ),
+        ("image_promo", [IMAGE_BODY], 132012, "header is IMAGE, got no image parameter"),
+        (
+            "named_header_offer",
+            [{"type": "header", "parameters": [_text("Acme")]}, NAMED_HEADER_BODY],
+            132012,
+            "header takes named parameters (parameter_name), got a positional one",
+        ),
+        (
+            "named_header_offer",
+            [{"type": "header", "parameters": [_text("x" * 56, "brand")]}, NAMED_HEADER_BODY],
+            132005,
+            "header text with its parameters is 61 characters, more than 60",
+        ),
+        (
+            "long_promo",
+            [{"type": "body", "parameters": [_text("x" * 25)]}],
+            132005,
+            "body text with its parameters is 1,025 characters, more than 1,024",
+        ),
+        (
+            "carousel_promo",
+            [{"type": "carousel", "cards": [_card(0)]}],
+            132000,
+            "carousel expects 2 cards, got 1",
+        ),
+        (
+            "carousel_promo",
+            [{"type": "carousel", "cards": [_card(0), _card(1, _image("video"))]}],
+            132012,
+            "card 1: header is IMAGE, got a video parameter",
+        ),
+        (
+            "carousel_promo",
+            [{"type": "carousel", "cards": [_card(0), _card(0)]}],
+            131009,
+            "card_index 0 is given twice",
+        ),
+        (
+            "seasonal_promo",
+            [*SEASONAL, {"type": "button", "sub_type": "quick_reply", "index": 2}],
+            131009,
+            "template has no button at index 2 (it has 2)",
+        ),
+        ("seasonal_promo", SEASONAL[:3], 131008, "button 1 (copy_code) needs a parameter"),
+    ],
+)
+async def test_the_sandbox_refuses_a_send_that_does_not_fit_with_metas_code_and_detail(
+    sandbox: Sandbox, template: str, components: list[dict[str, Any]], code: int, details: str
+) -> None:
+    pnid = _phone_number_id()
+    status, body = await sandbox.send(pnid, _message(template=_template(template, components)))
+
+    assert (status, _error_code(body)) == (400, code), body
+    assert body["error"]["error_data"]["details"] == details
+    assert (await sandbox.stats())["numbers"][pnid]["errors"] == {str(code): 1}
+
+
+async def test_the_new_seeds_are_listed_with_their_media_headers_and_carousel(
+    sandbox: Sandbox,
+) -> None:
+    _, listed = await sandbox.call("GET", f"/v24.0/{_phone_number_id()}/message_templates")
+    seeds = {t["name"]: t for t in listed["data"]}
+
+    assert seeds["image_promo"]["components"][0] == {
+        "type": "HEADER",
+        "format": "IMAGE",
+        "example": {"header_handle": ["https://shop.example/spring.jpg"]},
+    }
+    [carousel] = [c for c in seeds["carousel_promo"]["components"] if c["type"] == "CAROUSEL"]
+    assert len(carousel["cards"]) == 2
+    assert seeds["named_header_offer"]["parameter_format"] == "NAMED"
+    assert all(seeds[n]["status"] == "APPROVED" for n in SEEDED[-4:])
+    assert all(seeds[n]["category"] == "MARKETING" for n in SEEDED[-4:])
+
+
+# ---- template status changes and their webhook ---------------------------------------
+
+
+def _template_updates(hooks: Receiver, template_id: str) -> list[tuple[int, dict[str, Any]]]:
+    """(delivery index, value) of every template status update of this template."""
+    return [
+        (index, value)
+        for index, value in hooks.changes("message_template_status_update")
+        if str(value["message_template_id"]) == template_id
+    ]
+
+
+async def _set_status(
+    sandbox: Sandbox, waba: str, status: str, name: str = "image_promo", **extra: Any
+) -> tuple[int, dict[str, Any]]:
+    change = {"name": name, "language": "en_US", "status": status, **extra}
+    return await sandbox.call("POST", f"/_templates/{waba}", change, headers=ADMIN)
+
+
+async def test_an_operator_pauses_unpauses_and_disables_a_template_and_each_change_is_signed(
+    sandbox: Sandbox,
+) -> None:
+    pnid = _phone_number_id()  # a number unregistered is a WABA of its own
+    send = _message(
+        template=_template(
+            "image_promo", [{"type": "header", "parameters": [_image()]}, IMAGE_BODY]
+        )
+    )
+    _, listed = await sandbox.call("GET", f"/v24.0/{pnid}/message_templates?name=image_promo")
+    template_id = listed["data"][0]["id"]
+
+    status, paused = await _set_status(sandbox, pnid, "PAUSED")
+    assert (status, paused) == (
+        200,
+        {"success": True, "id": template_id, "status": "PAUSED", "event": "PAUSED"},
+    )
+    status, body = await sandbox.send(pnid, send)
+    assert (status, _error_code(body)) == (400, 132015)
+    await sandbox.hooks.wait_for(lambda: len(_template_updates(sandbox.hooks, template_id)) == 1)
+
+    await _set_status(sandbox, pnid, "APPROVED")
+    assert (await sandbox.send(pnid, send))[0] == 200
+    await _set_status(sandbox, pnid, "PAUSED")
+    await _set_status(sandbox, pnid, "DISABLED", reason="NONE")
+    status, body = await sandbox.send(pnid, send)
+    assert (status, _error_code(body)) == (400, 132016)
+    await sandbox.hooks.wait_for(lambda: len(_template_updates(sandbox.hooks, template_id)) == 4)
+
+    updates = _template_updates(sandbox.hooks, template_id)
+    events = [(v["event"], v.get("other_info", {}).get("title")) for _, v in updates]
+    assert events == [
+        ("PAUSED", "FIRST_PAUSE"),
+        ("APPROVED", "UNPAUSE"),
+        ("PAUSED", "SECOND_PAUSE"),
+        ("DISABLED", "DISABLED"),
+    ]
+    index, first = updates[0]
+    assert first == {
+        "event": "PAUSED",
+        "message_template_id": int(template_id),
+        "message_template_name": "image_promo",
+        "message_template_language": "en_US",
+        "reason": "NONE",
+        "message_template_category": "MARKETING",
+        "other_info": {
+            "title": "FIRST_PAUSE",
+            "description": "Your WhatsApp message template has been paused for 3 hours because"
+            " it had issues.",
+        },
+    }
+    assert isinstance(updates[3][1]["disable_info"]["disable_date"], int)
+    delivery = sandbox.hooks.deliveries[index]
+    assert delivery.body["object"] == "whatsapp_business_account"
+    [entry] = delivery.body["entry"]
+    assert entry["id"] == pnid
+    assert isinstance(entry["time"], int)
+    for i, _ in updates:
+        raw = sandbox.hooks.deliveries[i].raw
+        expected = hmac.new(APP_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+        assert sandbox.hooks.deliveries[i].signature == f"sha256={expected}"
+
+
+async def test_a_rejected_template_is_132001_and_its_webhook_names_the_reason(
+    sandbox: Sandbox,
+) -> None:
+    waba = _phone_number_id()
+    status, rejected = await _set_status(
+        sandbox, waba, "REJECTED", name="promo_template", reason="INCORRECT_CATEGORY"
+    )
+    assert (status, rejected["event"]) == (200, "REJECTED")
+
+    status, body = await sandbox.send(waba, _message())
+    assert (status, _error_code(body)) == (404, 132001)
+    await sandbox.hooks.wait_for(lambda: bool(_template_updates(sandbox.hooks, rejected["id"])))
+    [(_, value)] = _template_updates(sandbox.hooks, rejected["id"])
+    assert (value["event"], value["reason"]) == ("REJECTED", "INCORRECT_CATEGORY")
+    assert "other_info" not in value
+
+    again = await _set_status(sandbox, waba, "REJECTED", name="promo_template")
+    assert again == (200, {**rejected, "event": None})  # no change, no webhook
+
+
+@pytest.mark.parametrize(
+    ("change", "headers", "status_code", "code"),
+    [
+        ({"name": "no_such", "language": "en_US", "status": "PAUSED"}, ADMIN, 404, 132001),
+        ({"name": "image_promo", "language": "pt_BR", "status": "PAUSED"}, ADMIN, 404, 132001),
+        ({"name": "image_promo", "language": "en_US", "status": "PENDING"}, ADMIN, 400, 100),
+        ({"name": "image_promo", "language": "en_US", "status": "PAUSED"}, AUTH, 401, 190),
+    ],
+)
+async def test_a_template_status_change_needs_the_admin_token_a_known_template_and_status(
+    sandbox: Sandbox, change: dict[str, Any], headers: dict[str, str], status_code: int, code: int
+) -> None:
+    status, body = await sandbox.call(
+        "POST", f"/v24.0/_templates/{_phone_number_id()}", change, headers=headers
+    )
+
+    assert (status, _error_code(body)) == (status_code, code), body
+    assert body["error"]["fbtrace_id"]
+
+
+async def test_a_created_template_is_approved_on_time_and_reported_without_a_read(
+    sandbox: Sandbox,
+) -> None:
+    waba = _phone_number_id()
+    new = {
+        "name": "unread_sale",
+        "language": "en_US",
+        "category": "MARKETING",
+        "components": [{"type": "BODY", "text": "A sale nobody polls for."}],
+    }
+    status, created = await sandbox.call("POST", f"/v24.0/{waba}/message_templates", new)
+    assert (status, created["status"]) == (200, "PENDING")
+
+    await sandbox.hooks.wait_for(lambda: bool(_template_updates(sandbox.hooks, created["id"])))
+
+    [(index, value)] = _template_updates(sandbox.hooks, created["id"])
+    assert value["event"] == "APPROVED"
+    assert value["reason"] == "NONE"
+    assert value["message_template_name"] == "unread_sale"
+    assert sandbox.hooks.deliveries[index].body["entry"][0]["id"] == waba
+    _, listed = await sandbox.call("GET", f"/v24.0/{waba}/message_templates?name=unread_sale")
+    assert listed["data"][0]["status"] == "APPROVED"
 
 
 # ---- stats and reset ----------------------------------------------------------------
@@ -825,6 +1124,113 @@ async def test_a_created_template_is_approved_after_the_delay_and_disabled_is_13
     with pytest.raises(GraphError) as disabled:
         state.send("1", _body("+1 555 0900001", "later"), authorized=True)
     assert disabled.value.code == 132016
+
+
+async def test_the_flush_approves_a_created_template_on_time_and_hands_its_webhook_in_process() -> (
+    None
+):
+    # The embedded sandbox's sender hands each signed body to the gateway's ingest.
+    clock = FakeClock()
+    config = SandboxConfig(
+        webhook_url="in-process", app_secret=APP_SECRET, approval_delay=5.0, status_delay=0.0
+    )
+    state = SandboxState(config, clock)
+    create = msgspec.json.encode(
+        {
+            "name": "later",
+            "language": "en_US",
+            "category": "MARKETING",
+            "components": [{"type": "BODY", "text": "Hi"}],
+        }
+    )
+    template = state.templates.create("waba-1", parse_create(create), clock.at)
+    sender = WebhookSender(state, "in-process")
+    handed: list[tuple[bytes, str]] = []
+
+    async def ingest(body: bytes, signed: str) -> None:
+        handed.append((body, signed))
+
+    sender.deliver = ingest
+    sender.start()
+    try:
+        clock.at += 4.9
+        await sender.flush()
+        assert handed == []
+        clock.at += 0.1
+        await sender.flush()
+        await sender.flush()  # reported once
+    finally:
+        await sender.aclose()
+
+    assert template.status == "APPROVED"
+    [(body, signed)] = handed
+    assert signed == signature(body, APP_SECRET)
+    assert msgspec.json.decode(body) == {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "waba-1",
+                "time": int(clock.at),
+                "changes": [
+                    {
+                        "field": "message_template_status_update",
+                        "value": {
+                            "event": "APPROVED",
+                            "message_template_id": int(template.id),
+                            "message_template_name": "later",
+                            "message_template_language": "en_US",
+                            "reason": "NONE",
+                            "message_template_category": "MARKETING",
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    assert state.webhook_counters.posts == 1
+
+
+async def test_without_a_webhook_url_templates_still_approve_when_read_and_keep_no_events() -> None:
+    clock = FakeClock()
+    state = SandboxState(SandboxConfig(approval_delay=1.0), clock)
+    create = parse_create(
+        msgspec.json.encode(
+            {
+                "name": "quiet",
+                "language": "en_US",
+                "category": "MARKETING",
+                "components": [{"type": "BODY", "text": "Hi"}],
+            }
+        )
+    )
+    state.templates.create("w", create, clock.at)
+    clock.at += 1.0
+
+    [quiet] = [t for t in state.templates.list("w", clock.at) if t.name == "quiet"]
+
+    assert quiet.status == "APPROVED"
+    assert state.templates.take_events() == ()
+
+
+@pytest.mark.parametrize(
+    ("components", "problem"),
+    [
+        ([{"type": "BODY", "text": "Hi {{name}}, {{1}}"}], "mixes named ({{name}}) and positional"),
+        ([{"type": "BODY", "text": "Hi"}, {"type": "CAROUSEL", "cards": []}], "CAROUSEL needs"),
+    ],
+)
+async def test_a_template_meta_would_not_accept_is_not_created(
+    components: list[dict[str, Any]], problem: str
+) -> None:
+    state = SandboxState(SandboxConfig(), FakeClock())
+    create = {"name": "odd", "language": "en_US", "category": "MARKETING", "components": components}
+
+    with pytest.raises(GraphError) as refused:
+        state.templates.create("1", parse_create(msgspec.json.encode(create)), 0.0)
+
+    assert refused.value.code == 100
+    assert problem in refused.value.details
+    assert [t.name for t in state.templates.list("1", 0.0) if t.name == "odd"] == []
 
 
 # ---- mounted under a prefix, in process ---------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from wagate.adapters.sandbox import SandboxConfig, SandboxState
 from wagate.adapters.sandbox.access import RECHECK_SECONDS, FirstUseTokens, GatewayTokens
-from wagate.adapters.sandbox.templates import TemplateStore, parse_create
+from wagate.adapters.sandbox.templates import TemplateStore, parse_create, seed_templates
 from wagate.adapters.sandbox.webhooks import WebhookSender, signature
 from wagate.domain.errors import GraphError
 
@@ -58,10 +58,10 @@ def create(name: str) -> Any:
 
 
 def test_a_waba_holds_at_most_its_cap_of_templates_and_deleting_frees_a_slot() -> None:
-    store = TemplateStore(0.0, max_per_waba=8)
+    store = TemplateStore(0.0, max_per_waba=len(seed_templates()) + 2)
     now = 0.0
     store.create("w", create("one"), now)
-    store.create("w", create("two"), now)  # 6 seeded + 2
+    store.create("w", create("two"), now)  # the seeds + 2
     with pytest.raises(GraphError) as full:
         store.create("w", create("three"), now)
     assert full.value.code == 100

@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--mps", type=float, help="throughput per phone number (default 80)")
-    parser.add_argument("--webhook-url", help="where status webhooks are POSTed")
+    parser.add_argument("--webhook-url", help="where status and template webhooks are POSTed")
     parser.add_argument("--app-secret", help="key of the X-Hub-Signature-256 HMAC")
     parser.add_argument("--status-delay", type=float, help="seconds between status updates")
     parser.add_argument("--approval-delay", type=float, help="seconds until a template approves")
@@ -27,8 +27,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--numbers", help="phone_number_id:waba_id pairs, comma-separated")
     parser.add_argument(
         "--admin-token",
-        help="bearer token of /_stats, /_sends, /_reset, /_numbers (default WAGATE_ADMIN_TOKEN;"
-        " unset: refused)",
+        help="bearer token of /_stats, /_sends, /_reset, /_numbers, /_templates (default"
+        " WAGATE_ADMIN_TOKEN; unset: refused)",
     )
     parser.add_argument(
         "--token",

@@ -26,6 +26,7 @@ from wagate.adapters.sandbox.access import AccessTokens, FirstUseTokens, same_to
 from wagate.adapters.sandbox.config import SandboxConfig
 from wagate.adapters.sandbox.state import NO_TOKEN, SandboxState
 from wagate.adapters.sandbox.templates import (
+    SettableStatus,
     TemplateRecord,
     decode_cursor,
     encode_cursor,
@@ -150,8 +151,7 @@ class SandboxApp:
         """
         if arrived is None:
             arrived = self.state.clock.now()
-        if self.sender is not None and not self.sender.started:
-            self.sender.start()
+        self.start_webhooks()
         try:
             if len(body) > MAX_BODY:
                 raise _too_large()
@@ -167,6 +167,11 @@ class SandboxApp:
                 GraphError(SOMETHING_WENT_WRONG, f"Sandbox internal error: {exc!r}")
             )
         return 200, _encode(response), []
+
+    def start_webhooks(self) -> None:
+        """Start the webhook sender if there is one and it is not running yet."""
+        if self.sender is not None and not self.sender.started:
+            self.sender.start()
 
     @staticmethod
     def _refusal(error: GraphError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -407,6 +412,8 @@ async def create_template(request: AnyRequest, waba_id: FromPath[str]) -> dict[s
     await _require_waba_token(request, waba_id)
     sandbox = _sandbox(request)
     create = parse_create(await request.body())
+    # The approval webhook is due after the delay, whether a send starts the sender or not.
+    sandbox.start_webhooks()
     template = sandbox.state.templates.create(waba_id, create, sandbox.state.clock.now())
     return {"id": template.id, "status": template.status, "category": template.category}
 
@@ -484,6 +491,41 @@ async def register_number(request: AnyRequest) -> dict[str, Any]:
     return {"success": True}
 
 
+class TemplateStatusChange(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of `POST /_templates/{waba_id}`."""
+
+    name: str
+    language: str
+    status: SettableStatus
+    # Meta's `reason` in the webhook; default "NONE" ("INVALID_FORMAT" for a rejection).
+    reason: str | None = None
+
+
+@post("/_templates/{waba_id:str}", status_code=200)
+async def set_template_status(request: AnyRequest, waba_id: FromPath[str]) -> dict[str, Any]:
+    """Set a template's status as Meta's review or quality rating would, and report it by webhook.
+
+    PAUSED, APPROVED (after a pause: an unpause), DISABLED or REJECTED; the sandbox
+    posts `message_template_status_update` to its webhook URL as Meta does.
+    """
+    _require_admin(request)
+    try:
+        body = msgspec.json.decode(await request.body(), type=TemplateStatusChange)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise invalid_parameter(str(exc)) from None
+    sandbox = _sandbox(request)
+    sandbox.start_webhooks()
+    template, event = sandbox.state.templates.set_status(
+        waba_id, body.name, body.language, body.status, body.reason, sandbox.state.clock.now()
+    )
+    return {
+        "success": True,
+        "id": template.id,
+        "status": template.status,
+        "event": event.event if event is not None else None,
+    }
+
+
 @get("/_sends", sync_to_thread=False)
 def sends(request: AnyRequest) -> dict[str, Any]:
     """The last accepted sends, oldest first (`at`: Unix seconds); `?phone_number_id=` filters."""
@@ -508,6 +550,7 @@ def _build_litestar(sandbox: SandboxApp) -> Litestar:
             stats,
             reset,
             register_number,
+            set_template_status,
             sends,
         ],
         exception_handlers={

@@ -34,7 +34,8 @@ class SandboxConfig:
     webhook_timeout: float = 10.0
     # phone_number_id -> waba_id; a number not listed is a WABA of its own.
     numbers: Mapping[str, str] = field(default_factory=dict)
-    # Bearer token of the operator routes (/_stats, /_sends, /_reset, /_numbers); "" refuses them.
+    # Bearer token of the operator routes (/_stats, /_sends, /_reset, /_numbers, /_templates);
+    # "" refuses them.
     admin_token: str = ""
     # Standalone only: the one access token every number and WABA accepts. "" binds
     # each number and WABA to the first token that uses it.

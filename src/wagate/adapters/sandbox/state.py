@@ -23,7 +23,7 @@ from wagate.adapters.sandbox.outcomes import (
     UpdateSchedule,
     outcome_of,
 )
-from wagate.adapters.sandbox.templates import TemplateStore, check_parameters, check_sendable
+from wagate.adapters.sandbox.templates import TemplateStore
 from wagate.domain.errors import (
     INVALID_ACCESS_TOKEN,
     INVALID_PARAMETER,
@@ -35,6 +35,7 @@ from wagate.domain.errors import (
 )
 from wagate.domain.recipients import resolve_recipient
 from wagate.domain.requests import Contact, MarketingMessageResponse, MessageRef
+from wagate.domain.templates import check_components, check_template
 from wagate.domain.validation import decode_request
 from wagate.ports import Clock, SystemClock
 
@@ -109,14 +110,15 @@ class SandboxState:
         """Empty state on `clock` (the system's by default); WABAs get templates on first use."""
         self.config = config
         self.clock = clock or SystemClock()
+        self.webhooks_enabled = bool(config.webhook_url)
         self.templates = TemplateStore(
             config.approval_delay,
             max_wabas=config.max_wabas,
             max_per_waba=config.max_templates_per_waba,
             max_created=config.max_created_templates,
+            record_events=self.webhooks_enabled,
         )
         self.schedule = UpdateSchedule(config.status_delay, config.max_pending_updates)
-        self.webhooks_enabled = bool(config.webhook_url)
         self.totals = Counters()
         self.per_number: dict[str, Counters] = {}
         self.webhook_counters = WebhookCounters()
@@ -242,10 +244,9 @@ class SandboxState:
         recipient = resolve_recipient(request.to, request.recipient)
         number = self.number(phone_number_id)
         name, language = request.template.name, request.template.language.code
-        template = check_sendable(
-            self.templates.find(number.waba_id, name, language, now), name, language
-        )
-        check_parameters(template, request.template.components or [])
+        record = self.templates.find(number.waba_id, name, language, now)
+        template = check_template(record.template if record else None, name, language)
+        check_components(template, request.template.components or [])
         outcome = outcome_of(recipient.address)
         if self.webhooks_enabled and not self.schedule.has_room(outcome):
             raise GraphError(

@@ -1,8 +1,11 @@
-"""Message templates per WABA: the seeded set, creation with delayed approval, and send checks.
+"""Message templates per WABA: the seeded set, creation with delayed approval, status changes.
 
-Templates are kept in Meta's creation format (`{"type": "BODY", "text": ...}`);
-what a send must supply (parameter counts, named parameters, button parameters)
-is derived once, when a template is stored, so the send path only compares.
+Templates are the domain's (`wagate.domain.templates`): kept in Meta's creation
+format, their shape derived once when built, and checked at send by the same
+rules the gateway applies at accept. A status change (a created template
+approved after the delay, or an operator's pause, unpause, disable or rejection)
+is recorded as a `TemplateEvent` for the webhook sender to report as Meta's
+`message_template_status_update`.
 """
 
 from __future__ import annotations
@@ -11,99 +14,131 @@ import base64
 import binascii
 import itertools
 import re
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import msgspec
 
 from wagate.domain.errors import (
     INVALID_PARAMETER,
-    MARKETING_ONLY,
-    PARAMETER_COUNT_MISMATCH,
-    PARAMETER_FORMAT_MISMATCH,
-    TEMPLATE_DISABLED,
     TEMPLATE_NOT_FOUND,
-    TEMPLATE_PAUSED,
     GraphError,
     invalid_parameter,
-    invalid_value,
-    missing_parameter,
 )
-from wagate.domain.requests import (
-    LANGUAGE_CODE_PATTERN,
-    TEMPLATE_NAME_PATTERN,
-    BodyComponent,
-    ButtonComponent,
-    Component,
-    HeaderComponent,
+from wagate.domain.requests import LANGUAGE_CODE_PATTERN, TEMPLATE_NAME_PATTERN
+from wagate.domain.templates import (
+    ParameterFormat,
+    Template,
+    template_from_meta,
+    template_json,
+    with_status,
 )
 
 Category = Literal["MARKETING", "UTILITY", "AUTHENTICATION"]
 Status = Literal["APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED"]
-ParameterFormat = Literal["POSITIONAL", "NAMED"]
+# What the operator's `POST /_templates/{waba_id}` may set.
+SettableStatus = Literal["APPROVED", "PAUSED", "DISABLED", "REJECTED"]
 
 CATEGORIES: Final = ("MARKETING", "UTILITY", "AUTHENTICATION")
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 _NAME = re.compile(TEMPLATE_NAME_PATTERN)
 _LANGUAGE = re.compile(LANGUAGE_CODE_PATTERN)
-# Which send-time `sub_type` addresses each creation-time button type.
-_BUTTON_SUB_TYPES: Final = {
-    "URL": "url",
-    "COPY_CODE": "copy_code",
-    "QUICK_REPLY": "quick_reply",
-    "CATALOG": "catalog",
-    "MPM": "mpm",
-    "FLOW": "flow",
-}
 # Meta's template ids are long numbers, unique across WABAs.
 _ids = itertools.count(1_100_000_000_000_001)
+# Template events kept for the webhook sender; beyond it the oldest are dropped.
+MAX_EVENTS: Final = 10_000
+# Meta's words for a pause, an unpause and a disable (its webhook's `other_info`).
+_PAUSES: Final = (
+    (
+        "FIRST_PAUSE",
+        "Your WhatsApp message template has been paused for 3 hours because it had issues.",
+    ),
+    (
+        "SECOND_PAUSE",
+        "Your WhatsApp message template has been paused for 6 hours because it"
+        " continued to have issues.",
+    ),
+)
+_UNPAUSE: Final = ("UNPAUSE", "Your WhatsApp message template has been unpaused.")
+_DISABLE: Final = (
+    "DISABLED",
+    "Your WhatsApp message template has been disabled because it continued to have issues.",
+)
 
 
 @dataclass(frozen=True, slots=True)
-class TemplateShape:
-    """What a send of a template must supply, read from its components."""
+class TemplateEvent:
+    """A template's status change, as Meta's `message_template_status_update` reports it."""
 
-    header_parameters: int = 0
-    body_parameters: int = 0
-    body_names: frozenset[str] = frozenset()
-    # index -> send-time sub_type, for every button of the template
-    buttons: dict[int, str] = field(default_factory=dict)
-    # indexes of buttons that need a parameter at send time (dynamic URL, copy code)
-    buttons_needing_parameter: frozenset[int] = frozenset()
+    waba_id: str
+    at: float
+    event: str  # APPROVED, PAUSED, DISABLED, REJECTED
+    template_id: str
+    name: str
+    language: str
+    category: str
+    reason: str
+    # `other_info` of a pause, an unpause or a disable
+    title: str | None = None
+    description: str | None = None
 
 
 @dataclass(slots=True)
 class TemplateRecord:
-    """One template of one WABA, in the shape Meta's `message_templates` returns."""
+    """One template of one WABA: the domain template, when it approves itself, its pauses."""
 
-    id: str
-    name: str
-    language: str
-    category: str
-    status: str
-    components: list[dict[str, Any]]
-    parameter_format: ParameterFormat
-    shape: TemplateShape
+    template: Template
     # When a PENDING template becomes APPROVED; None stays PENDING.
     approve_at: float | None = None
+    # How often an operator paused it (the first pause is 3 h at Meta, the second 6 h).
+    pauses: int = 0
 
-    def refresh(self, now: float) -> None:
-        """Approve the template once its approval time has passed."""
-        if self.status == "PENDING" and self.approve_at is not None and now >= self.approve_at:
-            self.status = "APPROVED"
-            self.approve_at = None
+    @property
+    def id(self) -> str:
+        """Meta's template id."""
+        return self.template.id
+
+    @property
+    def name(self) -> str:
+        """The template's name."""
+        return self.template.name
+
+    @property
+    def language(self) -> str:
+        """The template's language code."""
+        return self.template.language
+
+    @property
+    def category(self) -> str:
+        """MARKETING, UTILITY or AUTHENTICATION."""
+        return self.template.category
+
+    @property
+    def status(self) -> str:
+        """APPROVED, PENDING, REJECTED, PAUSED or DISABLED."""
+        return self.template.status
+
+    @status.setter
+    def status(self, status: str) -> None:
+        self.template = with_status(self.template, status)
+
+    @property
+    def components(self) -> list[dict[str, Any]]:
+        """The components in Meta's creation format."""
+        return list(self.template.components)
+
+    @property
+    def parameter_format(self) -> ParameterFormat:
+        """POSITIONAL or NAMED."""
+        return self.template.parameter_format
+
+    def due(self, now: float) -> bool:
+        """Whether the template is PENDING and its approval time has passed."""
+        return self.status == "PENDING" and self.approve_at is not None and now >= self.approve_at
 
     def to_json(self, fields: frozenset[str] | None = None) -> dict[str, Any]:
         """Meta's JSON for the template, restricted to `fields` (plus `id`) when given."""
-        full: dict[str, Any] = {
-            "name": self.name,
-            "parameter_format": self.parameter_format,
-            "components": self.components,
-            "language": self.language,
-            "status": self.status,
-            "category": self.category,
-            "id": self.id,
-        }
+        full = template_json(self.template)
         if fields is None:
             return full
         return {key: value for key, value in full.items() if key in fields or key == "id"}
@@ -119,43 +154,6 @@ class TemplateCreate(msgspec.Struct):
     parameter_format: ParameterFormat | None = None
 
 
-def shape_of(components: list[dict[str, Any]]) -> TemplateShape:
-    """What a send must supply for these creation-format components."""
-    header_parameters = 0
-    body_positional: set[str] = set()
-    body_names: set[str] = set()
-    buttons: dict[int, str] = {}
-    needing: set[int] = set()
-    for component in components:
-        kind = str(component.get("type", "")).upper()
-        if kind == "HEADER":
-            header_format = str(component.get("format", "TEXT")).upper()
-            if header_format == "TEXT":
-                header_parameters = len(set(_PLACEHOLDER.findall(str(component.get("text", "")))))
-            else:
-                # A media or location header is always supplied at send time.
-                header_parameters = 1
-        elif kind == "BODY":
-            for name in _PLACEHOLDER.findall(str(component.get("text", ""))):
-                (body_positional if name.isdigit() else body_names).add(name)
-        elif kind == "BUTTONS":
-            for index, button in enumerate(component.get("buttons", [])):
-                button_type = str(button.get("type", "")).upper()
-                buttons[index] = _BUTTON_SUB_TYPES.get(button_type, button_type.lower())
-                dynamic_url = button_type == "URL" and _PLACEHOLDER.search(
-                    str(button.get("url", ""))
-                )
-                if dynamic_url or button_type == "COPY_CODE":
-                    needing.add(index)
-    return TemplateShape(
-        header_parameters=header_parameters,
-        body_parameters=len(body_positional) + len(body_names),
-        body_names=frozenset(body_names),
-        buttons=buttons,
-        buttons_needing_parameter=frozenset(needing),
-    )
-
-
 def new_template(
     name: str,
     language: str,
@@ -165,21 +163,30 @@ def new_template(
     parameter_format: ParameterFormat | None = None,
     approve_at: float | None = None,
 ) -> TemplateRecord:
-    """A template record with a fresh id; the parameter format is inferred when not given."""
-    shape = shape_of(components)
-    if parameter_format is None:
-        parameter_format = "NAMED" if shape.body_names else "POSITIONAL"
-    return TemplateRecord(
-        id=str(next(_ids)),
-        name=name,
-        language=language,
-        category=category,
-        status=status,
-        components=components,
-        parameter_format=parameter_format,
-        shape=shape,
-        approve_at=approve_at,
-    )
+    """A template record with a fresh id; ValueError if Meta would not accept the template.
+
+    The parameter format is inferred when not given.
+    """
+    entry: dict[str, Any] = {
+        "id": str(next(_ids)),
+        "name": name,
+        "language": language,
+        "category": category,
+        "status": status,
+        "components": components,
+    }
+    if parameter_format is not None:
+        entry["parameter_format"] = parameter_format
+    return TemplateRecord(template_from_meta(entry), approve_at=approve_at)
+
+
+# A body of exactly 1,000 characters besides its one parameter: a parameter of 24
+# characters fills Meta's 1,024, one of 25 is refused with 132005.
+LONG_PROMO_TEXT: Final = (
+    "Dear {{1}}, "
+    + " ".join(["Our whole store is on sale this week, with new arrivals every day."] * 14)
+    + " Reply STOP at any time to stop receiving these updates."
+)
 
 
 def _body(text: str, example: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -268,7 +275,94 @@ def seed_templates() -> list[TemplateRecord]:
             "PENDING",
             [_body("This promotion is still in review.")],
         ),
+        # Seeds added for the send checks of issue 10 (media header, carousel, hydrated
+        # length, a named header); the six above are unchanged.
+        new_template(
+            "image_promo",
+            "en_US",
+            "MARKETING",
+            "APPROVED",
+            [
+                _media_header("IMAGE", "https://shop.example/spring.jpg"),
+                _body("Hi {{1}}, our spring collection is here.", {"body_text": [["Pablo"]]}),
+            ],
+        ),
+        new_template(
+            "carousel_promo",
+            "en_US",
+            "MARKETING",
+            "APPROVED",
+            [
+                _body("Picked for you this week."),
+                {
+                    "type": "CAROUSEL",
+                    "cards": [
+                        _card("sneakers", "Sneakers from {{1}}.", "$49"),
+                        _card("jackets", "Jackets from {{1}}.", "$89"),
+                    ],
+                },
+            ],
+        ),
+        new_template(
+            "long_promo",
+            "en_US",
+            "MARKETING",
+            "APPROVED",
+            [_body(LONG_PROMO_TEXT, {"body_text": [["Pablo"]]})],
+        ),
+        new_template(
+            "named_header_offer",
+            "en_US",
+            "MARKETING",
+            "APPROVED",
+            [
+                {
+                    "type": "HEADER",
+                    "format": "TEXT",
+                    "text": "{{brand}} week",
+                    "example": {
+                        "header_text_named_params": [{"param_name": "brand", "example": "Acme"}]
+                    },
+                },
+                _body(
+                    "Hi {{first_name}}, take {{discount}} off all week.",
+                    {
+                        "body_text_named_params": [
+                            {"param_name": "first_name", "example": "Pablo"},
+                            {"param_name": "discount", "example": "15%"},
+                        ]
+                    },
+                ),
+            ],
+            parameter_format="NAMED",
+        ),
     ]
+
+
+def _media_header(media_format: str, example: str) -> dict[str, Any]:
+    return {"type": "HEADER", "format": media_format, "example": {"header_handle": [example]}}
+
+
+def _card(slug: str, text: str, example: str) -> dict[str, Any]:
+    """A carousel card: an image, a body with one parameter, a quick reply and a dynamic URL."""
+    return {
+        "components": [
+            _media_header("IMAGE", f"https://shop.example/{slug}.jpg"),
+            _body(text, {"body_text": [[example]]}),
+            {
+                "type": "BUTTONS",
+                "buttons": [
+                    {"type": "QUICK_REPLY", "text": "More like this"},
+                    {
+                        "type": "URL",
+                        "text": "Shop",
+                        "url": "https://shop.example/p/{{1}}",
+                        "example": [f"https://shop.example/p/{slug}"],
+                    },
+                ],
+            },
+        ]
+    }
 
 
 def parse_create(body: bytes) -> TemplateCreate:
@@ -305,92 +399,6 @@ def decode_cursor(cursor: str) -> int:
         raise invalid_parameter(f"Invalid paging cursor {cursor!r}") from None
 
 
-# ---- the send-time check ------------------------------------------------------------
-
-
-def check_sendable(template: TemplateRecord | None, name: str, language: str) -> TemplateRecord:
-    """The template a marketing send may use, or the error Meta answers for it."""
-    if template is None:
-        raise GraphError(
-            TEMPLATE_NOT_FOUND,
-            f"template name ({name}) does not exist in {language} (or is not approved)",
-        )
-    if template.status == "PAUSED":
-        raise GraphError(TEMPLATE_PAUSED, f"Template {name} ({language}) is paused")
-    if template.status == "DISABLED":
-        raise GraphError(TEMPLATE_DISABLED, f"Template {name} ({language}) is disabled")
-    if template.status != "APPROVED":
-        raise GraphError(
-            TEMPLATE_NOT_FOUND,
-            f"template name ({name}) in {language} is {template.status}, not approved",
-        )
-    if template.category != "MARKETING":
-        raise GraphError(
-            MARKETING_ONLY,
-            f"Template {name} is a {template.category} template; this endpoint only sends"
-            " MARKETING templates",
-        )
-    return template
-
-
-def check_parameters(template: TemplateRecord, components: list[Component]) -> None:
-    """The send supplies exactly the parameters the template asks for (132000/132012/131008)."""
-    shape = template.shape
-    header = next((c for c in components if isinstance(c, HeaderComponent)), None)
-    body = next((c for c in components if isinstance(c, BodyComponent)), None)
-    header_count = len(header.parameters) if header else 0
-    if header_count != shape.header_parameters:
-        raise GraphError(
-            PARAMETER_COUNT_MISMATCH,
-            f"header: expected {shape.header_parameters} parameters, received {header_count}",
-        )
-    _check_body(template, body.parameters if body else [])
-    _check_buttons(shape, [c for c in components if isinstance(c, ButtonComponent)])
-
-
-def _check_body(template: TemplateRecord, parameters: list[Any]) -> None:
-    shape = template.shape
-    names = [getattr(p, "parameter_name", None) for p in parameters]
-    named = template.parameter_format == "NAMED"
-    if any((name is None) == named for name in names):
-        expected = "named (with parameter_name)" if named else "positional (no parameter_name)"
-        raise GraphError(
-            PARAMETER_FORMAT_MISMATCH, f"body: template {template.name} takes {expected} parameters"
-        )
-    if len(parameters) != shape.body_parameters:
-        raise GraphError(
-            PARAMETER_COUNT_MISMATCH,
-            f"body: expected {shape.body_parameters} parameters, received {len(parameters)}",
-        )
-    if named and set(names) != shape.body_names:
-        raise GraphError(
-            PARAMETER_COUNT_MISMATCH,
-            f"body: expected parameters named {sorted(shape.body_names)},"
-            f" received {sorted(str(n) for n in names)}",
-        )
-
-
-def _check_buttons(shape: TemplateShape, buttons: list[ButtonComponent]) -> None:
-    given: set[int] = set()
-    for button in buttons:
-        index = int(button.index)
-        sub_type = shape.buttons.get(index)
-        if sub_type is None:
-            raise invalid_value(f"buttons: the template has no button at index {index}")
-        if sub_type != button.sub_type.lower():
-            raise invalid_value(
-                f"buttons: button at index {index} is of type {sub_type}, not {button.sub_type}"
-            )
-        if button.parameters:
-            given.add(index)
-    missing = sorted(shape.buttons_needing_parameter - given)
-    if missing:
-        raise missing_parameter(
-            f"buttons: Button at index {missing[0]} of type {shape.buttons[missing[0]]}"
-            " requires a parameter"
-        )
-
-
 class TemplateStore:
     """Every WABA's templates, seeded lazily on a WABA's first use."""
 
@@ -401,23 +409,32 @@ class TemplateStore:
         max_wabas: int = 10_000,
         max_per_waba: int = 250,
         max_created: int = 10_000,
+        record_events: bool = False,
     ) -> None:
         """An empty store; created templates are approved after `approval_delay` seconds.
 
         At most `max_wabas` WABAs are seeded, each holds at most `max_per_waba`
-        templates, and at most `max_created` are created in all.
+        templates, and at most `max_created` are created in all. With
+        `record_events` (a webhook URL is set) every status change is kept for
+        `take_events`, and `approve_due` approves templates on time without a read.
         """
         self.approval_delay = approval_delay
         self.max_wabas = max_wabas
         self.max_per_waba = max_per_waba
         self.max_created = max_created
+        self.record_events = record_events
         self.created = 0
         # waba_id -> (name, language) -> template, in creation order
         self._wabas: dict[str, dict[tuple[str, str], TemplateRecord]] = {}
+        # Created templates by approval time (a constant delay keeps creation order sorted).
+        self._approvals: deque[tuple[str, TemplateRecord]] = deque()
+        self._events: deque[TemplateEvent] = deque(maxlen=MAX_EVENTS)
 
     def clear(self) -> None:
-        """Forget every WABA; the next access seeds it again."""
+        """Forget every WABA and pending event; the next access seeds a WABA again."""
         self._wabas.clear()
+        self._approvals.clear()
+        self._events.clear()
         self.created = 0
 
     def _of(self, waba_id: str) -> dict[tuple[str, str], TemplateRecord]:
@@ -434,16 +451,99 @@ class TemplateStore:
     def find(self, waba_id: str, name: str, language: str, now: float) -> TemplateRecord | None:
         """The template of that name and language, if any."""
         template = self._of(waba_id).get((name, language))
-        if template is not None:
-            template.refresh(now)
+        if template is not None and template.due(now):
+            self._approve(waba_id, template, now)
         return template
 
     def list(self, waba_id: str, now: float) -> list[TemplateRecord]:
         """All templates of a WABA, oldest first."""
         templates = list(self._of(waba_id).values())
         for template in templates:
-            template.refresh(now)
+            if template.due(now):
+                self._approve(waba_id, template, now)
         return templates
+
+    def approve_due(self, now: float) -> None:
+        """Approve every created template whose approval time has passed, read or not."""
+        approvals = self._approvals
+        while approvals:
+            waba_id, template = approvals[0]
+            if template.approve_at is not None and template.approve_at > now:
+                break
+            approvals.popleft()
+            if (
+                template.due(now)
+                and self._wabas.get(waba_id, {}).get((template.name, template.language)) is template
+            ):
+                self._approve(waba_id, template, now)
+
+    def _approve(self, waba_id: str, template: TemplateRecord, now: float) -> None:
+        template.approve_at = None
+        self._change(waba_id, template, "APPROVED", now, None)
+
+    def take_events(self) -> tuple[TemplateEvent, ...]:
+        """The status changes not yet reported, oldest first."""
+        events = tuple(self._events)
+        self._events.clear()
+        return events
+
+    def set_status(
+        self,
+        waba_id: str,
+        name: str,
+        language: str,
+        status: SettableStatus,
+        reason: str | None,
+        now: float,
+    ) -> tuple[TemplateRecord, TemplateEvent | None]:
+        """An operator's status change (None: the template had that status already).
+
+        Meta's events: PAUSED (`other_info` FIRST_PAUSE, then SECOND_PAUSE), APPROVED
+        (after a pause: `other_info` UNPAUSE), DISABLED, REJECTED.
+        """
+        template = self._of(waba_id).get((name, language))
+        if template is None:
+            raise GraphError(
+                TEMPLATE_NOT_FOUND, f"template name ({name}) does not exist in {language}"
+            )
+        if template.due(now):
+            self._approve(waba_id, template, now)
+        if template.status == status:
+            return template, None
+        # An operator's decision ends a pending review.
+        template.approve_at = None
+        return template, self._change(waba_id, template, status, now, reason)
+
+    def _change(
+        self, waba_id: str, template: TemplateRecord, status: str, now: float, reason: str | None
+    ) -> TemplateEvent:
+        title: tuple[str, str] | None = None
+        if status == "PAUSED":
+            title = _PAUSES[min(template.pauses, len(_PAUSES) - 1)]
+            template.pauses += 1
+        elif status == "APPROVED" and template.status == "PAUSED":
+            title = _UNPAUSE
+        elif status == "DISABLED":
+            title = _DISABLE
+        if reason is None:
+            # Meta's reason is a rejection's cause, "NONE" for every other change.
+            reason = "INVALID_FORMAT" if status == "REJECTED" else "NONE"
+        template.status = status
+        event = TemplateEvent(
+            waba_id=waba_id,
+            at=now,
+            event=status,
+            template_id=template.id,
+            name=template.name,
+            language=template.language,
+            category=template.category,
+            reason=reason,
+            title=title[0] if title else None,
+            description=title[1] if title else None,
+        )
+        if self.record_events:
+            self._events.append(event)
+        return event
 
     def create(self, waba_id: str, create: TemplateCreate, now: float) -> TemplateRecord:
         """Store a new PENDING template that approves itself after the approval delay."""
@@ -464,17 +564,23 @@ class TemplateStore:
             raise GraphError(
                 INVALID_PARAMETER, f"Sandbox limit: at most {self.max_created} created templates"
             )
-        template = new_template(
-            create.name,
-            create.language,
-            create.category,
-            "PENDING",
-            create.components,
-            parameter_format=create.parameter_format,
-            approve_at=now + self.approval_delay,
-        )
+        try:
+            template = new_template(
+                create.name,
+                create.language,
+                create.category,
+                "PENDING",
+                create.components,
+                parameter_format=create.parameter_format,
+                approve_at=now + self.approval_delay,
+            )
+        except ValueError as exc:
+            raise invalid_parameter(f"Invalid template: {exc}") from None
         templates[(template.name, template.language)] = template
         self.created += 1
+        if self.record_events:
+            self.approve_due(now)  # keeps the queue to the templates still in review
+            self._approvals.append((waba_id, template))
         return template
 
     def delete(self, waba_id: str, name: str, hsm_id: str | None) -> int:
@@ -490,6 +596,6 @@ class TemplateStore:
             raise GraphError(INVALID_PARAMETER, f"Message template {which} was not found")
         for key in doomed:
             del templates[key]
-        # Deleting a seeded template frees a slot too: still bounded (6 seeds per WABA).
+        # Deleting a seeded template frees a slot too: still bounded (10 seeds per WABA).
         self.created = max(0, self.created - len(doomed))
         return len(doomed)

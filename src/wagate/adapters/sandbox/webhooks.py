@@ -1,4 +1,8 @@
-"""Status webhooks as Meta sends them: batched, signed with the app secret, retried on failure."""
+"""Webhooks as Meta sends them: batched, signed with the app secret, retried on failure.
+
+Message statuses, opt-outs and clicks on the `messages` and `user_preferences`
+fields; template status changes on `message_template_status_update`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import msgspec
 
 from wagate.adapters.sandbox.outcomes import AcceptedMessage, Update
 from wagate.adapters.sandbox.state import SandboxState
+from wagate.adapters.sandbox.templates import TemplateEvent
 from wagate.domain.errors import HEALTHY_ECOSYSTEM, MARKETING_OPT_OUT, UNDELIVERABLE, kind_of
 
 log = logging.getLogger("wagate.sandbox.webhooks")
@@ -125,6 +130,37 @@ def _envelope(message: AcceptedMessage, field: str, value: dict[str, Any]) -> by
     )
 
 
+def template_status_body(event: TemplateEvent) -> bytes:
+    """Meta's `message_template_status_update` webhook for one template status change."""
+    value: dict[str, Any] = {
+        "event": event.event,
+        # A number in Meta's payload, though its template list gives ids as strings.
+        "message_template_id": int(event.template_id)
+        if event.template_id.isdigit()
+        else event.template_id,
+        "message_template_name": event.name,
+        "message_template_language": event.language,
+        "reason": event.reason,
+        "message_template_category": event.category,
+    }
+    if event.event == "DISABLED":
+        value["disable_info"] = {"disable_date": int(event.at)}
+    if event.title is not None:
+        value["other_info"] = {"title": event.title, "description": event.description}
+    return _encode(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": event.waba_id,
+                    "time": int(event.at),
+                    "changes": [{"field": "message_template_status_update", "value": value}],
+                }
+            ],
+        }
+    )
+
+
 def build_posts(updates: list[Update], batch: int) -> Iterator[tuple[bytes, int]]:
     """Webhook bodies (and how many updates each holds): one number per body, <= `batch` statuses.
 
@@ -228,8 +264,16 @@ class WebhookSender:
                 log.exception("webhook flush failed")
 
     async def flush(self) -> None:
-        """Post every update that is due now."""
-        updates = self.state.schedule.take_due(self.state.clock.now())
+        """Post every update that is due now, template status changes first."""
+        now = self.state.clock.now()
+        templates = self.state.templates
+        # Created templates are approved on time here, whether anyone reads them or not.
+        templates.approve_due(now)
+        for event in templates.take_events():
+            body = template_status_body(event)
+            if not await self._post(body, 1):
+                self._spawn_retry(body, 1)
+        updates = self.state.schedule.take_due(now)
         for body, count in build_posts(updates, self.config.webhook_batch):
             if not await self._post(body, count):
                 self._spawn_retry(body, count)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from wagate.adapters.store.engine import Dialect, begin_write, dialect_of
 from wagate.adapters.store.tables import phone_numbers, template_syncs, templates
 from wagate.domain.template_events import TemplateUpdate
-from wagate.domain.templates import Template, template_from_meta, template_json
+from wagate.domain.templates import Template, template_from_meta, template_json, with_status
 
 t = templates
 _COLUMNS = (
@@ -248,4 +248,4 @@ class SqlTemplates:
 
 
 def _with_status(template: Template, status: str) -> Template:
-    return template_from_meta({**template_json(template), "status": status})
+    return with_status(template, status)
