@@ -129,12 +129,9 @@ class Services:
             sqlite_synchronous=settings.sqlite_synchronous,
             secret_key=settings.secret_key,
         )
-        statuses = SqlStatusStore(store.engine)
-        queue = SqlQueue(
-            store.engine,
-            store.secrets,
-            pair_rate(settings.pair_interval_seconds, settings.pair_burst),
-        )
+        pairs = pair_rate(settings.pair_interval_seconds, settings.pair_burst)
+        statuses = SqlStatusStore(store.engine, hold_tolerance_us=pairs.tolerance)
+        queue = SqlQueue(store.engine, store.secrets, pairs)
         bell = WorkBell()
         notify_bell = NotifyBell()
         template_source = _TemplateSourceSlot(
@@ -175,7 +172,6 @@ class Services:
                 notify=notify_bell,
                 templates=templates,
                 recipients=recipients,
-                holds=queue,
             ),
             upstream=GraphClient(timeout_s=settings.upstream_timeout_seconds),
             bell=bell,

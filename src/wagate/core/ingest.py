@@ -41,14 +41,6 @@ class RecipientChanges(Protocol):
         ...
 
 
-class Holds(Protocol):
-    """The queue's hold on a recipient's sends (131049)."""
-
-    async def hold_recipient(self, phone_number_id: str, recipient: str, until_ms: int) -> None:
-        """Send nothing to the recipient from this number before `until_ms`."""
-        ...
-
-
 class TemplateChanges(Protocol):
     """Where Meta's template webhooks go (the send checks' templates)."""
 
@@ -75,7 +67,6 @@ class Ingestor:
         notify: NotifySignal | None = None,
         templates: TemplateChanges | None = None,
         recipients: RecipientChanges | None = None,
-        holds: Holds | None = None,
     ) -> None:
         """Webhooks signed with Meta's `app_secret`, or with the embedded sandbox's secret;
         `notify` is rung when what was stored may have written customer webhooks."""
@@ -86,7 +77,6 @@ class Ingestor:
         self.notify = notify
         self.templates = templates
         self.recipients = recipients
-        self.holds = holds
 
     def verify(
         self, mode: str | None, token: str | None, challenge: str | None, expected: str
@@ -129,11 +119,6 @@ class Ingestor:
             self.notify.ring()
         if result.recipients and self.recipients is not None:
             await self.recipients.reread(result.recipients)
-        if self.holds is not None:
-            for phone_number_id, recipient, until_ms in dict.fromkeys(result.holds):
-                # After the commit: a hold lost to a crash here costs one more attempt,
-                # whose 131049 holds the pair again.
-                await self.holds.hold_recipient(phone_number_id, recipient, until_ms)
         updates = template_updates(payload, now_ms)
         if updates and self.templates is not None:
             await self.templates.apply(updates, sandbox_only=sandbox_only)

@@ -90,9 +90,6 @@ class IngestResult:
     notified: int = 0
     # (waba_id, recipient) whose opt-out or limit this wrote: the send checks read them again.
     recipients: tuple[tuple[str, str], ...] = ()
-    # (phone_number_id, recipient, until_ms): Meta limited the recipient (131049); the
-    # queue holds the pair's sends until then.
-    holds: tuple[tuple[str, str, int], ...] = ()
 
     def __add__(self, other: IngestResult) -> IngestResult:
         """Both results together (a batch stored row by row)."""
@@ -103,7 +100,6 @@ class IngestResult:
             self.rejected + other.rejected,
             self.notified + other.notified,
             self.recipients + other.recipients,
-            self.holds + other.holds,
         )
 
 

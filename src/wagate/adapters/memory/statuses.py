@@ -19,6 +19,8 @@ from wagate.adapters.memory.tables import (
 )
 from wagate.domain.errors import HEALTHY_ECOSYSTEM, MARKETING_OPT_OUT
 from wagate.domain.model import Status
+from wagate.domain.pacing import PAIR_BURST, PAIR_INTERVAL_S, PairState, Rate, hold_pair
+from wagate.domain.pacing import pair_rate as default_pair_rate
 from wagate.domain.sanitise import usable_timestamp, usable_wamid, without_nul
 from wagate.domain.statuses import (
     MARKETING_LIMIT_MS,
@@ -35,8 +37,10 @@ from wagate.domain.statuses import (
 class MemoryStatusStore:
     """What `SqlStatusStore` does, on a `MemoryDatabase`."""
 
-    def __init__(self, database: MemoryDatabase) -> None:
+    def __init__(self, database: MemoryDatabase, pair_rate: Rate | None = None) -> None:
         self.database = database
+        # The pair pacing a 131049 hold is written for (the queue's).
+        self.pair_rate = pair_rate or default_pair_rate(PAIR_INTERVAL_S, PAIR_BURST)
 
     async def ingest(
         self,
@@ -107,24 +111,27 @@ class MemoryStatusStore:
             )
         moved = db.write_moves(moves, current, received_ms)
         recipients: list[tuple[str, str]] = []
-        holds: list[tuple[str, str, int]] = []
-        for s in new:
-            row = current.get(s.wamid)
+        for wamid, move in moves.items():
+            # As SqlStatusStore's `_restrict`: 131050 opts out, 131049 limits and holds.
+            failure, row = move.failure, current.get(wamid)
             number = None if row is None else db.numbers.get(row.message.phone_number_id)
-            if row is None or number is None or s.status != "failed":
+            if row is None or number is None or failure is None or move.status != "failed":
                 continue
             key = (number.number.waba_id, row.message.recipient)
-            if s.error_code == MARKETING_OPT_OUT:
+            if failure.error_code == MARKETING_OPT_OUT:
                 stored = db.preferences.get(key)
-                if stored is None or stored.timestamp_ms <= s.timestamp_ms:
-                    db.preferences[key] = Preference("stop", s.timestamp_ms)
+                if stored is None or stored.timestamp_ms <= failure.timestamp_ms:
+                    db.preferences[key] = Preference("stop", failure.timestamp_ms)
                     db.preference_written[key] = received_ms
                 recipients.append(key)
-            elif s.error_code == HEALTHY_ECOSYSTEM:
-                until = s.timestamp_ms + MARKETING_LIMIT_MS
+            elif failure.error_code == HEALTHY_ECOSYSTEM:
+                until = failure.timestamp_ms + MARKETING_LIMIT_MS
                 db.limits[key] = (max(until, db.limits.get(key, (0, 0))[0]), received_ms)
                 recipients.append(key)
-                holds.append((row.message.phone_number_id, row.message.recipient, until))
+                # The queue's 131056 hold: the pair sends nothing before `until`.
+                pair_key = (row.message.phone_number_id, row.message.recipient)
+                pair = db.pairs.get(pair_key, PairState())
+                db.pairs[pair_key] = hold_pair(pair, until * 1000, self.pair_rate)
         for p in preferences:
             # The newest preference wins, whatever order Meta delivers them in.
             stored = db.preferences.get((p.waba_id, p.recipient))
@@ -150,7 +157,6 @@ class MemoryStatusStore:
             moved,
             notified=notified,
             recipients=tuple(dict.fromkeys(recipients)),
-            holds=tuple(holds),
         )
 
     async def recipient_changes(

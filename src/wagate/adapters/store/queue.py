@@ -316,6 +316,7 @@ class SqlQueue:
             int(now * 1000),
             give_up_after_ms=UNMATCHED_GIVE_UP_MS,
             after_seq=self._reconcile_after,
+            hold_tolerance_us=self.pair_rate.tolerance,
         )
         return moved
 
@@ -360,7 +361,7 @@ class SqlQueue:
 
     async def _write_outcomes(self, rows: Sequence[Row]) -> None:
         async with begin_write(self.engine) as connection:
-            await _apply_outcomes(connection, rows)
+            await _apply_outcomes(connection, rows, self.pair_rate.tolerance)
 
     async def _write_outcome(self, row: Row) -> None:
         await self._write_outcomes([row])
@@ -407,7 +408,9 @@ def _outcome_row(outcome: Outcome) -> Row:
     }
 
 
-async def _apply_outcomes(connection: AsyncConnection, rows: Sequence[Row]) -> None:
+async def _apply_outcomes(
+    connection: AsyncConnection, rows: Sequence[Row], hold_tolerance_us: int
+) -> None:
     by_kind: dict[str, list[Row]] = {kind: [] for kind in q.OUTCOMES}
     for row in rows:
         by_kind[row["kind"]].append(row)
@@ -420,7 +423,9 @@ async def _apply_outcomes(connection: AsyncConnection, rows: Sequence[Row]) -> N
     forwarded = [row["b_wamid"] for row in by_kind["forwarded"] if row["b_wamid"]]
     if forwarded:
         # Meta may report a status before this commit records its wamid.
-        await apply_stored_statuses(connection, forwarded, by_kind["forwarded"][0]["b_at"])
+        await apply_stored_statuses(
+            connection, forwarded, by_kind["forwarded"][0]["b_at"], hold_tolerance_us
+        )
 
 
 async def _apply_failures(

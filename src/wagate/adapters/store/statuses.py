@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from wagate.adapters.store.engine import begin_write, dialect_of
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.queries import statuses as q
+from wagate.adapters.store.queries.queue import set_pair
 from wagate.adapters.store.tables import message_events, suppressions
 from wagate.adapters.store.webhook_events import (
     preference_drafts,
@@ -32,6 +33,7 @@ from wagate.adapters.store.webhook_events import (
 )
 from wagate.domain.errors import HEALTHY_ECOSYSTEM, MARKETING_OPT_OUT
 from wagate.domain.model import Status
+from wagate.domain.pacing import PAIR_BURST, PAIR_INTERVAL_S, pair_rate
 from wagate.domain.sanitise import fits, usable_timestamp, usable_wamid, without_nul
 from wagate.domain.statuses import MARKETING_LIMIT_MS, Move, decide_all, status_row, steps
 
@@ -62,6 +64,10 @@ class _Webhook:
     done: asyncio.Future[IngestResult]
 
 
+# The tolerance of the default pair pacing (a store built without one).
+HOLD_TOLERANCE_US = pair_rate(PAIR_INTERVAL_S, PAIR_BURST).tolerance
+
+
 class SqlStatusStore:
     """Writes webhooks' statuses, preferences and events; webhooks that arrive together
     share one transaction.
@@ -74,8 +80,11 @@ class SqlStatusStore:
     committed, with its own counts.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, hold_tolerance_us: int = HOLD_TOLERANCE_US) -> None:
+        """Statuses on `engine`; a 131049 hold lets a pair's first send through at its end
+        with the pair pacing's tolerance `hold_tolerance_us` (its `Rate.tolerance`)."""
         self.engine = engine
+        self.hold_tolerance_us = hold_tolerance_us
         # By `sandbox_only`: webhooks waiting for a transaction, and the task writing them.
         self._waiting: dict[bool, list[_Webhook]] = {False: [], True: []}
         self._writers: dict[bool, asyncio.Task[None]] = {}
@@ -142,7 +151,13 @@ class SqlStatusStore:
         try:
             async with begin_write(self.engine) as connection:
                 stored = await _store(
-                    connection, statuses, preferences, events, received_ms, sandbox_only
+                    connection,
+                    statuses,
+                    preferences,
+                    events,
+                    received_ms,
+                    sandbox_only,
+                    self.hold_tolerance_us,
                 )
         except Exception as exc:
             if not is_row_fault(exc):
@@ -178,7 +193,9 @@ class SqlStatusStore:
         for rows in singles:
             try:
                 async with begin_write(self.engine) as connection:
-                    stored = await _store(connection, *rows, received_ms, sandbox_only)
+                    stored = await _store(
+                        connection, *rows, received_ms, sandbox_only, self.hold_tolerance_us
+                    )
                 total += stored.result_of(rows[0], 0, rows[1])
             except Exception as exc:
                 if not is_row_fault(exc):
@@ -233,8 +250,8 @@ class _Stored:
     new: frozenset[int]
     moved: frozenset[str]
     notified: int
-    # Per status row (by identity): the opt-out or limit its 131050/131049 wrote.
-    restricted: Mapping[int, _Restriction] = field(default_factory=dict)
+    # Per wamid: the opt-out or limit its message's 131050/131049 failure wrote.
+    restricted: Mapping[str, _Restriction] = field(default_factory=dict)
     # (waba_id, recipient) of the preferences this stored.
     preferred: tuple[tuple[str, str], ...] = ()
 
@@ -248,13 +265,12 @@ class _Stored:
         kept = [row for row in statuses if id(row) in self.kept]
         stored = sum(1 for row in kept if id(row) in self.new)
         moved = len({row.wamid for row in kept} & self.moved)
-        restrictions = [self.restricted[id(row)] for row in kept if id(row) in self.restricted]
+        restrictions = [self.restricted[row.wamid] for row in kept if row.wamid in self.restricted]
         preferred = set(self.preferred)
         recipients = [(r.waba_id, r.recipient) for r in restrictions]
         recipients += [
             (p.waba_id, p.recipient) for p in preferences if (p.waba_id, p.recipient) in preferred
         ]
-        holds = [(r.phone_number_id, r.recipient, r.until_ms) for r in restrictions if r.until_ms]
         return IngestResult(
             stored,
             len(kept) - stored,
@@ -262,7 +278,6 @@ class _Stored:
             refused,
             self.notified,
             tuple(dict.fromkeys(recipients)),
-            tuple(holds),
         )
 
 
@@ -283,6 +298,7 @@ async def _store(
     events: Sequence[EventRow],
     received_ms: int,
     sandbox_only: bool = False,
+    hold_tolerance_us: int = HOLD_TOLERANCE_US,
 ) -> _Stored:
     """Write statuses, preferences and events in the caller's transaction.
 
@@ -303,12 +319,15 @@ async def _store(
     seen, unapplied = await _seen(connection, wamids)
     late = sorted(unapplied & current.keys())
     late_notified = 0
+    late_restricted: dict[str, _Restriction] = {}
     if late:
         # A status stored while its message was not known yet (on PostgreSQL, a webhook
         # and the worker's record of the wamid can commit side by side, each unseen by
         # the other): apply it first, with its event, so this later one follows it in
         # order instead of overtaking it (and the reconciliation finding it moot).
-        _, late_notified = await _apply_stored(connection, late, received_ms)
+        _, late_notified, late_restricted = await _apply_stored(
+            connection, late, received_ms, hold_tolerance_us
+        )
         current = await _messages_by_wamid(connection, wamids)
     new, moves = decide_all(_status_of(current), seen, statuses)
     if new:
@@ -327,9 +346,11 @@ async def _store(
                 for s in new
             ],
         )
-    _, notified = await _write_moves(connection, moves, current, received_ms, new)
+    _, notified, restricted = await _write_moves(
+        connection, moves, current, received_ms, new, hold_tolerance_us
+    )
     notified += late_notified
-    restricted = await _restrict(connection, new, current, received_ms)
+    restricted = {**late_restricted, **restricted}
     if preferences:
         # Read before the upsert: whether a preference is news depends on the stored one.
         drafts = await preference_drafts(connection, preferences)
@@ -375,45 +396,61 @@ async def _store(
 
 async def _restrict(
     connection: AsyncConnection,
-    new: Sequence[StatusRow],
+    moves: Mapping[str, Move],
     current: Mapping[str, Found],
-    received_ms: int,
-) -> dict[int, _Restriction]:
-    """A 131050 failure opts its recipient out (as a `user_preferences` stop of that time
-    would); a 131049 failure limits them for MARKETING_LIMIT_MS. Per status row."""
-    failures = [
-        s
-        for s in new
-        if s.status == "failed"
-        and s.error_code in (MARKETING_OPT_OUT, HEALTHY_ECOSYSTEM)
-        and s.wamid in current
-    ]
+    at_ms: int,
+    hold_tolerance_us: int,
+) -> dict[str, _Restriction]:
+    """A message that failed with 131050 opts its recipient out (as a `user_preferences`
+    stop of that time would); with 131049, Meta limited the recipient: no marketing
+    message to them before MARKETING_LIMIT_MS have passed (a limit the send checks read,
+    and a hold on the pair's queue, both in this transaction). Per wamid."""
+    failures = {
+        wamid: move.failure
+        for wamid, move in moves.items()
+        if move.status == "failed"
+        and move.failure is not None
+        and move.failure.error_code in (MARKETING_OPT_OUT, HEALTHY_ECOSYSTEM)
+    }
     if not failures:
         return {}
-    seqs = sorted({current[s.wamid].seq for s in failures})
+    seqs = sorted({current[wamid].seq for wamid in failures})
     whose = {row.seq: row for row in await connection.execute(q.RECIPIENTS_OF, {"b_seqs": seqs})}
     dialect = dialect_of(connection)
-    restricted: dict[int, _Restriction] = {}
+    restricted: dict[str, _Restriction] = {}
     stops: list[dict[str, Any]] = []
     limits: list[dict[str, Any]] = []
-    for s in failures:
-        row = whose.get(current[s.wamid].seq)
+    holds: list[dict[str, Any]] = []
+    for wamid, failure in failures.items():
+        row = whose.get(current[wamid].seq)
         if row is None or row.waba_id is None:
             continue
         key = {"waba_id": row.waba_id, "recipient": row.recipient}
-        if s.error_code == MARKETING_OPT_OUT:
-            stops.append(
-                {**key, "value": "stop", "timestamp": s.timestamp_ms, "updated_at": received_ms}
-            )
-            restricted[id(s)] = _Restriction(row.phone_number_id, row.waba_id, row.recipient)
-        else:
-            until = s.timestamp_ms + MARKETING_LIMIT_MS
-            limits.append({**key, "until": until, "updated_at": received_ms})
-            restricted[id(s)] = _Restriction(row.phone_number_id, row.waba_id, row.recipient, until)
+        if failure.error_code == MARKETING_OPT_OUT:
+            stop = {**key, "value": "stop", "timestamp": failure.timestamp_ms, "updated_at": at_ms}
+            stops.append(stop)
+            restricted[wamid] = _Restriction(row.phone_number_id, row.waba_id, row.recipient)
+            continue
+        until = failure.timestamp_ms + MARKETING_LIMIT_MS
+        limits.append({**key, "until": until, "updated_at": at_ms})
+        # As the queue's 131056 hold (pacing.hold_pair): the first send the pair's pacing
+        # lets through after this is at `until`.
+        tat = until * 1000 + hold_tolerance_us
+        holds.append(
+            {
+                "b_phone_number_id": row.phone_number_id,
+                "b_recipient": row.recipient,
+                "b_tat": tat,
+                "b_reserved": tat,
+            }
+        )
+        restricted[wamid] = _Restriction(row.phone_number_id, row.waba_id, row.recipient, until)
     if stops:
         await connection.execute(q.upsert_preferences(dialect), stops)
     if limits:
         await connection.execute(q.upsert_limits(dialect), limits)
+    if holds:
+        await connection.execute(set_pair(dialect), holds)
     return restricted
 
 
@@ -548,10 +585,12 @@ async def _write_moves(
     current: dict[str, Found],
     at_ms: int,
     reports: Sequence[StatusRow],
-) -> tuple[int, int]:
-    """Write each decided move (and the error of the failure it ends on), and the customer
-    webhook deliveries of the moves of numbers with an endpoint (`reports`: the statuses
-    that decided the moves): (messages moved, deliveries written)."""
+    hold_tolerance_us: int = 0,
+) -> tuple[int, int, dict[str, _Restriction]]:
+    """Write each decided move (and the error of the failure it ends on), what a 131050 or
+    131049 failure restricts (`_restrict`), and the customer webhook deliveries of the
+    moves of numbers with an endpoint (`reports`: the statuses that decided the moves):
+    (messages moved, deliveries written, restrictions by wamid)."""
     changes: list[dict[str, Any]] = []
     for wamid, move in moves.items():
         failure = move.failure
@@ -567,12 +606,13 @@ async def _write_moves(
         )
     if changes:
         await connection.execute(q.MOVE, changes)
+    restricted = await _restrict(connection, moves, current, at_ms, hold_tolerance_us)
     notified = {wamid for wamid in moves if current[wamid].notify}
     written = 0
     if notified:
         passed = _passed(notified, current, reports)
         written = await write_status_events(connection, passed, at_ms)
-    return len(changes), written
+    return len(changes), written, restricted
 
 
 def _passed(
@@ -598,42 +638,49 @@ def _first_of_each_status(rows: Sequence[StatusRow]) -> list[StatusRow]:
 
 
 async def apply_stored_statuses(
-    connection: AsyncConnection, wamids: Sequence[str], at_ms: int
+    connection: AsyncConnection,
+    wamids: Sequence[str],
+    at_ms: int,
+    hold_tolerance_us: int = HOLD_TOLERANCE_US,
 ) -> int:
     """Apply the timeline's statuses of these wamids to their messages; mark them matched.
 
     Used when the worker records a wamid (statuses may have come first) and by the
     reconciliation of statuses that found no message when they arrived.
     """
-    moved, _ = await _apply_stored(connection, wamids, at_ms)
+    moved, _, _ = await _apply_stored(connection, wamids, at_ms, hold_tolerance_us)
     return moved
 
 
 async def _apply_stored(
-    connection: AsyncConnection, wamids: Sequence[str], at_ms: int
-) -> tuple[int, int]:
+    connection: AsyncConnection, wamids: Sequence[str], at_ms: int, hold_tolerance_us: int
+) -> tuple[int, int, dict[str, _Restriction]]:
     """`apply_stored_statuses`: (messages moved, customer webhook deliveries written)."""
     # Mostly there is none (the worker records a wamid before Meta reports on it): one
     # read finds that, before the messages are read and held.
     if not wamids or not await _by_chunk(connection, q.STORED_STATUSES, list(wamids)):
-        return 0, 0
+        return 0, 0, {}
     current = await _messages_by_wamid(connection, wamids)
     if not current:
-        return 0, 0
+        return 0, 0, {}
     stored = await _by_chunk(connection, q.STORED_STATUSES, list(current))
     rows = [status_row(*row) for row in stored]
     if not rows:
-        return 0, 0
+        return 0, 0, {}
     matched = list({row.wamid for row in rows})
     for start in range(0, len(matched), _CHUNK):
         await connection.execute(q.MARK_MATCHED, {"b_wamids": matched[start : start + _CHUNK]})
     # Stored statuses never moved these messages: decide as if they all came now.
     _, moves = decide_all(_status_of(current), {}, rows)
-    return await _write_moves(connection, moves, current, at_ms, rows)
+    return await _write_moves(connection, moves, current, at_ms, rows, hold_tolerance_us)
 
 
 async def reconcile(
-    engine: AsyncEngine, now_ms: int, give_up_after_ms: int, after_seq: int = 0
+    engine: AsyncEngine,
+    now_ms: int,
+    give_up_after_ms: int,
+    after_seq: int = 0,
+    hold_tolerance_us: int = HOLD_TOLERANCE_US,
 ) -> tuple[int, int]:
     """Apply statuses that came before their wamid was recorded: (messages moved, cursor).
 
@@ -652,7 +699,7 @@ async def reconcile(
         if not pending:
             return 0, cursor
         moved = await apply_stored_statuses(
-            connection, [row.upstream_wamid for row in pending], now_ms
+            connection, [row.upstream_wamid for row in pending], now_ms, hold_tolerance_us
         )
         stale = [
             row.upstream_wamid for row in pending if row.received_at < now_ms - give_up_after_ms

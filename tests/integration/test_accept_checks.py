@@ -1,5 +1,5 @@
-"""Sends checked against their template at accept, over real HTTP, against the embedded
-sandbox's seeded templates: Meta's code at once, nothing stored (issue 10)."""
+"""Sends checked at accept, over real HTTP, against the embedded sandbox's seeded templates
+and its recipient scenarios: Meta's code at once, nothing stored (issue 10)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.support import (
     database_url_for,
     dispose_database,
     make_tenant,
+    run_cli,
     wait_until,
 )
 
@@ -68,14 +69,18 @@ def waba_of(gateway: GatewayProcess, tenant: Tenant) -> str:
 
 
 def send(
-    gateway: GatewayProcess, tenant: Tenant, name: str, components: list[Any] | None = None
+    gateway: GatewayProcess,
+    tenant: Tenant,
+    name: str,
+    components: list[Any] | None = None,
+    to: str = "+447700900123",
 ) -> httpx.Response:
     template: dict[str, Any] = {"name": name, "language": {"code": "en_US"}}
     if components is not None:
         template["components"] = components
     payload = {
         "messaging_product": "whatsapp",
-        "to": "+447700900123",
+        "to": to,
         "type": "template",
         "template": template,
     }
@@ -306,3 +311,109 @@ def test_a_pause_ingested_by_one_process_is_refused_by_another(
         refused(send(other, tenant, "promo_template"), 132016, 400)
     finally:
         other.stop()
+
+
+# ---- the recipient: opt-outs and Meta's per-user limit --------------------------------
+
+
+def status_of(gateway: GatewayProcess, tenant: Tenant, message_id: str) -> str:
+    answer = httpx.get(
+        f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages/{message_id}",
+        headers=headers(tenant),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["status"])
+
+
+def sent(gateway: GatewayProcess, tenant: Tenant, to: str) -> str:
+    """Send promo_template to `to`; the message id."""
+    answer = send(gateway, tenant, "promo_template", to=to)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["messages"][0]["id"])
+
+
+def failed(gateway: GatewayProcess, tenant: Tenant, message_id: str) -> None:
+    wait_until(lambda: status_of(gateway, tenant, message_id) == "failed", timeout=15)
+
+
+def test_a_recipient_who_stopped_marketing_is_refused_at_once_until_they_resume(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    """The sandbox's `...9050` fails 131050 and sends Meta's user_preferences stop."""
+    to = "+447700909050"
+    failed(checked, tenant, sent(checked, tenant, to))
+    details = refused(send(checked, tenant, "promo_template", to=to), 131050, 400)
+    assert "447700909050" in details
+    # Another recipient of the same number is not concerned.
+    assert send(checked, tenant, "promo_template").status_code == 200
+    waba = waba_of(checked, tenant)
+    resume = {
+        "messaging_product": "whatsapp",
+        "metadata": {"phone_number_id": tenant.phone_number_id},
+        "user_preferences": [
+            {
+                "wa_id": "447700909050",
+                "category": "marketing_messages",
+                "value": "resume",
+                "timestamp": int(time.time()) + 5,
+            }
+        ],
+    }
+    meta_webhook(checked, body(resume, waba, "messages"))
+    assert send(checked, tenant, "promo_template", to=to).status_code == 200
+
+
+def test_a_user_preferences_stop_alone_refuses_the_next_send(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    waba = waba_of(checked, tenant)
+    stop = {
+        "messaging_product": "whatsapp",
+        "metadata": {"phone_number_id": tenant.phone_number_id},
+        "user_preferences": [
+            {
+                "wa_id": "447700900555",
+                "category": "marketing_messages",
+                "value": "stop",
+                "timestamp": int(time.time()),
+            }
+        ],
+    }
+    meta_webhook(checked, body(stop, waba, "messages"))
+    refused(send(checked, tenant, "promo_template", to="+447700900555"), 131050, 400)
+
+
+def test_after_131049_a_project_that_refuses_gets_131049_at_once(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    """The sandbox's `...9049` fails 131049; `wagate projects update --on-131049 refuse`."""
+    run_cli(
+        "projects",
+        "update",
+        tenant.project_id,
+        "--on-131049",
+        "refuse",
+        database_url=checked.database_url,
+    )
+    to = "+447700909049"
+    failed(checked, tenant, sent(checked, tenant, to))
+    # Meta's status may reach the gateway before the worker records the wamid: the
+    # record applies it then, and the send checks read it at their next poll (1 s).
+    wait_until(lambda: send(checked, tenant, "promo_template", to=to).status_code == 400)
+    details = refused(send(checked, tenant, "promo_template", to=to), 131049, 400)
+    assert "131049" in details
+    assert send(checked, tenant, "promo_template").status_code == 200
+
+
+def test_after_131049_a_project_that_holds_keeps_the_next_send_queued(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    """The default policy: the send is stored and waits (24 h; unit tests run the clock)."""
+    to = "+447700919049"
+    failed(checked, tenant, sent(checked, tenant, to))
+    held = sent(checked, tenant, to)
+    other = sent(checked, tenant, "+447700900124")
+    wait_until(lambda: status_of(checked, tenant, other) in ("sent", "delivered", "read"))
+    time.sleep(1)
+    assert status_of(checked, tenant, held) == "pending"
