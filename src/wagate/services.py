@@ -20,6 +20,7 @@ from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
+from wagate.adapters.store.suppressions import SqlSuppressions
 from wagate.adapters.upstream.embedded import EmbeddedSandboxUpstream
 from wagate.adapters.upstream.graph import GraphClient
 from wagate.core.accept import Acceptor
@@ -30,6 +31,7 @@ from wagate.core.ingest import Ingestor
 from wagate.core.notify import Notifier, NotifyBell, NotifySettings
 from wagate.core.reads import Reader
 from wagate.core.retention import Pruner
+from wagate.core.suppressions import SuppressionAdmin
 from wagate.domain import notify_formats
 from wagate.domain.pacing import pair_rate
 from wagate.domain.ratelimit import RateLimiter
@@ -82,6 +84,9 @@ class Services:
     # Customer webhooks: endpoints and the outbox; the bell wakes this process's notifier.
     notifications: SqlNotifications
     notify_bell: NotifyBell
+    # Suppressed recipients per WABA, as the management API changes them; its `on_change`
+    # tells this process's send path of each committed change.
+    suppressions: SuppressionAdmin
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
     notifier: Notifier | None = None
@@ -135,6 +140,7 @@ class Services:
             health=Health(store, clock, head=HEAD, known=KNOWN),
             notifications=SqlNotifications(store.engine, store.secrets),
             notify_bell=notify_bell,
+            suppressions=SuppressionAdmin(store, SqlSuppressions(store.engine), clock),
         )
 
     def dispatcher_for(self) -> Dispatcher:

@@ -127,6 +127,8 @@ class Preference:
 
     value: str
     timestamp_ms: int
+    # When the row was last written (the SQL `updated_at`); None: at its timestamp.
+    updated_at: int | None = None
 
 
 @dataclass(slots=True)
