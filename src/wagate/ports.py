@@ -32,6 +32,7 @@ from wagate.domain.statuses import (
     StatusRow,
     TimelineEntry,
 )
+from wagate.domain.suppressions import Suppression
 from wagate.domain.template_events import TemplateUpdate
 from wagate.domain.templates import Template
 
@@ -549,6 +550,36 @@ class Templates(Protocol):
 
     async def changed_since(self, since_ms: int) -> list[tuple[str, Template]]:
         """Every (waba_id, template) row written at or after `since_ms`."""
+
+
+class SuppressionStore(Protocol):
+    """A WABA's suppressed recipients as the management API and CLI change them
+    (core/suppressions); Meta's `user_preferences` write the same rows (StatusStore)."""
+
+    async def add_suppressions(
+        self, waba_id: str, recipients: Sequence[str], now_ms: int
+    ) -> list[str]:
+        """Suppress each recipient not suppressed yet (`stop` at `now_ms`), in one transaction;
+        returns those newly suppressed (one already suppressed keeps its `since`)."""
+        ...
+
+    async def remove_suppressions(
+        self, waba_id: str, recipients: Sequence[str], now_ms: int
+    ) -> list[str]:
+        """Lift each suppressed recipient (`resume` at `now_ms`), in one transaction; returns
+        those that were suppressed. A later `stop` from Meta suppresses again; an older one
+        (a late retry) does not."""
+        ...
+
+    async def get_suppression(self, waba_id: str, recipient: str) -> Suppression | None:
+        """A recipient's suppression, if it is suppressed."""
+        ...
+
+    async def list_suppressions(
+        self, waba_id: str, *, limit: int, after: tuple[int, str] | None = None
+    ) -> list[Suppression]:
+        """Up to `limit` suppressions, newest first; `after` (since, recipient) of the last
+        one of a page: the next, older page."""
         ...
 
 
@@ -568,6 +599,7 @@ __all__ = [
     "SchemaProbe",
     "StatusStore",
     "StoreUnavailable",
+    "SuppressionStore",
     "SystemClock",
     "TemplateSource",
     "Templates",

@@ -23,6 +23,7 @@ from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.recipients import SqlRecipientStates
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
+from wagate.adapters.store.suppressions import SqlSuppressions
 from wagate.adapters.store.templates import SqlTemplates
 from wagate.adapters.upstream.embedded import EmbeddedSandboxTemplates, EmbeddedSandboxUpstream
 from wagate.adapters.upstream.graph import GraphClient
@@ -37,6 +38,7 @@ from wagate.core.notify import Notifier, NotifyBell, NotifySettings
 from wagate.core.reads import Reader
 from wagate.core.recipients import RecipientBook
 from wagate.core.retention import Pruner
+from wagate.core.suppressions import SuppressionAdmin
 from wagate.core.templates import TemplateBook, TemplateSettings
 from wagate.domain import notify_formats
 from wagate.domain.pacing import pair_rate
@@ -103,6 +105,9 @@ class Services:
     template_source: TemplateSource
     # Opt-outs and Meta's per-user limits, in memory for the send checks.
     recipients: RecipientBook
+    # Suppressed recipients per WABA, as the management API changes them; its `on_change`
+    # tells this process's send path of each committed change.
+    suppressions: SuppressionAdmin
     sandbox: SandboxApp | None = None
     dispatcher: Dispatcher | None = None
     notifier: Notifier | None = None
@@ -181,6 +186,15 @@ class Services:
             templates=templates,
             template_source=template_source,
             recipients=recipients,
+            suppressions=SuppressionAdmin(
+                store,
+                SqlSuppressions(store.engine),
+                clock,
+                # A change commits, then this process's send checks hold it at once.
+                on_change=lambda waba_id, changes: recipients.note_preferences(
+                    (waba_id, recipient, value) for recipient, value in changes
+                ),
+            ),
         )
 
     def dispatcher_for(self) -> Dispatcher:

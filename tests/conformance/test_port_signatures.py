@@ -12,11 +12,18 @@ from typing import Any
 
 import pytest
 
-from wagate.adapters.memory import MemoryDatabase, MemoryQueue, MemoryStatusStore, MemoryStore
+from wagate.adapters.memory import (
+    MemoryDatabase,
+    MemoryQueue,
+    MemoryStatusStore,
+    MemoryStore,
+    MemorySuppressions,
+)
 from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
+from wagate.adapters.store.suppressions import SqlSuppressions
 from wagate.adapters.upstream.graph import GraphClient
 from wagate.ports import (
     Admin,
@@ -29,6 +36,7 @@ from wagate.ports import (
     Retention,
     SchemaProbe,
     StatusStore,
+    SuppressionStore,
     SystemClock,
     Timelines,
     Upstream,
@@ -49,6 +57,7 @@ IMPLEMENTATIONS: dict[type[Any], list[type[Any]]] = {
     Clock: [SystemClock],
     WebhookEndpoints: [SqlNotifications],
     Notifications: [SqlNotifications],
+    SuppressionStore: [SqlSuppressions, MemorySuppressions],
 }
 
 
@@ -145,3 +154,10 @@ def _typed(
 def _typed_notifications(sql: SqlNotifications) -> tuple[WebhookEndpoints, Notifications]:
     """mypy's half of the check for the customer webhook ports."""
     return sql, sql
+
+
+def _typed_suppressions(
+    database: MemoryDatabase, sql: SqlSuppressions
+) -> tuple[SuppressionStore, SuppressionStore]:
+    """mypy's half of the check for the suppressions port."""
+    return MemorySuppressions(database), sql

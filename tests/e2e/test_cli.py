@@ -60,6 +60,10 @@ KNOWN_COMMANDS = [
     ["webhooks", "replay"],
     ["webhooks", "pause"],
     ["webhooks", "resume"],
+    ["suppressions", "add"],
+    ["suppressions", "list"],
+    ["suppressions", "remove"],
+    ["suppressions", "import"],
 ]
 
 

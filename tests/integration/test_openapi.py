@@ -26,6 +26,7 @@ from wagate.adapters.http.send_openapi import SEND_EXAMPLES
 SEND = "/meta/whatsapp/{version}/{phone_number_id}/marketing_messages"
 ONE = "/meta/whatsapp/{version}/{phone_number_id}/messages/{message_id}"
 LIST = "/meta/whatsapp/{version}/{phone_number_id}/messages"
+SUPPRESSIONS = "/platform/v1/whatsapp/phone_numbers/{phone_number_id}/suppressions"
 OPENAPI_PATH = "/docs/openapi.json"
 
 
@@ -267,6 +268,9 @@ OPERATION_IDS = {
     "pausePhoneNumberWebhook",
     "resumeWebhook",
     "resumePhoneNumberWebhook",
+    "listSuppressions",
+    "addSuppressions",
+    "deleteSuppression",
 }
 API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -441,6 +445,58 @@ def test_live_answers_match_their_documented_schemas(
     answers += [case.call(base_url=gateway.base_url, timeout=10) for case in cases[3:]]
     assert [answer.status_code for answer in answers[3:]] == [200, 400, 401, 200, 400, 200, 200]
     assert answers[6].json()["paging"]["next"]
+    for case, answer in zip(cases, answers, strict=True):
+        case.validate_response(answer, checks=CHECKS)
+
+
+def test_the_suppression_routes_document_their_body_and_parameters(
+    document: dict[str, Any],
+) -> None:
+    body = document["paths"][SUPPRESSIONS]["post"]["requestBody"]
+    assert body["required"] is True
+    check = validator(document, body["content"]["application/json"]["schema"])
+    assert check.is_valid({"suppression": {"recipient": "+44 7700 900123"}})
+    assert check.is_valid({"suppressions": [{"recipient": "US.13491208655302741918"}]})
+    assert not check.is_valid({"suppressions": [{"recipient": "447700900123"}] * 1001})
+    assert not check.is_valid({"suppression": {"recipient": "447700900123", "colour": "red"}})
+    listing = document["paths"][SUPPRESSIONS]["get"]
+    query = {p["name"] for p in listing["parameters"] if p["in"] == "query"}
+    assert query == {"limit", "before", "recipient"}
+    removal = document["paths"][SUPPRESSIONS + "/{recipient}"]["delete"]
+    assert {"200", "400", "401", "404"} <= set(removal["responses"])
+
+
+def test_suppression_answers_match_their_documented_schemas(
+    gateway: GatewayProcess, tenant: Tenant
+) -> None:
+    schema = schemathesis.openapi.from_url(f"{gateway.base_url}{OPENAPI_PATH}")
+    where = {"phone_number_id": tenant.phone_number_id}
+    one = {**where, "recipient": "447700900123"}
+    key = {"X-API-Key": tenant.api_key}
+    add = schema[SUPPRESSIONS]["POST"]
+    removal = schema[SUPPRESSIONS + "/{recipient}"]["DELETE"]
+    cases = [
+        add.Case(
+            path_parameters=where,
+            headers=key,
+            body={"suppression": {"recipient": "+44 7700 900123"}},
+            media_type="application/json",
+        ),
+        add.Case(
+            path_parameters=where,
+            headers=key,
+            body={"suppressions": [{"recipient": "US.1349120865"}, {"recipient": "nonsense"}]},
+            media_type="application/json",
+        ),
+        schema[SUPPRESSIONS]["GET"].Case(path_parameters=where, headers=key, query={"limit": 1}),
+        schema[SUPPRESSIONS]["GET"].Case(path_parameters=where, headers=key, query={"limit": 0}),
+        removal.Case(path_parameters=one, headers=key),
+        removal.Case(path_parameters=one, headers=key),
+        removal.Case(path_parameters=one, headers={}),
+    ]
+    answers = [case.call(base_url=gateway.base_url, timeout=10) for case in cases]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 400, 200, 404, 401]
+    assert answers[2].json()["paging"]["cursors"]["before"]
     for case, answer in zip(cases, answers, strict=True):
         case.validate_response(answer, checks=CHECKS)
 

@@ -1,5 +1,5 @@
 """The `wagate` command line (typer): serve, worker, sandbox, migrate, projects, keys, numbers,
-webhooks."""
+webhooks, suppressions."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +30,8 @@ from wagate.settings import Settings
 if TYPE_CHECKING:
     from wagate.adapters.store.notify import SqlNotifications
     from wagate.adapters.store.sql import SqlStore
+    from wagate.core.suppressions import SuppressionAdmin
+    from wagate.domain.suppressions import Suppression
 
 
 def example(*lines: str) -> str:
@@ -1395,6 +1399,285 @@ def webhooks_resume(webhook_id: WebhookIdArgument, as_json: JsonFlag = False) ->
         lambda store, hooks: webhook_admin.resume_webhook(hooks, SystemClock(), webhook_id)
     )
     _show_webhook(shown, as_json, f"resumed webhook {webhook_id}")
+
+
+# ---- suppressions ------------------------------------------------------------------
+
+suppressions_app = typer.Typer(
+    help="Add, list, remove and import suppressed recipients (no marketing messages to them:"
+    " a send is refused with 131050).",
+    epilog=example("wagate suppressions list 106540352242922"),
+    **HELP,  # type: ignore[arg-type]
+)
+app.add_typer(suppressions_app, name="suppressions")
+RecipientsArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help="Phone numbers with their country code (+44 7700 900123) or BSUIDs.",
+        metavar="RECIPIENT...",
+        show_default=False,
+    ),
+]
+# Invalid lines of an import printed with their line numbers; the rest are only counted.
+SHOWN_INVALID_LINES = 10
+_FIRST_FIELD = re.compile(r"[,;\t]")
+
+
+def _run_suppressions(work: Callable[[SuppressionAdmin], Awaitable[T]]) -> T:
+    """`_run` with the suppressions use case on the store's connections."""
+    from wagate.adapters.store.suppressions import SqlSuppressions
+    from wagate.core.suppressions import SuppressionAdmin
+
+    return _run(
+        lambda store: work(SuppressionAdmin(store, SqlSuppressions(store.engine), SystemClock()))
+    )
+
+
+def _checked_recipients(recipients: list[str]) -> list[str]:
+    """Every recipient as stored, or exit 1 naming the first bad one (before the database
+    is opened, so nothing changes)."""
+    from wagate.core.suppressions import MAX_IMPORT, check_recipients
+
+    if len(recipients) > MAX_IMPORT:
+        raise _fail(f"give at most {MAX_IMPORT} recipients; import a file for more")
+    try:
+        return check_recipients(recipients)
+    except admin.AdminError as exc:
+        raise _fail(exc) from None
+
+
+def _suppression_row(suppression: Suppression) -> dict[str, Any]:
+    """A suppression as `--json` prints it: the management API's fields."""
+    return {
+        "recipient": suppression.recipient,
+        "kind": suppression.kind,
+        "since": _iso(suppression.since),
+        "updated_at": _iso(suppression.updated_at),
+    }
+
+
+@suppressions_app.command(
+    "add",
+    epilog=example(
+        "wagate suppressions add 106540352242922 '+44 7700 900123' US.13491208655302741918"
+    ),
+)
+def suppressions_add(
+    phone_number_id: PhoneNumberIdArgument,
+    recipients: RecipientsArgument,
+    as_json: JsonFlag = False,
+) -> None:
+    """Suppress recipients on the WABA of a phone number (all or none: a bad one stops it)."""
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    addresses = _checked_recipients(recipients)
+    imported = _run_suppressions(lambda s: s.add_many(phone_number_id, addresses))
+    if as_json:
+        _print_json({"added": imported.added, "already_suppressed": imported.already_suppressed})
+        return
+    console.print(
+        f"suppressed {imported.added} recipient(s); {imported.already_suppressed} already were",
+        markup=False,
+    )
+
+
+@suppressions_app.command(
+    "list",
+    epilog=example(
+        "wagate suppressions list 106540352242922",
+        "wagate suppressions list 106540352242922 --limit 100 --json",
+    ),
+)
+def suppressions_list(
+    phone_number_id: PhoneNumberIdArgument,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
+    before: Annotated[
+        str | None,
+        typer.Option(
+            help="Only older than this (the `--before` a page ends with).", show_default=False
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the suppressed recipients of a phone number's WABA, newest first."""
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    after = None if before is None else _before(before)
+    page = _run_suppressions(lambda s: s.page(phone_number_id, limit=limit, after=after))
+    if as_json:
+        _print_json([_suppression_row(s) for s in page.suppressions])
+        return
+    table = Table(Column("recipient", no_wrap=True), "kind", Column("since", no_wrap=True))
+    for s in page.suppressions:
+        table.add_row(s.recipient, s.kind, _iso(s.since) or "")
+    console.print(table)
+    if page.after is not None:
+        since, recipient = page.after
+        console.print(f"older: --before {since}:{recipient}", markup=False, soft_wrap=True)
+
+
+def _before(value: str) -> tuple[int, str]:
+    """`--before SINCE_MS:RECIPIENT` as the listing's position, or exit 1."""
+    since, sep, recipient = value.partition(":")
+    if not (sep and since.isascii() and since.isdigit() and recipient):
+        raise _fail(f"--before takes the SINCE_MS:RECIPIENT a page ends with, got {value!r}")
+    return int(since), recipient
+
+
+@suppressions_app.command(
+    "remove",
+    epilog=example("wagate suppressions remove 106540352242922 '+44 7700 900123'"),
+)
+def suppressions_remove(
+    phone_number_id: PhoneNumberIdArgument,
+    recipients: RecipientsArgument,
+    as_json: JsonFlag = False,
+) -> None:
+    """Lift the suppressions of recipients; exits 1 naming those that were not suppressed."""
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    addresses = _checked_recipients(recipients)
+    lifted = _run_suppressions(lambda s: s.remove_many(phone_number_id, addresses))
+    if as_json:
+        _print_json({"removed": lifted.removed, "not_suppressed": lifted.not_suppressed})
+    else:
+        for recipient in lifted.removed:
+            console.print(f"removed {recipient}", markup=False)
+    if lifted.not_suppressed:
+        raise _fail(f"not suppressed: {', '.join(lifted.not_suppressed)}")
+
+
+@dataclass(slots=True)
+class _ImportTally:
+    """What an import did so far: counts, and the first few invalid lines."""
+
+    added: int = 0
+    already_suppressed: int = 0
+    invalid: int = 0
+    header_skipped: bool = False
+    shown: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+def _import_lines(path: Path) -> Iterator[tuple[int, str, int]]:
+    """(line number, recipient, bytes read) of each recipient line of a file: the first
+    column of a CSV line, blank lines and `#` comments skipped."""
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            text = raw.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+            recipient = _FIRST_FIELD.split(text, maxsplit=1)[0].strip().strip("\"'").strip()
+            if recipient and not recipient.startswith("#"):
+                yield number, recipient, len(raw)
+            else:
+                yield number, "", len(raw)
+
+
+@suppressions_app.command(
+    "import",
+    epilog=example(
+        "wagate suppressions import 106540352242922 opt-outs.txt",
+        "wagate suppressions import 106540352242922 crm-export.csv --json",
+    ),
+)
+def suppressions_import(
+    phone_number_id: PhoneNumberIdArgument,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="One recipient a line, or a CSV whose first column is the recipient"
+            " (a header line is skipped); blank lines and # comments are skipped.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            metavar="FILE",
+        ),
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Suppress every recipient of a file, 1,000 a transaction; invalid lines are reported
+    (the first few with their line numbers) and skipped, not fatal."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from wagate.core.suppressions import MAX_IMPORT, check_recipient
+
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    tally = _ImportTally()
+
+    async def work(suppressions: SuppressionAdmin) -> None:
+        await suppressions.waba_of(phone_number_id)  # an unknown number stops it at once
+        progress = Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            DownloadColumn(),
+            console=errors,
+            disable=as_json,
+        )
+        chunk: list[str] = []
+        lines: list[int] = []
+        first = True
+
+        async def store() -> None:
+            imported = await suppressions.add_many(phone_number_id, chunk)
+            tally.added += imported.added
+            tally.already_suppressed += imported.already_suppressed
+            tally.invalid += len(imported.invalid)
+            for refused in imported.invalid:
+                if len(tally.shown) < SHOWN_INVALID_LINES:
+                    tally.shown.append((lines[refused.index], refused.recipient, refused.error))
+            chunk.clear()
+            lines.clear()
+
+        with progress:
+            task = progress.add_task("import", total=file.stat().st_size)
+            for number, recipient, size in _import_lines(file):
+                progress.advance(task, size)
+                if not recipient:
+                    continue
+                if first:
+                    first = False
+                    # A CSV's header ("phone,name"): words, no digit, not a recipient.
+                    if not any(c.isdigit() for c in recipient) and not _is_recipient(
+                        recipient, check_recipient
+                    ):
+                        tally.header_skipped = True
+                        continue
+                chunk.append(recipient)
+                lines.append(number)
+                if len(chunk) == MAX_IMPORT:
+                    await store()
+            if chunk:
+                await store()
+
+    _run_suppressions(work)
+    if as_json:
+        _print_json(
+            {
+                "added": tally.added,
+                "already_suppressed": tally.already_suppressed,
+                "invalid": tally.invalid,
+                "invalid_lines": [
+                    {"line": line, "recipient": recipient, "error": error}
+                    for line, recipient, error in tally.shown
+                ],
+            }
+        )
+        return
+    console.print(
+        f"added {tally.added}, already suppressed {tally.already_suppressed},"
+        f" invalid {tally.invalid}" + (" (header line skipped)" if tally.header_skipped else ""),
+        markup=False,
+    )
+    if tally.shown:
+        table = Table("line", Column("recipient", overflow="fold"), "why")
+        for line, recipient, error in tally.shown:
+            table.add_row(str(line), recipient, error)
+        console.print(table)
+        if tally.invalid > len(tally.shown):
+            console.print(f"... and {tally.invalid - len(tally.shown)} more", markup=False)
+
+
+def _is_recipient(text: str, check: Callable[[str], str]) -> bool:
+    try:
+        check(text)
+    except admin.AdminError:
+        return False
+    return True
 
 
 @app.callback()

@@ -33,6 +33,7 @@ from wagate.adapters.http.reads import (
 )
 from wagate.adapters.http.send import match_send_path, serve_send
 from wagate.adapters.http.send_openapi import document_send
+from wagate.adapters.http.suppressions import SUPPRESSION_ROUTES, document_suppressions
 from wagate.adapters.http.templates import TEMPLATE_ROUTES
 from wagate.adapters.http.webhooks import WEBHOOK_ROUTES, document_webhooks
 from wagate.adapters.logs import configure_logging
@@ -354,6 +355,7 @@ def create_litestar(services: Services) -> Litestar:
             *NUMBER_ROUTES,
             *WEBHOOK_ROUTES,
             *TEMPLATE_ROUTES,
+            *SUPPRESSION_ROUTES,
             docs_assets(),
         ],
         exception_handlers={Exception: _graph_error_response},
@@ -377,6 +379,7 @@ def create_litestar(services: Services) -> Litestar:
     document_send(app.openapi_schema)
     document_numbers(app.openapi_schema)
     document_webhooks(app.openapi_schema)
+    document_suppressions(app.openapi_schema)
     document_trace_ids(app.openapi_schema)
     return app
 

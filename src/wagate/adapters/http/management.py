@@ -42,19 +42,23 @@ async def project_of(request: Request[Any, Any, Any]) -> str:
 _decoder = msgspec.json.Decoder()
 
 
-async def read_wrapped(request: Request[Any, Any, Any], kind: type[Any], key: str | None) -> Any:
+async def read_wrapped(
+    request: Request[Any, Any, Any],
+    kind: type[Any],
+    key: str | None,
+    *,
+    max_bytes: int | None = None,
+) -> Any:
     """The request body as `kind`, wrapped in `{key: ...}` (as Kapso wraps its resources) or
-    bare (always bare when `key` is None); else code 100 (413 when too large)."""
+    bare (always bare when `key` is None); else code 100 (413 when over `max_bytes`, by
+    default WAGATE_MAX_BODY_BYTES)."""
     settings = services_of(request).settings
+    limit = settings.max_body_bytes if max_bytes is None else max_bytes
     try:
-        raw = await read_body(
-            cast(Receive, request.receive), settings.max_body_bytes, settings.body_timeout_seconds
-        )
+        raw = await read_body(cast(Receive, request.receive), limit, settings.body_timeout_seconds)
     except BodyTooLarge:
         raise GraphError(
-            INVALID_PARAMETER,
-            f"Body is larger than {settings.max_body_bytes} bytes",
-            http_status=413,
+            INVALID_PARAMETER, f"Body is larger than {limit} bytes", http_status=413
         ) from None
     try:
         value = _decoder.decode(raw or b"{}")

@@ -14,6 +14,7 @@ from wagate.adapters.memory.notify import MemoryNotifications
 from wagate.adapters.memory.queue import MemoryQueue
 from wagate.adapters.memory.statuses import MemoryStatusStore
 from wagate.adapters.memory.store import MemoryStore
+from wagate.adapters.memory.suppressions import MemorySuppressions
 from wagate.adapters.memory.tables import MemoryDatabase
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "MemoryQueue",
     "MemoryStatusStore",
     "MemoryStore",
+    "MemorySuppressions",
 ]

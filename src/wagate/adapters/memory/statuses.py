@@ -121,8 +121,7 @@ class MemoryStatusStore:
             if failure.error_code == MARKETING_OPT_OUT:
                 stored = db.preferences.get(key)
                 if stored is None or stored.timestamp_ms <= failure.timestamp_ms:
-                    db.preferences[key] = Preference("stop", failure.timestamp_ms)
-                    db.preference_written[key] = received_ms
+                    db.preferences[key] = Preference("stop", failure.timestamp_ms, received_ms)
                 recipients.append(key)
             elif failure.error_code == HEALTHY_ECOSYSTEM:
                 until = failure.timestamp_ms + MARKETING_LIMIT_MS
@@ -136,8 +135,9 @@ class MemoryStatusStore:
             # The newest preference wins, whatever order Meta delivers them in.
             stored = db.preferences.get((p.waba_id, p.recipient))
             if stored is None or stored.timestamp_ms <= p.timestamp_ms:
-                db.preferences[(p.waba_id, p.recipient)] = Preference(p.value, p.timestamp_ms)
-                db.preference_written[(p.waba_id, p.recipient)] = received_ms
+                db.preferences[(p.waba_id, p.recipient)] = Preference(
+                    p.value, p.timestamp_ms, received_ms
+                )
                 recipients.append((p.waba_id, p.recipient))
                 # Told once per change: Meta's retries of the same stop are not news.
                 if stored is None or stored.value != p.value:
@@ -169,9 +169,7 @@ class MemoryStatusStore:
             (waba_id, recipient, p.value)
             for (waba_id, recipient), p in db.preferences.items()
             if (
-                p.value == "stop"
-                if since_ms <= 0
-                else db.preference_written.get((waba_id, recipient), 0) >= since_ms
+                p.value == "stop" if since_ms <= 0 else (p.updated_at or p.timestamp_ms) >= since_ms
             )
         ]
         limits = [

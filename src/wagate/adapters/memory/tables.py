@@ -127,6 +127,8 @@ class Preference:
 
     value: str
     timestamp_ms: int
+    # When the row was last written (the SQL `updated_at`); None: at its timestamp.
+    updated_at: int | None = None
 
 
 @dataclass(slots=True)
@@ -177,8 +179,6 @@ class MemoryDatabase:
     preferences: dict[tuple[str, str], Preference] = field(default_factory=dict)
     # (waba_id, recipient) -> (until_ms, updated_at): Meta limited them (131049).
     limits: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    # When each preference row was last written (the SQL `updated_at`).
-    preference_written: dict[tuple[str, str], int] = field(default_factory=dict)
     # (phone_number_id, recipient) -> its pacing (the SQL `pair_pacing` table).
     pairs: dict[tuple[str, str], PairState] = field(default_factory=dict)
     # Customer webhooks: endpoints by id, deliveries by seq, attempts oldest first.
