@@ -328,8 +328,10 @@ def on_memory(
     return memory, upstream, dispatcher(memory.queue, upstream, memory.clock)
 
 
-async def queued(memory: Memory, count: int, recipient: str = "447700900123") -> list[str]:
-    """Ids of `count` messages queued for NUMBER now."""
+async def queued(
+    memory: Memory, count: int, recipient: str = "447700900123", ttl_s: int = 3600
+) -> list[str]:
+    """Ids of `count` messages queued for NUMBER now, expiring after `ttl_s`."""
     ids = []
     for _ in range(count):
         seq = next(_message_ids)
@@ -346,7 +348,7 @@ async def queued(memory: Memory, count: int, recipient: str = "447700900123") ->
                 template_language="en_US",
                 biz_opaque_callback_data=None,
                 created_at=int(memory.clock.now() * 1000),
-                expires_at=int(memory.clock.now() * 1000) + 3_600_000,
+                expires_at=int(memory.clock.now() * 1000) + ttl_s * 1000,
                 idempotency_key=None,
                 request_hash=None,
             )

@@ -56,6 +56,11 @@ log = logging.getLogger("wagate.templates")
 POLL_OVERLAP_MS = 10_000
 
 
+# What a listing may have changed since: a name not known, deleted, or still in review. A
+# PAUSED, DISABLED or REJECTED template is what Meta says it is (its webhooks say when not).
+_MAY_APPEAR = frozenset({"PENDING", "DELETED", "IN_APPEAL"})
+
+
 @dataclass(frozen=True, slots=True)
 class TemplateSettings:
     """How the book fills and refreshes."""
@@ -117,7 +122,7 @@ class TemplateBook:
         if not waba.known:
             return
         found = waba.templates.get((name, language))
-        if found is None or found.status != "APPROVED":
+        if found is None or found.status in _MAY_APPEAR:
             waba = await self._listed_on_miss(number, waba)
             found = waba.templates.get((name, language))
         check_components(check_template(found, name, language), list(template.components or []))
@@ -147,6 +152,7 @@ class TemplateBook:
             waba.known = True
         if synced_at_ms:
             waba.listed_at = now - max(0.0, now - synced_at_ms / 1000)
+            waba.next_listing_at = waba.listed_at + self.settings.miss_s
         fresh = (
             synced_at_ms is not None and now * 1000 - synced_at_ms < self.settings.refresh_s * 1000
         )

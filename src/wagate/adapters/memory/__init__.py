@@ -16,6 +16,7 @@ from wagate.adapters.memory.statuses import MemoryStatusStore
 from wagate.adapters.memory.store import MemoryStore
 from wagate.adapters.memory.suppressions import MemorySuppressions
 from wagate.adapters.memory.tables import MemoryDatabase
+from wagate.adapters.memory.templates import MemoryTemplates
 
 __all__ = [
     "MemoryDatabase",
@@ -24,4 +25,5 @@ __all__ = [
     "MemoryStatusStore",
     "MemoryStore",
     "MemorySuppressions",
+    "MemoryTemplates",
 ]

@@ -29,6 +29,7 @@ from wagate.domain.notifications import (
 from wagate.domain.notifications import DeliveryState as WebhookState
 from wagate.domain.pacing import PacingState, PairState
 from wagate.domain.statuses import Move, status_row, steps
+from wagate.domain.templates import Template
 
 
 @dataclass(slots=True)
@@ -177,6 +178,9 @@ class MemoryDatabase:
     statuses: dict[tuple[str, Status], StatusRecord] = field(default_factory=dict)
     events: list[EventRecord] = field(default_factory=list)
     preferences: dict[tuple[str, str], Preference] = field(default_factory=dict)
+    # waba_id -> (name, language) -> (template, written at): the SQL `templates` table.
+    templates: dict[str, dict[tuple[str, str], tuple[Template, int]]] = field(default_factory=dict)
+    template_syncs: dict[str, int] = field(default_factory=dict)
     # (waba_id, recipient) -> (until_ms, updated_at): Meta limited them (131049).
     limits: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     # (phone_number_id, recipient) -> its pacing (the SQL `pair_pacing` table).
