@@ -48,6 +48,10 @@ KNOWN_COMMANDS = [
     ["numbers", "show"],
     ["numbers", "update"],
     ["numbers", "remove"],
+    ["templates"],
+    ["templates", "sync"],
+    ["templates", "list"],
+    ["templates", "show"],
     ["webhooks"],
     ["webhooks", "add"],
     ["webhooks", "list"],
@@ -149,7 +153,8 @@ def test_help_works_on_every_command_and_subcommand(tmp_path: Path) -> None:
         assert "Usage:" in result.stdout, command
         assert "Traceback" not in result.stdout + result.stderr
         leaf = command and not (
-            len(command) == 1 and command[0] in ("projects", "keys", "numbers", "webhooks")
+            len(command) == 1
+            and command[0] in ("projects", "keys", "numbers", "webhooks", "templates")
         )
         if leaf:
             assert re.search(r"Examples?:", result.stdout), command

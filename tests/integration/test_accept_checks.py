@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import BACKENDS
 from tests.support import (
+    ADMIN_TOKEN,
     GatewayProcess,
     Tenant,
     database_url_for,
@@ -417,3 +418,149 @@ def test_after_131049_a_project_that_holds_keeps_the_next_send_queued(
     wait_until(lambda: status_of(checked, tenant, other) in ("sent", "delivered", "read"))
     time.sleep(1)
     assert status_of(checked, tenant, held) == "pending"
+
+
+def test_a_suppression_added_by_api_refuses_the_next_send_and_its_removal_lifts_it(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    url = (
+        f"{checked.base_url}/platform/v1/whatsapp/phone_numbers/"
+        f"{tenant.phone_number_id}/suppressions"
+    )
+    added = httpx.post(
+        url, json={"suppression": {"recipient": "+44 7700 900777"}}, headers=headers(tenant)
+    )
+    assert added.status_code in (200, 201), added.text
+    refused(send(checked, tenant, "promo_template", to="+447700900777"), 131050, 400)
+    removed = httpx.delete(f"{url}/447700900777", headers=headers(tenant))
+    assert removed.status_code == 200, removed.text
+    assert send(checked, tenant, "promo_template", to="+447700900777").status_code == 200
+
+
+def test_a_template_the_sandbox_pauses_is_refused_at_the_next_send_and_sends_once_unpaused(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    """The sandbox's operator route emits Meta's template webhook, ingested in process."""
+    waba = waba_of(checked, tenant)
+    assert send(checked, tenant, "image_promo", IMAGE_PROMO).status_code == 200
+
+    def set_status(status: str) -> None:
+        answer = httpx.post(
+            f"{checked.base_url}/sandbox/_templates/{waba}",
+            json={"name": "image_promo", "language": "en_US", "status": status},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+
+    set_status("PAUSED")
+    wait_until(lambda: send(checked, tenant, "image_promo", IMAGE_PROMO).status_code == 400)
+    refused(send(checked, tenant, "image_promo", IMAGE_PROMO), 132015, 400)
+    set_status("APPROVED")
+    wait_until(lambda: send(checked, tenant, "image_promo", IMAGE_PROMO).status_code == 200)
+
+
+IMAGE_PROMO = [
+    {
+        "type": "header",
+        "parameters": [{"type": "image", "image": {"link": "https://cdn.example/spring.jpg"}}],
+    },
+    {"type": "body", "parameters": [{"type": "text", "text": "Ana"}]},
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "components", "code"),
+    [
+        # A video where the template's header is an image.
+        (
+            "image_promo",
+            [
+                {
+                    "type": "header",
+                    "parameters": [
+                        {"type": "video", "video": {"link": "https://cdn.example/v.mp4"}}
+                    ],
+                },
+                {"type": "body", "parameters": [{"type": "text", "text": "Ana"}]},
+            ],
+            132012,
+        ),
+        # Positional parameters for a template of named ones.
+        (
+            "named_offer",
+            [
+                {
+                    "type": "body",
+                    "parameters": [
+                        {"type": "text", "text": "Ana"},
+                        {"type": "text", "text": "15%"},
+                    ],
+                }
+            ],
+            132012,
+        ),
+        # The body with its parameter filled in is over 1,024 characters.
+        (
+            "long_promo",
+            [{"type": "body", "parameters": [{"type": "text", "text": "x" * 60}]}],
+            132005,
+        ),
+        # One card for a carousel of two.
+        (
+            "carousel_promo",
+            [
+                {
+                    "type": "carousel",
+                    "cards": [
+                        {
+                            "card_index": 0,
+                            "components": [
+                                {
+                                    "type": "header",
+                                    "parameters": [
+                                        {
+                                            "type": "image",
+                                            "image": {"link": "https://cdn.example/1.jpg"},
+                                        }
+                                    ],
+                                },
+                                {"type": "body", "parameters": [{"type": "text", "text": "A"}]},
+                            ],
+                        }
+                    ],
+                }
+            ],
+            132000,
+        ),
+        # A button index the template does not have.
+        (
+            "seasonal_promo",
+            [
+                {"type": "header", "parameters": [{"type": "text", "text": "Summer"}]},
+                {
+                    "type": "body",
+                    "parameters": [
+                        {"type": "text", "text": "Ana"},
+                        {"type": "text", "text": "25%"},
+                        {"type": "text", "text": "Sunday"},
+                    ],
+                },
+                {
+                    "type": "button",
+                    "sub_type": "url",
+                    "index": "5",
+                    "parameters": [{"type": "text", "text": "summer"}],
+                },
+            ],
+            131009,
+        ),
+    ],
+    ids=["header-media-type", "named-vs-positional", "hydrated-length", "carousel-cards", "button"],
+)
+def test_each_parameter_check_answers_metas_code_through_http(
+    checked: GatewayProcess, tenant: Tenant, name: str, components: list[Any], code: int
+) -> None:
+    details = refused(send(checked, tenant, name, components), code, 400)
+    assert details
+    assert stored(checked, tenant) == 0

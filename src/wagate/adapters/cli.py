@@ -1739,3 +1739,162 @@ def main() -> None:
             line = f"{type(exc).__name__}: {' '.join(str(exc).split())} {DEBUG_HINT}"
         sys.stderr.write(f"error: {line}\n")
         raise SystemExit(1) from None
+
+
+# ---- templates -----------------------------------------------------------------------
+
+templates_app = typer.Typer(
+    help="List a WABA's message templates from the upstream into the gateway, and show the"
+    " templates the send checks use.",
+    epilog=example("wagate templates sync 106540352242922"),
+    **HELP,  # type: ignore[arg-type]
+)
+app.add_typer(templates_app, name="templates")
+
+
+def _number_or_exit(store: SqlStore, phone_number_id: str) -> Awaitable[PhoneNumber]:
+    async def found() -> PhoneNumber:
+        number = await store.get_phone_number(phone_number_id)
+        if number is None:
+            raise admin.AdminError(
+                f"no phone number {phone_number_id!r} (see `wagate numbers list`)"
+            )
+        return number
+
+    return found()
+
+
+@templates_app.command(
+    "sync",
+    epilog=example("wagate templates sync 106540352242922"),
+)
+def templates_sync(phone_number_id: PhoneNumberIdArgument, as_json: JsonFlag = False) -> None:
+    """List the templates of a number's WABA from its upstream (Meta, or the sandbox of a
+    running gateway) now, and store them for every gateway process.
+
+    Gateways list a WABA on its first send and every WAGATE_TEMPLATE_REFRESH_SECONDS, and
+    Meta's template webhooks keep them current: run this after changing templates in
+    Meta's manager when you cannot wait.
+    """
+    from wagate.adapters.store.templates import SqlTemplates
+    from wagate.adapters.upstream.templates import GraphTemplates
+    from wagate.core.templates import TemplateBook
+    from wagate.ports import TemplatesUnavailable
+
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    settings = Settings.from_env()
+
+    async def sync(store: SqlStore) -> tuple[PhoneNumber, int]:
+        number = await _number_or_exit(store, phone_number_id)
+        source = GraphTemplates(timeout_s=min(settings.upstream_timeout_seconds, 30.0))
+        book = TemplateBook(
+            SqlTemplates(store.engine),
+            source,
+            SystemClock(),
+            lambda n: settings.upstream_base(n.upstream),
+            settings.meta_graph_version,
+        )
+        try:
+            listed = await book.sync(number)
+        except TemplatesUnavailable as exc:
+            where = settings.upstream_base(number.upstream)
+            hint = (
+                " (a sandbox number is listed through a running gateway)"
+                if (number.upstream == "sandbox")
+                else ""
+            )
+            raise admin.AdminError(f"{where} did not list the templates: {exc}{hint}") from None
+        finally:
+            await source.close()
+        return number, len(listed)
+
+    number, count = _run(sync)
+    if as_json:
+        _print_json(
+            {
+                "phone_number_id": number.phone_number_id,
+                "waba_id": number.waba_id,
+                "templates": count,
+            }
+        )
+        return
+    console.print(f"WABA {number.waba_id}: {count} template(s) listed and stored", markup=False)
+
+
+def _stored_templates(phone_number_id: str) -> tuple[PhoneNumber, list[Any], int | None]:
+    from wagate.adapters.store.templates import SqlTemplates
+
+    async def read(store: SqlStore) -> tuple[PhoneNumber, list[Any], int | None]:
+        number = await _number_or_exit(store, phone_number_id)
+        found, synced_at = await SqlTemplates(store.engine).templates_of(number.waba_id)
+        return number, found, synced_at
+
+    return _run(read)
+
+
+@templates_app.command(
+    "list",
+    epilog=example(
+        "wagate templates list 106540352242922",
+        "wagate templates list 106540352242922 --status PAUSED --json",
+    ),
+)
+def templates_list(
+    phone_number_id: PhoneNumberIdArgument,
+    status: Annotated[
+        str | None, typer.Option(help="Only templates in this status (APPROVED, PAUSED...).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The templates the gateway holds for a number's WABA, as the send checks see them."""
+    from wagate.domain.templates import template_json
+
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    number, found, synced_at = _stored_templates(phone_number_id)
+    chosen = [
+        t
+        for t in sorted(found, key=lambda t: (t.name, t.language))
+        if (status is None and t.status != "DELETED") or t.status == (status or "").upper()
+    ]
+    if as_json:
+        _print_json([template_json(t) for t in chosen])
+        return
+    if synced_at is None:
+        console.print(
+            f"WABA {number.waba_id} was never listed: `wagate templates sync {phone_number_id}`"
+            " (or its first send) lists it",
+            markup=False,
+        )
+    table = Table("language", "status", "category", "id")
+    # Names in full (folded, never cut with an ellipsis): they are what a send names.
+    table.add_column("name", overflow="fold", ratio=1)
+    for t in chosen:
+        table.add_row(t.language, t.status, t.category, t.id, t.name)
+    console.print(table)
+    if synced_at:
+        console.print(f"listed from the upstream at {_iso(synced_at)}", markup=False)
+
+
+@templates_app.command(
+    "show",
+    epilog=example("wagate templates show 106540352242922 seasonal_promo --language en_US"),
+)
+def templates_show(
+    phone_number_id: PhoneNumberIdArgument,
+    name: Annotated[str, typer.Argument(help="The template's name.", metavar="NAME")],
+    language: Annotated[
+        str | None, typer.Option(help="Only this language (default: every language).")
+    ] = None,
+) -> None:
+    """One template as Meta's JSON (components included), every language unless one is given."""
+    from wagate.domain.templates import template_json
+
+    _check_id(phone_number_id, "PHONE_NUMBER_ID")
+    _, found, _ = _stored_templates(phone_number_id)
+    chosen = [t for t in found if t.name == name and (language is None or t.language == language)]
+    if not chosen:
+        raise _fail(
+            f"no template {name!r}{f' in {language}' if language else ''} is held for this"
+            f" number's WABA (see `wagate templates list {phone_number_id}`)"
+        )
+    _print_json([template_json(t) for t in chosen])
