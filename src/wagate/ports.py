@@ -518,6 +518,17 @@ class RecipientStates(Protocol):
         ...
 
 
+class FrequencyCaps(Protocol):
+    """Each capped project's marketing sends per recipient, counted across processes."""
+
+    async def take(
+        self, project_id: str, recipient: str, cap: int, now_ms: int, window_ms: int
+    ) -> int | None:
+        """Count one send if fewer than `cap` went in the last `window_ms` (None); else the
+        time (ms) the next may go."""
+        ...
+
+
 class TemplatesUnavailable(Exception):
     """The upstream did not list a WABA's templates (down, refused, or answered nonsense)."""
 
@@ -587,6 +598,7 @@ __all__ = [
     "Admin",
     "Clock",
     "Directory",
+    "FrequencyCaps",
     "IdempotencyConflict",
     "MessageReader",
     "Notifications",

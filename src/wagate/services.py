@@ -20,7 +20,7 @@ from wagate.adapters.store.listen import WorkListener, work_listener
 from wagate.adapters.store.migrate import HEAD, KNOWN
 from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.queue import SqlQueue
-from wagate.adapters.store.recipients import SqlRecipientStates
+from wagate.adapters.store.recipients import SqlFrequencyCaps, SqlRecipientStates
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import SqlStatusStore
 from wagate.adapters.store.suppressions import SqlSuppressions
@@ -165,7 +165,12 @@ class Services:
                 ttl_seconds=settings.message_ttl_seconds,
                 idempotency_window_seconds=settings.idempotency_window_seconds,
                 work=bell,
-                checks=SendChecks(templates if settings.template_checks else None, recipients),
+                checks=SendChecks(
+                    templates if settings.template_checks else None,
+                    recipients,
+                    SqlFrequencyCaps(store.engine),
+                    clock,
+                ),
             ),
             reader=Reader(store, statuses),
             queue=queue,

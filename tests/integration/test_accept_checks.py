@@ -564,3 +564,26 @@ def test_each_parameter_check_answers_metas_code_through_http(
     details = refused(send(checked, tenant, name, components), code, 400)
     assert details
     assert stored(checked, tenant) == 0
+
+
+def test_a_project_frequency_cap_refuses_the_send_over_it_with_its_own_code(
+    checked: GatewayProcess, tenant: Tenant
+) -> None:
+    run_cli(
+        "projects",
+        "update",
+        tenant.project_id,
+        "--frequency-cap",
+        "2",
+        database_url=checked.database_url,
+    )
+    to = "+447700900321"
+    assert send(checked, tenant, "promo_template", to=to).status_code == 200
+    assert send(checked, tenant, "promo_template", to=to).status_code == 200
+    details = refused(send(checked, tenant, "promo_template", to=to), 1_000_003, 400)
+    assert "2 marketing message(s) in the last 24 h" in details
+    # Another recipient has a day of their own; a refused send counts for nothing.
+    assert send(checked, tenant, "promo_template", to="+447700900322").status_code == 200
+    refused(send(checked, tenant, "no_such_template", to="+447700900323"), 132001, 404)
+    assert send(checked, tenant, "promo_template", to="+447700900323").status_code == 200
+    assert send(checked, tenant, "promo_template", to="+447700900323").status_code == 200

@@ -12,13 +12,18 @@ from typing import Any
 from tests.unit.memory import START, Memory
 from tests.unit.test_dispatch import NUMBER, ok, on_memory, queued, stored
 from wagate.adapters.memory import MemoryTemplates
+from wagate.adapters.memory.caps import MemoryFrequencyCaps
 from wagate.adapters.sandbox.templates import seed_templates
+from wagate.core.compliance import SendChecks
 from wagate.core.ingest import Ingestor
 from wagate.core.recipients import RecipientBook, RecipientSettings
 from wagate.core.templates import TemplateBook, TemplateSettings
 from wagate.domain.errors import GraphError
+from wagate.domain.model import KeyOwner
+from wagate.domain.recipients import resolve_recipient
 from wagate.domain.requests import Language, Template
 from wagate.domain.template_events import TemplateUpdate
+from wagate.domain.validation import decode_request
 from wagate.domain.webhooks import signature_of
 from wagate.ports import TemplatesUnavailable, UpstreamAnswer
 
@@ -271,3 +276,49 @@ async def test_after_131049_the_next_send_to_that_recipient_waits_24_h_and_is_th
     assert calls[1][1] < 60  # the other recipient at once
     assert calls[2][1] >= 24 * 3600  # the limited one after 24 h, not before
     assert (await stored(memory, held)).upstream_wamid is not None
+
+
+# ---- the frequency cap ----------------------------------------------------------------
+
+
+async def test_a_frequency_cap_refuses_the_sends_over_it_for_a_rolling_day() -> None:
+    memory = Memory()
+    checks = SendChecks(caps=MemoryFrequencyCaps(), clock=memory.clock)
+    owner = KeyOwner(NUMBER.project_id, frequency_cap=2)
+    request = decode_request(SEND)
+    ana, bob = resolve_recipient("+447700900123", None), resolve_recipient("+447700900124", None)
+    assert await code_of(checks.check(NUMBER, request, ana, owner)) is None
+    memory.clock.at += 3600
+    assert await code_of(checks.check(NUMBER, request, ana, owner)) is None
+    assert await code_of(checks.check(NUMBER, request, ana, owner)) == 1_000_003
+    assert await code_of(checks.check(NUMBER, request, bob, owner)) is None
+    # Without a cap, nothing is counted.
+    assert await code_of(checks.check(NUMBER, request, ana, KeyOwner(NUMBER.project_id))) is None
+    # A day after the first send, one more may go; the second's day is not over yet.
+    memory.clock.at = START + 24 * 3600 + 1
+    assert await code_of(checks.check(NUMBER, request, ana, owner)) is None
+    assert await code_of(checks.check(NUMBER, request, ana, owner)) == 1_000_003
+
+
+SEND = json.dumps(
+    {
+        "messaging_product": "whatsapp",
+        "to": "+447700900123",
+        "type": "template",
+        "template": {"name": "promo_template", "language": {"code": "en_US"}},
+    }
+).encode()
+
+
+async def test_a_late_webhook_does_not_bring_a_deleted_template_back() -> None:
+    memory, source = Memory(), FakeSource()
+    checks = book(memory, source, miss_s=1.0)
+    await checks.check(NUMBER, template("promo_template"))
+    [promo] = [e for e in source.entries if e["name"] == "promo_template"]
+    source.entries.remove(promo)
+    await checks.refresh(NUMBER)
+    assert await code_of(checks.check(NUMBER, template("promo_template"))) == 132001
+    late = TemplateUpdate(NUMBER.waba_id, str(promo["id"]), None, None, status="APPROVED")
+    assert await checks.apply([late]) == 0
+    await checks.poll()  # the rows written since, DELETED included
+    assert await code_of(checks.check(NUMBER, template("promo_template"))) == 132001

@@ -61,7 +61,7 @@ class MemoryTemplates:
                 (t for t, _ in rows.values() if t.id == change.template_id),
                 rows.get((change.name or "", change.language or ""), (None, 0))[0],
             )
-            if found is None:
+            if found is None or found.status == "DELETED":
                 stale.add(change.waba_id)
                 continue
             after = template_from_meta(

@@ -298,12 +298,16 @@ class SqlQueue:
 
     async def expire(self, now: float) -> int:
         """Fail the queued messages whose TTL passed before they could be handed to Meta;
-        forget pairs whose pacing has run out (the same as none)."""
+        forget pairs whose pacing has run out (the same as none), recipients Meta limited
+        whose 24 h are over, and frequency-cap counts with nothing in their day."""
         now_ms = int(now * 1000)
         expired_as = _failure(MESSAGE_EXPIRED, EXPIRED_DETAILS, now_ms)
         async with begin_write(self.engine) as connection:
             expired = (await connection.execute(q.EXPIRE, expired_as)).all()
             await connection.execute(q.FORGET_PAIRS, {"b_now_us": pacing.to_micros(now)})
+            day_ago = now_ms - 24 * 3_600_000
+            await connection.execute(q.FORGET_LIMITS, {"b_now": now_ms, "b_before": day_ago})
+            await connection.execute(q.FORGET_SENDS, {"b_before": day_ago})
             await write_failure_events(
                 connection, dict.fromkeys((row.seq for row in expired), now_ms), now_ms
             )

@@ -6,10 +6,12 @@ memory follows what any process, the ingest or the suppression API, wrote.
 
 from __future__ import annotations
 
-from sqlalchemy import BindParameter, bindparam, select
+from sqlalchemy import BindParameter, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from wagate.adapters.store.tables import recipient_limits, suppressions
+from wagate.adapters.store.engine import begin_write, dialect_of
+from wagate.adapters.store.tables import recipient_limits, recipient_sends, suppressions
 
 s = suppressions
 r = recipient_limits
@@ -55,3 +57,65 @@ class SqlRecipientStates:
             value = (await connection.execute(STATE, key)).scalar()
             until = (await connection.execute(LIMIT, key)).scalar()
         return value == "stop", None if until is None else int(until)
+
+
+_SENDS_KEY = (
+    recipient_sends.c.project_id == bindparam("b_project_id"),
+    recipient_sends.c.recipient == bindparam("b_recipient"),
+)
+SENDS_OF = select(recipient_sends.c.times).where(*_SENDS_KEY)
+INSERT_SENDS = insert(recipient_sends)
+UPDATE_SENDS = (
+    update(recipient_sends)
+    .where(*_SENDS_KEY)
+    .values(times=bindparam("b_times"), updated_at=bindparam("b_now"))
+)
+
+
+class SqlFrequencyCaps:
+    """The `FrequencyCaps` port: each capped project's sends per recipient, counted in one
+    locked row per recipient (PostgreSQL: FOR UPDATE; SQLite: the write lock)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Counts on `engine`."""
+        self.engine = engine
+        self.dialect = dialect_of(engine)
+
+    async def take(
+        self, project_id: str, recipient: str, cap: int, now_ms: int, window_ms: int
+    ) -> int | None:
+        """Count one send if fewer than `cap` went in the last `window_ms`; else the time
+        (ms) the oldest of them leaves the window."""
+        key = {"b_project_id": project_id, "b_recipient": recipient}
+        for attempt in range(2):
+            try:
+                return await self._take(key, cap, now_ms, window_ms)
+            except IntegrityError:
+                # Another process counted this recipient's first send at the same moment.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _take(self, key: dict[str, str], cap: int, now_ms: int, window_ms: int) -> int | None:
+        async with begin_write(self.engine) as connection:
+            statement = SENDS_OF
+            if self.dialect.skips_locked_rows:
+                statement = statement.with_for_update()
+            stored = (await connection.execute(statement, key)).scalar()
+            times = [int(t) for t in stored.split(",") if t] if stored else []
+            times = sorted(t for t in times if t > now_ms - window_ms)
+            if len(times) >= cap:
+                return times[len(times) - cap] + window_ms
+            times.append(now_ms)
+            text = ",".join(map(str, times[-cap:]))
+            if stored is None:
+                row = {
+                    "project_id": key["b_project_id"],
+                    "recipient": key["b_recipient"],
+                    "times": text,
+                    "updated_at": now_ms,
+                }
+                await connection.execute(INSERT_SENDS, row)
+            else:
+                await connection.execute(UPDATE_SENDS, {**key, "b_times": text, "b_now": now_ms})
+        return None

@@ -242,6 +242,20 @@ suppressions = Table(
     Index("ix_suppressions_updated_at", "updated_at"),
 )
 
+# The accepted sends of projects with a frequency cap, per recipient: the times (ms,
+# comma-separated) of those in the last 24 h, at most the cap. One row a recipient,
+# locked while a send is counted, so two processes never both take the last one.
+recipient_sends = Table(
+    "recipient_sends",
+    metadata,
+    Column("project_id", String(40), primary_key=True),
+    Column("recipient", String(160), primary_key=True),
+    Column("times", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    # Retention drops the rows of recipients nobody sent to for a day.
+    Index("ix_recipient_sends_updated_at", "updated_at"),
+)
+
 # Recipients Meta limited (131049): no marketing message to them before `until`.
 recipient_limits = Table(
     "recipient_limits",

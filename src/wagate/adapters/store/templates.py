@@ -203,6 +203,11 @@ class SqlTemplates:
                     stale.add(change.waba_id)
                     continue
                 before = _template(found)
+                if before.status == "DELETED":
+                    # A late webhook (Meta's retries come out of order) does not bring a
+                    # deleted template back; the next listing says what there is.
+                    stale.add(change.waba_id)
+                    continue
                 key = (change.waba_id, before.name, before.language)
                 current = changed.get(key, before)
                 after = template_from_meta(

@@ -103,7 +103,9 @@ class EmbeddedSandboxTemplates:
         self._served = served
 
     async def _here(self, base_url: str) -> bool:
-        return base_url.rstrip("/") == self.base_url and await self._served()
+        # Not `served()`: a number of this sandbox exists (it is what is being checked),
+        # even in the seconds before the gateway's cached "any sandbox number?" says so.
+        return base_url.rstrip("/") == self.base_url
 
     async def list_templates(
         self, base_url: str, version: str, waba_id: str, token: str

@@ -33,7 +33,14 @@ from sqlalchemy import (
 )
 
 from wagate.adapters.store.engine import Dialect
-from wagate.adapters.store.tables import PHONE_NUMBER_COLUMNS, messages, pair_pacing, phone_numbers
+from wagate.adapters.store.tables import (
+    PHONE_NUMBER_COLUMNS,
+    messages,
+    pair_pacing,
+    phone_numbers,
+    recipient_limits,
+    recipient_sends,
+)
 from wagate.domain.delivery import MAX_REAPS
 
 
@@ -195,6 +202,14 @@ def set_pair(dialect: Dialect) -> Insert:
 
 # Pairs whose pacing has run out are the same as none (through ix_pair_pacing_reserved_tat).
 FORGET_PAIRS = delete(pair_pacing).where(pair_pacing.c.reserved_tat < bindparam("b_now_us"))
+# A limit that ran out is the same as none (the send checks drop it from memory then).
+# Found through the `updated_at` index: a limit is written when it starts and lasts a day.
+FORGET_LIMITS = delete(recipient_limits).where(
+    recipient_limits.c.updated_at < bindparam("b_before"),
+    recipient_limits.c.until < bindparam("b_now"),
+)
+# A count whose latest send left the day counts nothing.
+FORGET_SENDS = delete(recipient_sends).where(recipient_sends.c.updated_at < bindparam("b_before"))
 
 # ---- leases that ended, messages that expired -------------------------------------------
 

@@ -50,6 +50,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("waba_id", "recipient", name="pk_recipient_limits"),
     )
     op.create_index("ix_recipient_limits_updated_at", "recipient_limits", ["updated_at"])
+    op.create_table(
+        "recipient_sends",
+        sa.Column("project_id", sa.String(40), nullable=False),
+        sa.Column("recipient", sa.String(160), nullable=False),
+        sa.Column("times", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("project_id", "recipient", name="pk_recipient_sends"),
+    )
+    op.create_index("ix_recipient_sends_updated_at", "recipient_sends", ["updated_at"])
     with op.batch_alter_table("projects") as batch:
         batch.add_column(
             sa.Column("marketing_limit", sa.String(8), server_default="hold", nullable=False)
@@ -61,6 +70,8 @@ def downgrade() -> None:
     with op.batch_alter_table("projects") as batch:
         batch.drop_column("frequency_cap")
         batch.drop_column("marketing_limit")
+    op.drop_index("ix_recipient_sends_updated_at", table_name="recipient_sends")
+    op.drop_table("recipient_sends")
     op.drop_index("ix_recipient_limits_updated_at", table_name="recipient_limits")
     op.drop_table("recipient_limits")
     op.drop_index("ix_suppressions_updated_at", table_name="suppressions")
