@@ -28,6 +28,7 @@ from pywa.types.templates import (
     Template,
     TemplateCategory,
     TemplateLanguage,
+    URLButton,
 )
 
 from tests.support import GatewayProcess, Tenant
@@ -81,10 +82,10 @@ def stored(gateway: GatewayProcess, tenant: Tenant, message_id: str) -> dict[str
     return dict(response.json())
 
 
-def send_promo(wa: WhatsApp, to: str, **options: Any) -> SentTemplate:
+def send_promo(wa: WhatsApp, to: str, name: str = "promo_template", **options: Any) -> SentTemplate:
     return wa.send_template(
         to=to,
-        name="promo_template",
+        name=name,
         language=TemplateLanguage.ENGLISH_US,
         use_mm_lite_api=True,
         **options,
@@ -169,10 +170,15 @@ def test_parameters_as_plain_dicts_are_sent_and_stored(
     gateway: GatewayProcess, tenant: Tenant, pywa: tuple[WhatsApp, Recorder]
 ) -> None:
     wa, _ = pywa
+    # The sandbox's image_promo: an IMAGE header and a body of one parameter.
+    header = {
+        "type": "header",
+        "parameters": [{"type": "image", "image": {"link": "https://cdn.example/a.jpg"}}],
+    }
     body = {"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}
-    sent = send_promo(wa, PHONE, params=[body])
+    sent = send_promo(wa, PHONE, name="image_promo", params=[header, body])
     assert sent.id.startswith("wamid.")
-    assert stored(gateway, tenant, sent.id)["template"]["components"] == [body]
+    assert stored(gateway, tenant, sent.id)["template"]["components"] == [header, body]
 
 
 def test_pywa_typed_parameters_are_accepted(
@@ -180,13 +186,17 @@ def test_pywa_typed_parameters_are_accepted(
 ) -> None:
     wa, recorder = pywa
     try:
+        # The sandbox's seasonal_promo: `{{1}} sale`, three body parameters, a dynamic
+        # URL button and a copy-code button.
         sent = send_promo(
             wa,
             PHONE,
+            name="seasonal_promo",
             params=[
                 HeaderText.params("Winter"),  # type: ignore[arg-type]  # pywa annotates it wrong
-                BodyText.params("Ana"),  # type: ignore[arg-type]  # pywa annotates it wrong
-                CopyCodeButton.params(coupon_code="SAVE10", index=0),
+                BodyText.params("Ana", "25%", "Sunday"),  # type: ignore[arg-type]
+                URLButton.params(url_variable="winter", index=0),
+                CopyCodeButton.params(coupon_code="SAVE10", index=1),
             ],
         )
     except InvalidParameter as exc:

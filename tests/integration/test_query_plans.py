@@ -61,6 +61,8 @@ WATCHED = (
     "webhook_endpoints",
     "webhook_deliveries",
     "webhook_attempts",
+    "recipient_limits",
+    "recipient_sends",
 )
 # Sample values of every parameter the statements bind.
 PARAMETERS: dict[str, Any] = {
@@ -156,6 +158,8 @@ QUEUE_CASES: dict[str, Case] = {
     "DEFER": case(q.DEFER, "pk_messages"),
     "PAIRS": case(q.PAIRS, "pk_pair_pacing"),
     "FORGET_PAIRS": case(q.FORGET_PAIRS, "ix_pair_pacing_reserved_tat"),
+    "FORGET_LIMITS": case(q.FORGET_LIMITS, "ix_recipient_limits_updated_at"),
+    "FORGET_SENDS": case(q.FORGET_SENDS, "ix_recipient_sends_updated_at"),
     "ABANDON_ENDED_LEASES": case(q.ABANDON_ENDED_LEASES, "ix_messages_leases"),
     "REQUEUE_ENDED_LEASES": case(q.REQUEUE_ENDED_LEASES, "ix_messages_leases"),
     "EXPIRE": case(q.EXPIRE, "ix_messages_expiry"),

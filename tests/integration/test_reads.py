@@ -101,7 +101,9 @@ def cursor(text: str) -> str:
 # ---- one message -------------------------------------------------------------------
 
 
-def test_a_phone_send_reads_back_as_it_was_sent(gateway: GatewayProcess, tenant: Tenant) -> None:
+def test_a_phone_send_reads_back_as_it_was_sent(unchecked_gateway: GatewayProcess) -> None:
+    # Every component at once (no one template has them all): the template checks are off.
+    gateway, tenant = unchecked_gateway, make_tenant(unchecked_gateway.database_url)
     before = int(time.time())
     payload = body(
         recipient=None,

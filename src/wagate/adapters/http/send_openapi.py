@@ -42,8 +42,14 @@ BSUID_SEND = "MarketingMessageBsuidRequest"
 
 # Every status the door answers besides 200, and when.
 SEND_ERRORS: dict[int, str] = {
-    400: "Invalid request (Graph error envelope)",
+    400: (
+        "Invalid request (Graph error envelope), or a check at accept refused it: the"
+        " template's parameters (132000, 132005, 132012), its status (132015 paused, 132016"
+        " disabled, 134100 not marketing, 134101 still syncing), the recipient (131050"
+        " opted out, 131049 limited) or the project's frequency cap (1000003)"
+    ),
     401: "Missing or invalid API key (code 190)",
+    404: "The template does not exist in that language or is not approved (code 132001)",
     408: "Body did not arrive in time (code 100)",
     413: "Body over the size limit (code 100)",
     415: "Content-Type is not JSON (code 100)",
