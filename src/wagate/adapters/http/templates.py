@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from litestar import Request, Response, delete, get, post
@@ -22,7 +23,7 @@ from wagate.core.access import phone_number_not_found
 from wagate.domain.errors import SOMETHING_WENT_WRONG, GraphError, invalid_parameter
 from wagate.domain.model import PhoneNumber
 from wagate.domain.templates import Template, template_json
-from wagate.ports import TemplatesUnavailable
+from wagate.ports import TemplatesUnavailable, UpstreamAnswer
 
 TEMPLATES_PATH = "/meta/whatsapp/{version:str}/{waba_id:str}/message_templates"
 DEFAULT_LIMIT = 25
@@ -129,14 +130,29 @@ async def _raw_body(request: Request[Any, Any, Any]) -> bytes:
         raise invalid_parameter(f"Body is larger than {settings.max_body_bytes} bytes") from None
 
 
-def _passed_on(status: int, body: bytes) -> Response[bytes]:
-    return Response(content=body, status_code=status, media_type="application/json")
+Change = Callable[[str, str, str, str], Awaitable[UpstreamAnswer]]
 
 
-def _unreachable(exc: TemplatesUnavailable) -> GraphError:
-    return GraphError(
-        SOMETHING_WENT_WRONG, f"The upstream could not be reached ({exc}); nothing was changed"
-    )
+async def _changed_at_upstream(
+    request: Request[Any, Any, Any], number: PhoneNumber, change: Change
+) -> Response[bytes]:
+    """`change(base_url, version, waba_id, token)` at the number's upstream, its answer
+    passed on as it came; on a 200 the WABA is listed again at once."""
+    services = services_of(request)
+    try:
+        answer = await change(
+            services.settings.upstream_base(number.upstream),
+            services.settings.meta_graph_version,
+            number.waba_id,
+            number.access_token,
+        )
+    except TemplatesUnavailable as exc:
+        raise GraphError(
+            SOMETHING_WENT_WRONG, f"The upstream could not be reached ({exc}); nothing was changed"
+        ) from None
+    if answer.status == 200:
+        await services.templates.refresh(number)
+    return Response(content=answer.body, status_code=answer.status, media_type="application/json")
 
 
 @post(
@@ -154,21 +170,13 @@ async def create_template(
     """Create a template at the upstream (Meta's body and answer, unchanged); the gateway
     lists the WABA again, so the new template is held (PENDING until approved)."""
     number = await _number_of_waba(request, version, waba_id)
-    services = services_of(request)
     body = await _raw_body(request)
-    try:
-        answer = await services.template_source.create_template(
-            services.settings.upstream_base(number.upstream),
-            services.settings.meta_graph_version,
-            waba_id,
-            number.access_token,
-            body,
-        )
-    except TemplatesUnavailable as exc:
-        raise _unreachable(exc) from None
-    if answer.status == 200:
-        await services.templates.refresh(number)
-    return _passed_on(answer.status, answer.body)
+    source = services_of(request).template_source
+    return await _changed_at_upstream(
+        request,
+        number,
+        lambda base, version, waba, token: source.create_template(base, version, waba, token, body),
+    )
 
 
 @delete(
@@ -186,23 +194,16 @@ async def delete_template(
     """Delete a template by `name` (every language), or one of them with `hsm_id`, at the
     upstream; the gateway lists the WABA again, so sends of it are refused at once."""
     number = await _number_of_waba(request, version, waba_id)
-    services = services_of(request)
-    query = {
-        key: request.query_params[key] for key in ("name", "hsm_id") if key in request.query_params
-    }
-    try:
-        answer = await services.template_source.delete_template(
-            services.settings.upstream_base(number.upstream),
-            services.settings.meta_graph_version,
-            waba_id,
-            number.access_token,
-            query,
-        )
-    except TemplatesUnavailable as exc:
-        raise _unreachable(exc) from None
-    if answer.status == 200:
-        await services.templates.refresh(number)
-    return _passed_on(answer.status, answer.body)
+    params = request.query_params
+    query = {key: params[key] for key in ("name", "hsm_id") if key in params}
+    source = services_of(request).template_source
+    return await _changed_at_upstream(
+        request,
+        number,
+        lambda base, version, waba, token: source.delete_template(
+            base, version, waba, token, query
+        ),
+    )
 
 
 TEMPLATE_ROUTES = [list_templates, create_template, delete_template]
