@@ -52,6 +52,8 @@ class RecipientBook:
         self._limited: dict[tuple[str, str], int] = {}
         self._loaded: asyncio.Task[None] | None = None
         self._last_read_ms: int | None = None
+        # Whether everything stored has been read once (sends wait for that).
+        self._read_once = False
         self.overflow = False
 
     async def check(self, waba_id: str, recipient: str, marketing_limit: str) -> None:
@@ -81,6 +83,8 @@ class RecipientBook:
 
     async def _ready(self) -> None:
         """After the first read (started, or started again after a failure, here)."""
+        if self._read_once:
+            return  # the send path's case: no future, no shield
         loaded = self._loaded
         if loaded is None or (loaded.done() and (loaded.cancelled() or loaded.exception())):
             loaded = self._loaded = asyncio.ensure_future(self._read())
@@ -94,6 +98,7 @@ class RecipientBook:
         self._last_read_ms = now_ms
         self.note_preferences(stops)
         self.note_limits(limits)
+        self._read_once = True
 
     async def reread(self, keys: Sequence[tuple[str, str]]) -> None:
         """Read these (waba_id, recipient) from the store again (this process wrote them)."""
