@@ -504,6 +504,8 @@ def _check_text(
     limit: int,
 ) -> None:
     """Named or positional as the template, as many as its placeholders, within `limit` filled."""
+    if not parameters and not text.keys and text.fixed_length <= limit:
+        return  # a text without placeholders (most marketing bodies): nothing to fill
     values: dict[str, str] = {}
     for parameter in parameters:
         name: str | None = getattr(parameter, "parameter_name", None)
