@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import BACKENDS
+from tests.integration.test_forwarded_recipient import FakeMeta
 from tests.support import (
     ADMIN_TOKEN,
     GatewayProcess,
@@ -25,6 +26,7 @@ from tests.support import (
     run_cli,
     wait_until,
 )
+from wagate.adapters.sandbox.templates import seed_templates
 
 APP_SECRET = "template-checks-app-secret"
 
@@ -555,8 +557,31 @@ IMAGE_PROMO = [
             ],
             131009,
         ),
+        # The dynamic URL button (index 0) and the copy code (index 1) without parameters.
+        (
+            "seasonal_promo",
+            [
+                {"type": "header", "parameters": [{"type": "text", "text": "Summer"}]},
+                {
+                    "type": "body",
+                    "parameters": [
+                        {"type": "text", "text": "Ana"},
+                        {"type": "text", "text": "25%"},
+                        {"type": "text", "text": "Sunday"},
+                    ],
+                },
+            ],
+            131008,
+        ),
     ],
-    ids=["header-media-type", "named-vs-positional", "hydrated-length", "carousel-cards", "button"],
+    ids=[
+        "header-media-type",
+        "named-vs-positional",
+        "hydrated-length",
+        "carousel-cards",
+        "button",
+        "button-parameter",
+    ],
 )
 def test_each_parameter_check_answers_metas_code_through_http(
     checked: GatewayProcess, tenant: Tenant, name: str, components: list[Any], code: int
@@ -587,3 +612,26 @@ def test_a_project_frequency_cap_refuses_the_send_over_it_with_its_own_code(
     refused(send(checked, tenant, "no_such_template", to="+447700900323"), 132001, 404)
     assert send(checked, tenant, "promo_template", to="+447700900323").status_code == 200
     assert send(checked, tenant, "promo_template", to="+447700900323").status_code == 200
+
+
+def test_a_send_waiting_on_metas_slow_first_listing_gets_134101_not_a_false_132001(
+    tmp_path: Path,
+) -> None:
+    """A Meta number whose WABA's template list takes 7 s: the first sends get 134101
+    (after 5 s), the later ones the real answer."""
+    url = database_url_for("sqlite", tmp_path)
+    tenant = make_tenant(url, upstream="meta", access_token="token")
+    with FakeMeta() as meta:
+        meta.templates = [t.to_json() for t in seed_templates()]
+        meta.listing_delay_s = 7.0
+        gateway = GatewayProcess(url, tmp_path / "gateway.log", WAGATE_META_BASE_URL=meta.base_url)
+        gateway.start()
+        try:
+            started = time.monotonic()
+            refused(send(gateway, tenant, "promo_template"), 134101, 400)
+            assert time.monotonic() - started >= 4.5
+            wait_until(lambda: send(gateway, tenant, "promo_template").status_code == 200)
+            refused(send(gateway, tenant, "no_such_template"), 132001, 404)
+        finally:
+            gateway.stop()
+            dispose_database(url)

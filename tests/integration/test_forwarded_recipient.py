@@ -28,6 +28,10 @@ class FakeMeta:
     def __init__(self) -> None:
         self.port = free_port()
         self.bodies: list[dict[str, Any]] = []
+        # The WABA's template list (None: answered 404, as a token without the permission
+        # gets), and how long its listing takes.
+        self.templates: list[dict[str, Any]] | None = None
+        self.listing_delay_s = 0.0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -47,6 +51,12 @@ class FakeMeta:
             }
         )
 
+    async def _templates(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.listing_delay_s)
+        if self.templates is None:
+            return web.json_response({"error": {"code": 100, "message": "no"}}, status=404)
+        return web.json_response({"data": self.templates})
+
     async def _number(self, request: web.Request) -> web.Response:
         return web.json_response({"throughput": {"level": "STANDARD"}, "id": "1"})
 
@@ -54,6 +64,7 @@ class FakeMeta:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/{version}/{number}/marketing_messages", self._send)
+        app.router.add_get("/{version}/{waba}/message_templates", self._templates)
         app.router.add_get("/{version}/{number}", self._number)
         runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
