@@ -550,10 +550,6 @@ class Templates(Protocol):
         DELETED, the WABA synced at `now_ms`. Returns the rows that changed."""
         ...
 
-    async def put_template(self, waba_id: str, template: Template, now_ms: int) -> None:
-        """Store one template (a creation through the gateway)."""
-        ...
-
     async def update_templates(
         self, updates: Sequence[TemplateUpdate], now_ms: int, *, sandbox_only: bool = False
     ) -> tuple[list[tuple[str, Template]], set[str]]:

@@ -6,9 +6,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from wagate.adapters.logs import process_started, process_stopped
 from wagate.adapters.notify.poster import AiohttpPoster
@@ -51,7 +49,6 @@ from wagate.ports import (
     SystemClock,
     TemplateSource,
     Upstream,
-    UpstreamAnswer,
 )
 from wagate.settings import Settings
 
@@ -139,9 +136,7 @@ class Services:
         queue = SqlQueue(store.engine, store.secrets, pairs)
         bell = WorkBell()
         notify_bell = NotifyBell()
-        template_source = _TemplateSourceSlot(
-            GraphTemplates(timeout_s=min(settings.upstream_timeout_seconds, 10.0))
-        )
+        template_source = GraphTemplates(timeout_s=min(settings.upstream_timeout_seconds, 10.0))
         templates = TemplateBook(
             SqlTemplates(store.engine),
             template_source,
@@ -300,13 +295,10 @@ class Services:
             )
             if self.sandbox.sender is not None:
                 self.sandbox.sender.deliver = self._ingest_sandbox_webhook
-            if isinstance(self.template_source, _TemplateSourceSlot):
-                self.template_source.inner = EmbeddedSandboxTemplates(
-                    self.template_source.inner,
-                    f"{base}{SANDBOX_PREFIX}",
-                    self.sandbox,
-                    self._sandbox_served,
-                )
+            # The book and the template routes list and change its templates in process.
+            self.template_source = self.templates.source = EmbeddedSandboxTemplates(
+                self.template_source, f"{base}{SANDBOX_PREFIX}", self.sandbox
+            )
         if self.settings.template_checks:
             self._template_polling = asyncio.create_task(self.templates.run(self._stop))
         self._recipient_polling = asyncio.create_task(self.recipients.run(self._stop))
@@ -372,29 +364,3 @@ class Services:
         await self.store.close()
         if self._role is not None:
             process_stopped(self._role)
-
-
-class _TemplateSourceSlot:
-    """The template source the book was built with, which `start` may put the embedded
-    sandbox in front of (the book keeps this one object)."""
-
-    def __init__(self, inner: TemplateSource) -> None:
-        self.inner = inner
-
-    async def list_templates(
-        self, base_url: str, version: str, waba_id: str, token: str
-    ) -> list[dict[str, Any]]:
-        return await self.inner.list_templates(base_url, version, waba_id, token)
-
-    async def create_template(
-        self, base_url: str, version: str, waba_id: str, token: str, body: bytes
-    ) -> UpstreamAnswer:
-        return await self.inner.create_template(base_url, version, waba_id, token, body)
-
-    async def delete_template(
-        self, base_url: str, version: str, waba_id: str, token: str, query: Mapping[str, str]
-    ) -> UpstreamAnswer:
-        return await self.inner.delete_template(base_url, version, waba_id, token, query)
-
-    async def close(self) -> None:
-        await self.inner.close()

@@ -219,6 +219,9 @@ def test_the_template_list_shows_the_wabas_templates_with_filters_and_scoping(
         timeout=10,
     ).json()
     assert {t["name"] for t in first["data"]} | {t["name"] for t in rest["data"]} == names
+    for bad in ("0", "1001", "²", "x"):  # "²" is a digit to str.isdigit, not to int()
+        answer = httpx.get(url, params={"limit": bad}, headers=headers(tenant), timeout=10)
+        assert "`limit` must be an integer from 1 to 1000" in refused(answer, 100, 400)
     other = make_tenant(checked.database_url)
     refused(httpx.get(url, headers=headers(other), timeout=10), 100, 400)
 

@@ -1752,18 +1752,6 @@ templates_app = typer.Typer(
 app.add_typer(templates_app, name="templates")
 
 
-def _number_or_exit(store: SqlStore, phone_number_id: str) -> Awaitable[PhoneNumber]:
-    async def found() -> PhoneNumber:
-        number = await store.get_phone_number(phone_number_id)
-        if number is None:
-            raise admin.AdminError(
-                f"no phone number {phone_number_id!r} (see `wagate numbers list`)"
-            )
-        return number
-
-    return found()
-
-
 @templates_app.command(
     "sync",
     epilog=example("wagate templates sync 106540352242922"),
@@ -1785,7 +1773,7 @@ def templates_sync(phone_number_id: PhoneNumberIdArgument, as_json: JsonFlag = F
     settings = Settings.from_env()
 
     async def sync(store: SqlStore) -> tuple[PhoneNumber, int]:
-        number = await _number_or_exit(store, phone_number_id)
+        number = await admin.show_number(store, phone_number_id)
         source = GraphTemplates(timeout_s=min(settings.upstream_timeout_seconds, 30.0))
         book = TemplateBook(
             SqlTemplates(store.engine),
@@ -1825,7 +1813,7 @@ def _stored_templates(phone_number_id: str) -> tuple[PhoneNumber, list[Any], int
     from wagate.adapters.store.templates import SqlTemplates
 
     async def read(store: SqlStore) -> tuple[PhoneNumber, list[Any], int | None]:
-        number = await _number_or_exit(store, phone_number_id)
+        number = await admin.show_number(store, phone_number_id)
         found, synced_at = await SqlTemplates(store.engine).templates_of(number.waba_id)
         return number, found, synced_at
 

@@ -144,15 +144,8 @@ class RecipientBook:
         """Read the changes every `poll_s` until `stop` is set."""
         while not stop.is_set():
             try:
-                if (
-                    self._loaded is None
-                    or not self._loaded.done()
-                    or self._loaded.cancelled()
-                    or self._loaded.exception()
-                ):
-                    await self._ready()
-                else:
-                    await self._read()
+                # The first read (shared with sends waiting for it), then the changes.
+                await (self._read() if self._read_once else self._ready())
             except Exception as exc:  # the database is down: the next read catches up
                 log.warning("opt-outs not read (%s); reading again", type(exc).__name__)
             with contextlib.suppress(TimeoutError):

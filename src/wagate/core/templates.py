@@ -4,11 +4,11 @@ A send is checked against its template before it is stored (issue 10): Meta's ow
 answer, at once, instead of a `failed` webhook later. The checks read memory only;
 what fills it:
 
-- **first use of a WABA**: its stored rows (another process may have listed them), or,
-  when none are or they are older than `refresh_s`, a listing from the upstream (all
-  pages), stored for every process. A send waits for that first listing at most
-  `wait_s`; past that it gets 134101 ("template still syncing"), as Meta answers while
-  it loads a new template, never a false 132001.
+- **first use of a WABA**: its stored rows (another process may have listed them; if
+  older than `refresh_s`, listed again behind that send), or, when none are, a listing
+  from the upstream (all pages), stored for every process. A send waits for that first
+  listing at most `wait_s`; past that it gets 134101 ("template still syncing"), as Meta
+  answers while it loads a new template, never a false 132001.
 - **a miss** (a name not known, or known but not APPROVED yet): the WABA is listed
   again, at most once per `miss_s` per WABA, so a flood of bad names costs the upstream
   one call per `miss_s`, not one per send.
@@ -143,20 +143,17 @@ class TemplateBook:
             raise _syncing(number.waba_id) from None
 
     async def _load(self, number: PhoneNumber) -> _Waba:
-        """Stored rows, or a first listing from the upstream when none are fresh."""
+        """The stored rows (a stale listing is listed again behind the next send, see
+        `check`), or a first listing from the upstream when nothing is stored."""
         waba = _Waba()
         stored, synced_at_ms = await self.store.templates_of(number.waba_id)
-        now = self.clock.now()
+        if synced_at_ms:  # 0: a webhook found the listing stale
+            waba.listed_at = min(self.clock.now(), synced_at_ms / 1000)
+            waba.next_listing_at = waba.listed_at + self.settings.miss_s
         if stored:
             waba.templates = {(t.name, t.language): t for t in stored}
             waba.known = True
-        if synced_at_ms:
-            waba.listed_at = now - max(0.0, now - synced_at_ms / 1000)
-            waba.next_listing_at = waba.listed_at + self.settings.miss_s
-        fresh = (
-            synced_at_ms is not None and now * 1000 - synced_at_ms < self.settings.refresh_s * 1000
-        )
-        if not fresh:
+        else:
             await self._list(number, waba)
         self._hold(number.waba_id, waba)
         return waba
@@ -173,8 +170,6 @@ class TemplateBook:
             if self.clock.now() < waba.next_listing_at:
                 return waba
             waba.listing = asyncio.ensure_future(self._list(number, waba))
-        if not waba.known:
-            return waba
         try:
             await asyncio.wait_for(asyncio.shield(waba.listing), self.settings.wait_s)
         except TimeoutError:
@@ -192,13 +187,8 @@ class TemplateBook:
         raises (a failure is logged and tried again after `retry_s`)."""
         now = self.clock.now()
         waba.next_listing_at = now + self.settings.miss_s
-        self.listings += 1
         try:
-            entries = await self.source.list_templates(
-                self.base_url_of(number), self.version, number.waba_id, number.access_token
-            )
-            listed = _templates(number.waba_id, entries)
-            await self.store.replace_templates(number.waba_id, listed, int(now * 1000))
+            listed = await self._fetch(number, now)
         except Exception as exc:
             waba.next_listing_at = now + self.settings.retry_s
             log.warning(
@@ -211,25 +201,28 @@ class TemplateBook:
                 self.settings.retry_s,
             )
             return
-        waba.templates = {(t.name, t.language): t for t in listed}
-        waba.known = True
-        waba.listed_at = now
+        _hold_listing(waba, listed, now)
+
+    async def _fetch(self, number: PhoneNumber, now: float) -> list[Template]:
+        """The WABA's templates from the upstream, stored for every process."""
+        self.listings += 1
+        entries = await self.source.list_templates(
+            self.base_url_of(number), self.version, number.waba_id, number.access_token
+        )
+        listed = _templates(number.waba_id, entries)
+        await self.store.replace_templates(number.waba_id, listed, int(now * 1000))
+        return listed
 
     # ---- keeping current -------------------------------------------------------------
 
     async def sync(self, number: PhoneNumber) -> list[Template]:
         """List the WABA of `number` now (`wagate templates sync`); raises
         TemplatesUnavailable when the upstream cannot."""
-        entries = await self.source.list_templates(
-            self.base_url_of(number), self.version, number.waba_id, number.access_token
-        )
-        listed = _templates(number.waba_id, entries)
         now = self.clock.now()
-        await self.store.replace_templates(number.waba_id, listed, int(now * 1000))
+        listed = await self._fetch(number, now)
         waba = self._wabas.get(number.waba_id)
         if waba is not None:
-            waba.templates = {(t.name, t.language): t for t in listed}
-            waba.known, waba.listed_at = True, now
+            _hold_listing(waba, listed, now)
         return listed
 
     async def listing(self, number: PhoneNumber) -> list[Template]:
@@ -246,8 +239,8 @@ class TemplateBook:
             return
         await self._list(number, waba)
 
-    def known(self, waba_id: str, template: Template) -> None:
-        """A template this process stored (a creation): held at once."""
+    def _take(self, waba_id: str, template: Template) -> None:
+        """A template's new row, held if its WABA is."""
         waba = self._wabas.get(waba_id)
         if waba is not None:
             waba.templates[(template.name, template.language)] = template
@@ -264,7 +257,7 @@ class TemplateBook:
             updates, now_ms, sandbox_only=sandbox_only
         )
         for waba_id, template in changed:
-            self.known(waba_id, template)
+            self._take(waba_id, template)
             log.info(
                 "template %s (%s) of WABA %s is now %s (%s)",
                 template.name,
@@ -283,7 +276,7 @@ class TemplateBook:
     async def poll(self) -> int:
         """Take in the rows other processes wrote since the last poll; how many."""
         now_ms = int(self.clock.now() * 1000)
-        since = now_ms - POLL_OVERLAP_MS if self._last_poll_ms is None else self._last_poll_ms
+        since = now_ms if self._last_poll_ms is None else self._last_poll_ms
         rows = await self.store.changed_since(since - POLL_OVERLAP_MS)
         self._last_poll_ms = now_ms
         taken = 0
@@ -306,6 +299,13 @@ class TemplateBook:
                 log.warning("template changes not read (%s); reading again", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.poll_s)
+
+
+def _hold_listing(waba: _Waba, listed: Sequence[Template], at: float) -> None:
+    """A WABA's templates are what the upstream listed at `at`."""
+    waba.templates = {(t.name, t.language): t for t in listed}
+    waba.known = True
+    waba.listed_at = at
 
 
 def _templates(waba_id: str, entries: Sequence[object]) -> list[Template]:

@@ -39,6 +39,16 @@ async def project_of(request: Request[Any, Any, Any]) -> str:
     return await services_of(request).access.project_of(api_key)
 
 
+def page_limit(value: str | None, default: int, most: int) -> int:
+    """A listing's `limit`: `default` when absent, else 1 to `most` (ASCII digits only),
+    or code 100."""
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= most):
+        raise invalid_parameter(f"`limit` must be an integer from 1 to {most}")
+    return int(value)
+
+
 _decoder = msgspec.json.Decoder()
 
 

@@ -28,6 +28,7 @@ from wagate.adapters.http.management import (
     BODY_ERRORS,
     ERRORS,
     document_wrapped_bodies,
+    page_limit,
     project_of,
     read_wrapped,
     services_of,
@@ -168,14 +169,6 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     raise invalid_parameter(f"`before` is not a cursor this API returned: {shown!r}")
 
 
-def _limit(value: str | None) -> int:
-    if value is None:
-        return sup.DEFAULT_PAGE
-    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= sup.MAX_PAGE):
-        raise invalid_parameter(f"`limit` must be an integer from 1 to {sup.MAX_PAGE}")
-    return int(value)
-
-
 @contextlib.asynccontextmanager
 async def _as_graph_errors(phone_number_id: str, method: str) -> AsyncIterator[None]:
     """The use case's refusals as Graph errors: another project's number looks missing."""
@@ -231,7 +224,7 @@ async def list_suppressions(
     up."""
     project_id = await project_of(request)
     suppressions = services_of(request).suppressions
-    size = _limit(limit)
+    size = page_limit(limit, sup.DEFAULT_PAGE, sup.MAX_PAGE)
     after = None if before is None else decode_cursor(before)
     async with _as_graph_errors(phone_number_id, "get"):
         if recipient is not None:

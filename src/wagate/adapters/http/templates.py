@@ -18,7 +18,7 @@ from litestar import Request, Response, delete, get, post
 from wagate.adapters.http.bodies import BodyTooLarge, Receive, read_body
 from wagate.adapters.http.docs import API_KEY_SECURITY
 from wagate.adapters.http.graph import require_graph_version
-from wagate.adapters.http.management import ERRORS, project_of, services_of
+from wagate.adapters.http.management import ERRORS, page_limit, project_of, services_of
 from wagate.core.access import phone_number_not_found
 from wagate.domain.errors import SOMETHING_WENT_WRONG, GraphError, invalid_parameter
 from wagate.domain.model import PhoneNumber
@@ -52,14 +52,6 @@ def _after(cursor: str) -> str:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise invalid_parameter(f"Invalid paging cursor {cursor!r}") from None
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise invalid_parameter(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
 
 
 def _matches(template: Template, filters: dict[str, set[str]]) -> bool:
@@ -108,7 +100,7 @@ async def list_templates(
     if after:
         after_key = _sort_key(_after(after))
         chosen = [t for t in chosen if _sort_key(t.id) > after_key]
-    limit = _limit(params.get("limit"))
+    limit = page_limit(params.get("limit"), DEFAULT_LIMIT, MAX_LIMIT)
     page, more = chosen[:limit], len(chosen) > limit
     answer: dict[str, Any] = {"data": [template_json(t) for t in page]}
     if page:

@@ -27,6 +27,7 @@ from wagate.adapters.http.management import (
     BODY_ERRORS,
     ERRORS,
     document_wrapped_bodies,
+    page_limit,
     project_of,
     read_wrapped,
     services_of,
@@ -489,14 +490,6 @@ BeforeCursor = Annotated[
 ]
 
 
-def _limit(value: str | None) -> int:
-    if value is None:
-        return 20
-    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= hooks.MAX_PAGE):
-        raise invalid_parameter(f"`limit` must be an integer from 1 to {hooks.MAX_PAGE}")
-    return int(value)
-
-
 def _before(value: str | None) -> int | None:
     return None if value is None else decode_cursor(value, "before")
 
@@ -525,7 +518,7 @@ async def list_deliveries(
             services.notifications,
             webhook_id,
             state=state_filter,
-            limit=_limit(limit),
+            limit=page_limit(limit, 20, hooks.MAX_PAGE),
             before=_before(before),
             project_id=project_id,
             phone_number_id=_number_in_path(request),
@@ -553,7 +546,7 @@ async def list_attempts(
     """A webhook's attempts (each POST: status code, error, latency), newest first."""
     project_id = await project_of(request)
     services = services_of(request)
-    size = _limit(limit)
+    size = page_limit(limit, 20, hooks.MAX_PAGE)
     async with _as_graph_errors(webhook_id, "get"):
         found = await hooks.list_attempts(
             services.notifications,

@@ -43,10 +43,6 @@ class MemoryTemplates:
         self.database.template_syncs[waba_id] = now_ms
         return changed
 
-    async def put_template(self, waba_id: str, template: Template, now_ms: int) -> None:
-        """Store one template."""
-        self._of(waba_id)[(template.name, template.language)] = (template, now_ms)
-
     async def update_templates(
         self, updates: Sequence[TemplateUpdate], now_ms: int, *, sandbox_only: bool = False
     ) -> tuple[list[tuple[str, Template]], set[str]]:

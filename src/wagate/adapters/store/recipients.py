@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wagate.adapters.store.engine import begin_write, dialect_of
+from wagate.adapters.store.queries.statuses import PREFERENCE
 from wagate.adapters.store.tables import recipient_limits, recipient_sends, suppressions
 
 s = suppressions
@@ -22,7 +23,6 @@ LIVE_LIMITS = select(r.c.waba_id, r.c.recipient, r.c.until).where(r.c.until > _S
 LIMITS_SINCE = select(r.c.waba_id, r.c.recipient, r.c.until).where(r.c.updated_at >= _SINCE)
 _WABA: BindParameter[str] = bindparam("b_waba_id")
 _RECIPIENT: BindParameter[str] = bindparam("b_recipient")
-STATE = select(s.c.value).where(s.c.waba_id == _WABA, s.c.recipient == _RECIPIENT)
 LIMIT = select(r.c.until).where(r.c.waba_id == _WABA, r.c.recipient == _RECIPIENT)
 
 
@@ -54,7 +54,7 @@ class SqlRecipientStates:
         """Whether the recipient stopped marketing messages, and until when Meta limits them."""
         key = {"b_waba_id": waba_id, "b_recipient": recipient}
         async with self.engine.connect() as connection:
-            value = (await connection.execute(STATE, key)).scalar()
+            value = (await connection.execute(PREFERENCE, key)).scalar()
             until = (await connection.execute(LIMIT, key)).scalar()
         return value == "stop", None if until is None else int(until)
 
@@ -87,14 +87,12 @@ class SqlFrequencyCaps:
         """Count one send if fewer than `cap` went in the last `window_ms`; else the time
         (ms) the oldest of them leaves the window."""
         key = {"b_project_id": project_id, "b_recipient": recipient}
-        for attempt in range(2):
-            try:
-                return await self._take(key, cap, now_ms, window_ms)
-            except IntegrityError:
-                # Another process counted this recipient's first send at the same moment.
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return await self._take(key, cap, now_ms, window_ms)
+        except IntegrityError:
+            # Another process counted this recipient's first send at the same moment: its
+            # row exists now, and this try locks it.
+            return await self._take(key, cap, now_ms, window_ms)
 
     async def _take(self, key: dict[str, str], cap: int, now_ms: int, window_ms: int) -> int | None:
         async with begin_write(self.engine) as connection:

@@ -585,7 +585,7 @@ async def _write_moves(
     current: dict[str, Found],
     at_ms: int,
     reports: Sequence[StatusRow],
-    hold_tolerance_us: int = 0,
+    hold_tolerance_us: int,
 ) -> tuple[int, int, dict[str, _Restriction]]:
     """Write each decided move (and the error of the failure it ends on), what a 131050 or
     131049 failure restricts (`_restrict`), and the customer webhook deliveries of the
@@ -638,10 +638,7 @@ def _first_of_each_status(rows: Sequence[StatusRow]) -> list[StatusRow]:
 
 
 async def apply_stored_statuses(
-    connection: AsyncConnection,
-    wamids: Sequence[str],
-    at_ms: int,
-    hold_tolerance_us: int = HOLD_TOLERANCE_US,
+    connection: AsyncConnection, wamids: Sequence[str], at_ms: int, hold_tolerance_us: int
 ) -> int:
     """Apply the timeline's statuses of these wamids to their messages; mark them matched.
 
@@ -679,8 +676,8 @@ async def reconcile(
     engine: AsyncEngine,
     now_ms: int,
     give_up_after_ms: int,
-    after_seq: int = 0,
-    hold_tolerance_us: int = HOLD_TOLERANCE_US,
+    after_seq: int,
+    hold_tolerance_us: int,
 ) -> tuple[int, int]:
     """Apply statuses that came before their wamid was recorded: (messages moved, cursor).
 

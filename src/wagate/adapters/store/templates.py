@@ -16,7 +16,8 @@ from sqlalchemy import Insert, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wagate.adapters.store.engine import Dialect, begin_write, dialect_of
-from wagate.adapters.store.tables import phone_numbers, template_syncs, templates
+from wagate.adapters.store.queries.statuses import UPSTREAMS_OF_WABAS
+from wagate.adapters.store.tables import template_syncs, templates
 from wagate.domain.template_events import TemplateUpdate
 from wagate.domain.templates import Template, template_from_meta, template_json, with_status
 
@@ -63,9 +64,6 @@ STALE = (
     update(template_syncs)
     .where(template_syncs.c.waba_id == bindparam("b_waba_id"))
     .values(synced_at=0)
-)
-UPSTREAMS_OF_WABAS = select(phone_numbers.c.waba_id, phone_numbers.c.upstream).where(
-    phone_numbers.c.waba_id.in_(bindparam("b_waba_ids", expanding=True))
 )
 
 
@@ -159,7 +157,7 @@ class SqlTemplates:
                     changed.append(template)
             for name_language, template in stored.items():
                 if name_language not in seen and template.status != "DELETED":
-                    changed.append(_with_status(template, "DELETED"))
+                    changed.append(with_status(template, "DELETED"))
             if changed:
                 rows = [_row(waba_id, template, now_ms) for template in changed]
                 await connection.execute(_upsert(self.dialect), rows)
@@ -167,11 +165,6 @@ class SqlTemplates:
                 _synced(self.dialect), {"waba_id": waba_id, "synced_at": now_ms}
             )
         return changed
-
-    async def put_template(self, waba_id: str, template: Template, now_ms: int) -> None:
-        """Store one template (a creation through the gateway)."""
-        async with begin_write(self.engine) as connection:
-            await connection.execute(_upsert(self.dialect), [_row(waba_id, template, now_ms)])
 
     async def update_templates(
         self, updates: Sequence[TemplateUpdate], now_ms: int, *, sandbox_only: bool = False
@@ -250,7 +243,3 @@ class SqlTemplates:
             for waba_id, upstream in rows:
                 found.setdefault(waba_id, set()).add(upstream)
         return found
-
-
-def _with_status(template: Template, status: str) -> Template:
-    return with_status(template, status)

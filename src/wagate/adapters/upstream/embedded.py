@@ -89,29 +89,23 @@ class EmbeddedSandboxTemplates:
     changed in process (a listing over HTTP to this very process would need its public URL
     to be right, and would queue behind the sends it is checked for)."""
 
-    def __init__(
-        self,
-        inner: TemplateSource,
-        base_url: str,
-        sandbox: SandboxApp,
-        served: Callable[[], Awaitable[bool]],
-    ) -> None:
-        """Answer in process when a call's base URL is `base_url` and `served()`."""
+    def __init__(self, inner: TemplateSource, base_url: str, sandbox: SandboxApp) -> None:
+        """Answer in process when a call's base URL is `base_url`: whether the sandbox is
+        served does not matter (unlike a send's): a number of it exists, it is what is being
+        checked, even in the seconds before the gateway's cached "any sandbox number?" says
+        so."""
         self.inner = inner
         self.base_url = base_url.rstrip("/")
         self.sandbox = sandbox
-        self._served = served
 
-    async def _here(self, base_url: str) -> bool:
-        # Not `served()`: a number of this sandbox exists (it is what is being checked),
-        # even in the seconds before the gateway's cached "any sandbox number?" says so.
+    def _here(self, base_url: str) -> bool:
         return base_url.rstrip("/") == self.base_url
 
     async def list_templates(
         self, base_url: str, version: str, waba_id: str, token: str
     ) -> list[dict[str, Any]]:
         """Every template of the WABA."""
-        if not await self._here(base_url):
+        if not self._here(base_url):
             return await self.inner.list_templates(base_url, version, waba_id, token)
         state = self.sandbox.state
         try:
@@ -123,7 +117,7 @@ class EmbeddedSandboxTemplates:
         self, base_url: str, version: str, waba_id: str, token: str, body: bytes
     ) -> UpstreamAnswer:
         """Create a template in the sandbox (PENDING, approved after its delay)."""
-        if not await self._here(base_url):
+        if not self._here(base_url):
             return await self.inner.create_template(base_url, version, waba_id, token, body)
         state = self.sandbox.state
         try:
@@ -137,7 +131,7 @@ class EmbeddedSandboxTemplates:
         self, base_url: str, version: str, waba_id: str, token: str, query: Mapping[str, str]
     ) -> UpstreamAnswer:
         """Delete a template of the sandbox by name (and id)."""
-        if not await self._here(base_url):
+        if not self._here(base_url):
             return await self.inner.delete_template(base_url, version, waba_id, token, query)
         name = query.get("name")
         if not name:
