@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from wagate.adapters.logs import process_started, process_stopped
-from wagate.adapters.notify.poster import AiohttpPoster
+from wagate.adapters.notify.poster import HttpPoster
 from wagate.adapters.sandbox import SandboxApp, SandboxConfig, create_sandbox_app
 from wagate.adapters.sandbox.access import GatewayTokens
 from wagate.adapters.startup import printable_url
@@ -232,7 +232,7 @@ class Services:
         )
         return Notifier(
             self.notifications,
-            AiohttpPoster(policy),
+            HttpPoster(policy),
             self.clock,
             notify_formats.render,
             NotifySettings(

@@ -1,34 +1,48 @@
-"""One webhook attempt over aiohttp, connecting only to addresses the SSRF policy allows.
+"""One webhook attempt, connecting only to addresses the SSRF policy allows.
 
-The policy is applied where the address is chosen: the connector's resolver drops
-every resolved address the policy refuses, so the address aiohttp connects to is an
-address that was checked, with no second lookup an attacker's DNS could answer
-differently (DNS rebinding). IP-literal hosts never reach the resolver and are
-checked before connecting.
+The policy is applied where the address is chosen: a new connection's host is resolved
+here, every address the policy refuses is dropped, and the connection is opened to an
+address that was checked (an IP, never the name again), so no second lookup an
+attacker's DNS could answer differently (DNS rebinding) is made. An IP-literal host is
+checked as it is. The HTTP itself is `http1`'s lean client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from wagate.adapters.notify.http1 import (
+    TEXT_BYTES,
+    Answer,
+    AnswerFailed,
+    HeaderRefused,
+    Http1Client,
+    Origin,
+    _Conn,
+    default_tls,
+)
 from wagate.domain.ssrf import AddressPolicy
 
 # Enough of a refusal's body to say why; more is the receiver's log, not ours to store.
-ERROR_TEXT_BYTES: Final = 1024
+ERROR_TEXT_BYTES: Final = TEXT_BYTES
 USER_AGENT: Final = "wagate-webhooks/1"
-# Many endpoints at once; per host the notifier's own per-endpoint limit applies.
-CONNECTIONS: Final = 256
+# A name's addresses are looked up again after this long (as aiohttp's default cache).
+DNS_TTL_S: Final = 10.0
+# Bounds of the caches keyed by endpoints' URLs and hosts.
+URL_CACHE: Final = 4096
+DNS_CACHE: Final = 1024
+# Looks a name up: (host, port) -> its addresses.
+Resolve = Callable[[str, int], Awaitable[list[str]]]
 REFUSED_HINT: Final = (
     "private, loopback, link-local and metadata addresses are refused "
     "unless the operator allows them (WAGATE_WEBHOOKS_ALLOW_CIDRS)"
@@ -49,51 +63,32 @@ class AddressRefused(OSError):
     """Every address a host resolved to is refused by the policy."""
 
 
-class PolicyResolver(AbstractResolver):
-    """A resolver that answers only with addresses the policy allows."""
+class HttpPoster:
+    """Posts webhook bodies over kept-alive HTTP/1.1 connections (the `WebhookPoster` port).
 
-    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
-        """Filter `inner`'s answers (aiohttp's default resolver when None) through `policy`."""
+    The lean client of `http1` (a POST costs the loop a third of aiohttp's); the address
+    of every new connection is chosen here, from those the policy allows.
+    """
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        *,
+        resolve: Resolve | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """A poster under `policy`; `resolve` looks names up (default: the loop's
+        getaddrinfo), `tls` verifies https receivers (default: the system's CAs)."""
         self._policy = policy
-        self._inner = inner if inner is not None else DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """The allowed addresses of `host`; AddressRefused when none is."""
-        found = await self._inner.resolve(host, port, family)
-        allowed = [result for result in found if self._policy.allows(result["host"])]
-        if not allowed:
-            addresses = ", ".join(sorted({result["host"] for result in found}))
-            raise AddressRefused(f"refused address: {host} resolves to {addresses}; {REFUSED_HINT}")
-        return allowed
-
-    async def close(self) -> None:
-        """Release the inner resolver."""
-        await self._inner.close()
-
-
-class AiohttpPoster:
-    """Posts webhook bodies with one pooled aiohttp session (the `WebhookPoster` port)."""
-
-    def __init__(self, policy: AddressPolicy) -> None:
-        """A poster under `policy`; the session is made on first use, on the running loop."""
-        self._policy = policy
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=CONNECTIONS, resolver=PolicyResolver(self._policy)
-                ),
-                # A receiver's cookies are not sent to the next one.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                # The error text is cut at 1 KB: a compressed body could be far bigger.
-                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-                auto_decompress=False,
-            )
-        return self._session
+        self._resolve = resolve or _getaddrinfo
+        self._tls = tls
+        # The error text is cut at 1 KB: a compressed body could be far bigger.
+        self._client = Http1Client(
+            self._connect, {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        )
+        # Parsed URLs and resolved names, bounded (an endpoint's URL is a caller's input).
+        self._origins: dict[str, tuple[Origin, str] | str] = {}
+        self._addresses: dict[str, tuple[float, list[str]]] = {}
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
@@ -107,61 +102,134 @@ class AiohttpPoster:
             latency_ms = round((time.perf_counter() - started) * 1000)
             return PostResult(status, error, retry_after_s, latency_ms)
 
+        parsed = self._origin(url)
+        if isinstance(parsed, str):
+            return result(None, parsed)
+        origin, target = parsed
         try:
-            # Parsed once, by aiohttp's own parser, so the host checked is the host used.
-            target = URL(url)
-        except ValueError as exc:
-            return result(None, f"invalid URL: {exc}")
-        refusal = self._literal_refusal(target)
-        if refusal is not None:
-            return result(None, refusal)
-        try:
-            async with self._client().post(
-                target,
-                data=body,
-                headers=dict(headers),
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as response:
-                # Read a little even on success: a fully read answer keeps its connection.
-                text = await response.content.read(ERROR_TEXT_BYTES)
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
-                return result(response.status, _answer_error(response, text), retry_after)
+            async with asyncio.timeout(timeout_s):
+                answer = await self._client.request("POST", origin, target, headers, body)
         except TimeoutError:
             return result(None, f"no answer within {timeout_s:g} s")
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            # ValueError: a header aiohttp cannot send (a custom one with a newline).
-            return result(None, _describe(exc))
+        except HeaderRefused as exc:
+            return result(None, f"a header cannot be sent: {exc}")
+        except AddressRefused as exc:
+            return result(None, str(exc))
+        except socket.gaierror as exc:
+            return result(None, f"DNS lookup failed: {origin.host}: {exc.strerror or exc}")
+        except AnswerFailed as exc:
+            return result(None, str(exc))
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            return result(None, f"cannot connect to {origin.host}:{origin.port}: {reason}")
+        retry_after = retry_after_seconds(answer.retry_after, time.time())
+        return result(answer.status, _answer_error(answer), retry_after)
 
-    def _literal_refusal(self, target: URL) -> str | None:
-        # An IP literal never reaches the resolver, so it is checked here.
-        host = target.host
-        if host is None:
-            return "invalid URL: no host"
-        try:
-            ipaddress.ip_address(host.partition("%")[0])
-        except ValueError:
-            return None
-        if self._policy.allows(host):
-            return None
-        return f"refused address: {host}; {REFUSED_HINT}"
+    def _origin(self, url: str) -> tuple[Origin, str] | str:
+        """The origin and request target of `url`, or why it cannot be posted to."""
+        found = self._origins.get(url)
+        if found is None:
+            found = _parse_url(url)
+            if len(self._origins) >= URL_CACHE:
+                self._origins.clear()
+            self._origins[url] = found
+        return found
+
+    async def _connect(self, factory: Callable[[], _Conn], origin: Origin) -> _Conn:
+        """A new connection to an address of `origin` the policy allows, tried in order."""
+        addresses = await self._allowed(origin.host, origin.port)
+        loop = asyncio.get_running_loop()
+        tls = None
+        if origin.scheme == "https":
+            tls = self._tls = self._tls or default_tls()
+        last: OSError | None = None
+        for address in addresses:
+            try:
+                _, conn = await loop.create_connection(
+                    factory,
+                    address,
+                    origin.port,
+                    ssl=tls,
+                    server_hostname=origin.host if tls is not None else None,
+                )
+                return conn
+            except OSError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _allowed(self, host: str, port: int) -> list[str]:
+        """The addresses of `host` the policy allows (cached DNS_TTL_S); AddressRefused
+        when it allows none. An IP literal is its own address."""
+        if _is_ip(host):
+            if self._policy.allows(host):
+                return [host]
+            raise AddressRefused(f"refused address: {host}; {REFUSED_HINT}")
+        now = time.monotonic()
+        cached = self._addresses.get(host)
+        if cached is not None and now - cached[0] < DNS_TTL_S:
+            found = cached[1]
+        else:
+            found = await self._resolve(host, port)
+            if len(self._addresses) >= DNS_CACHE:
+                self._addresses.clear()
+            self._addresses[host] = (now, found)
+        allowed = [address for address in found if self._policy.allows(address)]
+        if not allowed:
+            addresses = ", ".join(sorted(set(found)))
+            raise AddressRefused(f"refused address: {host} resolves to {addresses}; {REFUSED_HINT}")
+        return allowed
 
     async def close(self) -> None:
-        """Close the session and its pooled connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the kept connections (the poster can be used again)."""
+        self._client.close()
+        self._addresses.clear()
 
 
-def _answer_error(response: aiohttp.ClientResponse, text: bytes) -> str | None:
-    status = response.status
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    """Every address of `host`, in the resolver's order, duplicates dropped."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_url(url: str) -> tuple[Origin, str] | str:
+    """An http(s) URL's origin and request target (path and query, encoded), or the error."""
+    try:
+        parsed = URL(url)
+        host = parsed.raw_host
+        port = parsed.port
+    except (ValueError, TypeError) as exc:
+        return f"invalid URL: {exc}"
+    if parsed.scheme not in ("http", "https"):
+        return f"invalid URL: scheme {parsed.scheme!r} is not http or https"
+    if not host or port is None:
+        return "invalid URL: no host"
+    shown = f"[{host}]" if ":" in host else host
+    if parsed.explicit_port is not None:
+        shown = f"{shown}:{port}"
+    target = parsed.raw_path or "/"
+    if parsed.raw_query_string:
+        target = f"{target}?{parsed.raw_query_string}"
+    return Origin(parsed.scheme, host, port, shown), target
+
+
+def _answer_error(answer: Answer) -> str | None:
+    status = answer.status
     if 200 <= status < 300:
         return None
     if 300 <= status < 400:
-        location = response.headers.get("Location")
+        location = answer.location
         where = f" (Location: {_printable(location.encode())})" if location else ""
         return f"HTTP {status}: redirects are not followed{where}"
-    said = _printable(text)
+    said = _printable(answer.text)
     return f"HTTP {status}: {said}" if said else f"HTTP {status}"
 
 
@@ -170,20 +238,6 @@ def _printable(text: bytes) -> str:
     PostgreSQL refuses), whitespace collapsed."""
     decoded = text[:ERROR_TEXT_BYTES].decode("utf-8", errors="replace")
     return " ".join("".join(c if c.isprintable() else " " for c in decoded).split())
-
-
-def _describe(exc: BaseException) -> str:
-    """Why no HTTP answer came back, in words an operator can act on."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, AddressRefused):
-            return str(cause)
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"DNS lookup failed: {exc.host}: {exc.os_error}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def retry_after_seconds(value: str | None, now_s: float) -> float | None:

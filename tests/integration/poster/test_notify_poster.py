@@ -13,7 +13,7 @@ from email.utils import format_datetime
 import pytest
 from aiohttp import web
 
-from wagate.adapters.notify.poster import AiohttpPoster, retry_after_seconds
+from wagate.adapters.notify.poster import HttpPoster, retry_after_seconds
 from wagate.domain.ssrf import AddressPolicy, parse_allow_cidrs
 from wagate.ports import WebhookPoster
 
@@ -84,28 +84,28 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def poster() -> AsyncIterator[AiohttpPoster]:
+async def poster() -> AsyncIterator[HttpPoster]:
     """A poster that may reach loopback, as a test receiver needs."""
-    made = AiohttpPoster(AddressPolicy(allow_private=True))
+    made = HttpPoster(AddressPolicy(allow_private=True))
     yield made
     await made.close()
 
 
 @pytest.fixture
-async def strict_poster() -> AsyncIterator[AiohttpPoster]:
+async def strict_poster() -> AsyncIterator[HttpPoster]:
     """A poster under the default policy: public addresses only."""
-    made = AiohttpPoster(AddressPolicy())
+    made = HttpPoster(AddressPolicy())
     yield made
     await made.close()
 
 
 def test_the_poster_is_a_webhook_poster() -> None:
-    poster: WebhookPoster = AiohttpPoster(AddressPolicy())
+    poster: WebhookPoster = HttpPoster(AddressPolicy())
     assert poster is not None
 
 
 async def test_a_200_is_a_success_and_the_body_arrives_as_signed(
-    poster: AiohttpPoster, receiver: Receiver
+    poster: HttpPoster, receiver: Receiver
 ) -> None:
     result = await poster.post(receiver.url("/ok"), BODY, HEADERS, 5)
     assert (result.status_code, result.error, result.retry_after_s) == (200, None, None)
@@ -117,7 +117,7 @@ async def test_a_200_is_a_success_and_the_body_arrives_as_signed(
 
 
 async def test_a_500_comes_back_with_the_receivers_text_cut_short(
-    poster: AiohttpPoster, receiver: Receiver
+    poster: HttpPoster, receiver: Receiver
 ) -> None:
     result = await poster.post(receiver.url("/broken"), BODY, HEADERS, 5)
     assert result.status_code == 500
@@ -128,7 +128,7 @@ async def test_a_500_comes_back_with_the_receivers_text_cut_short(
 
 
 async def test_a_slow_receiver_times_out_without_raising(
-    poster: AiohttpPoster, receiver: Receiver
+    poster: HttpPoster, receiver: Receiver
 ) -> None:
     result = await poster.post(receiver.url("/slow"), BODY, HEADERS, 0.3)
     assert result.status_code is None
@@ -137,7 +137,7 @@ async def test_a_slow_receiver_times_out_without_raising(
 
 
 async def test_a_redirect_is_a_failure_and_is_not_followed(
-    poster: AiohttpPoster, receiver: Receiver
+    poster: HttpPoster, receiver: Receiver
 ) -> None:
     result = await poster.post(receiver.url("/moved"), BODY, HEADERS, 5)
     assert result.status_code == 302
@@ -147,7 +147,7 @@ async def test_a_redirect_is_a_failure_and_is_not_followed(
     assert receiver.paths_hit() == ["/moved"]
 
 
-async def test_retry_after_in_seconds_is_read(poster: AiohttpPoster, receiver: Receiver) -> None:
+async def test_retry_after_in_seconds_is_read(poster: HttpPoster, receiver: Receiver) -> None:
     result = await poster.post(receiver.url("/busy"), BODY, HEADERS, 5)
     assert (result.status_code, result.retry_after_s) == (503, 7.0)
 
@@ -163,7 +163,7 @@ def test_retry_after_as_an_http_date_is_seconds_from_now() -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
 async def test_loopback_is_refused_by_default_before_any_connection(
-    strict_poster: AiohttpPoster, receiver: Receiver, host: str
+    strict_poster: HttpPoster, receiver: Receiver, host: str
 ) -> None:
     result = await strict_poster.post(receiver.url("/ok", host), BODY, HEADERS, 5)
     assert result.status_code is None
@@ -173,7 +173,7 @@ async def test_loopback_is_refused_by_default_before_any_connection(
 
 
 async def test_a_hostname_that_resolves_to_loopback_names_the_address(
-    strict_poster: AiohttpPoster, receiver: Receiver
+    strict_poster: HttpPoster, receiver: Receiver
 ) -> None:
     result = await strict_poster.post(receiver.url("/ok", "localhost"), BODY, HEADERS, 5)
     assert result.error is not None
@@ -183,7 +183,7 @@ async def test_a_hostname_that_resolves_to_loopback_names_the_address(
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 async def test_loopback_is_reached_when_private_addresses_are_allowed(
-    poster: AiohttpPoster, receiver: Receiver, host: str
+    poster: HttpPoster, receiver: Receiver, host: str
 ) -> None:
     result = await poster.post(receiver.url("/ok", host), BODY, HEADERS, 5)
     assert result.status_code == 200
@@ -191,7 +191,7 @@ async def test_loopback_is_reached_when_private_addresses_are_allowed(
 
 
 async def test_an_allowed_cidr_opens_only_its_addresses(receiver: Receiver) -> None:
-    listed = AiohttpPoster(AddressPolicy(allow_cidrs=parse_allow_cidrs("127.0.0.1/32")))
+    listed = HttpPoster(AddressPolicy(allow_cidrs=parse_allow_cidrs("127.0.0.1/32")))
     try:
         reached = await listed.post(receiver.url("/ok"), BODY, HEADERS, 5)
         other = await listed.post(receiver.url("/ok", "127.0.0.2"), BODY, HEADERS, 5)
@@ -202,7 +202,7 @@ async def test_an_allowed_cidr_opens_only_its_addresses(receiver: Receiver) -> N
     assert other.error.startswith("refused address")
 
 
-async def test_a_refused_connection_is_an_error_not_an_exception(poster: AiohttpPoster) -> None:
+async def test_a_refused_connection_is_an_error_not_an_exception(poster: HttpPoster) -> None:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         closed_port = probe.getsockname()[1]
@@ -213,7 +213,7 @@ async def test_a_refused_connection_is_an_error_not_an_exception(poster: Aiohttp
 
 
 async def test_a_header_that_cannot_be_sent_is_an_error_not_an_exception(
-    poster: AiohttpPoster, receiver: Receiver
+    poster: HttpPoster, receiver: Receiver
 ) -> None:
     bad = {**HEADERS, "X-Tenant": "acme\r\nX-Injected: 1"}
     result = await poster.post(receiver.url("/ok"), BODY, bad, 5)
@@ -222,9 +222,7 @@ async def test_a_header_that_cannot_be_sent_is_an_error_not_an_exception(
     assert all("X-Injected" not in headers for _, _, headers in receiver.hits)
 
 
-async def test_the_poster_works_again_after_close(
-    poster: AiohttpPoster, receiver: Receiver
-) -> None:
+async def test_the_poster_works_again_after_close(poster: HttpPoster, receiver: Receiver) -> None:
     assert (await poster.post(receiver.url("/ok"), BODY, HEADERS, 5)).status_code == 200
     await poster.close()
     assert (await poster.post(receiver.url("/ok"), BODY, HEADERS, 5)).status_code == 200
