@@ -396,6 +396,20 @@ class Notifications(Protocol):
         decision (`pause_endpoint`)."""
         ...
 
+    async def settle(
+        self,
+        records: Sequence[AttemptRecord],
+        owner: str,
+        now_ms: int,
+        *,
+        limit: int,
+        per_endpoint: int,
+        lease_ms: int,
+    ) -> list[ClaimedDelivery]:
+        """`record_attempts(records)` then `claim_deliveries(owner, now_ms, ...)` (none
+        with `limit` 0), as one transaction: both happen or neither does."""
+        ...
+
     async def pause_endpoint(
         self, endpoint_id: str, at_ms: int, failing_before_ms: int | None = None
     ) -> bool:

@@ -472,6 +472,70 @@ async def test_a_read_waits_until_the_delivered_of_its_message_is_delivered_or_d
     assert (read.type, read.order_key) == ("whatsapp.message.read", first[0].order_key)
 
 
+async def test_a_settle_records_and_claims_what_the_record_freed_in_one_transaction(
+    store: SqlStore, notifications: SqlNotifications
+) -> None:
+    number, statuses = await number_with_endpoint(store, notifications)
+    _, wamid = await forwarded_message(store, number)
+    await statuses.ingest(
+        [status(wamid, "sent", 1000), status(wamid, "delivered", 2000)], [], [], NOW
+    )
+    [sent] = await claim(notifications)
+    delivered = await notifications.settle(
+        [attempt(sent, "notifier-a")],
+        "notifier-a",
+        NOW,
+        limit=10,
+        per_endpoint=10,
+        lease_ms=LEASE_MS,
+    )
+    assert [(d.type, d.order_key) for d in delivered] == [
+        ("whatsapp.message.delivered", sent.order_key)
+    ]
+    assert [row.state for row in await deliveries(store)] == ["delivered", "delivering"]
+
+
+async def test_a_settle_whose_claim_fails_leaves_its_records_unwritten(
+    store: SqlStore, notifications: SqlNotifications, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await with_deliveries(store, notifications, 1)
+    [one] = await claim(notifications)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("the claim failed")
+
+    monkeypatch.setattr(notifications, "_claim", broken)
+    with pytest.raises(RuntimeError):
+        await notifications.settle(
+            [attempt(one, "notifier-a")], "notifier-a", NOW, limit=5, per_endpoint=5, lease_ms=1
+        )
+    [row] = await deliveries(store)
+    assert (row.state, row.attempts, row.lease_owner) == ("delivering", 0, "notifier-a")
+
+
+async def test_a_success_of_an_endpoint_healthy_when_claimed_writes_nothing_to_it(
+    store: SqlStore, notifications: SqlNotifications
+) -> None:
+    hook = await with_deliveries(store, notifications, 2)
+    one, two = await claim(notifications)
+    failed_elsewhere = NOW + 1
+    async with begin_write(store.engine) as connection:
+        await connection.execute(
+            update(webhook_endpoints)
+            .where(webhook_endpoints.c.id == hook.id)
+            .values(failing_since=failed_elsewhere)
+        )
+    healthy = replace(attempt(one, "notifier-a", at=NOW + 5), endpoint_failing=False)
+    await notifications.record_attempts([healthy])
+    stored = await notifications.get_endpoint(hook.id)
+    assert stored is not None
+    assert stored.failing_since == failed_elsewhere  # no statement: the next claim sees it
+    await notifications.record_attempts([attempt(two, "notifier-a", at=NOW + 6)])
+    stored = await notifications.get_endpoint(hook.id)
+    assert stored is not None
+    assert stored.failing_since is None
+
+
 async def test_a_status_that_beat_the_wamids_record_still_goes_first_with_its_event(
     store: SqlStore, notifications: SqlNotifications
 ) -> None:

@@ -269,7 +269,7 @@ NOTIFY_CASES: dict[str, Case] = {
         "ix_webhook_deliveries_order",
         "pk_webhook_deliveries",
     ),
-    "LEASE_DELIVERY": case(w.LEASE_DELIVERY, "pk_webhook_deliveries"),
+    "LEASE_DELIVERIES": case(w.LEASE_DELIVERIES, "pk_webhook_deliveries"),
     "lease_holders": case(w.lease_holders(SQLITE), "pk_webhook_deliveries"),
     "lease_holders(postgresql)": case(w.lease_holders(POSTGRESQL), "pk_webhook_deliveries"),
     "RECORD_DELIVERY": case(w.RECORD_DELIVERY, "pk_webhook_deliveries"),

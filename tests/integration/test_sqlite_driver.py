@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 import aiosqlite
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from wagate.adapters.store.engine import begin_write, create_engine
+from wagate.adapters.store.engine import begin_write, create_engine, run_batch
 
 metadata = MetaData()
 things = Table(
@@ -120,3 +122,44 @@ async def test_a_write_transaction_holds_the_write_lock_from_its_first_read(
                     await elsewhere.execute(insert(things).values(name="w"))
     finally:
         await other.dispose()
+
+
+async def test_a_batch_runs_every_statement_in_the_connections_thread_in_one_handoff(
+    engine: AsyncEngine, handoffs: Counter[str]
+) -> None:
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    handoffs.clear()
+    loop_thread = threading.get_ident()
+    ran_in: list[int] = []
+
+    def work(sync: Connection) -> list[str]:
+        ran_in.append(threading.get_ident())
+        sync.execute(insert(things).values(name="f"))
+        sync.execute(insert(things), [{"name": "g"}, {"name": "h"}])
+        changed = sync.execute(things.update().where(things.c.name == "h").values(name="i"))
+        assert changed.rowcount == 1
+        return list(sync.execute(select(things.c.name).order_by(things.c.id)).scalars())
+
+    async with begin_write(engine) as connection:
+        names = await run_batch(connection, work)
+    assert names == ["f", "g", "i"]
+    assert ran_in != [loop_thread]
+    # The batch (BEGIN IMMEDIATE and four statements), then COMMIT.
+    assert sum(handoffs.values()) == 2, handoffs
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(things.c.name))).scalars().all() == names
+
+
+async def test_a_batch_that_fails_rolls_its_transaction_back(engine: AsyncEngine) -> None:
+    def twice(sync: Connection) -> None:
+        sync.execute(insert(things).values(name="x"))
+        sync.execute(insert(things).values(name="x"))
+
+    with pytest.raises(IntegrityError):
+        async with begin_write(engine) as connection:
+            await run_batch(connection, twice)
+    async with begin_write(engine) as connection:
+        await run_batch(connection, lambda sync: sync.execute(insert(things).values(name="y")))
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(things.c.name))).scalars().all() == ["y"]

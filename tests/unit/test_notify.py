@@ -391,6 +391,77 @@ async def test_no_more_than_per_endpoint_posts_are_in_flight_to_one_endpoint() -
         await asyncio.wait_for(task, timeout=5)
 
 
+class CountingClaims(MemoryNotifications):
+    """The memory outbox, counting the settles that leased something."""
+
+    def __init__(self, memory: Memory) -> None:
+        super().__init__(memory.database)
+        self.claims = 0
+
+    async def settle(
+        self,
+        records: Sequence[AttemptRecord],
+        owner: str,
+        now_ms: int,
+        *,
+        limit: int,
+        per_endpoint: int,
+        lease_ms: int,
+    ) -> list[ClaimedDelivery]:
+        claimed = await super().settle(
+            records, owner, now_ms, limit=limit, per_endpoint=per_endpoint, lease_ms=lease_ms
+        )
+        self.claims += bool(claimed)
+        return claimed
+
+
+async def test_posts_to_an_endpoint_go_on_from_leased_deliveries_without_a_claim_between() -> None:
+    memory, number, [endpoint] = await gateway()
+    await sent_messages(memory, number, 8)
+    await meta_says(memory, *((i, "sent") for i in range(8)))
+    outbox = CountingClaims(memory)
+    receiver = Receiver(memory.clock)
+    settings = NotifySettings(per_endpoint=2, window_factor=4)
+    worker = Notifier(outbox, receiver, memory.clock, render, settings, owner="n", rng=NoJitter())
+    assert await worker.run_once() == 8  # a window of 2 x 4 leased at once
+    await worker.drain()
+    assert receiver.most_in_flight[endpoint.url] == 2
+    assert len({p.id for p in receiver.posts}) == len(receiver.posts) == 8
+    assert outbox.claims == 1
+    assert await states(memory, endpoint) == {"delivered": 8}
+
+
+@dataclass
+class SlowReceiver(Receiver):
+    """A receiver that takes `seconds` of the fake clock to answer each POST."""
+
+    seconds: float = 20.0
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+    ) -> Answer:
+        await self.clock.sleep(self.seconds)
+        return await super().post(url, body, headers, timeout_s)
+
+
+async def test_a_delivery_that_waited_past_its_lease_is_left_to_the_reaper_not_posted() -> None:
+    memory, number, [endpoint] = await gateway()
+    await sent_messages(memory, number, 4)
+    await meta_says(memory, *((i, "sent") for i in range(4)))
+    receiver = SlowReceiver(memory.clock)
+    # Leases of 60 s, attempts of up to 10 s: a delivery is posted at most 45 s after its
+    # claim. One POST at a time, 20 s each: the fourth would start at 60 s.
+    worker = notifier(memory, receiver, per_endpoint=1, window_factor=4, housekeeping_s=600)
+    await round_of(worker)
+    assert (len(receiver.posts), worker.expired) == (3, 1)
+    assert await states(memory, endpoint) == {"delivered": 3, "delivering": 1}
+    memory.clock.at += 1  # the lease has ended: reaped, claimed again, posted once
+    assert await memory.notifications.reap_deliveries(int(memory.clock.now() * 1000)) == 1
+    await round_of(worker)
+    assert len({p.id for p in receiver.posts}) == len(receiver.posts) == 4
+    assert await states(memory, endpoint) == {"delivered": 4}
+
+
 # ---- pausing -------------------------------------------------------------------------
 
 

@@ -20,7 +20,9 @@ no bell announced (another process, a reaped lease, a resumed endpoint).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import heapq
 import logging
 import math
@@ -43,6 +45,9 @@ from wagate.ports import Clock, Notifications, PostResult, WebhookPoster
 
 log = logging.getLogger("wagate.notify")
 
+# A leased delivery is posted only if its attempt can end this long before its lease.
+LEASE_MARGIN_S = 5.0
+
 # The wire format of a delivery: its body and headers (signed) at `now_s`.
 Render = Callable[[ClaimedDelivery, float], tuple[bytes, dict[str, str]]]
 
@@ -63,11 +68,18 @@ def shown_url(url: str) -> str:
 class NotifySettings:
     """How a notifier claims, posts, records and keeps house."""
 
-    # Deliveries claimed at once, and in flight at once in one notifier.
-    batch: int = 100
-    max_in_flight: int = 500
-    # Attempts in flight to one endpoint, across every notifier (the store counts).
+    # Deliveries claimed (and records written) in one transaction at most.
+    batch: int = 500
+    # Deliveries one notifier holds at once (leased: waiting for a POST, or posting).
+    max_in_flight: int = 2000
+    # POSTs in flight at once from one notifier: to one endpoint, and to all.
     per_endpoint: int = 32
+    max_posts: int = 256
+    # Deliveries of one endpoint leased at once across every notifier (the store counts),
+    # as a multiple of `per_endpoint`: the POSTs of one endpoint go on from the leased
+    # ones while their records and the next claim wait for the database (on SQLite, for
+    # the write lock and its fsync behind the sends' and the ingest's commits).
+    window_factor: int = 16
     # Longer than an attempt and its record: a live notifier never loses its lease.
     lease_s: float = 60.0
     poll_s: float = 1.0
@@ -81,6 +93,14 @@ class NotifySettings:
     # Backoff of a record that failed (the database was unavailable).
     record_retry_s: float = 0.5
     record_retry_max_s: float = 30.0
+    # How long a finished attempt may wait for others to share its record's transaction
+    # (see `Notifier._queue_record`).
+    coalesce_s: float = 0.01
+
+    @property
+    def window(self) -> int:
+        """Deliveries of one endpoint leased at once, across every notifier."""
+        return self.per_endpoint * self.window_factor
 
 
 class NotifyBell:
@@ -109,6 +129,15 @@ class NotifyBell:
 
 
 @dataclass(frozen=True, slots=True)
+class _Leased:
+    """A claimed delivery waiting for a POST slot of its endpoint."""
+
+    delivery: ClaimedDelivery
+    # Not posted after this (clock time): its lease would end before the attempt could.
+    post_by: float
+
+
+@dataclass(frozen=True, slots=True)
 class _Attempt:
     """An attempt whose record is waiting to be written."""
 
@@ -117,7 +146,9 @@ class _Attempt:
 
 
 class Notifier:
-    """One notifier: its loop claims due deliveries, its tasks post them, a writer records."""
+    """One notifier: its loop records what was posted and claims what is due (one
+    transaction), its tasks post, up to `per_endpoint` at once to an endpoint, from the
+    deliveries it holds."""
 
     def __init__(
         self,
@@ -140,9 +171,20 @@ class Notifier:
         self.rng = rng or random.Random()
         self.bell = bell or NotifyBell()
         self._tasks: set[asyncio.Task[None]] = set()
-        # Attempts done whose records wait for the writer (one writer task at a time).
+        # Leased deliveries waiting for a POST slot, by endpoint; POSTs out, by endpoint.
+        self._queues: dict[str, collections.deque[_Leased]] = {}
+        self._posting: dict[str, int] = {}
+        # Endpoints with deliveries waiting while every one of `max_posts` is out.
+        self._starved: collections.deque[str] = collections.deque()
+        self._held = 0  # deliveries leased to this notifier and not yet recorded
+        self.expired = 0  # leased deliveries not posted: their lease ran out waiting
+        # Endpoints this notifier recorded a failure of since its last success there.
+        self._marked_failing: set[str] = set()
+        # Attempts done whose records wait for the next settle (records, then a claim).
         self._unrecorded: list[_Attempt] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._record_delay = self.settings.record_retry_s
+        self._record_retry_at = -math.inf
+        self._coalescing: asyncio.Future[None] | None = None
         # When retries this notifier decided come due (a heap of clock times).
         self._retries: list[float] = []
         self._poll_at = -math.inf
@@ -165,6 +207,7 @@ class Notifier:
                 log.exception("notifier %s: claim round failed; retrying", self.owner)
             await self._idle()
         await stopping
+        self._forget_waiting()
         await self.drain()
         log.info("notifier %s stopped", self.owner)
 
@@ -174,6 +217,7 @@ class Notifier:
             self._poll_at,
             self._housekeeping_at + self.settings.housekeeping_s,
             self._retries[0] if self._retries else math.inf,
+            self._record_retry_at if self._unrecorded else math.inf,
         )
         delay = wake_at - self.clock.now()
         if delay <= 0:
@@ -189,13 +233,20 @@ class Notifier:
 
     async def drain(self) -> None:
         """Wait for the attempts already started and for their records to land."""
-        while self._tasks or (self._writer is not None and not self._writer.done()):
+        while self._tasks or self._unrecorded:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            if self._writer is not None:
-                await asyncio.gather(self._writer, return_exceptions=True)
+            while self._unrecorded:
+                delay = self._record_retry_at - self.clock.now()
+                if delay > 0:
+                    await self.clock.sleep(delay)
+                await self._settle(0, self.clock.now())
+        if self._coalescing is not None:
+            self._coalescing.cancel()
+            self._coalescing = None
 
     async def run_once(self) -> int:
-        """Housekeeping when due, then claim what is due and start its attempts.
+        """Housekeeping when due, then record what finished and claim what is due, in one
+        transaction, and start the claimed attempts.
 
         Returns the deliveries claimed.
         """
@@ -206,24 +257,127 @@ class Notifier:
         self.bell.take()
         while self._retries and self._retries[0] <= now:
             heapq.heappop(self._retries)
+        if self._unrecorded and now < self._record_retry_at:
+            return 0  # the database refused the last record: wait out its backoff
         self._poll_at = now + self.settings.poll_s
-        room = min(self.settings.batch, self.settings.max_in_flight - len(self._tasks))
-        if room <= 0:
-            return 0  # each attempt that ends rings the bell for the next claim
-        claimed = await self.notifications.claim_deliveries(
-            self.owner,
-            int(now * 1000),
-            limit=room,
-            per_endpoint=self.settings.per_endpoint,
-            lease_ms=int(self.settings.lease_s * 1000),
-        )
+        room = min(self.settings.batch, self.settings.max_in_flight - self._held)
+        claimed = await self._settle(max(room, 0), now)
+        post_by = now + self.settings.lease_s - self.settings.attempt_timeout_s - LEASE_MARGIN_S
+        touched: dict[str, None] = {}
         for delivery in claimed:
-            task = asyncio.create_task(self._attempt(delivery))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        if len(claimed) == room:
+            endpoint_id = delivery.endpoint.id
+            self._queues.setdefault(endpoint_id, collections.deque()).append(
+                _Leased(delivery, post_by)
+            )
+            touched[endpoint_id] = None
+        self._held += len(claimed)
+        for endpoint_id in touched:
+            self._pump(endpoint_id)
+        if room > 0 and len(claimed) == room:
             self._poll_at = now  # the limit stopped the claim: more may be due
         return len(claimed)
+
+    async def _settle(self, room: int, now: float) -> list[ClaimedDelivery]:
+        """Record up to a batch of finished attempts and claim up to `room`, as one
+        transaction. A record that fails is kept and written again after a backoff (the
+        POST is never repeated); a claim alone that fails raises."""
+        batch = self._unrecorded[: self.settings.batch]
+        if not batch and room <= 0:
+            return []
+        try:
+            claimed = await self.notifications.settle(
+                [attempt.record for attempt in batch],
+                self.owner,
+                int(now * 1000),
+                limit=room,
+                per_endpoint=self.settings.window,
+                lease_ms=int(self.settings.lease_s * 1000),
+            )
+        except Exception as exc:
+            if not batch:
+                raise
+            log.warning(
+                "%d webhook attempt(s) not recorded (%s); recording them again in %.1f s",
+                len(batch),
+                type(exc).__name__,
+                self._record_delay,
+            )
+            self._record_retry_at = now + self._record_delay
+            self._record_delay = min(self._record_delay * 2, self.settings.record_retry_max_s)
+            return []
+        del self._unrecorded[: len(batch)]
+        self._held -= len(batch)
+        self._record_delay = self.settings.record_retry_s
+        self._record_retry_at = -math.inf
+        if self._unrecorded:
+            self.bell.ring()  # more than a batch waited: settle again at once
+        await self._pause_failing(batch)
+        return claimed
+
+    # ---- POST slots ------------------------------------------------------------------
+
+    def _pump(self, endpoint_id: str) -> None:
+        """Start POSTs of an endpoint's waiting deliveries while it and the notifier have
+        slots; a delivery whose lease would end during its attempt is left to be reaped
+        (no POST happened: nothing is sent twice, and its key waits only for the reap)."""
+        queue = self._queues.get(endpoint_id)
+        if not queue:
+            return
+        posting = self._posting.get(endpoint_id, 0)
+        now = self.clock.now()
+        expired = 0
+        while queue and posting < self.settings.per_endpoint:
+            if len(self._tasks) >= self.settings.max_posts:
+                if endpoint_id not in self._starved:
+                    self._starved.append(endpoint_id)
+                break
+            leased = queue.popleft()
+            if now > leased.post_by:
+                self._held -= 1
+                self.expired += 1
+                expired += 1
+                continue
+            posting += 1
+            task = asyncio.create_task(self._attempt(leased.delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._posted, endpoint_id))
+        self._posting[endpoint_id] = posting
+        if not queue:
+            del self._queues[endpoint_id]
+        if expired:
+            log.info(
+                "%d webhook deliveries to endpoint %s waited past their lease for a POST "
+                "slot (a slow receiver); they go again once their lease ends",
+                expired,
+                endpoint_id,
+            )
+
+    def _posted(self, endpoint_id: str, _: object) -> None:
+        """A POST ended: its slot goes to the endpoint's next delivery, or another's."""
+        left = self._posting[endpoint_id] - 1
+        if left:
+            self._posting[endpoint_id] = left
+        else:
+            del self._posting[endpoint_id]
+        self._pump(endpoint_id)
+        while self._starved and len(self._tasks) < self.settings.max_posts:
+            self._pump(self._starved.popleft())
+
+    def _forget_waiting(self) -> None:
+        """Stopping: leave the leased deliveries not yet posted to be reaped (their lease
+        ends within `lease_s`; another notifier, or this one restarted, sends them)."""
+        waiting = sum(len(queue) for queue in self._queues.values())
+        if waiting:
+            log.info(
+                "notifier %s stopping: %d leased webhook deliveries not posted; "
+                "they go again once their lease ends",
+                self.owner,
+                waiting,
+            )
+        self._held -= waiting
+        self._queues.clear()
+        self._starved.clear()
 
     async def _keep_house(self, now: float) -> None:
         """Free deliveries whose notifier died; prune old attempts once in a while."""
@@ -326,6 +480,13 @@ class Notifier:
         error = post.error
         if error is None and post.status_code is not None and 300 <= post.status_code < 400:
             error = "redirect not followed"
+        endpoint = delivery.endpoint
+        if state == "delivered":
+            failing = endpoint.failing_since is not None or endpoint.id in self._marked_failing
+            self._marked_failing.discard(endpoint.id)
+        else:
+            failing = True
+            self._marked_failing.add(endpoint.id)
         return AttemptRecord(
             delivery_seq=delivery.seq,
             endpoint_id=delivery.endpoint.id,
@@ -336,6 +497,7 @@ class Notifier:
             error=error,
             state=state,
             next_attempt_at=next_attempt_at,
+            endpoint_failing=failing,
         )
 
     def _now_ms(self) -> int:
@@ -344,36 +506,28 @@ class Notifier:
     # ---- records, in batches, retried until they land ------------------------------
 
     def _queue_record(self, delivery: ClaimedDelivery, record: AttemptRecord) -> None:
-        """Hand a record to the writer; attempts that end meanwhile share its next write."""
+        """Keep a record for the next settle (records, then a claim, in one transaction).
+
+        It runs at once when nothing else is out, when a quarter of a batch waits, or
+        when fewer deliveries wait for a POST slot than are being posted (the next claim
+        is needed soon); else after `coalesce_s`: attempts that end near each other share
+        one transaction (on SQLite, one commit and its fsync).
+        """
         self._unrecorded.append(_Attempt(delivery, record))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_records())
-
-    async def _write_records(self) -> None:
-        while self._unrecorded:
-            batch = self._unrecorded[: self.settings.batch]
-            del self._unrecorded[: len(batch)]
-            await self.record([attempt.record for attempt in batch])
-            await self._pause_failing(batch)
-            # Their keys and endpoint slots are free: the next deliveries may be due.
+        waiting = len(self._unrecorded)
+        out = len(self._tasks) - 1  # this attempt's own task is still counted
+        queued = self._held - waiting - out
+        if out <= 0 or waiting * 4 >= self.settings.batch or queued < out:
             self.bell.ring()
+        elif self._coalescing is None:
+            self._coalescing = asyncio.ensure_future(self._ring_after_coalescing())
 
-    async def record(self, records: Sequence[AttemptRecord]) -> None:
-        """Write attempts, retrying the write (never the POST) until it lands."""
-        delay = self.settings.record_retry_s
-        while True:
-            try:
-                await self.notifications.record_attempts(records)
-                return
-            except Exception as exc:
-                log.warning(
-                    "%d webhook attempt(s) not recorded (%s); recording them again in %.1f s",
-                    len(records),
-                    type(exc).__name__,
-                    delay,
-                )
-            await self.clock.sleep(delay)
-            delay = min(delay * 2, self.settings.record_retry_max_s)
+    async def _ring_after_coalescing(self) -> None:
+        try:
+            await self.clock.sleep(self.settings.coalesce_s)
+        finally:
+            self._coalescing = None
+        self.bell.ring()
 
     async def _pause_failing(self, batch: Sequence[_Attempt]) -> None:
         """Pause the endpoints of this batch that have failed for `pause_after_s`."""

@@ -146,6 +146,9 @@ class AttemptRecord:
     # "delivered", "pending" (retry at `next_attempt_at`) or "dead".
     state: DeliveryState
     next_attempt_at: int | None = None
+    # Whether the endpoint may be marked failing (it was when claimed, or a failure was
+    # recorded since): a success of an endpoint that was not writes nothing to it.
+    endpoint_failing: bool = True
 
 
 @dataclass(frozen=True, slots=True)

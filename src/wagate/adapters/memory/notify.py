@@ -166,6 +166,25 @@ class MemoryNotifications:
                         ):
                             waiting.next_attempt_at = record.at
 
+    async def settle(
+        self,
+        records: Sequence[AttemptRecord],
+        owner: str,
+        now_ms: int,
+        *,
+        limit: int,
+        per_endpoint: int,
+        lease_ms: int,
+    ) -> list[ClaimedDelivery]:
+        """Record, then claim (nothing awaits in between: one step for other tasks)."""
+        if records:
+            await self.record_attempts(records)
+        if limit <= 0 or per_endpoint <= 0:
+            return []
+        return await self.claim_deliveries(
+            owner, now_ms, limit=limit, per_endpoint=per_endpoint, lease_ms=lease_ms
+        )
+
     async def pause_endpoint(
         self, endpoint_id: str, at_ms: int, failing_before_ms: int | None = None
     ) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Insert, Select, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,6 +24,8 @@ from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from wagate.adapters.store import sqlite_driver
 from wagate.settings import SQLITE_SYNCHRONOUS
+
+T = TypeVar("T")
 
 # The async driver of each database wagate runs on; SQLAlchemy loads it by this name.
 DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
@@ -179,6 +181,17 @@ def dialect_of(bind: AsyncEngine | AsyncConnection | Connection) -> Dialect:
 
 
 _write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def run_batch(connection: AsyncConnection, work: Callable[[Connection], T]) -> T:
+    """`work(sync_connection)`, its statements run one after another with nothing in
+    between: on SQLite whole in the driver's thread (one hand-off, and a write lock held
+    only as long as SQLite works), elsewhere through `run_sync`."""
+    sync = connection.sync_connection
+    driver = sync.connection.dbapi_connection if sync is not None else None
+    if isinstance(driver, sqlite_driver.OneHopConnection):
+        return await sqlite_driver.run_in_thread(driver, work, sync)
+    return await connection.run_sync(work)
 
 
 @asynccontextmanager

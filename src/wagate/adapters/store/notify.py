@@ -16,10 +16,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from wagate.adapters.store.engine import begin_write, dialect_of
+from wagate.adapters.store.engine import begin_write, dialect_of, run_batch
 from wagate.adapters.store.queries import notify as q
 from wagate.adapters.store.secrets import SecretBox
 from wagate.domain.notifications import (
@@ -157,44 +158,54 @@ class SqlNotifications:
         paused, the oldest still out of its (endpoint, order_key). At most
         `per_endpoint` leased per endpoint at once (live leases counted).
         """
-        if limit <= 0 or per_endpoint <= 0:
-            return []
-        now = {"b_now": now_ms}
-        async with self.engine.connect() as connection:
-            # A cheap read first: an idle outbox costs no write and no lock.
-            if (await connection.execute(q.ANY_DUE, now)).first() is None:
+        return await self.settle(
+            (), owner, now_ms, limit=limit, per_endpoint=per_endpoint, lease_ms=lease_ms
+        )
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        """Store each attempt and its delivery's new state where `owner` still holds the
+        lease, and the endpoints' health (a success clears `failing_since`, and after an
+        outage of OUTAGE_S makes the endpoint's waiting deliveries due; a failure sets it
+        if unset), in one transaction."""
+        if records:
+            await self.settle(records, "", 0, limit=0, per_endpoint=0, lease_ms=0)
+
+    async def settle(
+        self,
+        records: Sequence[AttemptRecord],
+        owner: str,
+        now_ms: int,
+        *,
+        limit: int,
+        per_endpoint: int,
+        lease_ms: int,
+    ) -> list[ClaimedDelivery]:
+        """`record_attempts(records)`, then `claim_deliveries(...)`, in one transaction: a
+        busy notifier's cycle costs one transaction instead of two and a read."""
+        claiming = limit > 0 and per_endpoint > 0
+        if not records:
+            if not claiming:
                 return []
+            async with self.engine.connect() as connection:
+                # A cheap read first: an idle outbox costs no write and no lock.
+                if (await connection.execute(q.ANY_DUE, {"b_now": now_ms})).first() is None:
+                    return []
+
+        def work(connection: Connection) -> tuple[list[Any], dict[str, Any]]:
+            if records:
+                self._record(connection, records)
+            if not claiming:
+                return [], {}
+            return self._claim(connection, owner, now_ms, limit, per_endpoint, lease_ms)
+
         async with begin_write(self.engine) as connection:
-            endpoints = {
-                row.id: row
-                for row in await connection.execute(q.serving_endpoints(self.dialect), now)
-            }
-            if not endpoints:
-                return []
-            leased = Counter((await connection.execute(q.LIVE_LEASES, now)).scalars())
-            due = q.due_deliveries(self.dialect)
-            defer = q.defer_blocked(self.dialect)
-            candidates: list[Any] = []
-            for endpoint_id in endpoints:
-                room = min(per_endpoint - leased.get(endpoint_id, 0), limit)
-                if room > 0:
-                    endpoint = {**now, "b_endpoint_id": endpoint_id}
-                    deferred = {**endpoint, "b_window": max(BLOCKED_WINDOW, 4 * room)}
-                    await connection.execute(defer, deferred)
-                    parameters = {**endpoint, "b_limit": room}
-                    candidates.extend(await connection.execute(due, parameters))
-            # Oldest first across endpoints (each endpoint's list is already in order).
-            chosen = sorted(candidates, key=lambda row: row.seq)[:limit]
-            if not chosen:
-                return []
-            await connection.execute(
-                q.LEASE_DELIVERY,
-                [
-                    {"b_seq": row.seq, "b_owner": owner, "b_lease": now_ms + lease_ms}
-                    for row in chosen
-                ],
-            )
-        opened = {endpoint_id: self._endpoint(row) for endpoint_id, row in endpoints.items()}
+            chosen, endpoints = await run_batch(connection, work)
+        if not chosen:
+            return []
+        opened = {
+            endpoint_id: self._endpoint(endpoints[endpoint_id])
+            for endpoint_id in {row.endpoint_id for row in chosen}
+        }
         return [
             ClaimedDelivery(
                 seq=row.seq,
@@ -210,70 +221,106 @@ class SqlNotifications:
             for row in chosen
         ]
 
-    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        """Store each attempt and its delivery's new state where `owner` still holds the
-        lease, and the endpoints' health (a success clears `failing_since`, and after an
-        outage of OUTAGE_S makes the endpoint's waiting deliveries due; a failure sets it
-        if unset), in one transaction."""
-        if not records:
-            return
+    def _claim(
+        self,
+        connection: Connection,
+        owner: str,
+        now_ms: int,
+        limit: int,
+        per_endpoint: int,
+        lease_ms: int,
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Lease due deliveries in the caller's write transaction: the rows chosen, and
+        the serving endpoints' rows by id."""
+        now = {"b_now": now_ms}
+        endpoints = {
+            row.id: row for row in connection.execute(q.serving_endpoints(self.dialect), now)
+        }
+        if not endpoints:
+            return [], endpoints
+        leased = Counter((connection.execute(q.LIVE_LEASES, now)).scalars())
+        due = q.due_deliveries(self.dialect)
+        defer = q.defer_blocked(self.dialect)
+        candidates: list[Any] = []
+        for endpoint_id in endpoints:
+            room = min(per_endpoint - leased.get(endpoint_id, 0), limit)
+            if room > 0:
+                endpoint = {**now, "b_endpoint_id": endpoint_id}
+                deferred = {**endpoint, "b_window": max(BLOCKED_WINDOW, 4 * room)}
+                connection.execute(defer, deferred)
+                parameters = {**endpoint, "b_limit": room}
+                candidates.extend(connection.execute(due, parameters))
+        # Oldest first across endpoints (each endpoint's list is already in order).
+        chosen = sorted(candidates, key=lambda row: row.seq)[:limit]
+        lease = {"b_owner": owner, "b_lease": now_ms + lease_ms}
+        for start in range(0, len(chosen), _CHUNK):
+            seqs = [row.seq for row in chosen[start : start + _CHUNK]]
+            connection.execute(q.LEASE_DELIVERIES, {**lease, "b_seqs": seqs})
+        return chosen, endpoints
+
+    def _record(self, connection: Connection, records: Sequence[AttemptRecord]) -> None:
+        """Write attempts and their deliveries' states in the caller's write transaction."""
         seqs = sorted({record.delivery_seq for record in records})
-        async with begin_write(self.engine) as connection:
-            holders: dict[int, Any] = {}
-            for start in range(0, len(seqs), _CHUNK):
-                chunk = {"b_seqs": seqs[start : start + _CHUNK]}
-                for row in await connection.execute(q.lease_holders(self.dialect), chunk):
-                    holders[row.seq] = row
-            held = [
-                record
-                for record in records
-                if (holder := holders.get(record.delivery_seq)) is not None
-                and holder.lease_owner == record.owner
-            ]
-            if not held:
-                return
-            await connection.execute(
-                q.INSERT_ATTEMPT,
-                [
-                    {
-                        "delivery_id": holders[record.delivery_seq].id,
-                        "endpoint_id": record.endpoint_id,
-                        "at": record.at,
-                        "latency_ms": record.latency_ms,
-                        "status_code": record.status_code,
-                        "error": record.error,
-                    }
-                    for record in held
-                ],
-            )
-            await connection.execute(
-                q.RECORD_DELIVERY,
-                [
-                    {
-                        "b_seq": record.delivery_seq,
-                        "b_owner": record.owner,
-                        "b_state": record.state,
-                        "b_next": record.next_attempt_at if record.state == "pending" else None,
-                        "b_delivered_at": record.at if record.state == "delivered" else None,
-                        "b_status_code": record.status_code,
-                        "b_error": record.error,
-                    }
-                    for record in held
-                ],
-            )
-            # In the order of their ids: two batches never wait on each other's endpoints.
-            for endpoint_id, (succeeded, at) in sorted(_health(held).items()):
-                key = {"b_endpoint_id": endpoint_id}
-                if succeeded:
-                    outage = {**key, "b_outage_since": at - int(OUTAGE_S * 1000)}
-                    if (await connection.execute(q.ENDPOINT_RECOVERED, outage)).first():
-                        # Back from an outage: what waited for its retry goes now, not in
-                        # up to 10 h (the receiver is back; its backlog should drain).
-                        await connection.execute(q.RESUME_DELIVERIES, {**key, "b_now": at})
-                    else:
-                        await connection.execute(q.ENDPOINT_SUCCEEDED, key)
+        holders: dict[int, Any] = {}
+        for start in range(0, len(seqs), _CHUNK):
+            chunk = {"b_seqs": seqs[start : start + _CHUNK]}
+            for row in connection.execute(q.lease_holders(self.dialect), chunk):
+                holders[row.seq] = row
+        held = [
+            record
+            for record in records
+            if (holder := holders.get(record.delivery_seq)) is not None
+            and holder.lease_owner == record.owner
+        ]
+        if not held:
+            return
+        connection.execute(
+            q.INSERT_ATTEMPT,
+            [
+                {
+                    "delivery_id": holders[record.delivery_seq].id,
+                    "endpoint_id": record.endpoint_id,
+                    "at": record.at,
+                    "latency_ms": record.latency_ms,
+                    "status_code": record.status_code,
+                    "error": record.error,
+                }
+                for record in held
+            ],
+        )
+        connection.execute(
+            q.RECORD_DELIVERY,
+            [
+                {
+                    "b_seq": record.delivery_seq,
+                    "b_owner": record.owner,
+                    "b_state": record.state,
+                    "b_next": record.next_attempt_at if record.state == "pending" else None,
+                    "b_delivered_at": record.at if record.state == "delivered" else None,
+                    "b_status_code": record.status_code,
+                    "b_error": record.error,
+                }
+                for record in held
+            ],
+        )
+        # A success of an endpoint that was healthy when claimed (and whose failures
+        # this notifier has not recorded since) has nothing to clear: no statement.
+        failing = {record.endpoint_id for record in held if record.endpoint_failing}
+        # In the order of their ids: two batches never wait on each other's endpoints.
+        for endpoint_id, (succeeded, at) in sorted(_health(held).items()):
+            key = {"b_endpoint_id": endpoint_id}
+            if succeeded and endpoint_id not in failing:
+                continue
+            if succeeded:
+                outage = {**key, "b_outage_since": at - int(OUTAGE_S * 1000)}
+                if (connection.execute(q.ENDPOINT_RECOVERED, outage)).first():
+                    # Back from an outage: what waited for its retry goes now, not in
+                    # up to 10 h (the receiver is back; its backlog should drain).
+                    connection.execute(q.RESUME_DELIVERIES, {**key, "b_now": at})
                 else:
-                    await connection.execute(q.ENDPOINT_FAILED, {**key, "b_at": at})
+                    connection.execute(q.ENDPOINT_SUCCEEDED, key)
+            else:
+                connection.execute(q.ENDPOINT_FAILED, {**key, "b_at": at})
 
     async def pause_endpoint(
         self, endpoint_id: str, at_ms: int, failing_before_ms: int | None = None

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -30,6 +32,10 @@ from sqlalchemy.util.concurrency import await_
 
 # What a statement leaves behind: description, rowcount, lastrowid, rows (None: no rows).
 _Done = tuple[Any, int, int | None, list[Any] | None]
+T = TypeVar("T")
+
+# The aiosqlite connection whose thread is running a `run_in_thread` function, if any.
+_in_thread = threading.local()
 
 
 def _begin(connection: sqlite3.Connection, immediate: bool) -> None:
@@ -111,6 +117,35 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         """Forget the rows not fetched."""
         self._rows.clear()
 
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        """A statement: in its connection's thread at once when called there (see
+        `run_in_thread`), else handed off."""
+        if getattr(_in_thread, "connection", None) is self._connection:
+            try:
+                self._keep(_run(self._connection._conn, operation, parameters, self._immediate()))
+            except Exception as error:
+                self._adapt_connection._handle_exception(error)
+            return None
+        return super().execute(operation, parameters)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        """Like `execute`, with one row of parameters after another."""
+        if getattr(_in_thread, "connection", None) is self._connection:
+            try:
+                self._keep(
+                    _run(
+                        self._connection._conn,
+                        operation,
+                        seq_of_parameters,
+                        self._immediate(),
+                        True,
+                    )
+                )
+            except Exception as error:
+                self._adapt_connection._handle_exception(error)
+            return None
+        return super().executemany(operation, seq_of_parameters)
+
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
             done: _Done = await self._connection._execute(
@@ -180,6 +215,33 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         self.immediate = False
         if self._open():
             super().rollback()
+
+
+def _call_in_thread(connection: Any, work: Callable[[Any], T], argument: Any) -> T:
+    """In the connection's thread: `work(argument)`, its statements run right here."""
+    _in_thread.connection = connection
+    try:
+        return work(argument)
+    finally:
+        _in_thread.connection = None
+
+
+async def run_in_thread(
+    driver: OneHopConnection, work: Callable[[Any], T], sync_connection: Any
+) -> T:
+    """Run `work(sync_connection)` (SQLAlchemy's synchronous Connection over `driver`)
+    whole in the connection's thread: one hand-off for all its statements, where each
+    would otherwise cost one, and no wait for the event loop between them (a write
+    transaction holds SQLite's write lock that long).
+
+    The loop awaits meanwhile and nothing else uses the connection (the adapter's
+    mutex is held). `work` must make only statements: a commit, a rollback or a
+    server-side cursor would wait for the event loop it is blocking.
+    """
+    connection = driver._connection
+    async with driver._execute_mutex:
+        result: T = await connection._execute(_call_in_thread, connection, work, sync_connection)
+    return result
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
