@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.integration.test_store import new_message, new_number
-from wagate.adapters.store.engine import begin_write, create_engine
+from wagate.adapters.store.engine import begin_write, create_engine, run_batch
 from wagate.adapters.store.notify import SqlNotifications
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.secrets import SecretBox
@@ -271,7 +271,8 @@ async def test_a_move_rolled_back_leaves_no_delivery(
 
     async def move_then_fail() -> None:
         async with begin_write(store.engine) as connection:
-            await _store(connection, [status(wamid, "delivered", 1000)], [], [], NOW)
+            rows = [status(wamid, "delivered", 1000)]
+            await run_batch(connection, lambda sync: _store(sync, rows, [], [], NOW))
             assert len((await connection.execute(select(webhook_deliveries))).all()) == 1
             raise RuntimeError("the transaction fails after the move")
 

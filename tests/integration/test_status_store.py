@@ -10,6 +10,7 @@ from sqlalchemy import event, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from tests.integration.test_store import new_message, new_number
+from wagate.adapters.store.engine import run_batch
 from wagate.adapters.store.queue import SqlQueue
 from wagate.adapters.store.sql import SqlStore
 from wagate.adapters.store.statuses import (
@@ -291,7 +292,8 @@ async def test_a_move_decided_on_a_stale_read_never_takes_a_message_back(store: 
     await _forward(store, message.id, "wamid.STALE")  # `sent` is stored, not applied yet
     queue = SqlQueue(store.engine)
     async with store.engine.begin() as webhook:  # a webhook's `read`, not committed yet
-        await _store(webhook, [status("wamid.STALE", "read", 3000)], [], [], 3000)
+        read = [status("wamid.STALE", "read", 3000)]
+        await run_batch(webhook, lambda sync: _store(sync, read, [], [], 3000))
         reconciling = asyncio.ensure_future(queue.reconcile(4.0))
         await asyncio.sleep(0.3)  # the reconciliation reads, then waits for the webhook
     await reconciling

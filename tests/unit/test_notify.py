@@ -462,6 +462,31 @@ async def test_a_delivery_that_waited_past_its_lease_is_left_to_the_reaper_not_p
     assert await states(memory, endpoint) == {"delivered": 4}
 
 
+async def test_a_notifier_that_stops_leaves_what_it_leased_and_had_not_posted_to_the_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+    memory, number, [endpoint] = await gateway(clock)
+    await sent_messages(memory, number, 4)
+    await meta_says(memory, *((i, "sent") for i in range(4)))
+    receiver = SlowReceiver(clock)
+    worker = notifier(
+        memory, receiver, per_endpoint=1, window_factor=4, poll_s=600, housekeeping_s=600
+    )
+    stop = asyncio.Event()
+    with caplog.at_level(logging.INFO, logger="wagate.notify"):
+        task = asyncio.create_task(worker.run(stop))
+        await settle()
+        assert len(receiver.posts) == 0  # the first POST is out, answering in 20 s
+        stop.set()
+        await settle()
+        await clock.advance(20.5)  # it ends, and is recorded: the notifier stops
+        await asyncio.wait_for(task, timeout=5)
+    assert len(receiver.posts) == 1
+    assert await states(memory, endpoint) == {"delivered": 1, "delivering": 3}
+    assert any("3 leased webhook deliveries not posted" in r.getMessage() for r in caplog.records)
+
+
 # ---- pausing -------------------------------------------------------------------------
 
 

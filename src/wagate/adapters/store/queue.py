@@ -20,9 +20,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from wagate.adapters.store.engine import begin_write, dialect_of
+from wagate.adapters.store.engine import begin_write, dialect_of, run_batch
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.group_commit import GroupCommitter, Row
 from wagate.adapters.store.queries import queue as q
@@ -284,9 +285,8 @@ class SqlQueue:
         async with begin_write(self.engine) as connection:
             abandoned = (await connection.execute(q.ABANDON_ENDED_LEASES, abandoned_as)).all()
             requeued = await connection.execute(q.REQUEUE_ENDED_LEASES, {"b_now": now_ms})
-            await write_failure_events(
-                connection, dict.fromkeys((row.seq for row in abandoned), now_ms), now_ms
-            )
+            failed = dict.fromkeys((row.seq for row in abandoned), now_ms)
+            await run_batch(connection, lambda sync: write_failure_events(sync, failed, now_ms))
         if abandoned:
             log.warning(
                 "%d messages failed with %d: their lease ended %d times",
@@ -308,9 +308,8 @@ class SqlQueue:
             day_ago = now_ms - 24 * 3_600_000
             await connection.execute(q.FORGET_LIMITS, {"b_now": now_ms, "b_before": day_ago})
             await connection.execute(q.FORGET_SENDS, {"b_before": day_ago})
-            await write_failure_events(
-                connection, dict.fromkeys((row.seq for row in expired), now_ms), now_ms
-            )
+            failed = dict.fromkeys((row.seq for row in expired), now_ms)
+            await run_batch(connection, lambda sync: write_failure_events(sync, failed, now_ms))
         return len(expired)
 
     async def reconcile(self, now: float) -> int:
@@ -365,7 +364,8 @@ class SqlQueue:
 
     async def _write_outcomes(self, rows: Sequence[Row]) -> None:
         async with begin_write(self.engine) as connection:
-            await _apply_outcomes(connection, rows, self.pair_rate.tolerance)
+            tolerance = self.pair_rate.tolerance
+            await run_batch(connection, lambda sync: _apply_outcomes(sync, rows, tolerance))
 
     async def _write_outcome(self, row: Row) -> None:
         await self._write_outcomes([row])
@@ -412,29 +412,25 @@ def _outcome_row(outcome: Outcome) -> Row:
     }
 
 
-async def _apply_outcomes(
-    connection: AsyncConnection, rows: Sequence[Row], hold_tolerance_us: int
-) -> None:
+def _apply_outcomes(connection: Connection, rows: Sequence[Row], hold_tolerance_us: int) -> None:
     by_kind: dict[str, list[Row]] = {kind: [] for kind in q.OUTCOMES}
     for row in rows:
         by_kind[row["kind"]].append(row)
-    failed_at = await _apply_failures(connection, by_kind)
+    failed_at = _apply_failures(connection, by_kind)
     for kind, batch in by_kind.items():
         if batch:
-            await connection.execute(q.OUTCOMES[kind], batch)
+            connection.execute(q.OUTCOMES[kind], batch)
     if failed_at:
-        await write_failure_events(connection, failed_at, max(failed_at.values()))
+        write_failure_events(connection, failed_at, max(failed_at.values()))
     forwarded = [row["b_wamid"] for row in by_kind["forwarded"] if row["b_wamid"]]
     if forwarded:
         # Meta may report a status before this commit records its wamid.
-        await apply_stored_statuses(
+        apply_stored_statuses(
             connection, forwarded, by_kind["forwarded"][0]["b_at"], hold_tolerance_us
         )
 
 
-async def _apply_failures(
-    connection: AsyncConnection, by_kind: dict[str, list[Row]]
-) -> dict[int, int]:
+def _apply_failures(connection: Connection, by_kind: dict[str, list[Row]]) -> dict[int, int]:
     """Where a customer webhook endpoint is active, write the failure outcomes one by one
     to learn which landed (seq -> when), and take them out of `by_kind`; else nothing.
 
@@ -442,12 +438,12 @@ async def _apply_failures(
     holds failures: the outcomes are then written as before, in one executemany.
     """
     failures = [kind for kind in q.FAILURES_ONE_BY_ONE if by_kind[kind]]
-    if not failures or not await any_endpoint(connection):
+    if not failures or not any_endpoint(connection):
         return {}
     failed_at: dict[int, int] = {}
     for kind in failures:
         for row in by_kind[kind]:
-            if (await connection.execute(q.FAILURES_ONE_BY_ONE[kind], row)).first() is not None:
+            if (connection.execute(q.FAILURES_ONE_BY_ONE[kind], row)).first() is not None:
                 failed_at[row["b_seq"]] = row["b_at"]
         by_kind[kind] = []
     return failed_at

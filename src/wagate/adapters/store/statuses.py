@@ -13,15 +13,17 @@ neighbours. Only an unavailable database fails the POST (and Meta retries it).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from sqlalchemy import Executable
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from wagate.adapters.store.engine import begin_write, dialect_of
+from wagate.adapters.store.engine import begin_write, dialect_of, run_batch
 from wagate.adapters.store.faults import is_row_fault
 from wagate.adapters.store.queries import statuses as q
 from wagate.adapters.store.queries.queue import set_pair
@@ -150,14 +152,17 @@ class SqlStatusStore:
         received_ms = max(webhook.received_ms for webhook in batch)
         try:
             async with begin_write(self.engine) as connection:
-                stored = await _store(
+                stored = await run_batch(
                     connection,
-                    statuses,
-                    preferences,
-                    events,
-                    received_ms,
-                    sandbox_only,
-                    self.hold_tolerance_us,
+                    functools.partial(
+                        _store,
+                        statuses=statuses,
+                        preferences=preferences,
+                        events=events,
+                        received_ms=received_ms,
+                        sandbox_only=sandbox_only,
+                        hold_tolerance_us=self.hold_tolerance_us,
+                    ),
                 )
         except Exception as exc:
             if not is_row_fault(exc):
@@ -193,8 +198,17 @@ class SqlStatusStore:
         for rows in singles:
             try:
                 async with begin_write(self.engine) as connection:
-                    stored = await _store(
-                        connection, *rows, received_ms, sandbox_only, self.hold_tolerance_us
+                    stored = await run_batch(
+                        connection,
+                        functools.partial(
+                            _store,
+                            statuses=rows[0],
+                            preferences=rows[1],
+                            events=rows[2],
+                            received_ms=received_ms,
+                            sandbox_only=sandbox_only,
+                            hold_tolerance_us=self.hold_tolerance_us,
+                        ),
                     )
                 total += stored.result_of(rows[0], 0, rows[1])
             except Exception as exc:
@@ -216,7 +230,7 @@ class SqlStatusStore:
         if not wamids:
             return result
         async with self.engine.connect() as connection:
-            rows = await _by_chunk(connection, q.TIMELINE, wamids)
+            rows = await connection.run_sync(_by_chunk, q.TIMELINE, wamids)
         for wamid, status, timestamp, pricing, errors in rows:
             result.setdefault(wamid, []).append(TimelineEntry(status, timestamp, pricing, errors))
         return result
@@ -291,8 +305,8 @@ class _Restriction:
     until_ms: int | None = None
 
 
-async def _store(
-    connection: AsyncConnection,
+def _store(
+    connection: Connection,
     statuses: Sequence[StatusRow],
     preferences: Sequence[PreferenceRow],
     events: Sequence[EventRow],
@@ -306,7 +320,7 @@ async def _store(
     message or WABA of a number that does not go to the sandbox.
     """
     dialect = dialect_of(connection)
-    current = await _messages_by_wamid(connection, [s.wamid for s in statuses])
+    current = _messages_by_wamid(connection, [s.wamid for s in statuses])
     if sandbox_only:
         # A status of a message that does not exist yet stays: the worker may not have
         # recorded its wamid yet.
@@ -314,9 +328,9 @@ async def _store(
         statuses = [s for s in statuses if s.wamid not in foreign]
         current = {wamid: found for wamid, found in current.items() if wamid not in foreign}
         if preferences or events:
-            preferences, events = await _only_sandbox(connection, preferences, events)
+            preferences, events = _only_sandbox(connection, preferences, events)
     wamids = [s.wamid for s in statuses]
-    seen, unapplied = await _seen(connection, wamids)
+    seen, unapplied = _seen(connection, wamids)
     late = sorted(unapplied & current.keys())
     late_notified = 0
     late_restricted: dict[str, _Restriction] = {}
@@ -325,13 +339,13 @@ async def _store(
         # and the worker's record of the wamid can commit side by side, each unseen by
         # the other): apply it first, with its event, so this later one follows it in
         # order instead of overtaking it (and the reconciliation finding it moot).
-        _, late_notified, late_restricted = await _apply_stored(
+        _, late_notified, late_restricted = _apply_stored(
             connection, late, received_ms, hold_tolerance_us
         )
-        current = await _messages_by_wamid(connection, wamids)
+        current = _messages_by_wamid(connection, wamids)
     new, moves = decide_all(_status_of(current), seen, statuses)
     if new:
-        await connection.execute(
+        connection.execute(
             q.insert_statuses(dialect),
             [
                 {
@@ -346,15 +360,15 @@ async def _store(
                 for s in new
             ],
         )
-    _, notified, restricted = await _write_moves(
+    _, notified, restricted = _write_moves(
         connection, moves, current, received_ms, new, hold_tolerance_us
     )
     notified += late_notified
     restricted = {**late_restricted, **restricted}
     if preferences:
         # Read before the upsert: whether a preference is news depends on the stored one.
-        drafts = await preference_drafts(connection, preferences)
-        await connection.execute(
+        drafts = preference_drafts(connection, preferences)
+        connection.execute(
             q.upsert_preferences(dialect),
             [
                 {
@@ -367,9 +381,9 @@ async def _store(
                 for p in preferences
             ],
         )
-        notified += await write_event_deliveries(connection, drafts, received_ms)
+        notified += write_event_deliveries(connection, drafts, received_ms)
     if events:
-        await connection.execute(
+        connection.execute(
             q.insert_events(dialect),
             [
                 {
@@ -394,8 +408,8 @@ async def _store(
     )
 
 
-async def _restrict(
-    connection: AsyncConnection,
+def _restrict(
+    connection: Connection,
     moves: Mapping[str, Move],
     current: Mapping[str, Found],
     at_ms: int,
@@ -415,7 +429,7 @@ async def _restrict(
     if not failures:
         return {}
     seqs = sorted({current[wamid].seq for wamid in failures})
-    whose = {row.seq: row for row in await connection.execute(q.RECIPIENTS_OF, {"b_seqs": seqs})}
+    whose = {row.seq: row for row in connection.execute(q.RECIPIENTS_OF, {"b_seqs": seqs})}
     dialect = dialect_of(connection)
     restricted: dict[str, _Restriction] = {}
     stops: list[dict[str, Any]] = []
@@ -446,11 +460,11 @@ async def _restrict(
         )
         restricted[wamid] = _Restriction(row.phone_number_id, row.waba_id, row.recipient, until)
     if stops:
-        await connection.execute(q.upsert_preferences(dialect), stops)
+        connection.execute(q.upsert_preferences(dialect), stops)
     if limits:
-        await connection.execute(q.upsert_limits(dialect), limits)
+        connection.execute(q.upsert_limits(dialect), limits)
     if holds:
-        await connection.execute(set_pair(dialect), holds)
+        connection.execute(set_pair(dialect), holds)
     return restricted
 
 
@@ -512,8 +526,8 @@ def _summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
-async def _only_sandbox(
-    connection: AsyncConnection,
+def _only_sandbox(
+    connection: Connection,
     preferences: Sequence[PreferenceRow],
     events: Sequence[EventRow],
 ) -> tuple[list[PreferenceRow], list[EventRow]]:
@@ -522,12 +536,12 @@ async def _only_sandbox(
     number. (Its statuses are sorted by `_store`, from the messages it reads anyway.)"""
     wamids = list({e.wamid for e in events if e.wamid})
     upstream_of: dict[str, set[str]] = {}
-    for wamid, upstream in await _by_chunk(connection, q.UPSTREAMS_OF_WAMIDS, wamids):
+    for wamid, upstream in _by_chunk(connection, q.UPSTREAMS_OF_WAMIDS, wamids):
         upstream_of.setdefault(wamid, set()).add(upstream)
     wabas = list({p.waba_id for p in preferences})
     waba_upstreams: dict[str, set[str]] = {}
     if wabas:
-        rows = await connection.execute(q.UPSTREAMS_OF_WABAS, {"b_waba_ids": wabas[:_CHUNK]})
+        rows = connection.execute(q.UPSTREAMS_OF_WABAS, {"b_waba_ids": wabas[:_CHUNK]})
         for waba_id, upstream in rows:
             waba_upstreams.setdefault(waba_id, set()).add(upstream)
     sandbox = {"sandbox"}
@@ -537,14 +551,12 @@ async def _only_sandbox(
     )
 
 
-async def _seen(
-    connection: AsyncConnection, wamids: Sequence[str]
-) -> tuple[dict[str, set[Status]], set[str]]:
+def _seen(connection: Connection, wamids: Sequence[str]) -> tuple[dict[str, set[Status]], set[str]]:
     """The statuses each wamid's timeline holds already, and the wamids with a status
     stored before its message was known (not applied to it yet)."""
     seen: dict[str, set[Status]] = {}
     unapplied: set[str] = set()
-    for wamid, status, matched in await _by_chunk(connection, q.SEEN, list(set(wamids))):
+    for wamid, status, matched in _by_chunk(connection, q.SEEN, list(set(wamids))):
         seen.setdefault(wamid, set()).add(status)
         if not matched:
             unapplied.add(wamid)
@@ -561,12 +573,10 @@ class Found(NamedTuple):
     upstream: str
 
 
-async def _messages_by_wamid(
-    connection: AsyncConnection, wamids: Sequence[str]
-) -> dict[str, Found]:
+def _messages_by_wamid(connection: Connection, wamids: Sequence[str]) -> dict[str, Found]:
     """The messages Meta knows by these wamids."""
     current: dict[str, Found] = {}
-    rows = await _by_chunk(connection, q.MESSAGES_BY_WAMID, sorted(set(wamids)))
+    rows = _by_chunk(connection, q.MESSAGES_BY_WAMID, sorted(set(wamids)))
     for seq, wamid, status, notify, upstream in rows:
         previous = current.get(wamid)
         if previous is not None and previous.upstream != "sandbox":
@@ -579,8 +589,8 @@ def _status_of(current: dict[str, Found]) -> dict[str, Status]:
     return {wamid: found.status for wamid, found in current.items()}
 
 
-async def _write_moves(
-    connection: AsyncConnection,
+def _write_moves(
+    connection: Connection,
     moves: dict[str, Move],
     current: dict[str, Found],
     at_ms: int,
@@ -605,13 +615,13 @@ async def _write_moves(
             }
         )
     if changes:
-        await connection.execute(q.MOVE, changes)
-    restricted = await _restrict(connection, moves, current, at_ms, hold_tolerance_us)
+        connection.execute(q.MOVE, changes)
+    restricted = _restrict(connection, moves, current, at_ms, hold_tolerance_us)
     notified = {wamid for wamid in moves if current[wamid].notify}
     written = 0
     if notified:
         passed = _passed(notified, current, reports)
-        written = await write_status_events(connection, passed, at_ms)
+        written = write_status_events(connection, passed, at_ms)
     return len(changes), written, restricted
 
 
@@ -637,39 +647,39 @@ def _first_of_each_status(rows: Sequence[StatusRow]) -> list[StatusRow]:
     return list(first.values())
 
 
-async def apply_stored_statuses(
-    connection: AsyncConnection, wamids: Sequence[str], at_ms: int, hold_tolerance_us: int
+def apply_stored_statuses(
+    connection: Connection, wamids: Sequence[str], at_ms: int, hold_tolerance_us: int
 ) -> int:
     """Apply the timeline's statuses of these wamids to their messages; mark them matched.
 
     Used when the worker records a wamid (statuses may have come first) and by the
     reconciliation of statuses that found no message when they arrived.
     """
-    moved, _, _ = await _apply_stored(connection, wamids, at_ms, hold_tolerance_us)
+    moved, _, _ = _apply_stored(connection, wamids, at_ms, hold_tolerance_us)
     return moved
 
 
-async def _apply_stored(
-    connection: AsyncConnection, wamids: Sequence[str], at_ms: int, hold_tolerance_us: int
+def _apply_stored(
+    connection: Connection, wamids: Sequence[str], at_ms: int, hold_tolerance_us: int
 ) -> tuple[int, int, dict[str, _Restriction]]:
     """`apply_stored_statuses`: (messages moved, customer webhook deliveries written)."""
     # Mostly there is none (the worker records a wamid before Meta reports on it): one
     # read finds that, before the messages are read and held.
-    if not wamids or not await _by_chunk(connection, q.STORED_STATUSES, list(wamids)):
+    if not wamids or not _by_chunk(connection, q.STORED_STATUSES, list(wamids)):
         return 0, 0, {}
-    current = await _messages_by_wamid(connection, wamids)
+    current = _messages_by_wamid(connection, wamids)
     if not current:
         return 0, 0, {}
-    stored = await _by_chunk(connection, q.STORED_STATUSES, list(current))
+    stored = _by_chunk(connection, q.STORED_STATUSES, list(current))
     rows = [status_row(*row) for row in stored]
     if not rows:
         return 0, 0, {}
     matched = list({row.wamid for row in rows})
     for start in range(0, len(matched), _CHUNK):
-        await connection.execute(q.MARK_MATCHED, {"b_wamids": matched[start : start + _CHUNK]})
+        connection.execute(q.MARK_MATCHED, {"b_wamids": matched[start : start + _CHUNK]})
     # Stored statuses never moved these messages: decide as if they all came now.
     _, moves = decide_all(_status_of(current), {}, rows)
-    return await _write_moves(connection, moves, current, at_ms, rows, hold_tolerance_us)
+    return _write_moves(connection, moves, current, at_ms, rows, hold_tolerance_us)
 
 
 async def reconcile(
@@ -689,29 +699,32 @@ async def reconcile(
     ever had (another system's, or Meta's for a message we do not know) stop being
     retried after a while.
     """
-    async with begin_write(engine) as connection:
+
+    def work(connection: Connection) -> tuple[int, int]:
         waiting = {"b_after": after_seq, "b_limit": _CHUNK}
-        pending = (await connection.execute(q.UNMATCHED, waiting)).all()
+        pending = connection.execute(q.UNMATCHED, waiting).all()
         cursor = pending[-1].seq if len(pending) == _CHUNK else 0
         if not pending:
             return 0, cursor
-        moved = await apply_stored_statuses(
+        moved = apply_stored_statuses(
             connection, [row.upstream_wamid for row in pending], now_ms, hold_tolerance_us
         )
         stale = [
             row.upstream_wamid for row in pending if row.received_at < now_ms - give_up_after_ms
         ]
         if stale:
-            await connection.execute(q.GIVE_UP, {"b_wamids": stale})
+            connection.execute(q.GIVE_UP, {"b_wamids": stale})
         return moved, cursor
 
+    async with begin_write(engine) as connection:
+        moved_and_cursor: tuple[int, int] = await run_batch(connection, work)
+        return moved_and_cursor
 
-async def _by_chunk(
-    connection: AsyncConnection, statement: Executable, wamids: Sequence[str]
-) -> list[Any]:
+
+def _by_chunk(connection: Connection, statement: Executable, wamids: Sequence[str]) -> list[Any]:
     """The rows of a read over `b_wamids`, run a chunk of wamids at a time, in order."""
     rows: list[Any] = []
     for start in range(0, len(wamids), _CHUNK):
         chunk = {"b_wamids": list(wamids[start : start + _CHUNK])}
-        rows.extend(await connection.execute(statement, chunk))
+        rows.extend(connection.execute(statement, chunk))
     return rows

@@ -1,5 +1,8 @@
 """Customer-webhook deliveries, written in the transaction of the change that causes them.
 
+Synchronous, on SQLAlchemy's `Connection`: the moving transactions run their statements
+through `engine.run_batch` (whole in SQLite's thread; `run_sync` elsewhere).
+
 A message's status move (Meta's status, a send's failure, an expiry, an abandoned
 lease) and a recipient's opt-out or opt-in draft events (`domain.notifications`);
 `write_event_deliveries` fans them out to the subscribed endpoints and inserts one
@@ -20,7 +23,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from wagate.adapters.store.engine import dialect_of
 from wagate.adapters.store.queries import notify as q
@@ -46,8 +49,8 @@ def new_delivery_id() -> str:
     return "evt_" + uuid.uuid4().hex
 
 
-async def write_event_deliveries(
-    connection: AsyncConnection, drafts: Sequence[EventDraft], now_ms: int
+def write_event_deliveries(
+    connection: Connection, drafts: Sequence[EventDraft], now_ms: int
 ) -> int:
     """Insert one pending delivery per (draft, subscribed active endpoint), due at once;
     how many. One read of the drafts' numbers' endpoints; nothing at all without drafts."""
@@ -57,12 +60,12 @@ async def write_event_deliveries(
     endpoints: list[WebhookEndpoint] = []
     for start in range(0, len(numbers), _CHUNK):
         chunk = {"b_numbers": numbers[start : start + _CHUNK]}
-        for row in await connection.execute(q.ENDPOINTS_FOR_FAN_OUT, chunk):
+        for row in connection.execute(q.ENDPOINTS_FOR_FAN_OUT, chunk):
             endpoints.append(_fan_out_endpoint(row))
     pairs = fan_out(drafts, endpoints)
     if not pairs:
         return 0
-    await connection.execute(
+    connection.execute(
         q.INSERT_DELIVERY,
         [
             {
@@ -82,7 +85,7 @@ async def write_event_deliveries(
     )
     if dialect_of(connection).notifies:
         # Notifiers of other processes wake at the commit instead of at their next look.
-        await connection.execute(NOTIFY_WEBHOOKS)
+        connection.execute(NOTIFY_WEBHOOKS)
     return len(pairs)
 
 
@@ -100,13 +103,13 @@ def _fan_out_endpoint(row: Any) -> WebhookEndpoint:
     )
 
 
-async def message_facts(connection: AsyncConnection, seqs: Iterable[int]) -> dict[int, Any]:
+def message_facts(connection: Connection, seqs: Iterable[int]) -> dict[int, Any]:
     """The facts rows of these messages whose numbers have an active endpoint, by seq."""
     wanted = sorted(set(seqs))
     found: dict[int, Any] = {}
     for start in range(0, len(wanted), _CHUNK):
         chunk = {"b_seqs": wanted[start : start + _CHUNK]}
-        for row in await connection.execute(q.MESSAGE_FACTS, chunk):
+        for row in connection.execute(q.MESSAGE_FACTS, chunk):
             found[row.seq] = row
     return found
 
@@ -140,14 +143,14 @@ def _opted_out(row: Any, at_ms: int) -> EventDraft:
     )
 
 
-async def write_status_events(
-    connection: AsyncConnection, steps: Mapping[int, Sequence[StatusRow]], now_ms: int
+def write_status_events(
+    connection: Connection, steps: Mapping[int, Sequence[StatusRow]], now_ms: int
 ) -> int:
     """Deliveries for messages (by seq) that Meta's statuses moved through `steps`, each
     step with its own time, pricing and errors; a 131050 failure also opts the user out."""
     if not steps:
         return 0
-    found = await message_facts(connection, steps)
+    found = message_facts(connection, steps)
     drafts: list[EventDraft] = []
     for seq, row in found.items():
         facts = facts_of(row)
@@ -166,19 +169,17 @@ async def write_status_events(
                 drafts.append(draft)
             if step.status == "failed" and step.error_code == OPTED_OUT_CODE:
                 drafts.append(_opted_out(row, step.timestamp_ms))
-    return await write_event_deliveries(connection, drafts, now_ms)
+    return write_event_deliveries(connection, drafts, now_ms)
 
 
-async def write_failure_events(
-    connection: AsyncConnection, failed_at: Mapping[int, int], now_ms: int
-) -> int:
+def write_failure_events(connection: Connection, failed_at: Mapping[int, int], now_ms: int) -> int:
     """Deliveries for messages (seq -> when) the gateway failed itself or on a send's
     answer: the error is the one the row now holds; 131050 also opts the user out."""
     # A mass expiry without any endpoint must not read its messages a chunk at a time.
-    if not failed_at or not await any_endpoint(connection):
+    if not failed_at or not any_endpoint(connection):
         return 0
     drafts: list[EventDraft] = []
-    for seq, row in (await message_facts(connection, failed_at)).items():
+    for seq, row in (message_facts(connection, failed_at)).items():
         at_ms = failed_at[seq]
         failed: Status = "failed"
         draft = message_event(
@@ -193,16 +194,16 @@ async def write_failure_events(
             drafts.append(draft)
         if row.error_code == OPTED_OUT_CODE:
             drafts.append(_opted_out(row, at_ms))
-    return await write_event_deliveries(connection, drafts, now_ms)
+    return write_event_deliveries(connection, drafts, now_ms)
 
 
-async def any_endpoint(connection: AsyncConnection) -> bool:
+def any_endpoint(connection: Connection) -> bool:
     """Whether any endpoint is active (one read of a tiny table)."""
-    return (await connection.execute(q.ANY_ENDPOINT)).first() is not None
+    return (connection.execute(q.ANY_ENDPOINT)).first() is not None
 
 
-async def preference_drafts(
-    connection: AsyncConnection, preferences: Sequence[PreferenceRow]
+def preference_drafts(
+    connection: Connection, preferences: Sequence[PreferenceRow]
 ) -> list[EventDraft]:
     """Opt-out/opt-in events for every endpoint-bearing number of each preference's WABA.
 
@@ -215,14 +216,14 @@ async def preference_drafts(
         return []
     wabas = sorted({p.waba_id for p in changes})[:_CHUNK]
     numbers: dict[str, list[Any]] = {}
-    for row in await connection.execute(q.NUMBERS_OF_WABAS, {"b_waba_ids": wabas}):
+    for row in connection.execute(q.NUMBERS_OF_WABAS, {"b_waba_ids": wabas}):
         numbers.setdefault(row.waba_id, []).append(row)
     if not numbers:
         return []
     recipients = sorted({p.recipient for p in changes if p.waba_id in numbers})[:_CHUNK]
     stored = {
         (row.waba_id, row.recipient): (row.value, row.timestamp)
-        for row in await connection.execute(
+        for row in connection.execute(
             q.PREFERENCES_OF, {"b_waba_ids": sorted(numbers), "b_recipients": recipients}
         )
     }
