@@ -3,9 +3,16 @@
 Deliveries are written by the stores in the transaction that causes them (see
 `domain.notifications`); the notifier only claims what is due, renders and POSTs
 each, and records what the receiver said. The store gives it the oldest delivery of
-each (endpoint, order_key) and no more than `per_endpoint` of one endpoint at a time,
-so a receiver never sees a message's `read` before its `delivered`, while other
-messages' events flow beside a stuck one.
+each (endpoint, order_key), so a receiver never sees a message's `read` before its
+`delivered`, while other messages' events flow beside a stuck one.
+
+One transaction (`Notifications.settle`) records what was posted and leases what is
+due: up to a window of `per_endpoint * window_factor` of one endpoint's deliveries,
+counted across every notifier. The notifier posts from what it leased, at most
+`per_endpoint` at once to one endpoint, while the next settle waits for the database:
+on SQLite the write lock is shared with the sends and the ingest, and a cycle of claim,
+POST and record per delivery made an endpoint's rate the window over that wait
+(BENCHMARKS.md, "Issue 9"). Records of attempts that end close together share a settle.
 
 When can a receiver get an event twice? When a notifier dies (or loses its database
 for longer than the lease) after the POST and before its record: the lease ends and
