@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,6 +324,45 @@ class GatewayProcess:
     def log_text(self) -> str:
         """What the server has logged so far."""
         return self.log_path.read_text(errors="replace")
+
+
+class GatewayPool:
+    """Gateways that run for the whole test session, one per backend and environment.
+
+    A parametrized session fixture keeps one parameter alive at a time: each module that
+    used `gateway` stopped the SQLite gateway to start the PostgreSQL one and back again
+    (~2 s a start, ~40 starts a run). The pool keeps each gateway it starts until the end.
+    """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp_path_factory = tmp_path_factory
+        self._running: dict[tuple[str, tuple[tuple[str, str], ...]], GatewayProcess] = {}
+
+    def get(self, backend: str, **env: str) -> GatewayProcess:
+        """The session's gateway on `backend` with this environment, started on first use."""
+        key = (backend, tuple(sorted(env.items())))
+        gateway = self._running.get(key)
+        if gateway is None:
+            tmp = self._tmp_path_factory.mktemp(f"gateway-{backend}")
+            url = database_url_for(backend, tmp)
+            try:
+                gateway = GatewayProcess(url, tmp / "gateway.log", **env).start()
+            except BaseException:
+                dispose_database(url)
+                raise
+            self._running[key] = gateway
+        return gateway
+
+    def close(self) -> None:
+        """Stop every gateway (side by side: each waits for its own shutdown), drop its database."""
+
+        def stop(gateway: GatewayProcess) -> None:
+            gateway.stop()
+            dispose_database(gateway.database_url)
+
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(stop, self._running.values()))
+        self._running.clear()
 
 
 @contextmanager

@@ -4,7 +4,6 @@ project of the key, Graph errors, `{"data": ...}` bodies, tokens never shown."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,9 +11,8 @@ import pytest
 
 from tests.integration.test_send_endpoint import SEED_BODY
 from tests.support import (
+    GatewayPool,
     GatewayProcess,
-    database_url_for,
-    dispose_database,
     make_tenant,
     sql,
 )
@@ -25,16 +23,9 @@ PATH = "/platform/v1/whatsapp/phone_numbers"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
+def gateway(request: pytest.FixtureRequest, gateway_pool: GatewayPool) -> GatewayProcess:
     """A real gateway without a worker: what is sent stays queued (undelivered)."""
-    tmp = tmp_path_factory.mktemp(f"numbers-{request.param}")
-    url = database_url_for(request.param, tmp)
-    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_WORKER="0").start()
-    yield process
-    process.stop()
-    dispose_database(url)
+    return gateway_pool.get(request.param, WAGATE_WORKER="0")
 
 
 def call(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -20,10 +19,9 @@ from tests.integration.test_send_endpoint import (
     send,
 )
 from tests.support import (
+    GatewayPool,
     GatewayProcess,
     Tenant,
-    database_url_for,
-    dispose_database,
     make_tenant,
     sql,
 )
@@ -33,19 +31,12 @@ MANY = 25
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
+def gateway(request: pytest.FixtureRequest, gateway_pool: GatewayPool) -> GatewayProcess:
     """A real gateway without a delivery worker, so messages stay as accepted (`pending`).
 
     Overrides the session gateway for this module; `tenant` uses this one.
     """
-    tmp = tmp_path_factory.mktemp(f"reads-{request.param}")
-    url = database_url_for(request.param, tmp)
-    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_WORKER="0").start()
-    yield process
-    process.stop()
-    dispose_database(url)
+    return gateway_pool.get(request.param, WAGATE_WORKER="0")
 
 
 def messages_url(gateway: GatewayProcess, tenant: Tenant, suffix: str = "") -> str:

@@ -19,10 +19,9 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.support import (
+    GatewayPool,
     GatewayProcess,
     Tenant,
-    database_url_for,
-    dispose_database,
     fail_for_good,
     make_tenant,
     running_gateway,
@@ -38,16 +37,9 @@ STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
+def gateway(request: pytest.FixtureRequest, gateway_pool: GatewayPool) -> GatewayProcess:
     """A real gateway without a worker: deliveries stay as the test leaves them."""
-    tmp = tmp_path_factory.mktemp(f"webhooks-{request.param}")
-    url = database_url_for(request.param, tmp)
-    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_WORKER="0").start()
-    yield process
-    process.stop()
-    dispose_database(url)
+    return gateway_pool.get(request.param, WAGATE_WORKER="0")
 
 
 def call(
