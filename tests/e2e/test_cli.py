@@ -1,4 +1,5 @@
-"""The `wagate` command line as an operator uses it: real processes on SQLite and PostgreSQL."""
+"""The `wagate` command line as an operator uses it: real processes (migrate on SQLite and
+PostgreSQL, the rest on SQLite)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.integration.test_send_endpoint import SEED_BODY
 from tests.support import (
     PG_HOST,
     _admin_sql,
+    database_url_for,
     dispose_database,
     make_tenant,
     require_postgres,
@@ -53,6 +55,17 @@ def refused(result: subprocess.CompletedProcess[str], *words: str) -> str:
     for word in words:
         assert word in output, output
     return output
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated SQLite file. What these commands store (projects, keys, numbers)
+    is the same store code on PostgreSQL, which tests/conformance/test_store_behaviour.py
+    runs on both; `migrate` below still runs on both, and each `wagate` process costs
+    ~0.5 s, so the CLI's own paths run once."""
+    url = database_url_for("sqlite", tmp_path)
+    yield url
+    dispose_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
