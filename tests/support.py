@@ -25,6 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import Executable, Row
 
+from tests import loopback
 from wagate.adapters.store.engine import create_engine
 from wagate.adapters.store.migrate import migrate
 from wagate.adapters.store.notify import SqlNotifications
@@ -254,7 +255,7 @@ class ProcessGroup:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.log_path.name}: exited\n{self.log_text()[-2000:]}")
             try:
-                if httpx.get(url, headers=headers, timeout=1).status_code == 200 or any_answer:
+                if loopback.get(url, headers=headers, timeout=1).status_code == 200 or any_answer:
                     return
             except httpx.HTTPError:
                 pass
@@ -378,7 +379,7 @@ def running_gateway(database_url: str, log_path: Path, **env: str) -> Iterator[G
 def sandbox_stats(sandbox_url: str) -> dict[str, Any]:
     """A sandbox's `_stats` document: `sandbox_url` is a standalone sandbox's base URL,
     or `<gateway>/sandbox` for the embedded one (both answer ADMIN_TOKEN)."""
-    response = httpx.get(f"{sandbox_url}/_stats", headers=ADMIN, timeout=10)
+    response = loopback.get(f"{sandbox_url}/_stats", headers=ADMIN, timeout=10)
     response.raise_for_status()
     stats: dict[str, Any] = response.json()
     return stats

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.integration.test_send_endpoint import SEED_BODY
 from tests.support import (
     PG_HOST,
@@ -195,7 +196,7 @@ def test_an_operator_sets_up_a_project_and_its_keys_work_until_revoked(
     with running_gateway(database_url, tmp_path / "gateway.log") as gateway:
 
         def send_with(key: str) -> httpx.Response:
-            return httpx.post(
+            return loopback.post(
                 f"{gateway.base_url}{send_url}", json=SEED_BODY, headers={"X-API-Key": key}
             )
 

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.integration.test_send_endpoint import SEED_BODY
 from tests.support import (
     GatewayPool,
@@ -39,7 +40,7 @@ def call(
 ) -> httpx.Response:
     """One request to the management API with `key` (None: no key)."""
     headers = {} if key is None else {"Authorization": f"Bearer {key}"}
-    return httpx.request(
+    return loopback.request(
         method,
         f"{gateway.base_url}{PATH}{suffix}",
         json=body,
@@ -63,7 +64,7 @@ def new_id() -> str:
 
 
 def send(gateway: GatewayProcess, key: str, phone_number_id: str) -> httpx.Response:
-    return httpx.post(
+    return loopback.post(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{phone_number_id}/marketing_messages",
         json=SEED_BODY,
         headers={"X-API-Key": key},
@@ -202,7 +203,7 @@ def test_mistakes_are_graph_errors_that_say_what_to_fix(gateway: GatewayProcess)
 
 
 def test_the_routes_are_in_the_openapi_document_with_readable_ids(gateway: GatewayProcess) -> None:
-    document = httpx.get(f"{gateway.base_url}/docs/openapi.json", timeout=10).json()
+    document = loopback.get(f"{gateway.base_url}/docs/openapi.json", timeout=10).json()
     ids = {
         operation["operationId"]
         for path, item in document["paths"].items()

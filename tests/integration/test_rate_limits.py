@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.support import GatewayProcess, Tenant, make_tenant, run_cli
 
 SEED_BODY: dict[str, Any] = {
@@ -52,7 +53,7 @@ def limited_tenant(gateway: GatewayProcess, rate_limit: int) -> Tenant:
 
 
 def send(gateway: GatewayProcess, tenant: Tenant) -> httpx.Response:
-    return httpx.post(
+    return loopback.post(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/marketing_messages",
         json=SEED_BODY,
         headers={"X-API-Key": tenant.api_key},

@@ -8,10 +8,10 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 from sqlalchemy import select
 
+from tests import loopback
 from tests.integration.test_webhooks_api import call, data, graph_error, is_iso
 from tests.support import (
     GatewayPool,
@@ -287,7 +287,7 @@ def test_a_bsuid_in_the_path_and_in_a_query_works_as_typed(gateway: GatewayProce
     parent = "US.ENT.11815799212886844830"
     add_many(gateway, tenant, [BSUID, parent])
     assert [i["recipient"] for i in listed(gateway, tenant, recipient=parent)[0]] == [parent]
-    raw = httpx.delete(
+    raw = loopback.delete(
         f"{gateway.base_url}/platform/v1/whatsapp{path(tenant)}/{parent}",
         headers={"X-API-Key": tenant.api_key},
         timeout=10,

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from tests import loopback
 from tests.support import (
     GatewayPool,
     GatewayProcess,
@@ -53,7 +54,7 @@ def call(
 ) -> httpx.Response:
     """One request to the management API with `key` (None: no key)."""
     headers = {} if key is None else {"X-API-Key": key}
-    return httpx.request(
+    return loopback.request(
         method,
         f"{gateway.base_url}{BASE}{path}",
         json=body,
