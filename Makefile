@@ -45,9 +45,11 @@ lint: $(DEV_STAMP)
 types: $(DEV_STAMP)
 	$(BIN)/mypy
 
+# pytest keeps its rewritten test modules as bytecode unless PYTHONDONTWRITEBYTECODE is
+# set; each worker then collects in ~3.5 s of CPU instead of ~8 on the runs after the first.
 test: lint types
 	$(BIN)/python -m compileall -q src
-	$(BIN)/pytest -n 2 --dist loadscope
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 2 --dist loadscope
 
 # The dev lock first; the runtime lock is held to the same versions.
 lock: $(BIN)/uv

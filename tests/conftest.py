@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import (
+    GatewayPool,
     GatewayProcess,
     Tenant,
     database_url_for,
@@ -35,31 +36,25 @@ async def store(database_url: str) -> AsyncIterator[SqlStore]:
     await store.close()
 
 
+@pytest.fixture(scope="session")
+def gateway_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPool]:
+    """The session's gateways, each kept running once started."""
+    pool = GatewayPool(tmp_path_factory)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
-def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
+def gateway(request: pytest.FixtureRequest, gateway_pool: GatewayPool) -> GatewayProcess:
     """One real gateway per backend for the session; tests isolate by tenant."""
-    tmp = tmp_path_factory.mktemp(f"gateway-{request.param}")
-    url = database_url_for(request.param, tmp)
-    process = GatewayProcess(url, tmp / "gateway.log").start()
-    yield process
-    process.stop()
-    dispose_database(url)
+    return gateway_pool.get(request.param)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def unchecked_gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
+def unchecked_gateway(request: pytest.FixtureRequest, gateway_pool: GatewayPool) -> GatewayProcess:
     """A gateway with WAGATE_TEMPLATE_CHECKS=0: what the body's own rules accept, whatever
     template it names (the checks against a template have tests of their own)."""
-    tmp = tmp_path_factory.mktemp(f"unchecked-{request.param}")
-    url = database_url_for(request.param, tmp)
-    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_TEMPLATE_CHECKS="0").start()
-    yield process
-    process.stop()
-    dispose_database(url)
+    return gateway_pool.get(request.param, WAGATE_TEMPLATE_CHECKS="0")
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import Executable, Row
 
+from tests import loopback
 from wagate.adapters.store.engine import create_engine
 from wagate.adapters.store.migrate import migrate
 from wagate.adapters.store.notify import SqlNotifications
@@ -253,7 +255,7 @@ class ProcessGroup:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.log_path.name}: exited\n{self.log_text()[-2000:]}")
             try:
-                if httpx.get(url, headers=headers, timeout=1).status_code == 200 or any_answer:
+                if loopback.get(url, headers=headers, timeout=1).status_code == 200 or any_answer:
                     return
             except httpx.HTTPError:
                 pass
@@ -325,6 +327,45 @@ class GatewayProcess:
         return self.log_path.read_text(errors="replace")
 
 
+class GatewayPool:
+    """Gateways that run for the whole test session, one per backend and environment.
+
+    A parametrized session fixture keeps one parameter alive at a time: each module that
+    used `gateway` stopped the SQLite gateway to start the PostgreSQL one and back again
+    (~2 s a start, ~40 starts a run). The pool keeps each gateway it starts until the end.
+    """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp_path_factory = tmp_path_factory
+        self._running: dict[tuple[str, tuple[tuple[str, str], ...]], GatewayProcess] = {}
+
+    def get(self, backend: str, **env: str) -> GatewayProcess:
+        """The session's gateway on `backend` with this environment, started on first use."""
+        key = (backend, tuple(sorted(env.items())))
+        gateway = self._running.get(key)
+        if gateway is None:
+            tmp = self._tmp_path_factory.mktemp(f"gateway-{backend}")
+            url = database_url_for(backend, tmp)
+            try:
+                gateway = GatewayProcess(url, tmp / "gateway.log", **env).start()
+            except BaseException:
+                dispose_database(url)
+                raise
+            self._running[key] = gateway
+        return gateway
+
+    def close(self) -> None:
+        """Stop every gateway (side by side: each waits for its own shutdown), drop its database."""
+
+        def stop(gateway: GatewayProcess) -> None:
+            gateway.stop()
+            dispose_database(gateway.database_url)
+
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(stop, self._running.values()))
+        self._running.clear()
+
+
 @contextmanager
 def running_gateway(database_url: str, log_path: Path, **env: str) -> Iterator[GatewayProcess]:
     """A gateway for the length of a `with` block."""
@@ -338,7 +379,7 @@ def running_gateway(database_url: str, log_path: Path, **env: str) -> Iterator[G
 def sandbox_stats(sandbox_url: str) -> dict[str, Any]:
     """A sandbox's `_stats` document: `sandbox_url` is a standalone sandbox's base URL,
     or `<gateway>/sandbox` for the embedded one (both answer ADMIN_TOKEN)."""
-    response = httpx.get(f"{sandbox_url}/_stats", headers=ADMIN, timeout=10)
+    response = loopback.get(f"{sandbox_url}/_stats", headers=ADMIN, timeout=10)
     response.raise_for_status()
     stats: dict[str, Any] = response.json()
     return stats

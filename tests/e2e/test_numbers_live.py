@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from tests import loopback
 from tests.support import (
     WAGATE,
     ProcessGroup,
@@ -78,7 +79,7 @@ class Sender(threading.Thread):
 
 def sandbox_send(base_url: str, phone_number_id: str, token: str) -> httpx.Response:
     """A send straight to the embedded sandbox, as the worker makes it, with `token`."""
-    return httpx.post(
+    return loopback.post(
         f"{base_url}/sandbox/v23.0/{phone_number_id}/marketing_messages",
         json={**{k: v for k, v in SEED.items() if k != "recipient"}, "to": "447700900123"},
         headers={"Authorization": f"Bearer {token}"},
@@ -166,7 +167,7 @@ def test_a_number_with_queued_messages_is_removed_only_with_force_and_the_worker
             lambda: set(statuses(url, neighbour.phone_number_id)) <= {"delivered", "read"},
             timeout=20,
         )
-        assert httpx.get(f"{gateway.base_url}/healthz", timeout=5).status_code == 200
+        assert loopback.get(f"{gateway.base_url}/healthz", timeout=5).status_code == 200
     log = gateway.log_text()
     assert "Traceback" not in log
     assert "claim round failed" not in log
@@ -193,7 +194,7 @@ def demo_start(url: str, log: Path, send_with: str | None = None) -> str:
     try:
         group.wait_until_up(f"http://127.0.0.1:{port}/healthz")
         if send_with is not None:
-            sent = httpx.post(
+            sent = loopback.post(
                 f"http://127.0.0.1:{port}/meta/whatsapp/v24.0/100000000000001/marketing_messages",
                 json=body(),
                 headers={"X-API-Key": send_with},

@@ -31,6 +31,7 @@ from pywa.types.templates import (
     URLButton,
 )
 
+from tests import loopback
 from tests.support import GatewayProcess, Tenant
 
 PHONE = "+44 7700 900123"
@@ -73,7 +74,7 @@ def pywa(gateway: GatewayProcess, tenant: Tenant) -> Iterator[tuple[WhatsApp, Re
 
 def stored(gateway: GatewayProcess, tenant: Tenant, message_id: str) -> dict[str, Any]:
     """The message as the gateway reads it back."""
-    response = httpx.get(
+    response = loopback.get(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages/{message_id}",
         headers={"X-API-Key": tenant.api_key},
         timeout=10,

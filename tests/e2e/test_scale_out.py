@@ -21,9 +21,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import httpx
 import pytest
 
+from tests import loopback
 from tests.support import (
     ADMIN,
     ADMIN_TOKEN,
@@ -107,7 +107,7 @@ class Rig:
 
     def stats(self) -> dict[str, Any]:
         """The sandbox's `_stats` document."""
-        response = httpx.get(f"{self.sandbox_url}/_stats", headers=ADMIN, timeout=5)
+        response = loopback.get(f"{self.sandbox_url}/_stats", headers=ADMIN, timeout=5)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result

@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests import loopback
 from tests.support import (
     PG_HOST,
     Tenant,
@@ -73,7 +74,7 @@ def test_a_long_wamid_is_recorded_and_the_message_sent_exactly_once(
     bsuid += "abcd"  # not one of the sandbox's failing endings
     with running_gateway(pg_url, tmp_path / "gateway.log", WAGATE_LOG_LEVEL="INFO") as gateway:
         tenant = make_tenant(pg_url)
-        response = httpx.post(
+        response = loopback.post(
             _send_url(gateway.base_url, tenant),
             json=_send_body({"recipient": bsuid}),
             headers={"X-API-Key": tenant.api_key},
@@ -87,7 +88,7 @@ def test_a_long_wamid_is_recorded_and_the_message_sent_exactly_once(
         deadline = time.monotonic() + 30
         message: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            message = httpx.get(url, headers={"X-API-Key": tenant.api_key}, timeout=10).json()
+            message = loopback.get(url, headers={"X-API-Key": tenant.api_key}, timeout=10).json()
             if message.get("status") in ("read", "failed"):
                 break
             time.sleep(0.1)
@@ -191,7 +192,7 @@ def test_a_database_outage_during_a_burst_leaves_nothing_half_stored(
         # The gateway recovers: a send after the outage is stored.
         deadline = time.monotonic() + 30
         while True:
-            response = httpx.post(
+            response = loopback.post(
                 url,
                 json=_send_body({"to": "+447700900123"}, "after"),
                 headers={"X-API-Key": tenant.api_key},

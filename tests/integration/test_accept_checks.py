@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.conftest import BACKENDS
 from tests.integration.test_forwarded_recipient import FakeMeta
 from tests.support import (
@@ -62,7 +63,7 @@ def headers(tenant: Tenant) -> dict[str, str]:
 
 
 def waba_of(gateway: GatewayProcess, tenant: Tenant) -> str:
-    answer = httpx.get(
+    answer = loopback.get(
         f"{gateway.base_url}/platform/v1/whatsapp/phone_numbers/{tenant.phone_number_id}",
         headers=headers(tenant),
         timeout=10,
@@ -87,7 +88,7 @@ def send(
         "type": "template",
         "template": template,
     }
-    return httpx.post(
+    return loopback.post(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/marketing_messages",
         json=payload,
         headers=headers(tenant),
@@ -105,7 +106,7 @@ def refused(response: httpx.Response, code: int, status: int) -> str:
 
 
 def stored(gateway: GatewayProcess, tenant: Tenant) -> int:
-    answer = httpx.get(
+    answer = loopback.get(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages",
         headers=headers(tenant),
         timeout=10,
@@ -126,7 +127,7 @@ def body(value: dict[str, Any], waba: str, field: str) -> dict[str, Any]:
 def meta_webhook(gateway: GatewayProcess, payload: dict[str, Any]) -> None:
     raw = json.dumps(payload).encode()
     digest = hmac.new(APP_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-    answer = httpx.post(
+    answer = loopback.post(
         f"{gateway.base_url}/webhooks/meta",
         content=raw,
         headers={"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"},
@@ -136,7 +137,7 @@ def meta_webhook(gateway: GatewayProcess, payload: dict[str, Any]) -> None:
 
 
 def template_id(gateway: GatewayProcess, tenant: Tenant, waba: str, name: str) -> str:
-    answer = httpx.get(
+    answer = loopback.get(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{waba}/message_templates",
         params={"name": name},
         headers=headers(tenant),
@@ -204,15 +205,15 @@ def test_the_template_list_shows_the_wabas_templates_with_filters_and_scoping(
 ) -> None:
     waba = waba_of(checked, tenant)
     url = f"{checked.base_url}/meta/whatsapp/v24.0/{waba}/message_templates"
-    answer = httpx.get(url, headers=headers(tenant), timeout=10)
+    answer = loopback.get(url, headers=headers(tenant), timeout=10)
     assert answer.status_code == 200, answer.text
     names = {t["name"] for t in answer.json()["data"]}
     assert {"promo_template", "seasonal_promo", "paused_promo"} <= names
-    paused = httpx.get(url, params={"status": "paused"}, headers=headers(tenant), timeout=10)
+    paused = loopback.get(url, params={"status": "paused"}, headers=headers(tenant), timeout=10)
     assert [t["name"] for t in paused.json()["data"]] == ["paused_promo"]
-    first = httpx.get(url, params={"limit": "2"}, headers=headers(tenant), timeout=10).json()
+    first = loopback.get(url, params={"limit": "2"}, headers=headers(tenant), timeout=10).json()
     assert len(first["data"]) == 2
-    rest = httpx.get(
+    rest = loopback.get(
         url,
         params={"limit": "100", "after": first["paging"]["cursors"]["after"]},
         headers=headers(tenant),
@@ -220,10 +221,10 @@ def test_the_template_list_shows_the_wabas_templates_with_filters_and_scoping(
     ).json()
     assert {t["name"] for t in first["data"]} | {t["name"] for t in rest["data"]} == names
     for bad in ("0", "1001", "²", "x"):  # "²" is a digit to str.isdigit, not to int()
-        answer = httpx.get(url, params={"limit": bad}, headers=headers(tenant), timeout=10)
+        answer = loopback.get(url, params={"limit": bad}, headers=headers(tenant), timeout=10)
         assert "`limit` must be an integer from 1 to 1000" in refused(answer, 100, 400)
     other = make_tenant(checked.database_url)
-    refused(httpx.get(url, headers=headers(other), timeout=10), 100, 400)
+    refused(loopback.get(url, headers=headers(other), timeout=10), 100, 400)
 
 
 def test_a_template_created_through_the_gateway_sends_once_the_sandbox_approves_it(
@@ -236,7 +237,7 @@ def test_a_template_created_through_the_gateway_sends_once_the_sandbox_approves_
         "category": "MARKETING",
         "components": [{"type": "BODY", "text": "Spring is here: {{1}} off."}],
     }
-    answer = httpx.post(
+    answer = loopback.post(
         f"{checked.base_url}/meta/whatsapp/v24.0/{waba}/message_templates",
         json=creation,
         headers=headers(tenant),
@@ -250,7 +251,7 @@ def test_a_template_created_through_the_gateway_sends_once_the_sandbox_approves_
         lambda: send(checked, tenant, "spring_launch", parameters).status_code == 200,
         timeout=15,
     )
-    deleted = httpx.delete(
+    deleted = loopback.delete(
         f"{checked.base_url}/meta/whatsapp/v24.0/{waba}/message_templates",
         params={"name": "spring_launch"},
         headers=headers(tenant),
@@ -323,7 +324,7 @@ def test_a_pause_ingested_by_one_process_is_refused_by_another(
 
 
 def status_of(gateway: GatewayProcess, tenant: Tenant, message_id: str) -> str:
-    answer = httpx.get(
+    answer = loopback.get(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages/{message_id}",
         headers=headers(tenant),
         timeout=10,
@@ -432,12 +433,12 @@ def test_a_suppression_added_by_api_refuses_the_next_send_and_its_removal_lifts_
         f"{checked.base_url}/platform/v1/whatsapp/phone_numbers/"
         f"{tenant.phone_number_id}/suppressions"
     )
-    added = httpx.post(
+    added = loopback.post(
         url, json={"suppression": {"recipient": "+44 7700 900777"}}, headers=headers(tenant)
     )
     assert added.status_code in (200, 201), added.text
     refused(send(checked, tenant, "promo_template", to="+447700900777"), 131050, 400)
-    removed = httpx.delete(f"{url}/447700900777", headers=headers(tenant))
+    removed = loopback.delete(f"{url}/447700900777", headers=headers(tenant))
     assert removed.status_code == 200, removed.text
     assert send(checked, tenant, "promo_template", to="+447700900777").status_code == 200
 
@@ -450,7 +451,7 @@ def test_a_template_the_sandbox_pauses_is_refused_at_the_next_send_and_sends_onc
     assert send(checked, tenant, "image_promo", IMAGE_PROMO).status_code == 200
 
     def set_status(status: str) -> None:
-        answer = httpx.post(
+        answer = loopback.post(
             f"{checked.base_url}/sandbox/_templates/{waba}",
             json={"name": "image_promo", "language": "en_US", "status": status},
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import Row, select, update
 
+from tests import loopback
 from tests.integration.test_send_endpoint import body, graph_error, send
 from tests.support import (
     ADMIN,
@@ -74,7 +75,7 @@ def accept(gateway: GatewayProcess, tenant: Tenant, **recipient: str) -> str:
 
 def read_message(gateway: GatewayProcess, tenant: Tenant, message_id: str) -> dict[str, Any]:
     """`GET .../messages/{id}`."""
-    response = httpx.get(
+    response = loopback.get(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages/{message_id}",
         headers={"X-API-Key": tenant.api_key},
         timeout=10,
@@ -198,7 +199,7 @@ def test_a_server_error_twice_is_retried_until_the_message_is_read(
     assert "errors" not in message
     assert timeline(message) == ["sent", "delivered", "read"]
     assert stored_message(gateway.database_url, message_id).attempts == 3
-    stats = httpx.get(f"{gateway.base_url}/sandbox/_stats", headers=ADMIN, timeout=10).json()
+    stats = loopback.get(f"{gateway.base_url}/sandbox/_stats", headers=ADMIN, timeout=10).json()
     number = stats["numbers"][served.phone_number_id]
     assert number["errors"].get("131000") == 2
 
@@ -228,16 +229,20 @@ def test_the_read_api_shows_the_last_upstream_error_while_retrying_then_metas_wa
     assert message["upstream_wamid"] == wamid != message_id
     listing = f"{gateway.base_url}/meta/whatsapp/v24.0/{served.phone_number_id}/messages"
     keyed = {"X-API-Key": served.api_key}
-    found = httpx.get(listing, params={"upstream_wamid": wamid}, headers=keyed, timeout=10)
+    found = loopback.get(listing, params={"upstream_wamid": wamid}, headers=keyed, timeout=10)
     assert found.status_code == 200, found.text
     assert [(m["id"], m["upstream_wamid"]) for m in found.json()["data"]] == [(message_id, wamid)]
-    listed = httpx.get(listing, params={"limit": "100"}, headers=keyed, timeout=10).json()["data"]
+    listed = loopback.get(listing, params={"limit": "100"}, headers=keyed, timeout=10).json()[
+        "data"
+    ]
     assert {"upstream_wamid", "last_error"} <= set(listed[0])
-    empty = httpx.get(listing, params={"upstream_wamid": "wamid.nobody"}, headers=keyed, timeout=10)
+    empty = loopback.get(
+        listing, params={"upstream_wamid": "wamid.nobody"}, headers=keyed, timeout=10
+    )
     assert empty.json()["data"] == []
     # Another project's key finds nothing by the wamid: the number is not its own.
     other = make_tenant(gateway.database_url)
-    foreign = httpx.get(
+    foreign = loopback.get(
         listing, params={"upstream_wamid": wamid}, headers={"X-API-Key": other.api_key}, timeout=10
     )
     assert foreign.status_code == 400
@@ -387,7 +392,9 @@ def deliver(
         headers["X-Hub-Signature-256"] = hub_signature(raw)
     elif signature is not None:
         headers["X-Hub-Signature-256"] = signature
-    return httpx.post(f"{gateway.base_url}/webhooks/meta", content=raw, headers=headers, timeout=10)
+    return loopback.post(
+        f"{gateway.base_url}/webhooks/meta", content=raw, headers=headers, timeout=10
+    )
 
 
 def delivered_ok(
@@ -412,7 +419,7 @@ def stored_statuses(database_url: str, wamid: str) -> list[str]:
 
 def verify(gateway: GatewayProcess, params: dict[str, str]) -> httpx.Response:
     """Meta's subscription check."""
-    return httpx.get(f"{gateway.base_url}/webhooks/meta", params=params, timeout=10)
+    return loopback.get(f"{gateway.base_url}/webhooks/meta", params=params, timeout=10)
 
 
 def test_verification_with_the_right_token_answers_the_challenge(hooks: GatewayProcess) -> None:
@@ -747,6 +754,8 @@ def test_a_message_past_its_ttl_is_failed_by_the_worker_without_being_sent(
     assert error["title"] == "Message expired before it could be sent"
     assert "time to live" in error["error_data"]["details"]
     assert (
-        httpx.get(f"{hooks.base_url}/sandbox/_stats", headers=ADMIN, timeout=10).json()["requests"]
+        loopback.get(f"{hooks.base_url}/sandbox/_stats", headers=ADMIN, timeout=10).json()[
+            "requests"
+        ]
         == 0
     )

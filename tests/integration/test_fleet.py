@@ -38,6 +38,7 @@ import httpx
 import msgspec
 import pytest
 
+from tests import loopback
 from tests.support import (
     ADMIN,
     ADMIN_TOKEN,
@@ -233,7 +234,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 def sends(fleet: Fleet) -> list[dict[str, object]]:
     """The sandbox's log of accepted sends."""
-    response = httpx.get(f"{fleet.sandbox_url}/_sends", headers=ADMIN, timeout=10)
+    response = loopback.get(f"{fleet.sandbox_url}/_sends", headers=ADMIN, timeout=10)
     response.raise_for_status()
     data: list[dict[str, object]] = response.json()["data"]
     return data

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-
+from tests import loopback
 from tests.integration.test_send_endpoint import SEED_BODY, send
 from tests.support import GatewayProcess, Tenant, free_port, run_cli
 
@@ -17,7 +16,7 @@ def test_paging_links_use_the_forwarded_scheme_and_host(
         assert send(gateway, tenant, SEED_BODY).status_code == 200
     listing = f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages"
     key = {"X-API-Key": tenant.api_key}
-    proxied = httpx.get(
+    proxied = loopback.get(
         listing,
         params={"limit": 1},
         headers={**key, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "wa.example.com"},
@@ -28,10 +27,10 @@ def test_paging_links_use_the_forwarded_scheme_and_host(
     path = f"/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages?"
     assert link.startswith(f"https://wa.example.com{path}"), link
     # The proxy maps the public URL back to the gateway: the link reads the next page.
-    following = httpx.get(link.replace("https://wa.example.com", gateway.base_url), headers=key)
+    following = loopback.get(link.replace("https://wa.example.com", gateway.base_url), headers=key)
     assert following.status_code == 200
     assert len(following.json()["data"]) == 1
-    direct = httpx.get(listing, params={"limit": 1}, headers=key, timeout=10)
+    direct = loopback.get(listing, params={"limit": 1}, headers=key, timeout=10)
     assert direct.json()["paging"]["next"].startswith(f"{gateway.base_url}{path}")
 
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 
+from tests import loopback
 from tests.support import (
     database_url_for,
     dispose_database,
@@ -102,7 +102,7 @@ def test_meta_is_sent_the_digits_we_answered_as_wa_id(sqlite_url: str, tmp_path:
     ):
         answered = []
         for to in typed:
-            response = httpx.post(
+            response = loopback.post(
                 f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}"
                 "/marketing_messages",
                 json={

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import insert, select, text
 
+from tests import loopback
 from tests.support import (
     PG_ADMIN_URL,
     WAGATE,
@@ -35,7 +35,7 @@ DEADLINE_S = 10.0
 
 
 def readyz(base_url: str) -> tuple[int, dict[str, Any]]:
-    response = httpx.get(f"{base_url}/readyz", timeout=10)
+    response = loopback.get(f"{base_url}/readyz", timeout=10)
     return response.status_code, response.json()
 
 
@@ -153,7 +153,7 @@ def test_a_standalone_worker_serves_its_health_and_its_port_is_its_own(tmp_path:
     base = f"http://127.0.0.1:{port}"
     try:
         worker.wait_until_up(f"{base}/healthz")
-        assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
+        assert loopback.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
         body = becomes(base, 200)
         assert body["checks"] == {"database": "ok", "schema": "ok", "worker": "ok"}
         assert f"health: http://127.0.0.1:{port}" in worker.log_text()

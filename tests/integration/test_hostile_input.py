@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests import loopback
 from tests.support import (
     GatewayProcess,
     Tenant,
@@ -56,7 +57,7 @@ def send_path(tenant: Tenant) -> str:
 
 
 def post_send(gateway: GatewayProcess, tenant: Tenant, payload: Any) -> httpx.Response:
-    return httpx.post(
+    return loopback.post(
         gateway.base_url + send_path(tenant),
         content=payload if isinstance(payload, bytes) else json.dumps(payload).encode(),
         headers={"X-API-Key": tenant.api_key, "Content-Type": "application/json"},
@@ -269,7 +270,7 @@ def test_a_webhook_without_a_valid_signature_is_401_and_stores_nothing(
     if signature is not None:
         headers.append((b"X-Hub-Signature-256", signature))
     content = json.dumps(STATUS_WEBHOOK).encode()
-    response = httpx.post(
+    response = loopback.post(
         f"{gateway.base_url}/webhooks/meta",
         content=content,
         headers=headers,
@@ -280,14 +281,14 @@ def test_a_webhook_without_a_valid_signature_is_401_and_stores_nothing(
 
 
 def test_a_webhook_body_over_4_mib_is_413(gateway: GatewayProcess) -> None:
-    response = httpx.post(
+    response = loopback.post(
         f"{gateway.base_url}/webhooks/meta",
         content=b" " * (5 * 1024 * 1024),
         headers={"Content-Type": "application/json", "X-Hub-Signature-256": FAKE_SIGNATURE},
         timeout=30,
     )
     graph_error(response, 100, 413)
-    assert httpx.get(f"{gateway.base_url}/healthz").status_code == 200
+    assert loopback.get(f"{gateway.base_url}/healthz").status_code == 200
 
 
 # ---- never a 500 -----------------------------------------------------------------------
@@ -320,16 +321,16 @@ def test_the_deepest_accepted_message_reads_back(unchecked_gateway: GatewayProce
     message_id = sent.json()["messages"][0]["id"]
     base = f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages"
     headers = {"X-API-Key": tenant.api_key}
-    one = httpx.get(f"{base}/{message_id}", headers=headers, timeout=10)
+    one = loopback.get(f"{base}/{message_id}", headers=headers, timeout=10)
     assert one.status_code == 200, one.text
-    listing = httpx.get(base, headers=headers, timeout=10)
+    listing = loopback.get(base, headers=headers, timeout=10)
     assert listing.status_code == 200, listing.text
     assert [m["id"] for m in listing.json()["data"]] == [message_id]
 
 
 def test_a_newline_in_a_path_does_not_forge_a_log_line(gateway: GatewayProcess) -> None:
     forged = "ERROR wagate.http forged-entry-for-the-test"
-    response = httpx.get(f"{gateway.base_url}/nowhere%0a{forged.replace(' ', '%20')}")
+    response = loopback.get(f"{gateway.base_url}/nowhere%0a{forged.replace(' ', '%20')}")
     assert response.status_code == 404
     wait_until(lambda: "forged-entry-for-the-test" in gateway.log_text(), 5, what="the log line")
     lines = [line for line in gateway.log_text().splitlines() if "forged-entry" in line]

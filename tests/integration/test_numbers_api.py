@@ -4,17 +4,16 @@ project of the key, Graph errors, `{"data": ...}` bodies, tokens never shown."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from tests import loopback
 from tests.integration.test_send_endpoint import SEED_BODY
 from tests.support import (
+    GatewayPool,
     GatewayProcess,
-    database_url_for,
-    dispose_database,
     make_tenant,
     sql,
 )
@@ -25,16 +24,9 @@ PATH = "/platform/v1/whatsapp/phone_numbers"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
+def gateway(request: pytest.FixtureRequest, gateway_pool: GatewayPool) -> GatewayProcess:
     """A real gateway without a worker: what is sent stays queued (undelivered)."""
-    tmp = tmp_path_factory.mktemp(f"numbers-{request.param}")
-    url = database_url_for(request.param, tmp)
-    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_WORKER="0").start()
-    yield process
-    process.stop()
-    dispose_database(url)
+    return gateway_pool.get(request.param, WAGATE_WORKER="0")
 
 
 def call(
@@ -48,7 +40,7 @@ def call(
 ) -> httpx.Response:
     """One request to the management API with `key` (None: no key)."""
     headers = {} if key is None else {"Authorization": f"Bearer {key}"}
-    return httpx.request(
+    return loopback.request(
         method,
         f"{gateway.base_url}{PATH}{suffix}",
         json=body,
@@ -72,7 +64,7 @@ def new_id() -> str:
 
 
 def send(gateway: GatewayProcess, key: str, phone_number_id: str) -> httpx.Response:
-    return httpx.post(
+    return loopback.post(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{phone_number_id}/marketing_messages",
         json=SEED_BODY,
         headers={"X-API-Key": key},
@@ -211,7 +203,7 @@ def test_mistakes_are_graph_errors_that_say_what_to_fix(gateway: GatewayProcess)
 
 
 def test_the_routes_are_in_the_openapi_document_with_readable_ids(gateway: GatewayProcess) -> None:
-    document = httpx.get(f"{gateway.base_url}/docs/openapi.json", timeout=10).json()
+    document = loopback.get(f"{gateway.base_url}/docs/openapi.json", timeout=10).json()
     ids = {
         operation["operationId"]
         for path, item in document["paths"].items()

@@ -6,7 +6,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import jsonschema_rs
 import pytest
 import schemathesis
@@ -19,6 +18,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from tests import loopback
 from tests.integration.test_send_endpoint import EVERY_COMPONENT, SEED_BODY, body, send
 from tests.support import GatewayProcess, Tenant, make_tenant
 from wagate.adapters.http.send_openapi import SEND_EXAMPLES
@@ -33,7 +33,7 @@ OPENAPI_PATH = "/docs/openapi.json"
 @pytest.fixture(scope="module")
 def document(gateway: GatewayProcess) -> dict[str, Any]:
     """The OpenAPI document as the running gateway serves it."""
-    response = httpx.get(f"{gateway.base_url}{OPENAPI_PATH}", timeout=10)
+    response = loopback.get(f"{gateway.base_url}{OPENAPI_PATH}", timeout=10)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -79,7 +79,7 @@ def json_schema(document: dict[str, Any], operation: dict[str, Any], status: str
 
 
 def test_the_openapi_document_is_served_as_json(gateway: GatewayProcess) -> None:
-    response = httpx.get(f"{gateway.base_url}{OPENAPI_PATH}")
+    response = loopback.get(f"{gateway.base_url}{OPENAPI_PATH}")
     assert response.status_code == 200
     assert "json" in response.headers["content-type"]
     document = response.json()
@@ -88,21 +88,21 @@ def test_the_openapi_document_is_served_as_json(gateway: GatewayProcess) -> None
 
 
 def test_the_docs_page_and_yaml_are_served(gateway: GatewayProcess) -> None:
-    page = httpx.get(f"{gateway.base_url}/docs")
+    page = loopback.get(f"{gateway.base_url}/docs")
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
-    yaml = httpx.get(f"{gateway.base_url}/docs/openapi.yaml")
+    yaml = loopback.get(f"{gateway.base_url}/docs/openapi.yaml")
     assert yaml.status_code == 200
     assert "marketing_messages" in yaml.text
 
 
 def test_the_docs_page_loads_nothing_from_another_host(gateway: GatewayProcess) -> None:
-    page = httpx.get(f"{gateway.base_url}/docs").text
+    page = loopback.get(f"{gateway.base_url}/docs").text
     assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page)
     assert len(assets) >= 4, page  # script, preset, stylesheet, icon
     for asset in assets:
         assert asset.startswith("/docs/"), f"{asset} is not served by the gateway"
-        response = httpx.get(f"{gateway.base_url}{asset}")
+        response = loopback.get(f"{gateway.base_url}{asset}")
         assert response.status_code == 200, asset
         assert len(response.content) > 500, asset
 

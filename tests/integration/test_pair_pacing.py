@@ -13,10 +13,10 @@ import itertools
 import time
 from collections.abc import Iterator, Sequence
 
-import httpx
 import pytest
 from sqlalchemy import select
 
+from tests import loopback
 from tests.integration.test_delivery import accept, unique_phone
 from tests.support import (
     ADMIN,
@@ -97,7 +97,7 @@ def digits(phone: str) -> str:
 
 def sandbox_sends(sandbox_url: str, phone_number_id: str) -> list[dict[str, object]]:
     """The sandbox's log of one number's accepted sends, oldest first."""
-    response = httpx.get(
+    response = loopback.get(
         f"{sandbox_url}/_sends",
         params={"phone_number_id": phone_number_id},
         headers=ADMIN,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from tests import loopback
 from tests.integration.test_send_endpoint import (
     EVERY_COMPONENT,
     SEED_BODY,
@@ -20,10 +20,9 @@ from tests.integration.test_send_endpoint import (
     send,
 )
 from tests.support import (
+    GatewayPool,
     GatewayProcess,
     Tenant,
-    database_url_for,
-    dispose_database,
     make_tenant,
     sql,
 )
@@ -33,19 +32,12 @@ MANY = 25
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
+def gateway(request: pytest.FixtureRequest, gateway_pool: GatewayPool) -> GatewayProcess:
     """A real gateway without a delivery worker, so messages stay as accepted (`pending`).
 
     Overrides the session gateway for this module; `tenant` uses this one.
     """
-    tmp = tmp_path_factory.mktemp(f"reads-{request.param}")
-    url = database_url_for(request.param, tmp)
-    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_WORKER="0").start()
-    yield process
-    process.stop()
-    dispose_database(url)
+    return gateway_pool.get(request.param, WAGATE_WORKER="0")
 
 
 def messages_url(gateway: GatewayProcess, tenant: Tenant, suffix: str = "") -> str:
@@ -60,7 +52,7 @@ def read(
     params: dict[str, Any] | None = None,
 ) -> httpx.Response:
     """GET a read endpoint with the tenant's key."""
-    return httpx.get(
+    return loopback.get(
         messages_url(gateway, tenant, suffix),
         params=params,
         headers={"X-API-Key": tenant.api_key},
@@ -173,8 +165,8 @@ def test_another_projects_number_looks_like_a_missing_one(
     send_ok(gateway, other, SEED_BODY)
     headers = {"X-API-Key": tenant.api_key}
     base = f"{gateway.base_url}/meta/whatsapp/v24.0"
-    foreign = httpx.get(f"{base}/{other.phone_number_id}/messages{suffix}", headers=headers)
-    missing = httpx.get(f"{base}/999999999999999/messages{suffix}", headers=headers)
+    foreign = loopback.get(f"{base}/{other.phone_number_id}/messages{suffix}", headers=headers)
+    missing = loopback.get(f"{base}/999999999999999/messages{suffix}", headers=headers)
     foreign_error = graph_error(foreign, 100, 400)
     missing_error = graph_error(missing, 100, 400)
     assert foreign_error["error_subcode"] == missing_error["error_subcode"] == 33
@@ -193,19 +185,19 @@ def test_another_projects_number_looks_like_a_missing_one(
 def test_reads_need_a_valid_key(
     gateway: GatewayProcess, tenant: Tenant, suffix: str, headers: dict[str, str]
 ) -> None:
-    response = httpx.get(messages_url(gateway, tenant, suffix), headers=headers)
+    response = loopback.get(messages_url(gateway, tenant, suffix), headers=headers)
     graph_error(response, 190, 401)
 
 
 def test_a_bearer_key_reads_too(gateway: GatewayProcess, tenant: Tenant) -> None:
-    response = httpx.get(
+    response = loopback.get(
         messages_url(gateway, tenant), headers={"Authorization": f"Bearer {tenant.api_key}"}
     )
     assert response.status_code == 200, response.text
 
 
 def test_reads_refuse_an_unknown_graph_version(gateway: GatewayProcess, tenant: Tenant) -> None:
-    response = httpx.get(
+    response = loopback.get(
         f"{gateway.base_url}/meta/whatsapp/latest/{tenant.phone_number_id}/messages",
         headers={"X-API-Key": tenant.api_key},
     )
@@ -218,7 +210,7 @@ def test_reads_refuse_an_unknown_graph_version(gateway: GatewayProcess, tenant: 
 def test_ids_with_a_nul_character_are_not_found_rather_than_a_server_error(
     gateway: GatewayProcess, tenant: Tenant, path: str
 ) -> None:
-    response = httpx.get(
+    response = loopback.get(
         f"{gateway.base_url}/meta/whatsapp/v24.0{path.format(pnid=tenant.phone_number_id)}",
         headers={"X-API-Key": tenant.api_key},
     )
@@ -293,7 +285,7 @@ def test_following_next_links_visits_every_message_once_in_order(
         if "next" not in page["paging"]:
             break
         assert len(pages) < 10, "paging does not end"
-        response = httpx.get(page["paging"]["next"], headers={"X-API-Key": tenant.api_key})
+        response = loopback.get(page["paging"]["next"], headers={"X-API-Key": tenant.api_key})
     assert [len(p) for p in pages] == [10, 10, 5]
     assert [i for p in pages for i in p] == newest_first
 
@@ -330,7 +322,7 @@ def test_previous_links_lead_back_to_the_newer_page(
     _, paging = listing(
         gateway, tenant, limit=10, after=listing(gateway, tenant, limit=10)[1]["cursors"]["after"]
     )
-    response = httpx.get(paging["previous"], headers={"X-API-Key": tenant.api_key})
+    response = loopback.get(paging["previous"], headers={"X-API-Key": tenant.api_key})
     assert [m["id"] for m in response.json()["data"]] == newest_first[:10]
 
 
@@ -339,7 +331,7 @@ def test_paging_links_keep_the_filters(
 ) -> None:
     tenant, newest_first = filled
     _, paging = listing(gateway, tenant, limit=4, status="pending")
-    following = httpx.get(paging["next"], headers={"X-API-Key": tenant.api_key})
+    following = loopback.get(paging["next"], headers={"X-API-Key": tenant.api_key})
     assert following.url.params["status"] == "pending"
     assert following.url.params["limit"] == "4"
     assert [m["id"] for m in following.json()["data"]] == newest_first[4:8]

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from tests import loopback
 from tests.support import (
     ADMIN,
     ADMIN_TOKEN,
@@ -145,7 +146,7 @@ def test_every_sandbox_route_refuses_anything_but_the_numbers_own_token(
     waba = waba_of(gateway.database_url, tenant.phone_number_id)
 
     for method, path, body in graph_calls(tenant.phone_number_id, waba):
-        response = httpx.request(
+        response = loopback.request(
             method, sandbox_graph(gateway) + path, json=body, headers=headers, timeout=10
         )
         assert response.status_code == 401, (method, path, response.text)
@@ -157,7 +158,7 @@ def test_the_numbers_own_token_opens_every_sandbox_route(
 ) -> None:
     waba = waba_of(gateway.database_url, tenant.phone_number_id)
     for method, path, body in graph_calls(tenant.phone_number_id, waba):
-        response = httpx.request(
+        response = loopback.request(
             method,
             sandbox_graph(gateway) + path,
             json=body,
@@ -170,13 +171,13 @@ def test_the_numbers_own_token_opens_every_sandbox_route(
 def test_operator_routes_need_the_admin_token(gateway: GatewayProcess, tenant: Tenant) -> None:
     stats = f"{gateway.base_url}/sandbox/_stats"
     for headers in ({}, bearer("not-the-admin-token"), bearer(tenant.access_token)):
-        response = httpx.get(stats, headers=headers, timeout=10)
+        response = loopback.get(stats, headers=headers, timeout=10)
         assert response.status_code == 401, response.text
         assert response.json()["error"]["code"] == 190
-        refused = httpx.post(f"{gateway.base_url}/sandbox/_reset", headers=headers, timeout=10)
+        refused = loopback.post(f"{gateway.base_url}/sandbox/_reset", headers=headers, timeout=10)
         assert refused.status_code == 401
 
-    answer = httpx.get(stats, headers=ADMIN, timeout=10)
+    answer = loopback.get(stats, headers=ADMIN, timeout=10)
     assert answer.status_code == 200
     assert "requests" in answer.json()
 
@@ -187,7 +188,7 @@ def test_without_an_admin_token_the_operator_routes_are_off(tmp_path: Path) -> N
     with running_gateway(url, tmp_path / "gateway.log", WAGATE_ADMIN_TOKEN="") as gateway:
         for headers in ({}, ADMIN, bearer("x")):
             for method, route in (("GET", "_stats"), ("POST", "_reset"), ("POST", "_numbers")):
-                response = httpx.request(
+                response = loopback.request(
                     method, f"{gateway.base_url}/sandbox/{route}", headers=headers, timeout=10
                 )
                 assert response.status_code == 403, (route, response.text)
@@ -206,7 +207,7 @@ def test_with_the_sandbox_off_it_is_a_404_and_sandbox_numbers_are_refused(
     off = {"WAGATE_SANDBOX": "0"}
     with running_gateway(url, tmp_path / "gateway.log", **off) as gateway:
         for path in ("/_stats", "/v23.0/1/message_templates", "/v23.0/1/marketing_messages"):
-            response = httpx.post(f"{gateway.base_url}/sandbox{path}", headers=ADMIN, timeout=10)
+            response = loopback.post(f"{gateway.base_url}/sandbox{path}", headers=ADMIN, timeout=10)
             assert response.status_code == 404, path
     project = new_project(url)
 
@@ -231,7 +232,7 @@ def test_the_sandbox_appears_once_a_sandbox_number_is_added(tmp_path: Path) -> N
     url = sqlite_url(tmp_path)
     with running_gateway(url, tmp_path / "gateway.log") as gateway:
         templates = f"{sandbox_graph(gateway)}/1/message_templates"
-        assert httpx.get(templates, timeout=10).status_code == 404
+        assert loopback.get(templates, timeout=10).status_code == 404
         project = new_project(url)
         run_cli(
             *("numbers", "add", "--project", project, "--phone-number-id", "5550002"),
@@ -240,7 +241,7 @@ def test_the_sandbox_appears_once_a_sandbox_number_is_added(tmp_path: Path) -> N
 
         # The gateway looks for sandbox numbers again every few seconds.
         def served() -> int | None:
-            status = httpx.get(templates, timeout=10).status_code
+            status = loopback.get(templates, timeout=10).status_code
             return None if status == 404 else status
 
         assert wait_until(served, 8, interval=0.2, what="the sandbox being served") == 401
@@ -275,21 +276,21 @@ def test_a_standalone_number_and_waba_keep_the_first_token(standalone: str) -> N
     first, second = bearer("first-token"), bearer("second-token")
     send = f"{standalone}/v23.0/{pnid}/marketing_messages"
 
-    assert httpx.post(send, json=MESSAGE, headers=first, timeout=10).status_code == 200
+    assert loopback.post(send, json=MESSAGE, headers=first, timeout=10).status_code == 200
     for method, path, body in graph_calls(pnid, pnid):
-        response = httpx.request(
+        response = loopback.request(
             method, f"{standalone}/v23.0{path}", json=body, headers=second, timeout=10
         )
         assert (response.status_code, response.json()["error"]["code"]) == (401, 190), path
-    assert httpx.post(send, json=MESSAGE, headers={}, timeout=10).status_code == 401
+    assert loopback.post(send, json=MESSAGE, headers={}, timeout=10).status_code == 401
     templates = f"{standalone}/v23.0/{pnid}/message_templates"
-    assert httpx.get(templates, headers=first, timeout=10).status_code == 200
+    assert loopback.get(templates, headers=first, timeout=10).status_code == 200
 
 
 def test_the_standalone_operator_routes_need_its_admin_token(standalone: str) -> None:
-    assert httpx.get(f"{standalone}/_stats", timeout=10).status_code == 401
-    assert httpx.get(f"{standalone}/_stats", headers=bearer("x"), timeout=10).status_code == 401
-    assert httpx.get(f"{standalone}/_stats", headers=ADMIN, timeout=10).status_code == 200
+    assert loopback.get(f"{standalone}/_stats", timeout=10).status_code == 401
+    assert loopback.get(f"{standalone}/_stats", headers=bearer("x"), timeout=10).status_code == 401
+    assert loopback.get(f"{standalone}/_stats", headers=ADMIN, timeout=10).status_code == 200
 
 
 def test_a_standalone_sandbox_with_one_token_takes_no_other_and_no_admin(
@@ -307,11 +308,12 @@ def test_a_standalone_sandbox_with_one_token_takes_no_other_and_no_admin(
         process.wait_until_up(f"{url}/_stats", any_answer=True)
         send = f"{url}/v23.0/{unique_id()}/marketing_messages"
         assert (
-            httpx.post(send, json=MESSAGE, headers=bearer("other"), timeout=10).status_code == 401
+            loopback.post(send, json=MESSAGE, headers=bearer("other"), timeout=10).status_code
+            == 401
         )
-        ok = httpx.post(send, json=MESSAGE, headers=bearer("the-only-token"), timeout=10)
+        ok = loopback.post(send, json=MESSAGE, headers=bearer("the-only-token"), timeout=10)
         assert ok.status_code == 200
-        stats = httpx.get(f"{url}/_stats", headers=bearer("the-only-token"), timeout=10)
+        stats = loopback.get(f"{url}/_stats", headers=bearer("the-only-token"), timeout=10)
         assert (stats.status_code, stats.json()["error"]["code"]) == (403, 10)
     finally:
         process.stop()
@@ -323,10 +325,10 @@ def test_the_sandbox_refuses_big_bodies_and_long_recipients(standalone: str) -> 
     token = bearer("big-body-token")
 
     huge = {**MESSAGE, "biz_opaque_callback_data": "x" * (65 * 1024)}
-    response = httpx.post(send, json=huge, headers=token, timeout=10)
+    response = loopback.post(send, json=huge, headers=token, timeout=10)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == 100
-    template = httpx.post(
+    template = loopback.post(
         f"{standalone}/v23.0/{pnid}/message_templates",
         json={**NEW_TEMPLATE, "components": [{"type": "BODY", "text": "x" * (2 << 20)}]},
         headers=token,
@@ -335,7 +337,7 @@ def test_the_sandbox_refuses_big_bodies_and_long_recipients(standalone: str) -> 
     assert template.status_code == 413
     assert template.json()["error"]["code"] == 100
 
-    long_to = httpx.post(send, json={**MESSAGE, "to": "1" * 65}, headers=token, timeout=10)
+    long_to = loopback.post(send, json={**MESSAGE, "to": "1" * 65}, headers=token, timeout=10)
     assert (long_to.status_code, long_to.json()["error"]["code"]) == (400, 131009)
 
 
@@ -357,7 +359,7 @@ def sandbox_secret(database_url: str) -> str:
 
 def forwarded_message(gateway: GatewayProcess, tenant: Tenant) -> str:
     """A message accepted over HTTP and marked as handed upstream; its upstream wamid."""
-    response = httpx.post(
+    response = loopback.post(
         f"{gateway.base_url}/meta/whatsapp/v23.0/{tenant.phone_number_id}/marketing_messages",
         json={**MESSAGE, "to": f"4477009{secrets.randbelow(10**5):05d}"},
         headers={"X-API-Key": tenant.api_key},
@@ -385,7 +387,7 @@ def signed_post(gateway: GatewayProcess, payload: dict[str, Any], secret: str) -
     """POST a webhook signed the way Meta (or the sandbox) signs it."""
     raw = json.dumps(payload).encode()
     digest = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    return httpx.post(
+    return loopback.post(
         f"{gateway.base_url}/webhooks/meta",
         content=raw,
         headers={"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"},

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.support import GatewayProcess, Tenant, make_tenant, wait_until
 from tests.unit.test_body_rules import BAD_BODIES, SEED, template
 from tests.unit.test_body_rules import body as body
@@ -34,7 +35,7 @@ def send(
     all_headers = {"X-API-Key": tenant.api_key, "Content-Type": "application/json"}
     all_headers.update(headers or {})
     data = content if content is not None else json.dumps(payload).encode()
-    return httpx.post(url(gateway, tenant), content=data, headers=all_headers, timeout=10)
+    return loopback.post(url(gateway, tenant), content=data, headers=all_headers, timeout=10)
 
 
 def graph_error(response: httpx.Response, code: int, status: int) -> dict[str, Any]:
@@ -293,7 +294,7 @@ def test_missing_recipient_says_what_to_send(gateway: GatewayProcess, tenant: Te
 
 def test_a_refused_message_is_not_stored(gateway: GatewayProcess, tenant: Tenant) -> None:
     send(gateway, tenant, body(type="text"))
-    listing = httpx.get(
+    listing = loopback.get(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages",
         headers={"X-API-Key": tenant.api_key},
     )
@@ -338,7 +339,7 @@ def test_an_oversized_body_is_refused(gateway: GatewayProcess, tenant: Tenant) -
 
 
 def test_an_unknown_graph_version_is_refused(gateway: GatewayProcess, tenant: Tenant) -> None:
-    response = httpx.post(
+    response = loopback.post(
         url(gateway, tenant, version="latest"),
         json=SEED_BODY,
         headers={"X-API-Key": tenant.api_key},
@@ -347,12 +348,12 @@ def test_an_unknown_graph_version_is_refused(gateway: GatewayProcess, tenant: Te
 
 
 def test_get_on_the_send_path_is_a_graph_error(gateway: GatewayProcess, tenant: Tenant) -> None:
-    response = httpx.get(url(gateway, tenant), headers={"X-API-Key": tenant.api_key})
+    response = loopback.get(url(gateway, tenant), headers={"X-API-Key": tenant.api_key})
     graph_error(response, 100, 405)
 
 
 def test_options_on_the_send_path_lists_post(gateway: GatewayProcess, tenant: Tenant) -> None:
-    response = httpx.options(url(gateway, tenant))
+    response = loopback.options(url(gateway, tenant))
     assert response.status_code == 204
     assert response.headers["allow"] == "OPTIONS, POST"
 
@@ -364,7 +365,7 @@ def test_the_send_path_is_served_with_empty_segments_as_every_route_is(
     rest = url(gateway, tenant).removeprefix(f"{gateway.base_url}/meta/whatsapp")
     target = spelling.format(url=url(gateway, tenant), base=gateway.base_url, rest=rest)
     headers = {"X-API-Key": tenant.api_key}
-    response = httpx.post(target, json=SEED_BODY, headers=headers, timeout=10)
+    response = loopback.post(target, json=SEED_BODY, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     assert response.json()["messages"][0]["id"].startswith("wamid.")
 
@@ -373,7 +374,7 @@ def test_the_send_path_is_served_with_empty_segments_as_every_route_is(
 
 
 def test_missing_key_is_401_code_190(gateway: GatewayProcess, tenant: Tenant) -> None:
-    response = httpx.post(url(gateway, tenant), json=SEED_BODY)
+    response = loopback.post(url(gateway, tenant), json=SEED_BODY)
     graph_error(response, 190, 401)
 
 
@@ -388,12 +389,12 @@ def test_missing_key_is_401_code_190(gateway: GatewayProcess, tenant: Tenant) ->
 def test_invalid_key_is_401_code_190(
     gateway: GatewayProcess, tenant: Tenant, headers: dict[str, str]
 ) -> None:
-    response = httpx.post(url(gateway, tenant), json=SEED_BODY, headers=headers)
+    response = loopback.post(url(gateway, tenant), json=SEED_BODY, headers=headers)
     graph_error(response, 190, 401)
 
 
 def test_bearer_key_works(gateway: GatewayProcess, tenant: Tenant) -> None:
-    response = httpx.post(
+    response = loopback.post(
         url(gateway, tenant), json=SEED_BODY, headers={"Authorization": f"Bearer {tenant.api_key}"}
     )
     assert response.status_code == 200, response.text
@@ -403,12 +404,12 @@ def test_another_projects_number_looks_like_a_missing_one(
     gateway: GatewayProcess, tenant: Tenant
 ) -> None:
     other = make_tenant(gateway.database_url)
-    foreign = httpx.post(
+    foreign = loopback.post(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{other.phone_number_id}/marketing_messages",
         json=SEED_BODY,
         headers={"X-API-Key": tenant.api_key},
     )
-    missing = httpx.post(
+    missing = loopback.post(
         f"{gateway.base_url}/meta/whatsapp/v24.0/999999999999999/marketing_messages",
         json=SEED_BODY,
         headers={"X-API-Key": tenant.api_key},
@@ -435,7 +436,7 @@ def test_fbtrace_ids_differ_per_request(gateway: GatewayProcess, tenant: Tenant)
 
 
 def _listing(gateway: GatewayProcess, tenant: Tenant) -> list[dict[str, Any]]:
-    response = httpx.get(
+    response = loopback.get(
         f"{gateway.base_url}/meta/whatsapp/v24.0/{tenant.phone_number_id}/messages?limit=100",
         headers={"X-API-Key": tenant.api_key},
     )
@@ -521,11 +522,11 @@ def test_an_unusable_idempotency_key_is_refused(gateway: GatewayProcess, tenant:
 
 
 def test_healthz(gateway: GatewayProcess) -> None:
-    response = httpx.get(f"{gateway.base_url}/healthz")
+    response = loopback.get(f"{gateway.base_url}/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
 
 def test_unknown_paths_answer_in_the_graph_envelope(gateway: GatewayProcess) -> None:
-    response = httpx.get(f"{gateway.base_url}/nope")
+    response = loopback.get(f"{gateway.base_url}/nope")
     graph_error(response, 100, 404)

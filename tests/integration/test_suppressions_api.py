@@ -5,20 +5,18 @@ opt-outs on the same list, scoping to the key's project, and Graph errors, never
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 from sqlalchemy import select
 
+from tests import loopback
 from tests.integration.test_webhooks_api import call, data, graph_error, is_iso
 from tests.support import (
+    GatewayPool,
     GatewayProcess,
     Tenant,
-    database_url_for,
-    dispose_database,
     make_tenant,
     sql,
 )
@@ -31,16 +29,9 @@ BSUID = "US.13491208655302741918"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
+def gateway(request: pytest.FixtureRequest, gateway_pool: GatewayPool) -> GatewayProcess:
     """A real gateway without a worker."""
-    tmp = tmp_path_factory.mktemp(f"suppressions-{request.param}")
-    url = database_url_for(request.param, tmp)
-    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_WORKER="0").start()
-    yield process
-    process.stop()
-    dispose_database(url)
+    return gateway_pool.get(request.param, WAGATE_WORKER="0")
 
 
 def path(tenant: Tenant, recipient: str | None = None) -> str:
@@ -296,7 +287,7 @@ def test_a_bsuid_in_the_path_and_in_a_query_works_as_typed(gateway: GatewayProce
     parent = "US.ENT.11815799212886844830"
     add_many(gateway, tenant, [BSUID, parent])
     assert [i["recipient"] for i in listed(gateway, tenant, recipient=parent)[0]] == [parent]
-    raw = httpx.delete(
+    raw = loopback.delete(
         f"{gateway.base_url}/platform/v1/whatsapp{path(tenant)}/{parent}",
         headers={"X-API-Key": tenant.api_key},
         timeout=10,

@@ -18,11 +18,11 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from tests import loopback
 from tests.support import (
+    GatewayPool,
     GatewayProcess,
     Tenant,
-    database_url_for,
-    dispose_database,
     fail_for_good,
     make_tenant,
     running_gateway,
@@ -38,16 +38,9 @@ STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
+def gateway(request: pytest.FixtureRequest, gateway_pool: GatewayPool) -> GatewayProcess:
     """A real gateway without a worker: deliveries stay as the test leaves them."""
-    tmp = tmp_path_factory.mktemp(f"webhooks-{request.param}")
-    url = database_url_for(request.param, tmp)
-    process = GatewayProcess(url, tmp / "gateway.log", WAGATE_WORKER="0").start()
-    yield process
-    process.stop()
-    dispose_database(url)
+    return gateway_pool.get(request.param, WAGATE_WORKER="0")
 
 
 def call(
@@ -61,7 +54,7 @@ def call(
 ) -> httpx.Response:
     """One request to the management API with `key` (None: no key)."""
     headers = {} if key is None else {"X-API-Key": key}
-    return httpx.request(
+    return loopback.request(
         method,
         f"{gateway.base_url}{BASE}{path}",
         json=body,
