@@ -177,6 +177,42 @@ async def test_the_listing_is_refreshed_in_the_background_after_refresh_s() -> N
     assert source.listings == 2
 
 
+class HeldListing(FakeSource):
+    """A source whose next listing after `hold` answers what it was asked, once released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: asyncio.Event | None = None
+
+    async def list_templates(
+        self, base_url: str, version: str, waba_id: str, token: str
+    ) -> list[dict[str, Any]]:
+        self.listings += 1
+        asked = [dict(entry) for entry in self.entries]
+        if self.held is not None:
+            gate, self.held = self.held, None
+            await gate.wait()
+        return asked
+
+
+async def test_a_refresh_is_never_overtaken_by_a_listing_asked_before_it() -> None:
+    memory, source = Memory(), HeldListing()
+    checks = book(memory, source, refresh_s=300.0)
+    assert await code_of(checks.check(NUMBER, template("promo_template"))) is None
+    source.held = gate = asyncio.Event()
+    memory.clock.at += 301
+    await checks.check(NUMBER, template("promo_template"))  # starts a background listing
+    await asyncio.sleep(0)
+    # The template is deleted upstream; the gateway lists again, as after its DELETE.
+    source.entries = [e for e in source.entries if e["name"] != "promo_template"]
+    refreshing = asyncio.ensure_future(checks.refresh(NUMBER))
+    await asyncio.sleep(0.01)
+    gate.set()  # the listing asked before the delete answers last
+    await refreshing
+    assert await code_of(checks.check(NUMBER, template("promo_template"))) == 132001
+    assert source.listings == 3
+
+
 # ---- opt-outs and limits ----------------------------------------------------------------
 
 

@@ -218,6 +218,9 @@ class TemplateBook:
     async def sync(self, number: PhoneNumber) -> list[Template]:
         """List the WABA of `number` now (`wagate templates sync`); raises
         TemplatesUnavailable when the upstream cannot."""
+        waba = self._wabas.get(number.waba_id)
+        if waba is not None and waba.listing is not None and not waba.listing.done():
+            await asyncio.shield(waba.listing)  # an older listing must not land after this
         now = self.clock.now()
         listed = await self._fetch(number, now)
         waba = self._wabas.get(number.waba_id)
@@ -237,7 +240,11 @@ class TemplateBook:
         if waba is None:
             await self._waba(number)
             return
-        await self._list(number, waba)
+        if waba.listing is not None and not waba.listing.done():
+            # A listing asked before the change must not land after this one.
+            await asyncio.shield(waba.listing)
+        waba.listing = asyncio.ensure_future(self._list(number, waba))
+        await asyncio.shield(waba.listing)
 
     def _take(self, waba_id: str, template: Template) -> None:
         """A template's new row, held if its WABA is."""
