@@ -120,31 +120,26 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     def execute(self, operation: Any, parameters: Any = None) -> Any:
         """A statement: in its connection's thread at once when called there (see
         `run_in_thread`), else handed off."""
-        if getattr(_in_thread, "connection", None) is self._connection:
-            try:
-                self._keep(_run(self._connection._conn, operation, parameters, self._immediate()))
-            except Exception as error:
-                self._adapt_connection._handle_exception(error)
-            return None
-        return super().execute(operation, parameters)
+        if not self._here(operation, parameters, many=False):
+            return super().execute(operation, parameters)
+        return None
 
     def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
         """Like `execute`, with one row of parameters after another."""
-        if getattr(_in_thread, "connection", None) is self._connection:
-            try:
-                self._keep(
-                    _run(
-                        self._connection._conn,
-                        operation,
-                        seq_of_parameters,
-                        self._immediate(),
-                        True,
-                    )
-                )
-            except Exception as error:
-                self._adapt_connection._handle_exception(error)
-            return None
-        return super().executemany(operation, seq_of_parameters)
+        if not self._here(operation, seq_of_parameters, many=True):
+            return super().executemany(operation, seq_of_parameters)
+        return None
+
+    def _here(self, operation: Any, parameters: Any, *, many: bool) -> bool:
+        """Run the statement now if this is the connection's thread in `run_in_thread`."""
+        if getattr(_in_thread, "connection", None) is not self._connection:
+            return False
+        try:
+            raw = self._connection._conn
+            self._keep(_run(raw, operation, parameters, self._immediate(), many))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        return True
 
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
