@@ -23,6 +23,7 @@ from wagate.domain.model import KeyOwner
 from wagate.domain.recipients import resolve_recipient
 from wagate.domain.requests import Language, Template
 from wagate.domain.template_events import TemplateUpdate
+from wagate.domain.templates import Template as StoredTemplate
 from wagate.domain.validation import decode_request
 from wagate.domain.webhooks import signature_of
 from wagate.ports import TemplatesUnavailable, UpstreamAnswer
@@ -211,6 +212,42 @@ async def test_a_refresh_is_never_overtaken_by_a_listing_asked_before_it() -> No
     await refreshing
     assert await code_of(checks.check(NUMBER, template("promo_template"))) == 132001
     assert source.listings == 3
+
+
+class HeldPoll(MemoryTemplates):
+    """The memory store whose next `changed_since` answers what it read, once released."""
+
+    def __init__(self, memory: Memory) -> None:
+        super().__init__(memory.database)
+        self.held: asyncio.Event | None = None
+
+    async def changed_since(self, since_ms: int) -> list[tuple[str, StoredTemplate]]:
+        read = await super().changed_since(since_ms)
+        if self.held is not None:
+            gate, self.held = self.held, None
+            await gate.wait()
+        return read
+
+
+async def test_a_poll_that_read_before_a_refresh_does_not_undo_it() -> None:
+    memory, source = Memory(), FakeSource()
+    store = HeldPoll(memory)
+    checks = TemplateBook(
+        store, source, memory.clock, lambda number: "http://upstream.test", "v24.0"
+    )
+    assert await code_of(checks.check(NUMBER, template("promo_template"))) is None
+    store.held = gate = asyncio.Event()
+    polling = asyncio.ensure_future(checks.poll())  # reads promo_template as it is now
+    await asyncio.sleep(0)
+    source.entries = [e for e in source.entries if e["name"] != "promo_template"]
+    memory.clock.at += 0.5
+    await checks.refresh(NUMBER)  # as after a DELETE through the gateway
+    gate.set()
+    await polling
+    assert await code_of(checks.check(NUMBER, template("promo_template"))) == 132001
+    memory.clock.at += 1
+    await checks.poll()  # the next poll reads the row the refresh wrote: DELETED
+    assert await code_of(checks.check(NUMBER, template("promo_template"))) == 132001
 
 
 # ---- opt-outs and limits ----------------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ class _Waba:
     # Not before this time: the next listing after a miss, or after a failure.
     next_listing_at: float = 0.0
     listing: asyncio.Task[None] | None = None
+    # When the last listing was taken in (the process's clock): a poll that read the
+    # store before then may hold rows older than it, and leaves this WABA to the next.
+    held_at: float = -math.inf
 
 
 class TemplateBook:
@@ -201,7 +205,7 @@ class TemplateBook:
                 self.settings.retry_s,
             )
             return
-        _hold_listing(waba, listed, now)
+        _hold_listing(waba, listed, now, self.clock.now())
 
     async def _fetch(self, number: PhoneNumber, now: float) -> list[Template]:
         """The WABA's templates from the upstream, stored for every process."""
@@ -225,7 +229,7 @@ class TemplateBook:
         listed = await self._fetch(number, now)
         waba = self._wabas.get(number.waba_id)
         if waba is not None:
-            _hold_listing(waba, listed, now)
+            _hold_listing(waba, listed, now, self.clock.now())
         return listed
 
     async def listing(self, number: PhoneNumber) -> list[Template]:
@@ -282,7 +286,8 @@ class TemplateBook:
 
     async def poll(self) -> int:
         """Take in the rows other processes wrote since the last poll; how many."""
-        now_ms = int(self.clock.now() * 1000)
+        read_at = self.clock.now()
+        now_ms = int(read_at * 1000)
         since = now_ms if self._last_poll_ms is None else self._last_poll_ms
         rows = await self.store.changed_since(since - POLL_OVERLAP_MS)
         self._last_poll_ms = now_ms
@@ -291,6 +296,9 @@ class TemplateBook:
             waba = self._wabas.get(waba_id)
             if (
                 waba is not None
+                # A listing taken in while the rows were read may be newer than they are
+                # (a template deleted through the gateway): the next poll reads again.
+                and waba.held_at <= read_at
                 and waba.templates.get((template.name, template.language)) != template
             ):
                 waba.templates[(template.name, template.language)] = template
@@ -308,11 +316,12 @@ class TemplateBook:
                 await asyncio.wait_for(stop.wait(), self.settings.poll_s)
 
 
-def _hold_listing(waba: _Waba, listed: Sequence[Template], at: float) -> None:
-    """A WABA's templates are what the upstream listed at `at`."""
+def _hold_listing(waba: _Waba, listed: Sequence[Template], at: float, now: float) -> None:
+    """A WABA's templates are what the upstream listed at `at` (taken in at `now`)."""
     waba.templates = {(t.name, t.language): t for t in listed}
     waba.known = True
     waba.listed_at = at
+    waba.held_at = now
 
 
 def _templates(waba_id: str, entries: Sequence[object]) -> list[Template]:
