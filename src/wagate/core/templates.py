@@ -223,8 +223,8 @@ class TemplateBook:
         """List the WABA of `number` now (`wagate templates sync`); raises
         TemplatesUnavailable when the upstream cannot."""
         waba = self._wabas.get(number.waba_id)
-        if waba is not None and waba.listing is not None and not waba.listing.done():
-            await asyncio.shield(waba.listing)  # an older listing must not land after this
+        if waba is not None:
+            await _listing_in_flight(waba)
         now = self.clock.now()
         listed = await self._fetch(number, now)
         waba = self._wabas.get(number.waba_id)
@@ -244,9 +244,7 @@ class TemplateBook:
         if waba is None:
             await self._waba(number)
             return
-        if waba.listing is not None and not waba.listing.done():
-            # A listing asked before the change must not land after this one.
-            await asyncio.shield(waba.listing)
+        await _listing_in_flight(waba)
         waba.listing = asyncio.ensure_future(self._list(number, waba))
         await asyncio.shield(waba.listing)
 
@@ -314,6 +312,13 @@ class TemplateBook:
                 log.warning("template changes not read (%s); reading again", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.poll_s)
+
+
+async def _listing_in_flight(waba: _Waba) -> None:
+    """Until the WABA's listing in flight, if any, has landed: one asked before a change
+    must not land after the listing that follows it."""
+    if waba.listing is not None and not waba.listing.done():
+        await asyncio.shield(waba.listing)
 
 
 def _hold_listing(waba: _Waba, listed: Sequence[Template], at: float, now: float) -> None:

@@ -146,8 +146,8 @@ class MemoryNotifications:
                 )
             )
             endpoint = database.endpoints.get(row.endpoint_id)
-            if endpoint is None:
-                continue
+            if endpoint is None or (record.state == "delivered" and not record.endpoint_failing):
+                continue  # healthy when claimed, no failure recorded since: nothing to clear
             if record.state == "delivered":
                 failing_since = None
             else:

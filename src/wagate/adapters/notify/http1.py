@@ -120,7 +120,7 @@ def request_head(
     return "".join(lines).encode()
 
 
-class _Conn(asyncio.Protocol):
+class Http1Connection(asyncio.Protocol):
     """One connection: writes a request, parses its answer, says whether it can serve again."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -351,7 +351,7 @@ class _Conn(asyncio.Protocol):
 
 
 # Opens a connection to an origin: (protocol factory, origin) -> the connected protocol.
-Connector = Callable[[Callable[[], _Conn], Origin], Awaitable[_Conn]]
+Connector = Callable[[Callable[[], Http1Connection], Origin], Awaitable[Http1Connection]]
 
 
 class Http1Client:
@@ -362,7 +362,7 @@ class Http1Client:
         the request sets them)."""
         self._connect = connect
         self._defaults = dict(defaults or {})
-        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._idle: dict[tuple[str, str, int], list[Http1Connection]] = {}
         self._idle_count = 0
         self._swept_at = 0.0
 
@@ -395,11 +395,13 @@ class Http1Client:
             self._put_idle(key, conn, loop.time())
         return answer
 
-    async def _open(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> _Conn:
-        return await self._connect(lambda: _Conn(loop), origin)
+    async def _open(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> Http1Connection:
+        return await self._connect(lambda: Http1Connection(loop), origin)
 
     @staticmethod
-    async def _exchange(conn: _Conn, request: bytes | None, head: bytes, body: bytes) -> Answer:
+    async def _exchange(
+        conn: Http1Connection, request: bytes | None, head: bytes, body: bytes
+    ) -> Answer:
         if request is None:  # a large body is not copied into the head
             waiter = conn.send(head)
             assert conn.transport is not None
@@ -408,7 +410,7 @@ class Http1Client:
             waiter = conn.send(request)
         return await waiter
 
-    def _take_idle(self, key: tuple[str, str, int], now: float) -> _Conn | None:
+    def _take_idle(self, key: tuple[str, str, int], now: float) -> Http1Connection | None:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -418,7 +420,7 @@ class Http1Client:
             conn.abort()
         return None
 
-    def _put_idle(self, key: tuple[str, str, int], conn: _Conn, now: float) -> None:
+    def _put_idle(self, key: tuple[str, str, int], conn: Http1Connection, now: float) -> None:
         if now - self._swept_at > KEEPALIVE_S:
             self._sweep(now)
         idle = self._idle.setdefault(key, [])
@@ -467,6 +469,7 @@ __all__ = [
     "Connector",
     "HeaderRefused",
     "Http1Client",
+    "Http1Connection",
     "Origin",
     "default_tls",
     "request_head",

@@ -27,8 +27,8 @@ from wagate.adapters.notify.http1 import (
     AnswerFailed,
     HeaderRefused,
     Http1Client,
+    Http1Connection,
     Origin,
-    _Conn,
     default_tls,
 )
 from wagate.domain.ssrf import AddressPolicy
@@ -135,7 +135,9 @@ class HttpPoster:
             self._origins[url] = found
         return found
 
-    async def _connect(self, factory: Callable[[], _Conn], origin: Origin) -> _Conn:
+    async def _connect(
+        self, factory: Callable[[], Http1Connection], origin: Origin
+    ) -> Http1Connection:
         """A new connection to an address of `origin` the policy allows, tried in order."""
         addresses = await self._allowed(origin.host, origin.port)
         loop = asyncio.get_running_loop()

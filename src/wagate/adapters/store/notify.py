@@ -168,7 +168,8 @@ class SqlNotifications:
         outage of OUTAGE_S makes the endpoint's waiting deliveries due; a failure sets it
         if unset), in one transaction."""
         if records:
-            await self.settle(records, "", 0, limit=0, per_endpoint=0, lease_ms=0)
+            async with begin_write(self.engine) as connection:
+                await run_batch(connection, lambda sync: self._record(sync, records))
 
     async def settle(
         self,
@@ -238,7 +239,7 @@ class SqlNotifications:
         }
         if not endpoints:
             return [], endpoints
-        leased = Counter((connection.execute(q.LIVE_LEASES, now)).scalars())
+        leased = Counter(connection.execute(q.LIVE_LEASES, now).scalars())
         due = q.due_deliveries(self.dialect)
         defer = q.defer_blocked(self.dialect)
         candidates: list[Any] = []
@@ -313,7 +314,7 @@ class SqlNotifications:
                 continue
             if succeeded:
                 outage = {**key, "b_outage_since": at - int(OUTAGE_S * 1000)}
-                if (connection.execute(q.ENDPOINT_RECOVERED, outage)).first():
+                if connection.execute(q.ENDPOINT_RECOVERED, outage).first():
                     # Back from an outage: what waited for its retry goes now, not in
                     # up to 10 h (the receiver is back; its backlog should drain).
                     connection.execute(q.RESUME_DELIVERIES, {**key, "b_now": at})

@@ -443,7 +443,7 @@ def _apply_failures(connection: Connection, by_kind: dict[str, list[Row]]) -> di
     failed_at: dict[int, int] = {}
     for kind in failures:
         for row in by_kind[kind]:
-            if (connection.execute(q.FAILURES_ONE_BY_ONE[kind], row)).first() is not None:
+            if connection.execute(q.FAILURES_ONE_BY_ONE[kind], row).first() is not None:
                 failed_at[row["b_seq"]] = row["b_at"]
         by_kind[kind] = []
     return failed_at

@@ -13,7 +13,6 @@ neighbours. Only an unavailable database fails the POST (and Meta retries it).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -151,19 +150,9 @@ class SqlStatusStore:
         events = [row for webhook in batch for row in webhook.events]
         received_ms = max(webhook.received_ms for webhook in batch)
         try:
-            async with begin_write(self.engine) as connection:
-                stored = await run_batch(
-                    connection,
-                    functools.partial(
-                        _store,
-                        statuses=statuses,
-                        preferences=preferences,
-                        events=events,
-                        received_ms=received_ms,
-                        sandbox_only=sandbox_only,
-                        hold_tolerance_us=self.hold_tolerance_us,
-                    ),
-                )
+            stored = await self._transaction(
+                statuses, preferences, events, received_ms, sandbox_only
+            )
         except Exception as exc:
             if not is_row_fault(exc):
                 raise
@@ -179,6 +168,30 @@ class SqlStatusStore:
             stored.result_of(webhook.statuses, webhook.refused, webhook.preferences)
             for webhook in batch
         ]
+
+    async def _transaction(
+        self,
+        statuses: Sequence[StatusRow],
+        preferences: Sequence[PreferenceRow],
+        events: Sequence[EventRow],
+        received_ms: int,
+        sandbox_only: bool,
+    ) -> _Stored:
+        """`_store` in a write transaction of its own, run whole in SQLite's thread."""
+
+        def work(connection: Connection) -> _Stored:
+            return _store(
+                connection,
+                statuses,
+                preferences,
+                events,
+                received_ms,
+                sandbox_only,
+                self.hold_tolerance_us,
+            )
+
+        async with begin_write(self.engine) as connection:
+            return await run_batch(connection, work)
 
     async def _store_each(
         self,
@@ -197,19 +210,7 @@ class SqlStatusStore:
         total = IngestResult(0, 0, 0)
         for rows in singles:
             try:
-                async with begin_write(self.engine) as connection:
-                    stored = await run_batch(
-                        connection,
-                        functools.partial(
-                            _store,
-                            statuses=rows[0],
-                            preferences=rows[1],
-                            events=rows[2],
-                            received_ms=received_ms,
-                            sandbox_only=sandbox_only,
-                            hold_tolerance_us=self.hold_tolerance_us,
-                        ),
-                    )
+                stored = await self._transaction(*rows, received_ms, sandbox_only)
                 total += stored.result_of(rows[0], 0, rows[1])
             except Exception as exc:
                 if not is_row_fault(exc):

@@ -179,7 +179,7 @@ def write_failure_events(connection: Connection, failed_at: Mapping[int, int], n
     if not failed_at or not any_endpoint(connection):
         return 0
     drafts: list[EventDraft] = []
-    for seq, row in (message_facts(connection, failed_at)).items():
+    for seq, row in message_facts(connection, failed_at).items():
         at_ms = failed_at[seq]
         failed: Status = "failed"
         draft = message_event(
@@ -199,7 +199,7 @@ def write_failure_events(connection: Connection, failed_at: Mapping[int, int], n
 
 def any_endpoint(connection: Connection) -> bool:
     """Whether any endpoint is active (one read of a tiny table)."""
-    return (connection.execute(q.ANY_ENDPOINT)).first() is not None
+    return connection.execute(q.ANY_ENDPOINT).first() is not None
 
 
 def preference_drafts(
